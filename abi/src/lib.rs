@@ -1,0 +1,2 @@
+//! The pvabi ABI.
+#![no_std]

@@ -1,0 +1,2 @@
+//! The pvabi reference guest library.
+#![no_std]

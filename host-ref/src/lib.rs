@@ -1,0 +1,1 @@
+//! The pvabi reference host over KVM.
