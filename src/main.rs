@@ -1,5 +1,38 @@
 //! `pvabi`: the command-line front door of the pvabi project.
+//!
+//! Each subcommand lives in its own module under `cmd/`.
 
-fn main() {
-    println!("pvabi {}", env!("CARGO_PKG_VERSION"));
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// pvabi: an open, versioned paravirtual hypercall interface for x86-64 guests.
+#[derive(Debug, Parser)]
+#[command(name = "pvabi", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the C header generated from the ABI crate.
+    Header(cmd::header::Args),
+    /// Render the specification to HTML.
+    Spec(cmd::spec::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Header(args) => cmd::header::run(args),
+        Command::Spec(args) => cmd::spec::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("pvabi: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,1 @@
+//! Generation and rendering of the pvabi specification.

@@ -1,0 +1,4 @@
+//! One module per `pvabi` subcommand.
+
+pub mod header;
+pub mod spec;
