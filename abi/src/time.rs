@@ -1,0 +1,139 @@
+//! Spec chapter "Time family": clocks, the shared time page and the one-shot timer.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::calls::{
+    arg, plain, res, ArgCheck, BlockDesc, BlockKind, Call, CallDescriptor, DeferClass,
+};
+use crate::features::Features;
+
+/// `TimePage::flags`: the TSC fields are valid and may be used to interpolate.
+pub const TIME_PAGE_TSC_VALID: u32 = 1 << 0;
+
+/// The shared time page, at offset 0 of the page registered with TIME_SET_PAGE.
+///
+/// The host updates it under a sequence lock: it makes `sequence` odd, writes the other
+/// fields, then makes `sequence` even again. A reader retries while `sequence` is odd or
+/// changed during its read. Current monotonic time is
+/// `monotonic_ns + (((tsc - tsc_timestamp) << tsc_shift) * tsc_mul) >> 32` (a negative
+/// `tsc_shift` shifts right), when `flags` has [`TIME_PAGE_TSC_VALID`].
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct TimePage {
+    /// Sequence lock: odd while the host updates the page.
+    pub sequence: u32,
+    /// `TIME_PAGE_*` flags.
+    pub flags: u32,
+    /// Monotonic nanoseconds at `tsc_timestamp`.
+    pub monotonic_ns: u64,
+    /// TSC value at the last update.
+    pub tsc_timestamp: u64,
+    /// Wall-clock seconds since the Unix epoch at `tsc_timestamp`.
+    pub wallclock_sec: u64,
+    /// Nanoseconds part of the wall clock (0 to 999 999 999).
+    pub wallclock_nsec: u32,
+    /// Shift applied to a TSC delta before `tsc_mul` (negative: right shift).
+    pub tsc_shift: i32,
+    /// Multiplier, in 2^-32 nanoseconds per (shifted) TSC tick.
+    pub tsc_mul: u32,
+    /// Reserved, written as 0 by the host.
+    pub reserved0: u32,
+    /// Reserved, written as 0 by the host.
+    pub reserved: [u64; 2],
+}
+
+crate::abi_layout!(TimePage as "pvabi_time_page", size 64, align 8 {
+    [0] sequence: u32,
+    [4] flags: u32,
+    [8] monotonic_ns: u64,
+    [16] tsc_timestamp: u64,
+    [24] wallclock_sec: u64,
+    [32] wallclock_nsec: u32,
+    [36] tsc_shift: i32,
+    [40] tsc_mul: u32,
+    [44] reserved0: u32,
+    [48] reserved: [u64; 2],
+});
+
+/// The Time family's calls.
+pub const CALLS: &[CallDescriptor] = &[
+    CallDescriptor {
+        feature: Some(Features::TIME),
+        results: &[res(
+            "ns",
+            "Nanoseconds since the VM started; never decreases.",
+        )],
+        batchable: true,
+        ..plain(
+            Call::TimeMonotonic,
+            "TIME_MONOTONIC",
+            "Returns monotonic time in nanoseconds.",
+        )
+    },
+    CallDescriptor {
+        feature: Some(Features::TIME),
+        results: &[
+            res("seconds", "Seconds since the Unix epoch."),
+            res("nanoseconds", "Nanoseconds, 0 to 999 999 999."),
+        ],
+        batchable: true,
+        ..plain(
+            Call::TimeWallclock,
+            "TIME_WALLCLOCK",
+            "Returns wall-clock time.",
+        )
+    },
+    CallDescriptor {
+        feature: Some(Features::TIME),
+        results: &[
+            res("tsc_hz", "TSC frequency in Hz, or 0 if unknown."),
+            res(
+                "resolution_ns",
+                "Resolution of the one-shot timer in nanoseconds.",
+            ),
+        ],
+        batchable: true,
+        ..plain(
+            Call::TimeFrequency,
+            "TIME_FREQUENCY",
+            "Returns the TSC frequency and the timer resolution.",
+        )
+    },
+    CallDescriptor {
+        feature: Some(Features::TIME),
+        args: &[arg(
+            "page",
+            ArgCheck::Any,
+            "Guest-physical address of a 4 KiB-aligned page, or 0 to unregister.",
+        )],
+        block: Some(BlockDesc {
+            addr_arg: 0,
+            align: 4096,
+            kind: BlockKind::SharedPage {
+                header: &TimePage::ABI_LAYOUT,
+            },
+        }),
+        ..plain(
+            Call::TimeSetPage,
+            "TIME_SET_PAGE",
+            "Registers (or unregisters) the shared time page.",
+        )
+    },
+    CallDescriptor {
+        feature: Some(Features::TIME),
+        args: &[arg(
+            "deadline_ns",
+            ArgCheck::Any,
+            "Monotonic deadline in nanoseconds; 0 cancels the timer.",
+        )],
+        batchable: true,
+        deferral: DeferClass::Cpu,
+        ..plain(
+            Call::TimeSetTimer,
+            "TIME_SET_TIMER",
+            "Arms or cancels the calling vCPU's one-shot timer.",
+        )
+    },
+];
