@@ -24,7 +24,7 @@ pub const EVENT_VECTOR_MIN: u64 = 32;
 /// Highest interrupt vector.
 pub const EVENT_VECTOR_MAX: u64 = 255;
 /// The mask bits EVENTS_SET_MASK accepts: one bit per [`EventKind`] (bit `kind`).
-pub const EVENT_MASK_VALID: u64 = 0b1_1110;
+pub const EVENT_MASK_VALID: u64 = 0x1e;
 
 /// The kinds of event.
 #[repr(u32)]

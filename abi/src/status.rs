@@ -53,6 +53,8 @@ pub enum Status {
 
 impl Status {
     /// Every status code, in numeric (and precedence) order.
+    ///
+    /// cbindgen:ignore
     pub const ALL: [Status; 17] = [
         Status::Success,
         Status::NotSupported,
