@@ -20,6 +20,8 @@ enum Command {
     Header(cmd::header::Args),
     /// Render the specification to HTML.
     Spec(cmd::spec::Args),
+    /// Check or snapshot the ABI against released versions.
+    Abi(cmd::abi::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Header(args) => cmd::header::run(args),
         Command::Spec(args) => cmd::spec::run(args),
+        Command::Abi(args) => cmd::abi::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every pvabi check and test. This is the README's test command, and CI runs exactly it.
+#
+# Beyond the Rust toolchain the tests need C compilers (the header is compiled with gcc, g++
+# and clang; the C guest is built with gcc). Missing ones are installed with apt-get when this
+# runs as root; otherwise the script says what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in gcc g++ clang; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    packages=()
+    for tool in "${missing[@]}"; do
+        case "$tool" in g++) packages+=(g++) ;; *) packages+=("$tool") ;; esac
+    done
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing ${packages[*]} (needed by the header and C-guest tests)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    else
+        echo "error: missing ${missing[*]}; install them (Debian: sudo apt-get install -y ${packages[*]})" >&2
+        exit 1
+    fi
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy (workspace, all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test (workspace)"
+cargo test --workspace --locked
