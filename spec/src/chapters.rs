@@ -90,6 +90,7 @@ pub static CHAPTERS: &[Chapter] = &[
     chapter!("calls.md", "Call table", [], None, true),
     chapter!("structures.md", "Structures", [], None, true),
     chapter!("requirements.md", "Requirements index", [], None, false),
+    chapter!("changelog.md", "Changelog", [], None, false),
     chapter!(
         "design-notes.md",
         "Design notes: how pvabi compares",

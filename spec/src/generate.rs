@@ -589,9 +589,16 @@ fn requirements_file() -> String {
 }
 
 /// Every generated file, in a stable order.
+/// The changelog, generated from the released ABI snapshots in `versioning/snapshots`.
+fn changelog_file() -> String {
+    format!("{HEADER}\n{}", pvabi_versioning::changelog_markdown())
+}
+
+/// Every generated file, sorted by path.
 pub fn all() -> Vec<(String, String)> {
     let mut files = vec![
         ("generated/calls.md".to_string(), calls_table()),
+        ("generated/changelog.md".to_string(), changelog_file()),
         ("generated/constants.md".to_string(), constants_file()),
         ("generated/contexts.md".to_string(), contexts_file()),
         ("generated/cpuid.md".to_string(), cpuid_file()),
