@@ -1,0 +1,229 @@
+//! Events family: the queue, coalescing, masking, full and garbage queues, latching.
+
+use std::sync::Arc;
+use std::thread;
+
+use pvabi_abi::calls::Call;
+use pvabi_abi::events::{Event, EventKind, EventQueueHeader};
+use pvabi_abi::status::Status;
+
+use super::{H, PAGE1, PAGE2};
+
+const VECTOR: u64 = 0x40;
+
+fn header(h: &H, page: u64) -> EventQueueHeader {
+    h.read(page)
+}
+
+fn event(h: &H, page: u64, index: u32) -> Event {
+    h.read(page + 64 + u64::from(index % 128) * 16)
+}
+
+/// vCPU 1 with a queue at PAGE1.
+fn with_queue() -> H {
+    let h = H::ready(2);
+    h.write(PAGE1, &[0xffu8; 4096]);
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE1, VECTOR]),
+        Status::Success
+    );
+    h
+}
+
+#[test]
+fn set_queue_initialises_the_header_and_checks_arguments() {
+    let h = with_queue();
+    let hd = header(&h, PAGE1);
+    assert_eq!(
+        (
+            hd.head,
+            hd.tail,
+            hd.capacity,
+            hd.interrupt_pending,
+            hd.dropped
+        ),
+        (0, 0, 128, 0, 0)
+    );
+    assert_eq!(hd.reserved, [0; 11]);
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE2, 31]),
+        Status::InvalidParameter
+    );
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE2, 256]),
+        Status::InvalidParameter
+    );
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE2 + 8, 32]),
+        Status::Misaligned
+    );
+    // Another vCPU cannot take the page; unregistering (vector still checked) frees it.
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1, 32]),
+        Status::AccessDenied
+    );
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[0, 0]),
+        Status::InvalidParameter
+    );
+    assert_eq!(h.status(1, Call::EventsSetQueue, &[0, 32]), Status::Success);
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1, 255]),
+        Status::Success
+    );
+}
+
+#[test]
+fn a_burst_of_ten_events_raises_one_interrupt() {
+    let h = with_queue();
+    for i in 0..10 {
+        assert_eq!(
+            h.status(0, Call::EventsSend, &[1, 100 + i]),
+            Status::Success
+        );
+    }
+    let hd = header(&h, PAGE1);
+    assert_eq!((hd.tail, hd.interrupt_pending), (10, 1));
+    assert_eq!(h.m.log().interrupts, [(1, VECTOR as u8)]);
+    for i in 0..10 {
+        let e = event(&h, PAGE1, i);
+        assert_eq!(
+            (e.kind, e.source, e.data),
+            (EventKind::User as u32, 0, 100 + u64::from(i))
+        );
+    }
+    // The guest drains and re-arms: the next event raises again.
+    h.write(PAGE1, &10u32);
+    h.write(PAGE1 + 12, &0u32);
+    h.call(0, Call::EventsSend, &[1, 7]);
+    assert_eq!(h.m.log().interrupts.len(), 2);
+    assert_eq!(header(&h, PAGE1).interrupt_pending, 1);
+    // Re-arming without draining also raises on the next event.
+    h.write(PAGE1 + 12, &0u32);
+    h.call(1, Call::EventsSend, &[1, 8]);
+    assert_eq!(h.m.log().interrupts.len(), 3);
+    let rep = h.d.report();
+    assert_eq!((rep.events_posted, rep.interrupts_raised), (12, 3));
+}
+
+#[test]
+fn masked_kinds_queue_without_interrupt_and_unmasking_raises_one() {
+    let h = with_queue();
+    let user = EventKind::User.mask_bit();
+    let kick = EventKind::Kick.mask_bit();
+    assert_eq!(
+        h.call(1, Call::EventsSetMask, &[user | kick]),
+        (Status::Success, [0; 4])
+    );
+    for _ in 0..3 {
+        h.call(0, Call::EventsSend, &[1, 0]);
+    }
+    h.call(0, Call::VcpuKick, &[1]);
+    assert_eq!(header(&h, PAGE1).tail, 4);
+    assert!(h.m.log().interrupts.is_empty());
+    // Unmasking TIMER: none queued, nothing raised.
+    let timer = EventKind::Timer.mask_bit();
+    assert_eq!(
+        h.call(1, Call::EventsSetMask, &[user | kick | timer]).1[0],
+        user | kick
+    );
+    assert_eq!(
+        h.call(1, Call::EventsSetMask, &[user | kick]).1[0],
+        user | kick | timer
+    );
+    assert!(h.m.log().interrupts.is_empty());
+    // Unmasking USER with USER entries queued: one interrupt.
+    h.call(1, Call::EventsSetMask, &[kick]);
+    assert_eq!(h.m.log().interrupts, [(1, VECTOR as u8)]);
+    // Invalid mask bits (bit 0 and kinds beyond 4).
+    assert_eq!(
+        h.status(1, Call::EventsSetMask, &[1]),
+        Status::InvalidParameter
+    );
+    assert_eq!(
+        h.status(1, Call::EventsSetMask, &[1 << 5]),
+        Status::InvalidParameter
+    );
+}
+
+#[test]
+fn a_full_queue_drops_and_counts() {
+    let h = with_queue();
+    for i in 0..130 {
+        h.call(0, Call::EventsSend, &[1, i]);
+    }
+    let hd = header(&h, PAGE1);
+    assert_eq!((hd.tail, hd.dropped), (128, 2));
+    assert_eq!(event(&h, PAGE1, 0).data, 0);
+    // The guest consumes one: there is room for one more.
+    h.write(PAGE1, &1u32);
+    h.call(0, Call::EventsSend, &[1, 999]);
+    h.call(0, Call::EventsSend, &[1, 1000]);
+    let hd = header(&h, PAGE1);
+    assert_eq!((hd.tail, hd.dropped), (129, 3));
+    assert_eq!(event(&h, PAGE1, 128).data, 999);
+    let rep = h.d.report();
+    assert_eq!((rep.events_posted, rep.events_dropped), (129, 3));
+}
+
+#[test]
+fn a_garbage_head_cannot_make_the_host_overwrite() {
+    let h = with_queue();
+    h.call(0, Call::EventsSend, &[1, 1]);
+    // Head "ahead" of the tail, and a garbage tail the host must ignore.
+    h.write(PAGE1, &[50u32, 7777]);
+    h.call(0, Call::EventsSend, &[1, 2]);
+    let hd = header(&h, PAGE1);
+    assert_eq!((hd.head, hd.tail, hd.dropped), (50, 7777, 1));
+    assert_eq!(event(&h, PAGE1, 1).data, u64::MAX, "nothing written");
+    // A sane head again: the host appends at its own tail, 1.
+    h.write(PAGE1, &1u32);
+    h.call(0, Call::EventsSend, &[1, 3]);
+    assert_eq!(header(&h, PAGE1).tail, 2);
+    assert_eq!(event(&h, PAGE1, 1).data, 3);
+}
+
+#[test]
+fn send_checks_the_target() {
+    let h = H::ready(2);
+    assert_eq!(
+        h.status(0, Call::EventsSend, &[2, 0]),
+        Status::InvalidParameter
+    );
+    assert_eq!(
+        h.status(0, Call::EventsSend, &[u64::MAX, 0]),
+        Status::InvalidParameter
+    );
+}
+
+#[test]
+fn without_a_queue_events_latch_and_wake_halt_once() {
+    let h = H::ready(2);
+    h.call(0, Call::EventsSend, &[1, 5]);
+    assert_eq!(h.call(1, Call::VcpuHalt, &[1_000_000_000]).1[0], 1);
+    assert_eq!(h.call(1, Call::VcpuHalt, &[1_000_000]).1[0], 2);
+    let rep = h.d.report();
+    assert_eq!((rep.events_latched, rep.events_posted), (1, 0));
+}
+
+#[test]
+fn concurrent_senders_lose_nothing() {
+    let h = Arc::new(with_queue());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let h = h.clone();
+            thread::spawn(move || {
+                for i in 0..100 {
+                    assert_eq!(h.status(0, Call::EventsSend, &[1, i]), Status::Success);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let hd = header(&h, PAGE1);
+    assert_eq!(hd.tail, 128);
+    assert_eq!(hd.dropped, 400 - 128);
+    assert_eq!(h.m.log().interrupts.len(), 1);
+}

@@ -1,0 +1,175 @@
+//! Time family: clocks, the shared time page (kept current by a host thread under the
+//! seqlock protocol) and the per-vCPU one-shot timer (fired by a host thread).
+
+use std::mem::offset_of;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pvabi_abi::calls::Call;
+use pvabi_abi::events::EventKind;
+use pvabi_abi::status::Status;
+use pvabi_abi::time::TimePage;
+use zerocopy::IntoBytes;
+
+use super::guest;
+use super::state::{Inner, Owner, TimePageReg};
+use super::{done, lock, wait_timeout, Done, Req};
+
+/// How long the timer thread sleeps at most when no timer is armed (it is woken on arm).
+const TIMER_IDLE_WAIT: Duration = Duration::from_millis(100);
+
+pub(crate) fn handle(h: &Inner, r: &Req) -> Result<Done, Status> {
+    match r.call {
+        Call::TimeMonotonic => done(&[h.now_ns()]),
+        Call::TimeWallclock => {
+            let (sec, nsec) = wallclock();
+            done(&[sec, u64::from(nsec)])
+        }
+        Call::TimeFrequency => done(&[h.config.tsc_hz, h.config.timer_resolution_ns]),
+        Call::TimeSetPage => set_page(h, r.block.page_arg()),
+        Call::TimeSetTimer => set_timer(h, r.vcpu, r.args[0]),
+        _ => Err(Status::NotSupported),
+    }
+}
+
+/// Wall-clock time since the Unix epoch (0 if the host clock is before it).
+fn wallclock() -> (u64, u32) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs(), d.subsec_nanos())
+}
+
+fn set_page(h: &Inner, page: Option<u64>) -> Result<Done, Status> {
+    if let Some(gpa) = page {
+        lock(&h.vm).claim(&[(gpa, Owner::TimePage)])?;
+        if let Err(s) = h.spawn_worker(
+            "pvabi-time-page",
+            |w| !std::mem::replace(&mut w.time_page_started, true),
+            time_page_thread,
+        ) {
+            lock(&h.vm).release(gpa, Owner::TimePage);
+            return Err(s);
+        }
+    }
+    let old = {
+        let mut reg = lock(&h.time_page);
+        let old = reg.take();
+        if let Some(gpa) = page {
+            let mut new = TimePageReg { gpa, seq: 0 };
+            h.write_time_page(&mut new);
+            *reg = Some(new);
+        }
+        old
+    };
+    if let Some(old) = old {
+        lock(&h.vm).release(old.gpa, Owner::TimePage);
+    }
+    h.time_cv.notify_all();
+    done(&[])
+}
+
+fn set_timer(h: &Inner, vcpu: u32, deadline: u64) -> Result<Done, Status> {
+    if deadline != 0 {
+        h.spawn_worker(
+            "pvabi-timers",
+            |w| !std::mem::replace(&mut w.timer_started, true),
+            timer_thread,
+        )?;
+    }
+    if let Some(t) = lock(&h.timers).get_mut(vcpu as usize) {
+        *t = (deadline != 0).then_some(deadline);
+    }
+    h.timers_cv.notify_all();
+    done(&[])
+}
+
+impl Inner {
+    /// Writes the time page under the seqlock: sequence odd, fields, sequence even. Only
+    /// the host's own sequence counter is used, never the value in guest memory.
+    pub(crate) fn write_time_page(&self, reg: &mut TimePageReg) {
+        let mem = self.machine.memory();
+        let (wallclock_sec, wallclock_nsec) = wallclock();
+        let page = TimePage {
+            sequence: 0,
+            // The host cannot know the guest's TSC offset: no TSC_VALID, readers use
+            // `monotonic_ns` (refreshed every `time_refresh`) or TIME_MONOTONIC.
+            flags: 0,
+            monotonic_ns: self.now_ns(),
+            tsc_timestamp: 0,
+            wallclock_sec,
+            wallclock_nsec,
+            tsc_shift: 0,
+            tsc_mul: 0,
+            reserved0: 0,
+            reserved: [0; 2],
+        };
+        let body = offset_of!(TimePage, flags);
+        reg.seq = reg.seq.wrapping_add(1) | 1;
+        guest::store_u32(mem, reg.gpa, reg.seq);
+        // The odd sequence is visible before any field changes.
+        fence(Ordering::Release);
+        guest::write(mem, reg.gpa + body as u64, &page.as_bytes()[body..]);
+        reg.seq = reg.seq.wrapping_add(1);
+        guest::store_u32(mem, reg.gpa, reg.seq);
+        self.record(|r| r.time_page_updates += 1);
+    }
+
+    /// Takes the expired timers out of `timers`; returns them and the next deadline.
+    fn expired(timers: &mut [Option<u64>], now: u64) -> (Vec<(u32, u64)>, Option<u64>) {
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        for (vcpu, t) in timers.iter_mut().enumerate() {
+            match *t {
+                Some(d) if d <= now => {
+                    due.push((vcpu as u32, d));
+                    *t = None;
+                }
+                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
+                None => {}
+            }
+        }
+        (due, next)
+    }
+}
+
+/// Refreshes the time page every `time_refresh` until shutdown.
+fn time_page_thread(h: Arc<Inner>) {
+    let mut reg = lock(&h.time_page);
+    while !h.stopping() {
+        // Without a page, sleep until TIME_SET_PAGE (or shutdown) wakes the thread.
+        let wait = match reg.as_mut() {
+            Some(r) => {
+                h.write_time_page(r);
+                h.config.time_refresh
+            }
+            None => TIMER_IDLE_WAIT,
+        };
+        reg = wait_timeout(&h.time_cv, reg, wait);
+    }
+}
+
+/// Fires one-shot timers until shutdown. The deadlines are examined and the wait begins
+/// under the same lock that arming takes, so an armed timer is never missed.
+fn timer_thread(h: Arc<Inner>) {
+    let mut timers = lock(&h.timers);
+    while !h.stopping() {
+        let now = h.now_ns();
+        let (due, next) = Inner::expired(&mut timers, now);
+        if !due.is_empty() {
+            drop(timers);
+            // Counted first, so that whoever sees the event also sees the count.
+            h.record(|r| r.timers_fired += due.len() as u64);
+            for &(vcpu, deadline) in &due {
+                h.post_event(vcpu, EventKind::Timer, vcpu, deadline);
+            }
+            timers = lock(&h.timers);
+            continue;
+        }
+        let sleep = next.map_or(TIMER_IDLE_WAIT, |n| {
+            Duration::from_nanos(n.saturating_sub(now)).min(TIMER_IDLE_WAIT)
+        });
+        timers = wait_timeout(&h.timers_cv, timers, sleep);
+    }
+}

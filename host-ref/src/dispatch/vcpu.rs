@@ -1,0 +1,115 @@
+//! vCPU family: info, start, stop, yield, halt and kick.
+
+use std::time::{Duration, Instant};
+
+use pvabi_abi::calls::Call;
+use pvabi_abi::convention::PAGE_SIZE;
+use pvabi_abi::events::EventKind;
+use pvabi_abi::status::Status;
+use pvabi_abi::vcpu::{VcpuStartState, WakeReason};
+
+use super::guest;
+use super::report::Report;
+use super::state::Inner;
+use super::{done, lock, wait_timeout, Done, Req};
+
+/// HALT without a timeout still wakes this often to notice a shutdown it was not told of.
+const HALT_RECHECK: Duration = Duration::from_millis(100);
+
+pub(crate) fn handle(h: &Inner, r: &Req) -> Result<Done, Status> {
+    match r.call {
+        Call::VcpuInfo => done(&[u64::from(r.vcpu), u64::from(h.vcpu_count())]),
+        Call::VcpuStart => start(h, r),
+        Call::VcpuStop => stop(h, r.vcpu),
+        Call::VcpuYield => {
+            std::thread::yield_now();
+            done(&[])
+        }
+        Call::VcpuHalt => halt(h, r.vcpu, r.args[0]),
+        Call::VcpuKick => {
+            // `vcpu` is a valid index (check 5).
+            h.post_event(r.args[0] as u32, EventKind::Kick, r.vcpu, 0);
+            h.record(|rep| rep.kicks += 1);
+            done(&[])
+        }
+        _ => Err(Status::NotSupported),
+    }
+}
+
+/// VCPU_START: the state is parsed from the one copy (reserved fields: INVALID_PARAMETER);
+/// `cr3` must be page-aligned (INVALID_PARAMETER) and, if not 0, RAM (INVALID_ADDRESS); the
+/// target must not be vCPU 0 nor running (INVALID_STATE).
+fn start(h: &Inner, r: &Req) -> Result<Done, Status> {
+    let target = r.args[0] as u32;
+    let state: VcpuStartState = r.block.parse()?;
+    if !state.cr3.is_multiple_of(PAGE_SIZE) {
+        return Err(Status::InvalidParameter);
+    }
+    if state.cr3 != 0 && !guest::in_ram(h.machine.memory(), state.cr3, PAGE_SIZE) {
+        return Err(Status::InvalidAddress);
+    }
+    let slot = &h.vcpus[target as usize];
+    {
+        let mut st = lock(&slot.state);
+        if target == 0 || st.running {
+            return Err(Status::InvalidState);
+        }
+        st.running = true;
+    }
+    if let Err(s) = h.machine.start_vcpu(target, &state) {
+        lock(&slot.state).running = false;
+        return Err(s);
+    }
+    h.record(|rep| Report::push_capped(&mut rep.vcpu_starts, (target, state)));
+    done(&[])
+}
+
+/// VCPU_STOP: vCPU 0 cannot stop.
+fn stop(h: &Inner, vcpu: u32) -> Result<Done, Status> {
+    if vcpu == 0 {
+        return Err(Status::InvalidState);
+    }
+    lock(&h.vcpus[vcpu as usize].state).running = false;
+    h.record(|rep| Report::push_capped(&mut rep.vcpu_stops, vcpu));
+    Ok(Done::StopVcpu)
+}
+
+/// VCPU_HALT: returns EVENT at once if an event is pending, else waits for one, the timeout
+/// (`0` = none), or the dispatcher's shutdown (then TIMEOUT).
+fn halt(h: &Inner, vcpu: u32, timeout_ns: u64) -> Result<Done, Status> {
+    let deadline = match timeout_ns {
+        0 => None,
+        // A timeout too far to represent is no timeout.
+        ns => Instant::now().checked_add(Duration::from_nanos(ns)),
+    };
+    let slot = &h.vcpus[vcpu as usize];
+    let mut st = lock(&slot.state);
+    let reason = loop {
+        if h.take_pending(&mut st) {
+            break WakeReason::Event;
+        }
+        if h.stopping() {
+            break WakeReason::Timeout;
+        }
+        let wait = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    break WakeReason::Timeout;
+                }
+                (d - now).min(HALT_RECHECK)
+            }
+            None => HALT_RECHECK,
+        };
+        st = wait_timeout(&slot.wake, st, wait);
+    };
+    drop(st);
+    h.record(|rep| {
+        rep.halts += 1;
+        match reason {
+            WakeReason::Event => rep.halt_events += 1,
+            WakeReason::Timeout => rep.halt_timeouts += 1,
+        }
+    });
+    done(&[reason as u64])
+}

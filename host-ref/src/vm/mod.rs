@@ -1,0 +1,742 @@
+//! The KVM layer of the reference host: one VM, its guest RAM and its vCPU threads.
+//!
+//! The layer knows nothing of pvabi call semantics. It boots a bare-metal x86-64 ELF
+//! straight into 64-bit mode, runs each vCPU on its own thread, and hands every port
+//! access (`in`/`out`) to a [`VmHost`], which decides what the ports mean (for pvabi:
+//! the doorbell at 0x5650, the ring-notify port at 0x5654). The host steers the VM
+//! through a cloneable [`VmCtl`]: guest memory, interrupts, starting secondary vCPUs,
+//! TLB flushes and ending the VM.
+//!
+//! # Guest memory map
+//!
+//! Guest RAM is one region from guest-physical address 0 (default 64 MiB, see
+//! [`VmConfig`]), always accessed through `vm_memory` ([`VmCtl::memory`]).
+//!
+//! | guest-physical | what |
+//! | --- | --- |
+//! | `0x0000..0x0500` | unused |
+//! | [`BOOT_GDT_ADDR`] `0x0500` | boot GDT: null, code 0x08, data 0x10, TSS 0x18 |
+//! | `..`[`BOOT_STACK_TOP`] `0x8000` | scratch stack the boot vCPU starts with (guests should switch) |
+//! | [`PML4_ADDR`] `0x9000` | PML4 (this is the boot CR3) |
+//! | [`PDPT_ADDR`] `0xa000` | PDPT |
+//! | [`PD_ADDR`] `0xb000..` | one page directory per GiB mapped (at most 64) |
+//! | `0xb000 + 4 KiB * GiB ..` [`IMAGE_MIN_ADDR`] `0x10_0000` | free (not used by the host) |
+//! | [`IMAGE_BASE`] `0x20_0000` | the guest ELF (`linux_loader`), PT_LOAD segments at their physical addresses; nothing may load below [`IMAGE_MIN_ADDR`] |
+//!
+//! The boot page tables identity-map all of RAM, and at least the first GiB, with
+//! 2 MiB pages that are present, writable and user-accessible (so ring-3 guest code
+//! can run and touch memory anywhere). Addresses that are mapped but beyond RAM have
+//! no device behind them: an access ends the VM with a fault.
+//!
+//! # Entry state
+//!
+//! Every vCPU starts in 64-bit mode at CPL0: CR0 = PE|MP|ET|NE|WP|PG, CR4 =
+//! PAE|OSFXSR|OSXMMEXCPT, EFER = LME|LMA, flat code/data segments from the boot GDT,
+//! no IDT (the guest must load its own before it enables interrupts), RFLAGS = 0x2
+//! (interrupts off).
+//!
+//! * Boot vCPU (vCPU 0): `rip` = the ELF entry, `rsp` = [`BOOT_STACK_TOP`], `rdi` =
+//!   0 (its index), `rsi` = guest RAM size in bytes, `rdx` = number of vCPUs.
+//! * Secondary vCPUs wait, parked, until [`VmCtl::start_vcpu`]: then `rip`, `rsp` and
+//!   `rdi` are the values given there, CR3 is the given page table root (0 = the boot
+//!   tables), the other registers are zero.
+//!
+//! # CPUID
+//!
+//! Each vCPU gets KVM's supported CPUID set with the host's leaves
+//! ([`VmHost::cpuid_leaves`]) merged over it, and its index as APIC ID (leaf 1
+//! `EBX[31:24]`, leaves 0xB/0x1F EDX). If the host supplies any leaf in the hypervisor
+//! range 0x4000_0000..=0x4000_00FF, KVM's own hypervisor leaves are dropped.
+//!
+//! # Interrupts: `KVM_INTERRUPT`, no in-kernel irqchip
+//!
+//! [`VmCtl::raise_interrupt`] queues a vector for a vCPU and kicks it: a real-time
+//! signal (`SIGRTMIN`) whose handler sets `kvm_run.immediate_exit`, so that a vCPU
+//! inside `KVM_RUN` (or about to enter it) returns to its thread at once. Before each
+//! `KVM_RUN` the thread injects the highest queued vector with `KVM_INTERRUPT` when the
+//! guest can take it (`ready_for_interrupt_injection` and IF), and otherwise sets
+//! `request_interrupt_window` so KVM exits as soon as it can. There is no interrupt
+//! controller in the guest's view: no LAPIC programming and no EOI; a vector is
+//! delivered once per `raise_interrupt` (raising one that is still queued merges).
+//!
+//! Both mechanisms were measured on this project's PVM host (KVM's page-table-based
+//! virtualisation, where ring-0 guest code is emulated). `KVM_INTERRUPT` works: a
+//! vector raised from another thread reaches a vCPU spinning at CPL3 (kicked out of
+//! `KVM_RUN`) or halted, and the guest's handler reports it within about 0.4 ms
+//! (`vm_boot.rs`, `measure_exit_costs`). The in-kernel irqchip also works there: an MSI
+//! (`KVM_SIGNAL_MSI`) to an x2APIC guest arrives within about 0.3 ms
+//! (`irqchip_probe.rs`, an ignored test). `KVM_INTERRUPT` is used because (1) with the
+//! irqchip `HLT` is handled inside the kernel, so the layer could no longer see a vCPU
+//! that halts with interrupts disabled and would hang instead of reporting it, (2)
+//! guests would need APIC set-up and an EOI per interrupt (an MSR or MMIO write, each
+//! emulated at CPL0 on PVM), and (3) the irqchip adds a PIC/IOAPIC/APIC the ABI has no
+//! use for. The price: one vector is injected per exit (KVM has a single slot), so
+//! bursts of different vectors are delivered one window at a time.
+//!
+//! # Halting and faults
+//!
+//! A `HLT` with IF=1 blocks the vCPU thread until an interrupt is raised for it (or
+//! the VM ends). A `HLT` with IF=0 can never wake: the VM ends with
+//! [`VmEnd::Fault`]. So do a triple fault (`KVM_EXIT_SHUTDOWN`), `KVM_EXIT_INTERNAL_ERROR`,
+//! `KVM_EXIT_FAIL_ENTRY`, MMIO to an address without RAM, any other unexpected exit,
+//! the last running vCPU stopping, and a panic in a [`VmHost`] callback. Fault reports
+//! carry the vCPU index, the reason and the vCPU's registers.
+//!
+//! # Threads
+//!
+//! [`Vm::run`] creates one thread per vCPU, waits until the VM ends, calls
+//! [`VmHost::vm_ending`], kicks every vCPU and joins the threads. A host callback that
+//! blocks (e.g. "halt until an event") must return once the VM has ended
+//! ([`VmCtl::is_ended`], [`VmHost::vm_ending`]), or `run` cannot return.
+//!
+//! The kick signal handler is installed process-wide on first use (`SIGRTMIN`, with
+//! `SA_RESTART`); it only touches the `kvm_run` of the thread it interrupts.
+
+mod boot;
+mod cpuid;
+mod error;
+#[cfg(test)]
+mod irqchip_probe;
+mod memory;
+pub mod testing;
+mod vcpu;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+
+pub use cpuid::HYPERVISOR_LEAVES;
+pub use error::VmError;
+
+/// One mebibyte.
+pub const MIB: u64 = 1 << 20;
+/// One gibibyte.
+pub const GIB: u64 = 1 << 30;
+/// Guest RAM when the configuration does not say otherwise.
+pub const DEFAULT_MEM_BYTES: u64 = 64 * MIB;
+/// Most guest RAM the boot page tables can map.
+pub const MAX_MEM_BYTES: u64 = 64 * GIB;
+/// Most vCPUs one VM may have (KVM's own limit may be lower).
+pub const MAX_VCPUS: u32 = 64;
+
+/// Guest-physical address of the boot GDT.
+pub const BOOT_GDT_ADDR: u64 = 0x500;
+/// The boot vCPU's initial stack pointer (a scratch stack below the page tables).
+pub const BOOT_STACK_TOP: u64 = 0x8000;
+/// Guest-physical address of the PML4: the boot CR3.
+pub const PML4_ADDR: u64 = 0x9000;
+/// Guest-physical address of the PDPT.
+pub const PDPT_ADDR: u64 = 0xa000;
+/// Guest-physical address of the first page directory (one per GiB mapped).
+pub const PD_ADDR: u64 = 0xb000;
+/// The lowest address a guest image may load at: below it lie the host's tables.
+pub const IMAGE_MIN_ADDR: u64 = 0x10_0000;
+/// Where guest images are linked (the bare guest runtime's linker script).
+pub const IMAGE_BASE: u64 = 0x20_0000;
+
+/// Size and shape of a VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Number of vCPUs (1..=[`MAX_VCPUS`]); vCPU 0 boots, the others wait for
+    /// [`VmCtl::start_vcpu`].
+    pub vcpus: u32,
+    /// Guest RAM in bytes (a multiple of 4 KiB, at most [`MAX_MEM_BYTES`]).
+    pub mem_bytes: u64,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            vcpus: 1,
+            mem_bytes: DEFAULT_MEM_BYTES,
+        }
+    }
+}
+
+/// The registers of the x86-64 pvabi calling convention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallRegs {
+    /// Call code in, status out.
+    pub rax: u64,
+    /// Argument / result 1.
+    pub rdi: u64,
+    /// Argument / result 2.
+    pub rsi: u64,
+    /// Argument / result 3.
+    pub r8: u64,
+    /// Argument / result 4.
+    pub r9: u64,
+    /// Argument 5.
+    pub r10: u64,
+    /// Argument 6.
+    pub r11: u64,
+}
+
+/// What a vCPU does after a port access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Resume the guest after the `in`/`out` instruction.
+    Resume,
+    /// Park this vCPU until [`VmCtl::start_vcpu`] starts it again. If it was the last
+    /// running vCPU, the VM ends with a fault ("all vCPUs stopped").
+    StopVcpu,
+    /// End the VM (all vCPUs stop; [`Vm::run`] returns this).
+    EndVm(VmEnd),
+}
+
+/// How a VM ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmEnd {
+    /// The guest shut down with this code.
+    Shutdown(u32),
+    /// The guest asked for a reboot.
+    Reboot,
+    /// The guest reported a crash with this message.
+    Crash(String),
+    /// The guest could not go on: triple fault, unexpected exit, internal error,
+    /// stuck vCPU, or a host callback that panicked.
+    Fault(FaultReport),
+}
+
+impl fmt::Display for VmEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmEnd::Shutdown(code) => write!(f, "shutdown with code {code} ({code:#x})"),
+            VmEnd::Reboot => write!(f, "reboot requested"),
+            VmEnd::Crash(message) => write!(f, "guest crash: {message}"),
+            VmEnd::Fault(report) => write!(f, "fault: {report}"),
+        }
+    }
+}
+
+/// Why a vCPU could not go on, with its registers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultReport {
+    /// The vCPU that faulted.
+    pub vcpu: u32,
+    /// What happened, e.g. "triple fault (KVM_EXIT_SHUTDOWN)".
+    pub reason: String,
+    /// The vCPU's registers at that point, when they could be read.
+    pub regs: Option<Box<GuestRegs>>,
+}
+
+impl fmt::Display for FaultReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vCPU {}: {}", self.vcpu, self.reason)?;
+        if let Some(regs) = &self.regs {
+            write!(f, "\n{regs}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot of a vCPU's registers (for fault reports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct GuestRegs {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub cs: u16,
+    pub ss: u16,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+}
+
+impl GuestRegs {
+    /// The privilege level the vCPU ran at (CS.RPL).
+    pub fn cpl(&self) -> u16 {
+        self.cs & 3
+    }
+}
+
+impl fmt::Display for GuestRegs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  rip={:#018x} rsp={:#018x} rflags={:#010x} cs={:#06x} ss={:#06x} (CPL{})",
+            self.rip,
+            self.rsp,
+            self.rflags,
+            self.cs,
+            self.ss,
+            self.cpl()
+        )?;
+        writeln!(
+            f,
+            "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
+            self.rax, self.rbx, self.rcx, self.rdx
+        )?;
+        writeln!(
+            f,
+            "  rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}",
+            self.rsi, self.rdi, self.rbp, self.r8
+        )?;
+        writeln!(
+            f,
+            "  r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}",
+            self.r9, self.r10, self.r11, self.r12
+        )?;
+        writeln!(
+            f,
+            "  r13={:#018x} r14={:#018x} r15={:#018x}",
+            self.r13, self.r14, self.r15
+        )?;
+        write!(
+            f,
+            "  cr0={:#010x} cr2={:#018x} cr3={:#018x} cr4={:#08x} efer={:#06x}",
+            self.cr0, self.cr2, self.cr3, self.cr4, self.efer
+        )
+    }
+}
+
+/// The host side of a VM: what the ports mean. Implemented by the pvabi dispatcher
+/// (and by test hosts).
+pub trait VmHost: Send + Sync + 'static {
+    /// Extra CPUID leaves (function, index, [eax, ebx, ecx, edx]) merged over KVM's
+    /// supported set.
+    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])>;
+
+    /// An `out` to `port` (1, 2 or 4 bytes in `data`; more for string I/O). `regs` hold
+    /// the guest's call registers; changes are written back before the vCPU resumes.
+    /// It may block (e.g. "halt until event"), but must return once the VM has ended.
+    fn port_out(&self, vcpu: u32, port: u16, data: &[u8], regs: &mut CallRegs, ctl: &VmCtl)
+        -> Next;
+
+    /// An `in` from `port`: fill `data` (zeroed before the call).
+    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next;
+
+    /// Called once per vCPU thread before that vCPU first runs guest code.
+    fn vcpu_started(&self, _vcpu: u32, _ctl: &VmCtl) {}
+
+    /// Called once when the VM has ended (on the thread that called [`Vm::run`],
+    /// before the vCPU threads are joined): wake up any port handler that is blocked.
+    fn vm_ending(&self, _how: &VmEnd, _ctl: &VmCtl) {}
+}
+
+/// Which vCPUs [`VmCtl::flush_tlb`] flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushTarget {
+    /// One vCPU.
+    Vcpu(u32),
+    /// Every vCPU.
+    All,
+}
+
+/// Why [`VmCtl::start_vcpu`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// There is no such vCPU.
+    #[error("vCPU {vcpu} does not exist: the VM has {count} vCPUs (indices 0..{count})")]
+    NoSuchVcpu {
+        /// The index asked for.
+        vcpu: u32,
+        /// How many vCPUs the VM has.
+        count: u32,
+    },
+    /// The vCPU is running (or already being started).
+    #[error("vCPU {0} is already running; stop it first")]
+    AlreadyRunning(u32),
+    /// The page table root is not page-aligned or lies outside guest RAM.
+    #[error("cr3 {0:#x} is not a page-aligned address inside guest RAM")]
+    BadCr3(u64),
+    /// The VM has ended.
+    #[error("the VM has ended")]
+    Ended,
+}
+
+/// State shared by the VM, its vCPU threads and every [`VmCtl`].
+struct Shared {
+    // Field order matters: the VM file is closed before guest RAM is unmapped.
+    _vm: VmFd,
+    memory: GuestMemoryMmap,
+    mem_bytes: u64,
+    vcpus: Vec<vcpu::VcpuShared>,
+    end: Mutex<Option<VmEnd>>,
+    end_cv: Condvar,
+    ended: AtomicBool,
+    /// vCPUs running or being started; the VM ends when this drops to zero.
+    active: Mutex<u32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data inconsistent
+    // (they guard plain values), so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A cloneable handle the host uses, from any thread, to act on a VM.
+#[derive(Clone)]
+pub struct VmCtl {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for VmCtl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmCtl")
+            .field("vcpus", &self.vcpu_count())
+            .field("mem_bytes", &self.shared.mem_bytes)
+            .field("ended", &self.is_ended())
+            .finish()
+    }
+}
+
+impl VmCtl {
+    /// Guest RAM. Access it only through `vm_memory` (`Bytes`, volatile slices): the
+    /// vCPUs write it concurrently.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.shared.memory
+    }
+
+    /// Size of guest RAM in bytes.
+    pub fn mem_bytes(&self) -> u64 {
+        self.shared.mem_bytes
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> u32 {
+        self.shared.vcpus.len() as u32
+    }
+
+    /// The boot page table root (the CR3 `start_vcpu` uses for `cr3 == 0`).
+    pub fn boot_cr3(&self) -> u64 {
+        PML4_ADDR
+    }
+
+    /// Asks vCPU `vcpu` to take interrupt `vector` as soon as it can (IF=1). Safe from
+    /// any thread, including while that vCPU is inside `KVM_RUN`, halted, or inside a
+    /// host port handler (then the vector is injected when the handler returns).
+    /// Ignored for a vCPU index that does not exist or once the VM has ended.
+    pub fn raise_interrupt(&self, vcpu: u32, vector: u8) {
+        if let Some(v) = self.shared.vcpus.get(vcpu as usize) {
+            v.raise(vector);
+        }
+    }
+
+    /// Starts vCPU `vcpu` (parked: never started, or stopped) in 64-bit mode at
+    /// `rip`/`rsp` with `rdi = arg` and page tables at `cr3` (0 = the boot tables).
+    pub fn start_vcpu(
+        &self,
+        vcpu: u32,
+        rip: u64,
+        rsp: u64,
+        arg: u64,
+        cr3: u64,
+    ) -> Result<(), StartError> {
+        let count = self.vcpu_count();
+        let v = self
+            .shared
+            .vcpus
+            .get(vcpu as usize)
+            .ok_or(StartError::NoSuchVcpu { vcpu, count })?;
+        let cr3 = if cr3 == 0 { PML4_ADDR } else { cr3 };
+        if cr3 & 0xfff != 0 || cr3 >= self.shared.mem_bytes {
+            return Err(StartError::BadCr3(cr3));
+        }
+        if self.is_ended() {
+            return Err(StartError::Ended);
+        }
+        let regs = vcpu::StartRegs {
+            rip,
+            rsp,
+            rdi: arg,
+            rsi: 0,
+            rdx: 0,
+            cr3,
+        };
+        v.request_start(regs, || *lock(&self.shared.active) += 1)
+    }
+
+    /// Flushes the TLB of `target` before it next runs guest code (CR3 is reloaded
+    /// through `KVM_SET_SREGS`). A vCPU inside `KVM_RUN` is kicked out first. This
+    /// does not wait for the flush to happen.
+    pub fn flush_tlb(&self, target: FlushTarget) {
+        match target {
+            FlushTarget::Vcpu(i) => {
+                if let Some(v) = self.shared.vcpus.get(i as usize) {
+                    v.request_flush();
+                }
+            }
+            FlushTarget::All => self.shared.vcpus.iter().for_each(|v| v.request_flush()),
+        }
+    }
+
+    /// Ends the VM from any thread: all vCPUs stop and [`Vm::run`] returns `how`. The
+    /// first end wins; later calls are ignored.
+    pub fn end(&self, how: VmEnd) {
+        {
+            let mut end = lock(&self.shared.end);
+            if end.is_some() {
+                return;
+            }
+            *end = Some(how);
+            self.shared.ended.store(true, Ordering::SeqCst);
+        }
+        self.shared.end_cv.notify_all();
+        for v in &self.shared.vcpus {
+            v.kick();
+        }
+    }
+
+    /// Whether the VM has ended (or is ending).
+    pub fn is_ended(&self) -> bool {
+        self.shared.ended.load(Ordering::SeqCst)
+    }
+
+    /// Called by a vCPU thread that parks for good (Next::StopVcpu): ends the VM when
+    /// no vCPU is left running.
+    fn vcpu_stopped(&self, vcpu: u32) {
+        let last = {
+            let mut active = lock(&self.shared.active);
+            *active = active.saturating_sub(1);
+            *active == 0
+        };
+        if last {
+            self.end(VmEnd::Fault(FaultReport {
+                vcpu,
+                reason: format!(
+                    "all vCPUs stopped: vCPU {vcpu} was the last one running and it stopped \
+                     (Next::StopVcpu) with no other vCPU running or starting"
+                ),
+                regs: None,
+            }));
+        }
+    }
+}
+
+/// A created VM, ready to run: guest RAM allocated, image loaded, vCPUs configured.
+pub struct Vm {
+    ctl: VmCtl,
+    host: Arc<dyn VmHost>,
+    vcpu_fds: Vec<VcpuFd>,
+    sync_regs: bool,
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("ctl", &self.ctl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_kvm() -> Result<Kvm, VmError> {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return Err(VmError::KvmMissing);
+    }
+    let kvm = Kvm::new().map_err(|e| match e.errno() {
+        libc::EACCES | libc::EPERM => VmError::KvmPermission,
+        libc::ENOENT | libc::ENXIO | libc::ENODEV => VmError::KvmMissing,
+        _ => VmError::KvmOpen(e),
+    })?;
+    let version = kvm.get_api_version();
+    if version != 12 {
+        return Err(VmError::KvmApiVersion { found: version });
+    }
+    Ok(kvm)
+}
+
+/// Whether KVM can hand the general registers over in `kvm_run` (KVM_CAP_SYNC_REGS).
+fn vm_sync_regs(kvm: &Kvm) -> bool {
+    kvm.check_extension_int(Cap::SyncRegs) as u32 & kvm_bindings::KVM_SYNC_X86_REGS != 0
+}
+
+fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { op, source }
+}
+
+impl Vm {
+    /// Creates the VM: checks the configuration, allocates guest RAM, writes the boot
+    /// tables, loads `elf_image` and configures every vCPU. Nothing runs yet.
+    pub fn new(
+        config: &VmConfig,
+        elf_image: &[u8],
+        host: Arc<dyn VmHost>,
+    ) -> Result<Self, VmError> {
+        let mem_bytes = config.mem_bytes;
+        if !mem_bytes.is_multiple_of(4096) || !(4 * MIB..=MAX_MEM_BYTES).contains(&mem_bytes) {
+            return Err(VmError::Config(format!(
+                "guest memory must be a multiple of 4 KiB between 4 MiB and {} GiB, not {mem_bytes} \
+                 bytes; pass --mem with e.g. 64M",
+                MAX_MEM_BYTES / GIB
+            )));
+        }
+        // Check the image before touching KVM, so a bad image is reported as such on
+        // any machine.
+        memory::check(elf_image, mem_bytes)?;
+
+        let kvm = open_kvm()?;
+        let max_vcpus = (kvm.check_extension_int(Cap::MaxVcpus).max(1) as u32).min(MAX_VCPUS);
+        if config.vcpus == 0 || config.vcpus > max_vcpus {
+            return Err(VmError::Config(format!(
+                "{} vCPUs requested; this host supports 1 to {max_vcpus}; pass --vcpus N within that range",
+                config.vcpus
+            )));
+        }
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+
+        let memory = memory::create(mem_bytes)?;
+        boot::write_tables(&memory, mem_bytes)?;
+        let entry = memory::load(&memory, mem_bytes, elf_image)?;
+
+        for (slot, region) in memory.iter().enumerate() {
+            let host_addr = region
+                .get_host_address(MemoryRegionAddress(0))
+                .map_err(|e| VmError::GuestWrite {
+                    what: "the memory slot",
+                    detail: e.to_string(),
+                })?;
+            let mem_region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host_addr as u64,
+            };
+            // SAFETY: the region is a live anonymous mapping of exactly `memory_size`
+            // bytes owned by `memory`, which lives in `Shared` next to the VM file and
+            // is dropped after it (field order), and after every vCPU file (the vCPU
+            // threads hold a reference to `Shared` until they have closed theirs).
+            unsafe { vm.set_user_memory_region(mem_region) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let base_cpuid = cpuid::merge(supported.as_slice(), &host.cpuid_leaves());
+
+        let mut vcpu_fds = Vec::with_capacity(config.vcpus as usize);
+        for i in 0..config.vcpus {
+            let fd = vm
+                .create_vcpu(u64::from(i))
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, i)?)
+                .map_err(kvm_err("KVM_SET_CPUID2"))?;
+            vcpu_fds.push(fd);
+        }
+        vcpu::install_kick_handler()?;
+
+        let vcpus = (0..config.vcpus)
+            .map(vcpu::VcpuShared::new)
+            .collect::<Vec<_>>();
+        // The boot vCPU starts right away.
+        let boot_regs = vcpu::StartRegs {
+            rip: entry,
+            rsp: BOOT_STACK_TOP,
+            rdi: 0,
+            rsi: mem_bytes,
+            rdx: u64::from(config.vcpus),
+            cr3: PML4_ADDR,
+        };
+        vcpus[0]
+            .request_start(boot_regs, || {})
+            .expect("a fresh vCPU is parked");
+        let shared = Arc::new(Shared {
+            _vm: vm,
+            memory,
+            mem_bytes,
+            vcpus,
+            end: Mutex::new(None),
+            end_cv: Condvar::new(),
+            ended: AtomicBool::new(false),
+            active: Mutex::new(1),
+        });
+        let sync_regs = vm_sync_regs(&kvm);
+        Ok(Self {
+            ctl: VmCtl { shared },
+            host,
+            vcpu_fds,
+            sync_regs,
+        })
+    }
+
+    /// A handle to this VM (for other threads, before or while it runs).
+    pub fn ctl(&self) -> VmCtl {
+        self.ctl.clone()
+    }
+
+    /// Runs the VM until it ends and returns how it ended. Guest failures are
+    /// [`VmEnd::Fault`]s, not errors; an error means the VM could not run at all.
+    pub fn run(self) -> Result<VmEnd, VmError> {
+        let Vm {
+            ctl,
+            host,
+            vcpu_fds,
+            sync_regs,
+        } = self;
+        let mut threads = Vec::with_capacity(vcpu_fds.len());
+        for (index, fd) in vcpu_fds.into_iter().enumerate() {
+            let thread_ctl = ctl.clone();
+            let thread_host = host.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || {
+                    vcpu::thread_main(thread_ctl, thread_host, index as u32, fd, sync_regs)
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    ctl.end(VmEnd::Fault(FaultReport {
+                        vcpu: index as u32,
+                        reason: format!("could not start the thread of vCPU {index}: {e}"),
+                        regs: None,
+                    }));
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(VmError::Thread(e));
+                }
+            }
+        }
+
+        let end = {
+            let mut end = lock(&ctl.shared.end);
+            while end.is_none() {
+                end = ctl
+                    .shared
+                    .end_cv
+                    .wait(end)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            end.clone().expect("checked above")
+        };
+        host.vm_ending(&end, &ctl);
+        for v in &ctl.shared.vcpus {
+            v.kick();
+        }
+        for t in threads {
+            // vCPU threads catch panics themselves; a join error cannot carry news.
+            let _ = t.join();
+        }
+        Ok(end)
+    }
+}
+
+/// Creates a VM for `elf_image` and runs it until it ends (see [`Vm::new`] and
+/// [`Vm::run`]).
+pub fn run(config: &VmConfig, elf_image: &[u8], host: Arc<dyn VmHost>) -> Result<VmEnd, VmError> {
+    Vm::new(config, elf_image, host)?.run()
+}
