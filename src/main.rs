@@ -22,6 +22,10 @@ enum Command {
     Spec(cmd::spec::Args),
     /// Check or snapshot the ABI against released versions.
     Abi(cmd::abi::Args),
+    /// Boot a guest (default: the built-in demo guest) under the reference host on KVM.
+    Run(cmd::run::Args),
+    /// Measure the cost of pvabi calls against bare exits on this machine's KVM.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +34,8 @@ fn main() -> std::process::ExitCode {
         Command::Header(args) => cmd::header::run(args),
         Command::Spec(args) => cmd::spec::run(args),
         Command::Abi(args) => cmd::abi::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

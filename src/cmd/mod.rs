@@ -1,5 +1,7 @@
 //! One module per `pvabi` subcommand.
 
 pub mod abi;
+pub mod bench;
 pub mod header;
+pub mod run;
 pub mod spec;
