@@ -275,6 +275,11 @@
 #define PVABI_FEATURE_RING (1ull << 8)
 
 /**
+ * The per-vCPU steal-time page (since 1.1).
+ */
+#define PVABI_FEATURE_STEAL_TIME (1ull << 9)
+
+/**
  * The most page frame numbers one balloon call takes (one page of `u64`s).
  */
 #define PVABI_BALLOON_MAX_PFNS 512
@@ -307,12 +312,12 @@
 /**
  * The minor number of this release of the specification.
  */
-#define PVABI_VERSION_MINOR 0
+#define PVABI_VERSION_MINOR 1
 
 /**
  * This release of the specification, `VERSION_MAJOR << 16 | VERSION_MINOR`.
  */
-#define PVABI_SPEC_VERSION 65536
+#define PVABI_SPEC_VERSION 65537
 
 /**
  * How the host learns of new submissions.
@@ -399,6 +404,10 @@ enum pvabi_call
    * Time: arm or cancel the one-shot timer.
    */
   PVABI_CALL_TIME_SET_TIMER = 516,
+  /**
+   * Time: register the calling vCPU's steal-time page (since 1.1).
+   */
+  PVABI_CALL_TIME_SET_STEAL_PAGE = 517,
   /**
    * Events: register the event queue.
    */
@@ -784,6 +793,38 @@ typedef struct pvabi_time_page {
 } pvabi_time_page;
 
 /**
+ * The steal-time page, at offset 0 of the page a vCPU registers with TIME_SET_STEAL_PAGE
+ * (since 1.1). The host updates it under the same sequence lock as [`TimePage`].
+ *
+ * `steal_ns` counts the nanoseconds the vCPU was ready to run guest code but the host was
+ * doing something else for it or for others. The guest did not ask for that time: it
+ * excludes VCPU_HALT, VCPU_YIELD and the other calls that wait on the guest's behalf.
+ * It never decreases.
+ */
+typedef struct pvabi_steal_time_page {
+  /**
+   * Sequence lock: odd while the host updates the page.
+   */
+  uint32_t sequence;
+  /**
+   * Reserved, written as 0 by the host.
+   */
+  uint32_t flags;
+  /**
+   * Nanoseconds stolen from this vCPU since the page was registered.
+   */
+  uint64_t steal_ns;
+  /**
+   * Number of times the vCPU was held up (each exit the host handled for it).
+   */
+  uint64_t preemptions;
+  /**
+   * Reserved, written as 0 by the host.
+   */
+  uint64_t reserved[5];
+} pvabi_steal_time_page;
+
+/**
  * The header of an event-queue page.
  */
 typedef struct pvabi_event_queue_header {
@@ -1098,6 +1139,12 @@ PVABI_STATIC_ASSERT(offsetof(pvabi_time_page, tsc_shift) == 36, "offset of pvabi
 PVABI_STATIC_ASSERT(offsetof(pvabi_time_page, tsc_mul) == 40, "offset of pvabi_time_page.tsc_mul");
 PVABI_STATIC_ASSERT(offsetof(pvabi_time_page, reserved0) == 44, "offset of pvabi_time_page.reserved0");
 PVABI_STATIC_ASSERT(offsetof(pvabi_time_page, reserved) == 48, "offset of pvabi_time_page.reserved");
+PVABI_STATIC_ASSERT(sizeof(pvabi_steal_time_page) == 64, "size of pvabi_steal_time_page");
+PVABI_STATIC_ASSERT(offsetof(pvabi_steal_time_page, sequence) == 0, "offset of pvabi_steal_time_page.sequence");
+PVABI_STATIC_ASSERT(offsetof(pvabi_steal_time_page, flags) == 4, "offset of pvabi_steal_time_page.flags");
+PVABI_STATIC_ASSERT(offsetof(pvabi_steal_time_page, steal_ns) == 8, "offset of pvabi_steal_time_page.steal_ns");
+PVABI_STATIC_ASSERT(offsetof(pvabi_steal_time_page, preemptions) == 16, "offset of pvabi_steal_time_page.preemptions");
+PVABI_STATIC_ASSERT(offsetof(pvabi_steal_time_page, reserved) == 24, "offset of pvabi_steal_time_page.reserved");
 PVABI_STATIC_ASSERT(sizeof(pvabi_event_queue_header) == 64, "size of pvabi_event_queue_header");
 PVABI_STATIC_ASSERT(offsetof(pvabi_event_queue_header, head) == 0, "offset of pvabi_event_queue_header.head");
 PVABI_STATIC_ASSERT(offsetof(pvabi_event_queue_header, tail) == 4, "offset of pvabi_event_queue_header.tail");

@@ -55,6 +55,8 @@ pub enum Call {
     TimeSetPage = 0x0203,
     /// Time: arm or cancel the one-shot timer.
     TimeSetTimer = 0x0204,
+    /// Time: register the calling vCPU's steal-time page (since 1.1).
+    TimeSetStealPage = 0x0205,
     /// Events: register the event queue.
     EventsSetQueue = 0x0300,
     /// Events: set the event mask.

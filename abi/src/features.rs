@@ -6,7 +6,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::version::{Version, V1_0};
+use crate::version::{Version, V1_0, V1_1};
 
 /// The console family (debug console output).
 pub const FEATURE_CONSOLE: u64 = 1u64 << 0;
@@ -26,6 +26,8 @@ pub const FEATURE_MULTICALL: u64 = 1u64 << 6;
 pub const FEATURE_DEFERRED: u64 = 1u64 << 7;
 /// The exitless submission/completion ring pair.
 pub const FEATURE_RING: u64 = 1u64 << 8;
+/// The per-vCPU steal-time page (since 1.1).
+pub const FEATURE_STEAL_TIME: u64 = 1u64 << 9;
 
 /// A set of feature bits.
 ///
@@ -63,6 +65,8 @@ bitflags::bitflags! {
         const DEFERRED = FEATURE_DEFERRED;
         /// The submission/completion rings.
         const RING = FEATURE_RING;
+        /// The steal-time page.
+        const STEAL_TIME = FEATURE_STEAL_TIME;
     }
 }
 
@@ -72,11 +76,11 @@ impl Features {
         Features::from_bits_retain(self.bits() & !Features::all().bits())
     }
 
-    /// The features defined by every version up to and including `version` (same major).
+    /// The features defined by every version up to and including `version`.
     pub fn defined_in(version: Version) -> Features {
         FEATURES
             .iter()
-            .filter(|f| f.since.major() == version.major() && f.since <= version)
+            .filter(|f| f.since <= version)
             .fold(Features::empty(), |acc, f| acc | f.flag)
     }
 }
@@ -153,6 +157,12 @@ pub const FEATURES: &[FeatureInfo] = &[
         since: V1_0,
         description: "The exitless submission/completion ring pair, doorbell or host-polled.",
     },
+    FeatureInfo {
+        flag: Features::STEAL_TIME,
+        name: "STEAL_TIME",
+        since: V1_1,
+        description: "The per-vCPU steal-time page: time the vCPU was ready but the host ran something else.",
+    },
 ];
 
 #[cfg(test)]
@@ -186,6 +196,11 @@ mod tests {
     fn constants_have_spec_values() {
         assert_eq!(FEATURE_CONSOLE, 0x1);
         assert_eq!(FEATURE_RING, 0x100);
-        assert_eq!(Features::defined_in(V1_0), Features::all());
+        assert_eq!(FEATURE_STEAL_TIME, 0x200);
+        assert_eq!(
+            Features::defined_in(V1_0),
+            Features::all() - Features::STEAL_TIME
+        );
+        assert_eq!(Features::defined_in(V1_1), Features::all());
     }
 }

@@ -82,6 +82,7 @@ macro_rules! abi_layout {
 /// Every ABI structure, in the order of the spec's chapters.
 pub const STRUCTS: &[&StructLayout] = &[
     &crate::time::TimePage::ABI_LAYOUT,
+    &crate::time::StealTimePage::ABI_LAYOUT,
     &crate::events::EventQueueHeader::ABI_LAYOUT,
     &crate::events::Event::ABI_LAYOUT,
     &crate::vcpu::VcpuStartState::ABI_LAYOUT,

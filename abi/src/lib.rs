@@ -16,6 +16,7 @@
 //! | [`base`] | Base family |
 //! | [`console`], [`time`], [`events`], [`memory`], [`vcpu`], [`system`] | the optional families |
 //! | [`batch`] | Batching, deferral and rings |
+//! | [`preview2`] | Major version 2, preview (not released) |
 //!
 //! [`calls`] holds the machine-readable call table built from the family modules, and
 //! [`layout`] the asserted layout of every structure.
@@ -44,6 +45,7 @@ pub mod events;
 pub mod features;
 pub mod layout;
 pub mod memory;
+pub mod preview2;
 pub mod status;
 pub mod system;
 pub mod time;

@@ -57,6 +57,38 @@ crate::abi_layout!(TimePage as "pvabi_time_page", size 64, align 8 {
     [48] reserved: [u64; 2],
 });
 
+/// The steal-time page, at offset 0 of the page a vCPU registers with TIME_SET_STEAL_PAGE
+/// (since 1.1). The host updates it under the same sequence lock as [`TimePage`].
+///
+/// `steal_ns` counts the nanoseconds the vCPU was ready to run guest code but the host was
+/// doing something else for it or for others. The guest did not ask for that time: it
+/// excludes VCPU_HALT, VCPU_YIELD and the other calls that wait on the guest's behalf.
+/// It never decreases.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct StealTimePage {
+    /// Sequence lock: odd while the host updates the page.
+    pub sequence: u32,
+    /// Reserved, written as 0 by the host.
+    pub flags: u32,
+    /// Nanoseconds stolen from this vCPU since the page was registered.
+    pub steal_ns: u64,
+    /// Number of times the vCPU was held up (each exit the host handled for it).
+    pub preemptions: u64,
+    /// Reserved, written as 0 by the host.
+    pub reserved: [u64; 5],
+}
+
+crate::abi_layout!(StealTimePage as "pvabi_steal_time_page", size 64, align 8 {
+    [0] sequence: u32,
+    [4] flags: u32,
+    [8] steal_ns: u64,
+    [16] preemptions: u64,
+    [24] reserved: [u64; 5],
+});
+
 /// The Time family's calls.
 pub const CALLS: &[CallDescriptor] = &[
     CallDescriptor {
@@ -134,6 +166,27 @@ pub const CALLS: &[CallDescriptor] = &[
             Call::TimeSetTimer,
             "TIME_SET_TIMER",
             "Arms or cancels the calling vCPU's one-shot timer.",
+        )
+    },
+    CallDescriptor {
+        feature: Some(Features::STEAL_TIME),
+        since: crate::version::V1_1,
+        args: &[arg(
+            "page",
+            ArgCheck::Any,
+            "Guest-physical address of a 4 KiB-aligned page, or 0 to unregister.",
+        )],
+        block: Some(BlockDesc {
+            addr_arg: 0,
+            align: 4096,
+            kind: BlockKind::SharedPage {
+                header: &StealTimePage::ABI_LAYOUT,
+            },
+        }),
+        ..plain(
+            Call::TimeSetStealPage,
+            "TIME_SET_STEAL_PAGE",
+            "Registers (or unregisters) the calling vCPU's steal-time page.",
         )
     },
 ];

@@ -58,11 +58,16 @@ impl core::fmt::Display for Version {
 /// The major number of this release of the specification.
 pub const VERSION_MAJOR: u16 = 1;
 /// The minor number of this release of the specification.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// This release of the specification, `VERSION_MAJOR << 16 | VERSION_MINOR`.
-pub const SPEC_VERSION: u32 = 0x0001_0000;
+pub const SPEC_VERSION: u32 = 0x0001_0001;
 
 /// Version 1.0, the first release.
 pub const V1_0: Version = Version::new(1, 0);
+/// Version 1.1: adds the steal-time page.
+pub const V1_1: Version = Version::new(1, 1);
+/// Version 2.0, a preview of the next major version (see [`crate::preview2`]). It is not a
+/// release: hosts may serve it beside 1.x so that the path of a major bump can be tried.
+pub const V2_0_PREVIEW: Version = Version::new(2, 0);
 
 static_assertions::const_assert_eq!(SPEC_VERSION, Version::new(VERSION_MAJOR, VERSION_MINOR).0);

@@ -21,7 +21,7 @@ use core::mem::offset_of;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
 use pvabi_abi::calls::Call;
-use pvabi_abi::time::{TimePage, TIME_PAGE_TSC_VALID};
+use pvabi_abi::time::{StealTimePage, TimePage, TIME_PAGE_TSC_VALID};
 
 use crate::error::{Error, Result};
 use crate::shared::{gpa_of, RawPage};
@@ -104,6 +104,25 @@ impl<T: Transport> Pvabi<T> {
     pub fn time_unset_page(&self) -> Result<()> {
         // SAFETY: address 0 only ends the host's writes to the registered page.
         unsafe { self.call_raw(Call::TimeSetPage, [0; 6]) }.map(drop)
+    }
+
+    /// `TIME_SET_STEAL_PAGE` (since 1.1, feature STEAL_TIME): registers `gpa` as the calling
+    /// vCPU's steal-time page; read it with [`SharedStealPage::read`].
+    ///
+    /// # Safety
+    /// `gpa` must be a 4 KiB-aligned page the guest hands to the host: the host writes it
+    /// until it is unregistered, so the guest must not use it for anything else.
+    #[doc(alias = "TIME_SET_STEAL_PAGE")]
+    pub unsafe fn time_set_steal_page(&self, gpa: u64) -> Result<()> {
+        // SAFETY: the caller hands the page over (see above).
+        unsafe { self.call_raw(Call::TimeSetStealPage, [gpa, 0, 0, 0, 0, 0]) }.map(drop)
+    }
+
+    /// `TIME_SET_STEAL_PAGE` with address 0: unregisters the calling vCPU's steal-time page.
+    #[doc(alias = "TIME_SET_STEAL_PAGE")]
+    pub fn time_unset_steal_page(&self) -> Result<()> {
+        // SAFETY: address 0 only ends the host's writes to the registered page.
+        unsafe { self.call_raw(Call::TimeSetStealPage, [0; 6]) }.map(drop)
     }
 
     /// `TIME_SET_TIMER`: arms the calling vCPU's one-shot timer for monotonic time
@@ -271,6 +290,61 @@ impl TimePageReader<'_> {
     pub fn now(&self) -> Option<u64> {
         let (_, (page, tsc)) = seqlock_read(|| self.sequence(), || (self.fields(), rdtsc()), None)?;
         TimeSnapshot(page).now_ns(tsc)
+    }
+}
+
+/// A page-aligned steal-time page the guest registers with
+/// [`Pvabi::time_set_steal_page`] (since 1.1).
+#[repr(C, align(4096))]
+pub struct SharedStealPage {
+    page: RawPage,
+}
+
+impl Default for SharedStealPage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SharedStealPage {
+    /// A zeroed page.
+    pub const fn new() -> Self {
+        SharedStealPage {
+            page: RawPage::new(),
+        }
+    }
+
+    /// The page's guest-physical address under identity mapping (see [`gpa_of`]).
+    pub fn gpa(&self) -> u64 {
+        gpa_of(self)
+    }
+
+    /// A consistent copy of the page (the sequence-lock loop of the time page).
+    pub fn read(&self) -> StealTimePage {
+        let page = self.page.ptr().cast_const();
+        macro_rules! field {
+            ($name:ident) => {
+                // SAFETY: the field lies inside the page at its natural alignment; volatile
+                // because the host may be writing it (a torn value fails the sequence check).
+                unsafe {
+                    page.add(offset_of!(StealTimePage, $name))
+                        .cast::<u64>()
+                        .read_volatile()
+                }
+            };
+        }
+        let (sequence, (steal_ns, preemptions)) = seqlock_read(
+            || self.page.atomic_u32(0).load(Ordering::Acquire),
+            || (field!(steal_ns), field!(preemptions)),
+            None,
+        )
+        .unwrap_or_else(|| crate::shared::hang());
+        StealTimePage {
+            sequence,
+            steal_ns,
+            preemptions,
+            ..StealTimePage::default()
+        }
     }
 }
 

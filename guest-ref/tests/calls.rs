@@ -36,6 +36,7 @@ fn every_call_in_the_table_has_a_wrapper() {
         pv.time_frequency().unwrap();
         pv.time_set_page(0x2000).unwrap();
         pv.time_set_timer(5).unwrap();
+        pv.time_set_steal_page(0x6000).unwrap();
         pv.events_set_queue(0x3000, 0x40).unwrap();
         pv.events_set_mask(0).unwrap();
         pv.events_send(1, 2).unwrap();

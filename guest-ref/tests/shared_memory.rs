@@ -438,3 +438,19 @@ fn multicall_batch_limits() {
     assert_eq!(r, Err(Error::Status(Status::Misaligned)));
     assert_eq!(pv.transport().calls().len(), 1);
 }
+
+/// The steal-time page reader: a consistent copy, retried while the host holds the lock.
+#[test]
+fn steal_page_reader_returns_consistent_values() {
+    use pvabi_guest::time::SharedStealPage;
+    let page = Box::new(SharedStealPage::new());
+    let base = page.gpa() as *mut u8;
+    // SAFETY: the page is ours; this plays the host, writing the fields then an even sequence.
+    unsafe {
+        base.add(8).cast::<u64>().write_volatile(12_345);
+        base.add(16).cast::<u64>().write_volatile(7);
+        base.cast::<u32>().write_volatile(4);
+    }
+    let s = page.read();
+    assert_eq!((s.sequence, s.steal_ns, s.preemptions), (4, 12_345, 7));
+}

@@ -74,6 +74,7 @@ pub const CONSTANTS: &[ConstDef] = consts![
     features::FEATURE_MULTICALL => Exact,
     features::FEATURE_DEFERRED => Exact,
     features::FEATURE_RING => Exact,
+    features::FEATURE_STEAL_TIME => Exact,
     // Base.
     base::IMPL_ID_REFERENCE => Forever,
     base::IMPL_ID_VENDOR_FIRST => Forever,

@@ -16,7 +16,7 @@ use pvabi_abi::discovery::{
     CpuidInfo, TransportFlags, CPUID_BASE_COUNT, CPUID_BASE_STRIDE, CPUID_FIRST_BASE,
 };
 use pvabi_abi::features::{Features, FEATURES};
-use pvabi_abi::version::{Version, V1_0};
+use pvabi_abi::version::{Version, SPEC_VERSION};
 
 /// One feature bit the host offers, and the version that introduced it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,12 +164,33 @@ pub const POISON: u64 = 0xdead_beef_dead_beef;
 pub const IMPL_NAME_REFERENCE: [u8; 16] = *b"pvabi-ref\0\0\0\0\0\0\0";
 
 impl Default for HostConfig {
+    /// A reference host serving the current release of the spec.
     fn default() -> Self {
-        HostConfig::acting_as(V1_0)
+        HostConfig::acting_as(Version(SPEC_VERSION))
     }
 }
 
 impl HostConfig {
+    /// A reference host serving several majors side by side (one version per major,
+    /// ascending, e.g. `[1.1, 2.0]`): a guest picks its major in NEGOTIATE. It offers every
+    /// feature the ABI crate defines up to the highest version.
+    ///
+    /// ```
+    /// use pvabi_abi::version::{V1_1, V2_0_PREVIEW};
+    /// use pvabi_host::dispatch::HostConfig;
+    /// let c = HostConfig::serving(&[V1_1, V2_0_PREVIEW]);
+    /// assert!(c.validate().is_ok());
+    /// assert_eq!(c.served_major(1), Some(V1_1));
+    /// ```
+    pub fn serving(versions: &[Version]) -> Self {
+        let highest = versions.last().copied().unwrap_or_default();
+        HostConfig {
+            lowest: Version::new(versions.first().map_or(0, |v| v.major()), 0),
+            served: versions.to_vec(),
+            ..HostConfig::acting_as(highest)
+        }
+    }
+
     /// A reference host serving exactly one version: `version`'s major up to its minor,
     /// offering every feature the ABI crate defines for it.
     pub fn acting_as(version: Version) -> Self {
@@ -178,6 +199,7 @@ impl HostConfig {
             served: vec![version],
             features: FEATURES
                 .iter()
+                .filter(|f| f.since <= version)
                 .map(|f| FeatureOffer {
                     flag: f.flag,
                     since: f.since,
@@ -222,9 +244,11 @@ impl HostConfig {
             .fold(Features::empty(), |acc, f| acc | f.flag)
     }
 
-    /// Whether this host implements `call` at all (before any version check).
+    /// Whether this host implements `call` at all: it is not disabled, and some version the
+    /// host serves defines it (a host acting as 1.0 does not implement a call of 1.1).
     pub fn implements(&self, call: Call) -> bool {
-        !self.disabled_calls.contains(&call)
+        let since = call.descriptor().since;
+        !self.disabled_calls.contains(&call) && self.served.iter().any(|v| since <= *v)
     }
 
     /// The values of the pvabi CPUID leaves.
@@ -328,14 +352,21 @@ pub struct ConfigError(pub String);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvabi_abi::version::{V1_0, V1_1};
 
     #[test]
-    fn default_is_a_valid_1_0_host() {
+    fn default_is_a_valid_host_of_the_current_release() {
         let c = HostConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.highest(), V1_0);
+        assert_eq!(c.highest(), V1_1);
         assert_eq!(c.lowest, V1_0);
-        assert_eq!(c.offered_at(V1_0), Features::all());
+        assert_eq!(c.offered_at(V1_0), Features::all() - Features::STEAL_TIME);
+        assert_eq!(c.offered_at(V1_1), Features::all());
+        let old = HostConfig::acting_as(V1_0);
+        old.validate().unwrap();
+        assert_eq!(old.offered_at(V1_1), Features::all() - Features::STEAL_TIME);
+        assert!(!old.implements(Call::TimeSetStealPage));
+        assert!(c.implements(Call::TimeSetStealPage));
     }
 
     #[test]
@@ -369,7 +400,7 @@ mod tests {
         let c = HostConfig {
             cpuid_base: 0x4000_0100,
             vcpus: 3,
-            ..HostConfig::default()
+            ..HostConfig::acting_as(V1_0)
         };
         let leaves = c.cpuid_leaves();
         assert_eq!(leaves.len(), 4);

@@ -55,7 +55,7 @@ mod tests;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pvabi_abi::calls::{Call, Family};
 use pvabi_abi::features::Features;
@@ -189,9 +189,11 @@ impl Dispatcher {
             regs.rax = Status::InvalidState.raw();
             return Outcome::Resume;
         }
+        let started = Instant::now();
         let code = regs.rax;
         let args = [regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11];
-        let defined = Call::from_code(code).map_or(0, |c| c.descriptor().results.len());
+        let call = Call::from_code(code);
+        let defined = call.map_or(0, |c| c.descriptor().results.len());
         let strict = inner.config.strict;
         let (status, results, outcome) = match inner.execute(vcpu, Ctx::Direct, code, args) {
             Ok(Done::Results(r)) => (Status::Success, Some(r), Outcome::Resume),
@@ -200,6 +202,14 @@ impl Dispatcher {
             Ok(Done::End(end)) => (Status::Success, None, Outcome::End(end)),
             Err(status) => (status, None, Outcome::Resume),
         };
+        // Time spent waiting at the guest's request is not stolen from it, and a steal page
+        // starts at zero after the call that registers it.
+        if !matches!(
+            call,
+            Some(Call::VcpuHalt | Call::VcpuYield | Call::TimeSetStealPage)
+        ) {
+            inner.account_steal(vcpu, started.elapsed());
+        }
         regs.rax = status.raw();
         let result_regs = [&mut regs.rdi, &mut regs.rsi, &mut regs.r8, &mut regs.r9];
         for (i, reg) in result_regs.into_iter().enumerate() {

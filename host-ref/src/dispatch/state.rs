@@ -31,6 +31,8 @@ pub(crate) enum Owner {
     SubmissionRing(u32),
     /// A vCPU's completion ring.
     CompletionRing(u32),
+    /// A vCPU's steal-time page (since 1.1).
+    StealPage(u32),
 }
 
 /// The result of NEGOTIATE.
@@ -194,6 +196,21 @@ pub(crate) struct VcpuSlot {
     pub ring: Mutex<Option<Ring>>,
     /// Signalled on a notify for the poller (with `ring`).
     pub ring_wake: Condvar,
+    /// The steal-time page, if registered (since 1.1).
+    pub steal: Mutex<Option<StealPageReg>>,
+}
+
+/// A registered steal-time page and the host's own copy of what it reports.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StealPageReg {
+    /// The page.
+    pub gpa: u64,
+    /// The host's sequence counter (never read back from guest memory).
+    pub seq: u32,
+    /// Nanoseconds stolen since registration.
+    pub steal_ns: u64,
+    /// Exits handled for the vCPU since registration.
+    pub preemptions: u64,
 }
 
 /// The shared time page registration.
@@ -201,8 +218,9 @@ pub(crate) struct VcpuSlot {
 pub(crate) struct TimePageReg {
     /// The page.
     pub gpa: u64,
-    /// The host's sequence counter (never read back from guest memory).
-    pub seq: u32,
+    /// The host's sequence counter (never read back from guest memory; 64-bit for the 2.0
+    /// layout, whose low 32 bits are the 1.x sequence).
+    pub seq: u64,
 }
 
 /// Worker threads and which singletons have started.

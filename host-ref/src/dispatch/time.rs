@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pvabi_abi::calls::Call;
 use pvabi_abi::events::EventKind;
+use pvabi_abi::preview2::TimePageV2;
 use pvabi_abi::status::Status;
-use pvabi_abi::time::TimePage;
+use pvabi_abi::time::{StealTimePage, TimePage};
 use zerocopy::IntoBytes;
 
 use super::guest;
-use super::state::{Inner, Owner, TimePageReg};
+use super::state::{Inner, Owner, StealPageReg, TimePageReg};
 use super::{done, lock, wait_timeout, Done, Req};
 
 /// How long the timer thread sleeps at most when no timer is armed (it is woken on arm).
@@ -29,6 +30,7 @@ pub(crate) fn handle(h: &Inner, r: &Req) -> Result<Done, Status> {
         Call::TimeFrequency => done(&[h.config.tsc_hz, h.config.timer_resolution_ns]),
         Call::TimeSetPage => set_page(h, r.block.page_arg()),
         Call::TimeSetTimer => set_timer(h, r.vcpu, r.args[0]),
+        Call::TimeSetStealPage => set_steal_page(h, r.vcpu, r.block.page_arg()),
         _ => Err(Status::NotSupported),
     }
 }
@@ -70,6 +72,69 @@ fn set_page(h: &Inner, page: Option<u64>) -> Result<Done, Status> {
     done(&[])
 }
 
+/// TIME_SET_STEAL_PAGE: registers, replaces or (with 0) unregisters the caller's page.
+fn set_steal_page(h: &Inner, vcpu: u32, page: Option<u64>) -> Result<Done, Status> {
+    if let Some(gpa) = page {
+        lock(&h.vm).claim(&[(gpa, Owner::StealPage(vcpu))])?;
+    }
+    let old = {
+        let mut reg = lock(&h.vcpus[vcpu as usize].steal);
+        let old = reg.take();
+        if let Some(gpa) = page {
+            let mut new = StealPageReg {
+                gpa,
+                seq: 0,
+                steal_ns: 0,
+                preemptions: 0,
+            };
+            write_steal_page(h, &mut new);
+            *reg = Some(new);
+        }
+        old
+    };
+    if let Some(old) = old {
+        lock(&h.vm).release(old.gpa, Owner::StealPage(vcpu));
+    }
+    done(&[])
+}
+
+/// Writes a steal-time page under its sequence lock, from the host's own copy.
+fn write_steal_page(h: &Inner, reg: &mut StealPageReg) {
+    let mem = h.machine.memory();
+    let page = StealTimePage {
+        sequence: 0,
+        flags: 0,
+        steal_ns: reg.steal_ns,
+        preemptions: reg.preemptions,
+        reserved: [0; 5],
+    };
+    let body = offset_of!(StealTimePage, flags);
+    reg.seq = reg.seq.wrapping_add(1) | 1;
+    guest::store_u32(mem, reg.gpa, reg.seq);
+    fence(Ordering::Release);
+    guest::write(mem, reg.gpa + body as u64, &page.as_bytes()[body..]);
+    fence(Ordering::Release);
+    reg.seq = reg.seq.wrapping_add(1);
+    guest::store_u32(mem, reg.gpa, reg.seq);
+}
+
+impl Inner {
+    /// Charges `stolen` (the time the host spent on one exit of `vcpu`) to the vCPU's
+    /// steal-time page, if it registered one, and brings the page up to date. Calls that
+    /// wait at the guest's request are not charged (the caller skips them).
+    pub(crate) fn account_steal(&self, vcpu: u32, stolen: Duration) {
+        let Some(slot) = self.vcpus.get(vcpu as usize) else {
+            return;
+        };
+        let mut reg = lock(&slot.steal);
+        if let Some(r) = reg.as_mut() {
+            r.steal_ns = r.steal_ns.saturating_add(stolen.as_nanos() as u64);
+            r.preemptions += 1;
+            write_steal_page(self, r);
+        }
+    }
+}
+
 fn set_timer(h: &Inner, vcpu: u32, deadline: u64) -> Result<Done, Status> {
     if deadline != 0 {
         h.spawn_worker(
@@ -89,6 +154,9 @@ impl Inner {
     /// Writes the time page under the seqlock: sequence odd, fields, sequence even. Only
     /// the host's own sequence counter is used, never the value in guest memory.
     pub(crate) fn write_time_page(&self, reg: &mut TimePageReg) {
+        if self.negotiated().is_some_and(|n| n.version.major() == 2) {
+            return self.write_time_page_v2(reg);
+        }
         let mem = self.machine.memory();
         let (wallclock_sec, wallclock_nsec) = wallclock();
         let page = TimePage {
@@ -107,12 +175,41 @@ impl Inner {
         };
         let body = offset_of!(TimePage, flags);
         reg.seq = reg.seq.wrapping_add(1) | 1;
-        guest::store_u32(mem, reg.gpa, reg.seq);
+        guest::store_u32(mem, reg.gpa, reg.seq as u32);
         // The odd sequence is visible before any field changes.
         fence(Ordering::Release);
         guest::write(mem, reg.gpa + body as u64, &page.as_bytes()[body..]);
+        fence(Ordering::Release);
         reg.seq = reg.seq.wrapping_add(1);
-        guest::store_u32(mem, reg.gpa, reg.seq);
+        guest::store_u32(mem, reg.gpa, reg.seq as u32);
+        self.record(|r| r.time_page_updates += 1);
+    }
+
+    /// The time page in the layout of major version 2 (the 2.0 preview): a 64-bit sequence
+    /// and one 64-bit wall-clock count, written when NEGOTIATE accepted major 2.
+    fn write_time_page_v2(&self, reg: &mut TimePageReg) {
+        let mem = self.machine.memory();
+        let (sec, nsec) = wallclock();
+        let page = TimePageV2 {
+            sequence: 0,
+            monotonic_ns: self.now_ns(),
+            wallclock_ns: sec
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(nsec)),
+            tsc_timestamp: 0,
+            tsc_mul: 0,
+            flags: 0,
+            reserved0: 0,
+            reserved: [0; 2],
+        };
+        let body = offset_of!(TimePageV2, monotonic_ns);
+        reg.seq = reg.seq.wrapping_add(1) | 1;
+        guest::store_u64(mem, reg.gpa, reg.seq);
+        fence(Ordering::Release);
+        guest::write(mem, reg.gpa + body as u64, &page.as_bytes()[body..]);
+        fence(Ordering::Release);
+        reg.seq = reg.seq.wrapping_add(1);
+        guest::store_u64(mem, reg.gpa, reg.seq);
         self.record(|r| r.time_page_updates += 1);
     }
 

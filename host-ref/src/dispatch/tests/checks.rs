@@ -216,7 +216,7 @@ fn a_block_straddling_the_end_of_ram_within_one_page() {
     let m = Arc::new(FakeMachine::new((MEM + 0x800) as usize, 1));
     let d = Dispatcher::new(config(1), m.clone()).expect("config");
     let h = H { d, m };
-    h.negotiate(Features::all());
+    h.negotiate(Features::defined_in(pvabi_abi::version::V1_0));
     let mut regs = H::regs(0x0101, &[MEM + 0x7f8, 16]);
     assert_eq!(h.d.call(0, &mut regs), Outcome::Resume);
     assert_eq!(regs.rax, Status::InvalidAddress.raw());

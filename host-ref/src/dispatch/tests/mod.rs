@@ -48,7 +48,7 @@ pub(crate) fn config(vcpus: u32) -> HostConfig {
     HostConfig {
         vcpus,
         console: ConsoleSink::Discard,
-        ..HostConfig::default()
+        ..HostConfig::acting_as(pvabi_abi::version::V1_0)
     }
 }
 
@@ -71,7 +71,7 @@ impl H {
 
     pub fn ready_with(config: HostConfig) -> H {
         let h = H::with(config);
-        h.negotiate(Features::all());
+        h.negotiate(Features::defined_in(pvabi_abi::version::V1_0));
         h
     }
 
