@@ -7,7 +7,7 @@
 use pvabi_abi::base::CallState;
 use pvabi_abi::calls::Call;
 use pvabi_abi::features::Features;
-use pvabi_abi::version::{Version, VERSION_MAJOR, VERSION_MINOR};
+use pvabi_abi::version::{Version, VERSION_MAJOR};
 
 use crate::error::{Error, Result};
 use crate::transport::Transport;
@@ -102,11 +102,26 @@ pub struct NegotiateRequest {
 }
 
 impl NegotiateRequest {
-    /// A request for this crate's spec version (`1.0`) with these features.
+    /// A request for major version 1, any minor (1.0 or later), with these features.
+    ///
+    /// Features a later minor introduced are gated by their own bits, so a guest needs a
+    /// higher minimum minor only when it relies on behaviour a later minor defined; put
+    /// such features in `optional` to run on older hosts too. Asking for this crate's own
+    /// minor here would make every guest built with a newer crate refuse older hosts.
     pub const fn v1(required: Features, optional: Features) -> Self {
+        NegotiateRequest::at_least(VERSION_MAJOR, 0, required, optional)
+    }
+
+    /// A request for `major`, minor `min_minor` or later, with these features.
+    pub const fn at_least(
+        major: u16,
+        min_minor: u16,
+        required: Features,
+        optional: Features,
+    ) -> Self {
         NegotiateRequest {
-            major: VERSION_MAJOR,
-            min_minor: VERSION_MINOR,
+            major,
+            min_minor,
             required,
             optional,
         }

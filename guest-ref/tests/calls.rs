@@ -154,9 +154,14 @@ fn negotiate_packs_the_request_and_decodes_the_answer() {
     );
     assert_eq!(done.version, Version::new(1, 3));
     assert_eq!(done.granted.bits(), 0x7 | (1 << 50));
+    // A 1.x guest accepts any 1.x host: later minors' features are gated by their bits.
     assert_eq!(
         NegotiateRequest::v1(Features::empty(), Features::empty()).requested(),
-        u64::from(pvabi_guest::abi::version::SPEC_VERSION)
+        0x0001_0000
+    );
+    assert_eq!(
+        NegotiateRequest::at_least(1, 1, Features::empty(), Features::empty()).requested(),
+        0x0001_0001
     );
 }
 

@@ -90,6 +90,13 @@ pub static CHAPTERS: &[Chapter] = &[
     chapter!("calls.md", "Call table", [], None, true),
     chapter!("structures.md", "Structures", [], None, true),
     chapter!("requirements.md", "Requirements index", [], None, false),
+    chapter!(
+        "compatibility.md",
+        "Version compatibility",
+        ["COMPAT"],
+        None,
+        true
+    ),
     chapter!("changelog.md", "Changelog", [], None, false),
     chapter!(
         "design-notes.md",

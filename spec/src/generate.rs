@@ -590,6 +590,22 @@ fn requirements_file() -> String {
 }
 
 /// Every generated file, in a stable order.
+/// `generated/compatibility.md`: the cross-version matrix (from `pvabi-versioning`, the same
+/// data the KVM matrix test checks the host against) and the 2.0 preview's structures.
+fn compatibility_file() -> String {
+    let mut out = String::from(HEADER);
+    out.push('\n');
+    anchor_start(&mut out, "matrix");
+    out.push_str(&pvabi_versioning::matrix::matrix_markdown());
+    anchor_end(&mut out, "matrix");
+    for s in pvabi_abi::preview2::STRUCTS {
+        anchor_start(&mut out, s.name);
+        out.push_str(&struct_table(s));
+        anchor_end(&mut out, s.name);
+    }
+    out
+}
+
 /// The changelog, generated from the released ABI snapshots in `versioning/snapshots`.
 fn changelog_file() -> String {
     format!("{HEADER}\n{}", pvabi_versioning::changelog_markdown())
@@ -600,6 +616,10 @@ pub fn all() -> Vec<(String, String)> {
     let mut files = vec![
         ("generated/calls.md".to_string(), calls_table()),
         ("generated/changelog.md".to_string(), changelog_file()),
+        (
+            "generated/compatibility.md".to_string(),
+            compatibility_file(),
+        ),
         ("generated/constants.md".to_string(), constants_file()),
         ("generated/contexts.md".to_string(), contexts_file()),
         ("generated/cpuid.md".to_string(), cpuid_file()),

@@ -28,6 +28,7 @@ pub mod changelog;
 pub mod check;
 pub mod constants;
 pub mod diff;
+pub mod matrix;
 pub mod model;
 
 pub use changelog::changelog_markdown_from;

@@ -1,0 +1,296 @@
+//! The cross-version matrix: what NEGOTIATE gives every pair of guest and host versions.
+//!
+//! Guests and hosts of different versions meet only through NEGOTIATE. This module states
+//! what must happen for each pair, as data. The spec renders it as a table
+//! ([`matrix_markdown`]), and a KVM test (`host-ref/tests/matrix.rs`) boots a real guest for
+//! every cell on the reference host acting as each version and checks the outcome.
+
+use std::fmt::Write as _;
+
+use pvabi_abi::features::Features;
+use pvabi_abi::status::Status;
+use pvabi_abi::version::{Version, V1_0, V1_1, V2_0_PREVIEW};
+
+/// The features every guest of the matrix requires (present in every version).
+pub const BASE_REQUIRED: Features = Features::CONSOLE
+    .union(Features::TIME)
+    .union(Features::SYSTEM);
+
+/// A guest, as it presents itself to NEGOTIATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestProfile {
+    /// A short name, used in test and table rows.
+    pub name: &'static str,
+    /// What the guest is.
+    pub description: &'static str,
+    /// The major version it asks for.
+    pub major: u16,
+    /// The lowest minor it accepts.
+    pub min_minor: u16,
+    /// Features it cannot run without.
+    pub required: Features,
+    /// Features it uses if granted.
+    pub optional: Features,
+    /// Whether it tries TIME_SET_STEAL_PAGE after NEGOTIATE (a 1.1 guest does; a 1.0 guest
+    /// does not know the call).
+    pub tries_steal_time: bool,
+}
+
+impl GuestProfile {
+    /// NEGOTIATE's `requested` argument.
+    pub const fn requested(&self) -> u64 {
+        ((self.major as u64) << 16) | self.min_minor as u64
+    }
+}
+
+/// A host configuration of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostProfile {
+    /// A short name, used in test and table rows.
+    pub name: &'static str,
+    /// The versions it serves (one per major, ascending).
+    pub serves: &'static [Version],
+}
+
+/// What a guest sees, and what it does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// NEGOTIATE's status.
+    pub negotiate: Status,
+    /// The accepted version (when NEGOTIATE succeeded).
+    pub accepted: Option<Version>,
+    /// Whether STEAL_TIME was granted.
+    pub steal_granted: bool,
+    /// TIME_SET_STEAL_PAGE's status, for guests that try it after a successful NEGOTIATE.
+    pub steal_call: Option<Status>,
+}
+
+/// The guests of the matrix.
+pub const GUESTS: &[GuestProfile] = &[
+    GuestProfile {
+        name: "1.0 guest",
+        description: "Built against 1.0: asks for major 1, minor 0 or later.",
+        major: 1,
+        min_minor: 0,
+        required: BASE_REQUIRED,
+        optional: Features::EVENTS,
+        tries_steal_time: false,
+    },
+    GuestProfile {
+        name: "1.1 guest, steal time optional",
+        description: "Uses the steal-time page if it is granted, and degrades without it.",
+        major: 1,
+        min_minor: 0,
+        required: BASE_REQUIRED,
+        optional: Features::STEAL_TIME,
+        tries_steal_time: true,
+    },
+    GuestProfile {
+        name: "1.1 guest, steal time required",
+        description: "Cannot run without the steal-time page.",
+        major: 1,
+        min_minor: 0,
+        required: BASE_REQUIRED.union(Features::STEAL_TIME),
+        optional: Features::empty(),
+        tries_steal_time: true,
+    },
+    GuestProfile {
+        name: "1.1 guest, minimum minor 1",
+        description: "Relies on 1.1 semantics, so it asks for minor 1 or later.",
+        major: 1,
+        min_minor: 1,
+        required: BASE_REQUIRED,
+        optional: Features::empty(),
+        tries_steal_time: true,
+    },
+    GuestProfile {
+        name: "2.0 guest",
+        description: "Built against the 2.0 preview (time page in the 2.0 layout).",
+        major: 2,
+        min_minor: 0,
+        required: BASE_REQUIRED,
+        optional: Features::STEAL_TIME,
+        tries_steal_time: true,
+    },
+    GuestProfile {
+        name: "3.0 guest",
+        description: "Asks for a major no host serves.",
+        major: 3,
+        min_minor: 0,
+        required: BASE_REQUIRED,
+        optional: Features::empty(),
+        tries_steal_time: false,
+    },
+];
+
+/// The hosts of the matrix: the reference host acting as each released minor, and serving
+/// the 2.0 preview beside 1.1.
+pub const HOSTS: &[HostProfile] = &[
+    HostProfile {
+        name: "1.0 host",
+        serves: &[V1_0],
+    },
+    HostProfile {
+        name: "1.1 host",
+        serves: &[V1_1],
+    },
+    HostProfile {
+        name: "1.1 + 2.0 host",
+        serves: &[V1_1, V2_0_PREVIEW],
+    },
+];
+
+const fn ok(accepted: Version, steal_granted: bool, steal_call: Option<Status>) -> Outcome {
+    Outcome {
+        negotiate: Status::Success,
+        accepted: Some(accepted),
+        steal_granted,
+        steal_call,
+    }
+}
+
+const fn refused(status: Status) -> Outcome {
+    Outcome {
+        negotiate: status,
+        accepted: None,
+        steal_granted: false,
+        steal_call: None,
+    }
+}
+
+/// The expected outcome of every pair: `EXPECTED[guest][host]`, in the order of [`GUESTS`]
+/// and [`HOSTS`]. Written out by hand from the spec's rules, not computed, so that the KVM
+/// test checks the host against an independent statement.
+pub const EXPECTED: [[Outcome; 3]; 6] = [
+    // 1.0 guest: accepted at the host's highest minor of major 1; never touches steal time.
+    [
+        ok(V1_0, false, None),
+        ok(V1_1, false, None),
+        ok(V1_1, false, None),
+    ],
+    // 1.1 guest, steal time optional: degrades on a 1.0 host, where the call does not exist.
+    [
+        ok(V1_0, false, Some(Status::NotSupported)),
+        ok(V1_1, true, Some(Status::Success)),
+        ok(V1_1, true, Some(Status::Success)),
+    ],
+    // 1.1 guest, steal time required: refused cleanly by a 1.0 host.
+    [
+        refused(Status::FeatureUnavailable),
+        ok(V1_1, true, Some(Status::Success)),
+        ok(V1_1, true, Some(Status::Success)),
+    ],
+    // 1.1 guest, minimum minor 1: a 1.0 host cannot serve it; without asking for steal time
+    // it is not granted it.
+    [
+        refused(Status::VersionUnsupported),
+        ok(V1_1, false, Some(Status::NotGranted)),
+        ok(V1_1, false, Some(Status::NotGranted)),
+    ],
+    // 2.0 guest: only the host that serves major 2 accepts it.
+    [
+        refused(Status::VersionUnsupported),
+        refused(Status::VersionUnsupported),
+        ok(V2_0_PREVIEW, true, Some(Status::Success)),
+    ],
+    // 3.0 guest: no host serves major 3.
+    [
+        refused(Status::VersionUnsupported),
+        refused(Status::VersionUnsupported),
+        refused(Status::VersionUnsupported),
+    ],
+];
+
+/// Every cell: `(guest, host, expected)`.
+pub fn cases() -> impl Iterator<Item = (&'static GuestProfile, &'static HostProfile, Outcome)> {
+    GUESTS.iter().enumerate().flat_map(|(g, guest)| {
+        HOSTS
+            .iter()
+            .enumerate()
+            .map(move |(h, host)| (guest, host, EXPECTED[g][h]))
+    })
+}
+
+fn cell(o: &Outcome) -> String {
+    match o.accepted {
+        None => format!("refused: {}", o.negotiate.name()),
+        Some(v) => {
+            let steal = match o.steal_call {
+                None => String::new(),
+                Some(Status::Success) => ", steal time used".to_owned(),
+                Some(s) => format!(", steal time: {}", s.name()),
+            };
+            format!("{v}{steal}")
+        }
+    }
+}
+
+/// The matrix as a Markdown table, for the spec.
+pub fn matrix_markdown() -> String {
+    let mut s = String::from("| guest | requests |");
+    for h in HOSTS {
+        let _ = write!(s, " {} |", h.name);
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---|".repeat(HOSTS.len()));
+    s.push('\n');
+    for (g, guest) in GUESTS.iter().enumerate() {
+        let _ = write!(
+            s,
+            "| {} | major {}, minor ≥ {}; requires {}; optional {} |",
+            guest.name,
+            guest.major,
+            guest.min_minor,
+            feature_names(guest.required),
+            feature_names(guest.optional)
+        );
+        for o in &EXPECTED[g] {
+            let _ = write!(s, " {} |", cell(o));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn feature_names(f: Features) -> String {
+    let names: Vec<&str> = pvabi_abi::features::FEATURES
+        .iter()
+        .filter(|i| f.contains(i.flag))
+        .map(|i| i.name)
+        .collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_is_complete_and_consistent() {
+        assert_eq!(EXPECTED.len(), GUESTS.len());
+        assert_eq!(cases().count(), GUESTS.len() * HOSTS.len());
+        for (guest, host, o) in cases() {
+            match o.accepted {
+                Some(v) => {
+                    assert_eq!(o.negotiate, Status::Success);
+                    assert_eq!(v.major(), guest.major, "{} on {}", guest.name, host.name);
+                    assert!(host.serves.contains(&v), "{} on {}", guest.name, host.name);
+                    assert!(v.minor() >= guest.min_minor);
+                    assert_eq!(o.steal_call.is_some(), guest.tries_steal_time);
+                }
+                None => assert_ne!(o.negotiate, Status::Success),
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_guest() {
+        let md = matrix_markdown();
+        assert_eq!(md.lines().count(), 2 + GUESTS.len());
+        assert!(md.contains("refused: FEATURE_UNAVAILABLE"));
+    }
+}
