@@ -14,11 +14,25 @@ const V1_0: AbiVersion = AbiVersion::new(1, 0);
 const V1_1: AbiVersion = AbiVersion::new(1, 1);
 const V2_0: AbiVersion = AbiVersion::new(2, 0);
 
-/// The current ABI, labelled 1.0 (so the tests keep working after later releases).
+/// The current ABI, labelled 1.0 with everything in it introduced in 1.0 (so the tests keep
+/// working after later releases).
 fn released() -> Snapshot {
     let mut s = Snapshot::current();
     s.version = V1_0;
+    for c in &mut s.calls {
+        c.since = V1_0;
+    }
+    for f in &mut s.features {
+        f.since = V1_0;
+    }
     s
+}
+
+/// A feature bit no version uses yet.
+fn fresh_bit(s: &Snapshot) -> u32 {
+    (0..64)
+        .find(|b| s.features.iter().all(|f| f.bit != *b))
+        .unwrap()
 }
 
 fn at(mut s: Snapshot, v: AbiVersion) -> Snapshot {
@@ -201,7 +215,7 @@ fn new_feature_on_a_fresh_bit_is_an_addition() {
     let mut new = old.clone();
     new.features.push(FeatureEntry {
         name: "X".to_owned(),
-        bit: 9,
+        bit: fresh_bit(&old),
         since: V1_1,
     });
     let c = only(&diff(&old, &new)).clone();
@@ -430,7 +444,13 @@ fn constant_rules() {
     assert_eq!(set("MULTICALL_FLAGS_VALID", 0), ChangeKind::Breaking);
     assert_eq!(set("CPUID_LEAF_MAX", 4), ChangeKind::Addition);
     assert_eq!(set("CPUID_LEAF_MAX", 2), ChangeKind::Breaking);
-    assert_eq!(set("VERSION_MINOR", 1), ChangeKind::Neutral);
+    let minor = old
+        .constants
+        .iter()
+        .find(|c| c.name == "VERSION_MINOR")
+        .unwrap()
+        .value;
+    assert_eq!(set("VERSION_MINOR", minor + 1), ChangeKind::Neutral);
     let mut sig = old.clone();
     sig.constants
         .iter_mut()
