@@ -17,7 +17,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
-const GUEST_RUSTFLAGS: &[&str] = &["-Ctarget-feature=-sse,-sse2", "-Crelocation-model=static"];
+/// No SSE (see above); static relocations (linked at a fixed address); and no red zone:
+/// the runtime takes interrupts at CPL0 on the interrupted code's own stack (its IDT has
+/// no IST), and the CPU's interrupt frame would overwrite the 128 bytes below `rsp` that
+/// the linux-gnu target otherwise lets leaf functions use without moving `rsp`.
+const GUEST_RUSTFLAGS: &[&str] = &[
+    "-Ctarget-feature=-sse,-sse2",
+    "-Crelocation-model=static",
+    "-Cno-redzone=yes",
+];
 
 /// Variables removed from the nested cargo's environment.
 fn interferes(key: &str) -> bool {

@@ -62,6 +62,7 @@ impl Machine for CtlMachine {
 pub struct PvabiHost {
     config: HostConfig,
     dispatcher: OnceLock<Result<Dispatcher, ConfigError>>,
+    user_mode_calls: bool,
 }
 
 impl PvabiHost {
@@ -71,7 +72,17 @@ impl PvabiHost {
         Ok(PvabiHost {
             config,
             dispatcher: OnceLock::new(),
+            user_mode_calls: false,
         })
+    }
+
+    /// Performs doorbell calls made at any privilege level, against rule CONV-013 (by
+    /// default a doorbell `out` from CPL 1-3 performs no call and gets NOT_SUPPORTED). Only
+    /// for measurements on hosts that emulate ring-0 code, where loops must run in ring 3
+    /// (`pvabi bench`); never for a guest whose user processes are not trusted.
+    pub fn allowing_user_mode_calls(mut self) -> Self {
+        self.user_mode_calls = true;
+        self
     }
 
     /// The dispatcher, once the VM has started.
@@ -118,7 +129,11 @@ impl VmHost for PvabiHost {
             }
         };
         if port == self.config.doorbell_port {
-            if data.len() != DOORBELL_WIDTH as usize {
+            // Another width performs no call (CONV-008); nor does a doorbell `out` from
+            // outside ring 0, which the guest kernel may have opened to user mode through the
+            // I/O bitmap (CONV-013). Both answer NOT_SUPPORTED and change nothing else.
+            let user_mode = !self.user_mode_calls && ctl.exit_cpl(vcpu) != Some(0);
+            if data.len() != DOORBELL_WIDTH as usize || user_mode {
                 regs.rax = Status::NotSupported.raw();
                 return Next::Resume;
             }
@@ -139,8 +154,12 @@ impl VmHost for PvabiHost {
         Next::Resume
     }
 
-    fn port_in(&self, _vcpu: u32, _port: u16, _data: &mut [u8], _ctl: &VmCtl) -> Next {
-        // No pvabi port is readable: the guest reads zeros.
+    fn port_in(&self, _vcpu: u32, port: u16, data: &mut [u8], _ctl: &VmCtl) -> Next {
+        // No pvabi port is readable: a read performs no call and completes with all bits
+        // set, as for a port no device claims (CONV-009). Other ports read as zeros.
+        if port == self.config.doorbell_port || port == self.config.ring_notify_port {
+            data.fill(0xff);
+        }
         Next::Resume
     }
 

@@ -55,8 +55,9 @@ pub(crate) fn handle(h: &Inner, r: &Req) -> Result<Done, Status> {
 
 /// RING_SETUP. Block contents (INVALID_PARAMETER): the mode and reserved field (zerocopy),
 /// unknown flags, pages not page-aligned, one page 0 and not the other, or both the same page.
-/// Both pages 0 unregisters. Call-specific: pages not RAM (INVALID_ADDRESS), then already
-/// host-owned (ACCESS_DENIED). A new setup replaces the vCPU's previous ring pair.
+/// Both pages 0 unregisters. Call-specific, lowest status first (RING-013): pages not RAM
+/// (INVALID_ADDRESS), already host-owned (ACCESS_DENIED), the vCPU already has rings
+/// (INVALID_STATE; unregister them first).
 fn setup(h: &Inner, r: &Req) -> Result<Done, Status> {
     let s: RingSetup = r.block.parse()?;
     let (sq, cq) = (s.sq_page, s.cq_page);
@@ -80,7 +81,18 @@ fn setup(h: &Inner, r: &Req) -> Result<Done, Status> {
         if !guest::in_ram(mem, sq, PAGE_SIZE) || !guest::in_ram(mem, cq, PAGE_SIZE) {
             return Err(Status::InvalidAddress);
         }
-        lock(&h.vm).claim(&[(sq, sq_owner), (cq, cq_owner)])?;
+        // Only this vCPU's calls change its ring slot, so the answer cannot go stale.
+        let has_rings = lock(&h.vcpus[vcpu as usize].ring).is_some();
+        {
+            let mut vm = lock(&h.vm);
+            if vm.overlaps_owned(sq, PAGE_SIZE) || vm.overlaps_owned(cq, PAGE_SIZE) {
+                return Err(Status::AccessDenied);
+            }
+            if has_rings {
+                return Err(Status::InvalidState);
+            }
+            vm.claim(&[(sq, sq_owner), (cq, cq_owner)])?;
+        }
         for (page, capacity) in [(sq, SQ_CAPACITY), (cq, CQ_CAPACITY)] {
             let header = RingHeader {
                 capacity,
@@ -145,7 +157,8 @@ impl Inner {
         };
         let pending = sq_tail.wrapping_sub(ring.sq_head);
         if pending > SQ_CAPACITY {
-            ring.dropped = ring.dropped.wrapping_add(1);
+            // RING-005: `dropped` grows by the difference.
+            ring.dropped = ring.dropped.wrapping_add(pending);
             guest::store_u32(mem, ring.sq + DROPPED, ring.dropped);
             ring.sq_head = sq_tail;
             guest::store_u32(mem, ring.sq + HEAD, ring.sq_head);

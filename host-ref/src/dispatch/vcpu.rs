@@ -10,7 +10,7 @@ use pvabi_abi::vcpu::{VcpuStartState, WakeReason};
 
 use super::guest;
 use super::report::Report;
-use super::state::Inner;
+use super::state::{Inner, Owner};
 use super::{done, lock, wait_timeout, Done, Req};
 
 /// HALT without a timeout still wakes this often to notice a shutdown it was not told of.
@@ -36,13 +36,26 @@ pub(crate) fn handle(h: &Inner, r: &Req) -> Result<Done, Status> {
     }
 }
 
+/// Whether `va` is a canonical 48-bit virtual address (bits 63:47 all equal).
+fn canonical(va: u64) -> bool {
+    (((va << 16) as i64) >> 16) as u64 == va
+}
+
+/// CR3 bits no x86-64 processor implements (above the largest physical address width, 52).
+const CR3_RESERVED: u64 = 0xfff0_0000_0000_0000;
+
 /// VCPU_START: the state is parsed from the one copy (reserved fields: INVALID_PARAMETER);
-/// `cr3` must be page-aligned (INVALID_PARAMETER) and, if not 0, RAM (INVALID_ADDRESS); the
+/// `rip` and `rsp` must be canonical and `cr3` must not set reserved bits (VCPU-004) and must
+/// be page-aligned (INVALID_PARAMETER, step 10) and, if not 0, RAM (INVALID_ADDRESS); the
 /// target must not be vCPU 0 nor running (INVALID_STATE).
 fn start(h: &Inner, r: &Req) -> Result<Done, Status> {
     let target = r.args[0] as u32;
     let state: VcpuStartState = r.block.parse()?;
-    if !state.cr3.is_multiple_of(PAGE_SIZE) {
+    if !canonical(state.rip)
+        || !canonical(state.rsp)
+        || state.cr3 & CR3_RESERVED != 0
+        || !state.cr3.is_multiple_of(PAGE_SIZE)
+    {
         return Err(Status::InvalidParameter);
     }
     if state.cr3 != 0 && !guest::in_ram(h.machine.memory(), state.cr3, PAGE_SIZE) {
@@ -64,12 +77,47 @@ fn start(h: &Inner, r: &Req) -> Result<Done, Status> {
     done(&[])
 }
 
-/// VCPU_STOP: vCPU 0 cannot stop.
+/// VCPU_STOP: vCPU 0 cannot stop. The deferred queue was drained (VCPU_STOP is a sync
+/// point); then the vCPU's shared areas are unregistered, so that their pages stop being
+/// host-owned, and its timer is disarmed (PVABI-VCPU-008): a later VCPU_START begins with
+/// fresh pvabi state (PVABI-VCPU-005).
 fn stop(h: &Inner, vcpu: u32) -> Result<Done, Status> {
     if vcpu == 0 {
         return Err(Status::InvalidState);
     }
-    lock(&h.vcpus[vcpu as usize].state).running = false;
+    let slot = &h.vcpus[vcpu as usize];
+    // Outer locks first (ring, deferred queue, state), one at a time.
+    let ring = lock(&slot.ring).take();
+    // A HOST_POLLED poller sees its ring gone and exits.
+    slot.ring_wake.notify_all();
+    let deferred = lock(&slot.deferred).take();
+    let queue = {
+        let mut st = lock(&slot.state);
+        st.running = false;
+        st.mask = 0;
+        st.latched = false;
+        st.queue.take()
+    };
+    let steal = lock(&slot.steal).take();
+    if let Some(t) = lock(&h.timers).get_mut(vcpu as usize) {
+        *t = None;
+    }
+    {
+        let mut vm = lock(&h.vm);
+        if let Some(r) = ring {
+            vm.release(r.sq, Owner::SubmissionRing(vcpu));
+            vm.release(r.cq, Owner::CompletionRing(vcpu));
+        }
+        if let Some(d) = deferred {
+            vm.release(d.gpa, Owner::DeferredQueue(vcpu));
+        }
+        if let Some(q) = queue {
+            vm.release(q.gpa, Owner::EventQueue(vcpu));
+        }
+        if let Some(p) = steal {
+            vm.release(p.gpa, Owner::StealPage(vcpu));
+        }
+    }
     h.record(|rep| Report::push_capped(&mut rep.vcpu_stops, vcpu));
     Ok(Done::StopVcpu)
 }

@@ -435,6 +435,15 @@ impl VmCtl {
         }
     }
 
+    /// The privilege level (CPL, 0 to 3) of the `out` that vCPU `vcpu` is exiting for:
+    /// meaningful inside [`VmHost::port_out`] for that vCPU (a pvabi host must not perform
+    /// a call made outside ring 0). `None` for an index that does not exist or when the
+    /// level could not be read.
+    pub fn exit_cpl(&self, vcpu: u32) -> Option<u8> {
+        let cpl = self.shared.vcpus.get(vcpu as usize)?.exit_cpl();
+        (cpl <= 3).then_some(cpl)
+    }
+
     /// Starts vCPU `vcpu` (parked: never started, or stopped) in 64-bit mode at
     /// `rip`/`rsp` with `rdi = arg` and page tables at `cr3` (0 = the boot tables).
     pub fn start_vcpu(

@@ -11,6 +11,8 @@ use core::ptr::addr_of_mut;
 use crate::{Global, KERNEL_CS, KERNEL_DS, MAX_VCPUS, TSS_SELECTOR_BASE};
 
 const GDT_ENTRIES: usize = 5 + 2 * MAX_VCPUS;
+/// The busy bit of a TSS descriptor (type 0xB busy, 0x9 available).
+const TSS_BUSY: u64 = 0x2 << 40;
 
 /// A 64-bit task-state segment followed by an I/O permission bitmap that allows
 /// every port.
@@ -57,7 +59,8 @@ impl Tss {
     }
 }
 
-// Written by the boot vCPU in `init` before any other vCPU exists, read-only after.
+// Written by the boot vCPU in `init` before any other vCPU exists; after that only the
+// busy bit of vCPU `n`'s TSS descriptor changes, by vCPU `n` itself (`load`) and the CPU.
 static GDT: Global<[u64; GDT_ENTRIES]> = Global::new([0; GDT_ENTRIES]);
 // Slot `n` is only touched by vCPU `n` (its `rsp0`), apart from the CPU's own
 // accesses to the descriptor's busy bit at `ltr`.
@@ -113,10 +116,19 @@ pub(crate) fn load(vcpu: usize) {
         base: GDT.get() as u64,
     };
     let tss_selector = TSS_SELECTOR_BASE + 16 * vcpu as u16;
+    // `ltr` marks the descriptor busy, and loading a busy TSS faults (#GP, before the IDT
+    // is loaded: a triple fault). A vCPU that was stopped and is started again finds its
+    // descriptor still busy from its previous run: make it available again. No other
+    // vCPU uses this descriptor, and this vCPU's previous run is over.
+    // SAFETY: in bounds (asserted above); only vCPU `vcpu` touches its own descriptor.
+    unsafe {
+        let descriptor = addr_of_mut!((*GDT.get())[5 + 2 * vcpu]);
+        descriptor.write_volatile(descriptor.read_volatile() & !TSS_BUSY);
+    }
     // SAFETY: the GDT was filled by `init` and lives forever; the far return reloads
     // CS with the kernel code segment, which matches the running code; the data
     // selectors are valid kernel data segments; the TSS descriptor is this vCPU's own
-    // and not busy (each vCPU loads its own once).
+    // and not busy (cleared above).
     unsafe {
         asm!("lgdt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
         asm!(

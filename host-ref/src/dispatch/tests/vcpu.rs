@@ -189,3 +189,76 @@ fn shutdown_wakes_every_halt_and_later_halts_do_not_block() {
     // Calls that need a host thread say so.
     assert_eq!(h.status(0, Call::TimeSetTimer, &[1]), Status::NoResources);
 }
+
+#[test]
+fn stop_releases_the_vcpus_shared_areas_and_disarms_its_timer() {
+    use pvabi_abi::batch::RingSetup;
+    use pvabi_abi::convention::ReservedU64;
+
+    use super::{BUF2, PAGE2, PAGE3};
+
+    let h = H::ready(2);
+    h.write(BUF, &state(0x20_0000));
+    assert_eq!(h.status(0, Call::VcpuStart, &[1, BUF]), Status::Success);
+    // vCPU 1 registers an event queue, a deferred queue and a ring pair, masks USER and
+    // arms its timer 5 ms ahead.
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE1, 0x40]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(1, Call::DeferSetQueue, &[PAGE2, 0]),
+        Status::Success
+    );
+    let ring = RingSetup {
+        sq_page: PAGE3,
+        cq_page: PAGE3 + 0x1000,
+        mode: pvabi_abi::batch::RingMode::Doorbell,
+        flags: 0,
+        reserved: ReservedU64::Zero,
+    };
+    h.write(BUF2, &ring);
+    assert_eq!(h.status(1, Call::RingSetup, &[BUF2]), Status::Success);
+    assert_eq!(
+        h.status(1, Call::EventsSetMask, &[EventKind::User.mask_bit()]),
+        Status::Success
+    );
+    let now = h.call(1, Call::TimeMonotonic, &[]).1[0];
+    assert_eq!(
+        h.status(1, Call::TimeSetTimer, &[now + 5_000_000]),
+        Status::Success
+    );
+    assert_eq!(
+        h.raw(1, Call::VcpuStop.code().into(), &[]).2,
+        Outcome::StopVcpu
+    );
+    // Its pages are the guest's again (PVABI-VCPU-008): vCPU 0 may use them as blocks.
+    for page in [PAGE1, PAGE2, PAGE3, PAGE3 + 0x1000] {
+        assert_eq!(
+            h.status(0, Call::ConsoleWrite, &[page, 1]),
+            Status::Success,
+            "page {page:#x} is still host-owned"
+        );
+    }
+    // Started again, it has fresh pvabi state: the same pages register again, and the
+    // mask is 0 (EVENTS_SET_MASK returns the previous mask).
+    assert_eq!(h.status(0, Call::VcpuStart, &[1, BUF]), Status::Success);
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE1, 0x40]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(1, Call::DeferSetQueue, &[PAGE2, 0]),
+        Status::Success
+    );
+    assert_eq!(h.status(1, Call::RingSetup, &[BUF2]), Status::Success);
+    assert_eq!(
+        h.call(1, Call::EventsSetMask, &[0]),
+        (Status::Success, [0, 0, 0, 0])
+    );
+    // The disarmed timer never posts its event.
+    thread::sleep(Duration::from_millis(20));
+    let first: Event = h.read(PAGE1 + 64);
+    assert_eq!(first.kind, 0);
+    assert_eq!(h.d.report().timers_fired, 0);
+}
