@@ -1,12 +1,214 @@
-//! `pvabi run`.
+//! `pvabi run`: boots a guest ELF (by default the built-in demo guest) under the reference
+//! host on `/dev/kvm`, prints the guest's console output as it arrives, and tells by its exit
+//! status how the guest ended (see [`EXIT_STATUS_HELP`]).
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use pvabi_host::dispatch::HostConfig;
+use pvabi_host::runner::{self, RunConfig, RunOutcome};
+use pvabi_host::vm::{VmConfig, VmEnd, MIB};
+
+/// The guest shut down with code 0.
+pub const EXIT_SHUTDOWN_OK: u8 = 0;
+/// The guest shut down with a non-zero code.
+pub const EXIT_SHUTDOWN_CODE: u8 = 1;
+/// The guest asked for a reboot.
+pub const EXIT_REBOOT: u8 = 3;
+/// The guest reported a crash.
+pub const EXIT_CRASH: u8 = 4;
+/// The VM faulted or timed out.
+pub const EXIT_FAULT: u8 = 5;
+/// The host could not run the VM.
+pub const EXIT_HOST_ERROR: u8 = 6;
+
+/// The exit statuses, as `pvabi run --help` shows them.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status (how the guest ended):
+  0  the guest shut down with code 0 (SYSTEM_SHUTDOWN(0))
+  1  the guest shut down with a non-zero code (printed)
+  2  the command line was wrong (usage error)
+  3  the guest asked for a reboot (SYSTEM_REBOOT); the host stops instead
+  4  the guest reported a crash (SYSTEM_CRASH); its message is printed
+  5  the VM faulted: triple fault, unexpected exit, stuck vCPU (e.g. HLT with interrupts
+     off), or --timeout passed; printed with the vCPU's registers
+  6  the host could not run the guest: no /dev/kvm or no permission, image missing or not
+     a loadable ELF (the path is named), bad --mem/--vcpus, too little memory";
 
 /// Arguments of `pvabi run`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    about = "Boot a guest (default: the built-in demo guest) under the reference host on KVM",
+    long_about = "Boots a bare-metal x86-64 guest under the pvabi reference host on /dev/kvm and \
+                  prints its console output as it arrives. Without IMAGE it boots the built-in \
+                  demo guest, which negotiates pvabi and exercises every call family, one check \
+                  per line. A one-line summary (how the guest ended, wall time) goes to stderr.",
+    after_help = EXIT_STATUS_HELP
+)]
+pub struct Args {
+    /// Guest image: a static x86-64 ELF linked at 0x200000 (default: the built-in demo guest).
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
+    /// Number of vCPUs; vCPU 0 boots, the guest starts the others with VCPU_START.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    /// Guest RAM: bytes, or a number with K, M or G (e.g. 64M, 1G).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub mem: u64,
+    /// Stop the guest (exit status 5) if it still runs after this many seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+}
+
+/// Parses a memory size: bytes, or a number with a binary suffix K, M, G or T (`KiB`,
+/// `MB`, ... are accepted too, all meaning powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits);
+    let bad = || {
+        format!(
+            "`{text}` is not a memory size: give bytes or a number with K, M or G, e.g. 64M or 1G"
+        )
+    };
+    if number.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{text}` is not a number of seconds greater than 0"))
+}
 
 /// Runs `pvabi run`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`pvabi run` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = RunConfig {
+        host: HostConfig::default(),
+        vm: VmConfig {
+            vcpus: args.vcpus,
+            mem_bytes: args.mem,
+        },
+        timeout: args.timeout,
+    };
+    let (what, result) = match &args.image {
+        Some(path) => (path.display().to_string(), runner::run_file(path, config)),
+        None => (
+            "the built-in demo guest".to_string(),
+            runner::run(runner::demo_guest(), config),
+        ),
+    };
+    let _ = std::io::stdout().flush();
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("pvabi run: error: {e}");
+            return Ok(ExitCode::from(EXIT_HOST_ERROR));
+        }
+    };
+    let status = exit_status(&outcome.end);
+    eprintln!("{}", summary(&what, &args, &outcome, status));
+    Ok(ExitCode::from(status))
+}
+
+/// The exit status for how the VM ended.
+pub fn exit_status(end: &VmEnd) -> u8 {
+    match end {
+        VmEnd::Shutdown(0) => EXIT_SHUTDOWN_OK,
+        VmEnd::Shutdown(_) => EXIT_SHUTDOWN_CODE,
+        VmEnd::Reboot => EXIT_REBOOT,
+        VmEnd::Crash(_) => EXIT_CRASH,
+        VmEnd::Fault(_) => EXIT_FAULT,
+    }
+}
+
+/// One line: how the guest ended, the wall time, the VM's shape, calls and exits, the exit
+/// status; a fault's registers follow on the next lines.
+fn summary(what: &str, args: &Args, outcome: &RunOutcome, status: u8) -> String {
+    let mut details = String::new();
+    let how = match &outcome.end {
+        VmEnd::Shutdown(0) => "shut down with code 0".to_string(),
+        VmEnd::Shutdown(code) => format!("shut down with code {code} ({code:#x})"),
+        VmEnd::Reboot => {
+            "asked for a reboot (SYSTEM_REBOOT; the reference host stops instead)".to_string()
+        }
+        VmEnd::Crash(message) => format!("crashed (SYSTEM_CRASH): {message:?}"),
+        VmEnd::Fault(report) => {
+            if let Some(regs) = &report.regs {
+                details = format!("\n{regs}");
+            }
+            format!("faulted on vCPU {}: {}", report.vcpu, report.reason)
+        }
+    };
+    let mem = if args.mem.is_multiple_of(MIB) {
+        format!("{} MiB", args.mem / MIB)
+    } else {
+        format!("{} bytes", args.mem)
+    };
+    let exits = outcome.exits;
+    format!(
+        "pvabi run: {what} {how}, after {:.3} s ({} vCPU{}, {mem}; {} pvabi calls, {} doorbell \
+         exits, {} other port exits); exit status {status}{details}",
+        outcome.wall.as_secs_f64(),
+        args.vcpus,
+        if args.vcpus == 1 { "" } else { "s" },
+        outcome.calls(),
+        exits.doorbell,
+        exits.total() - exits.doorbell,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("8k"), Ok(8192));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn every_end_has_its_status() {
+        use pvabi_host::vm::FaultReport;
+        assert_eq!(exit_status(&VmEnd::Shutdown(0)), 0);
+        assert_eq!(exit_status(&VmEnd::Shutdown(7)), 1);
+        assert_eq!(exit_status(&VmEnd::Reboot), 3);
+        assert_eq!(exit_status(&VmEnd::Crash("x".into())), 4);
+        let fault = VmEnd::Fault(FaultReport {
+            vcpu: 0,
+            reason: "x".into(),
+            regs: None,
+        });
+        assert_eq!(exit_status(&fault), 5);
+        for status in 0..=6 {
+            assert!(EXIT_STATUS_HELP.contains(&format!("  {status}  ")));
+        }
+    }
 }
