@@ -1,12 +1,310 @@
-//! `pvabi bench`.
+//! `pvabi bench`: measures, on this machine's KVM, what the reference host's dispatch costs
+//! per call and what batching, deferral and rings save. The engine is
+//! [`pvabi_host::bench`]; this module parses the arguments and prints the figures.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use pvabi_host::bench::{self, BenchConfig, BenchReport};
 
 /// Arguments of `pvabi bench`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Operations per phase and round.
+    #[arg(long, value_name = "N", default_value_t = BenchConfig::default().iterations,
+          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    iterations: u32,
+
+    /// Measured rounds per phase (after one warm-up round); the figures are their medians.
+    #[arg(long, value_name = "R", default_value_t = BenchConfig::default().rounds,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
+
+    /// Print the figures as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
 
 /// Runs `pvabi bench`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`pvabi bench` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = BenchConfig {
+        iterations: args.iterations,
+        rounds: args.rounds,
+    };
+    let quiet = args.quiet;
+    if !quiet {
+        eprintln!(
+            "pvabi bench: {} operations per phase, {} round(s) after a warm-up, on /dev/kvm",
+            config.iterations, config.rounds
+        );
+    }
+    let report = bench::run(&config, move |line| {
+        if !quiet {
+            eprintln!("  {line}");
+        }
+    })
+    .context("running the bench guest")?;
+    if args.json {
+        println!("{}", to_json(&report));
+    } else {
+        print!("{}", to_table(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ring(cpl: u8) -> String {
+    format!("CPL{cpl}")
+}
+
+fn to_table(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "pvabi bench: {} operations per phase, median of {} round(s) after a warm-up ({:.1} s)",
+        r.config.iterations,
+        r.config.rounds,
+        r.total.as_secs_f64()
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "(a) Exit cost: the same `out dx, eax` loop with GET_SPEC_VERSION's registers, to a port"
+    );
+    let _ = writeln!(
+        s,
+        "    nobody handles (bare exit), to a port whose handler changes one register (exit + the"
+    );
+    let _ = writeln!(
+        s,
+        "    register write-back every call with results needs) and to the doorbell (pvabi call),"
+    );
+    let _ = writeln!(
+        s,
+        "    taking turns in chunks. Host wall clock per operation; `call - bare` and `call / bare`"
+    );
+    let _ = writeln!(
+        s,
+        "    are medians over pairs of chunks that ran next to each other:"
+    );
+    let _ = writeln!(
+        s,
+        "    {:<6} {:>11} {:>14} {:>12} {:>13} {:>12}",
+        "ring", "bare out", "+ write-back", "pvabi call", "call - bare", "call / bare"
+    );
+    for e in &r.exit_cost {
+        let _ = writeln!(
+            s,
+            "    {:<6} {:>8.0} ns {:>11.0} ns {:>9.0} ns {:>10.0} ns {:>11.3}x",
+            ring(e.cpl),
+            e.bare_out_ns,
+            e.regs_out_ns,
+            e.pvabi_call_ns,
+            e.dispatch_overhead_ns,
+            e.ratio
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    Time in the host's port handler per exit (the host's own work, no exit included):"
+    );
+    let _ = writeln!(
+        s,
+        "    {:<6} {:>11} {:>14} {:>26}",
+        "ring", "bare out", "pvabi call", "dispatch cost per call"
+    );
+    for e in &r.exit_cost {
+        let _ = writeln!(
+            s,
+            "    {:<6} {:>8.0} ns {:>11.0} ns {:>23.0} ns",
+            ring(e.cpl),
+            e.handler_bare_ns,
+            e.handler_call_ns,
+            e.handler_call_ns - e.handler_bare_ns
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    (CPL0 code may be emulated instruction by instruction on this host; the loops run"
+    );
+    let _ = writeln!(
+        s,
+        "    identical instructions, so differences between them are still the host's costs.)"
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "(b) {} x MEM_UPDATE_PTE (a scratch word), measured at CPL3. exits = port I/O exits to the",
+        r.config.iterations
+    );
+    let _ = writeln!(
+        s,
+        "    VMM counted by the host; exits/op is the figure that carries over to other machines."
+    );
+    let _ = writeln!(
+        s,
+        "    {:<36} {:>10} {:>10} {:>12} {:>12}",
+        "mode", "exits/op", "ns/op", "vs direct", "exits saved"
+    );
+    for b in &r.batching {
+        let label = match b.phase.name {
+            "direct" => "direct (one call each)",
+            "multicall" => "MULTICALL, 32 per batch",
+            "deferred" => "deferred queue, flushed when full",
+            "ring_doorbell" => "ring, doorbell (RING_ENTER per 32)",
+            "ring_host_polled" => "ring, host-polled",
+            other => other,
+        };
+        let saved = if b.exit_reduction_vs_direct.is_finite() {
+            format!("{:.0}x", b.exit_reduction_vs_direct)
+        } else {
+            "all".to_string()
+        };
+        let _ = writeln!(
+            s,
+            "    {:<36} {:>10.4} {:>10.0} {:>11.2}x {:>12}",
+            label, b.exits_per_op, b.ns_per_op, b.speedup_vs_direct, saved
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Every phase (medians; guest TSC ticks per operation as a second clock):"
+    );
+    let _ = writeln!(
+        s,
+        "    {:<18} {:<5} {:>10} {:>10} {:>10} {:>12}  what",
+        "phase", "ring", "ns/op", "exits/op", "handler", "tsc/op"
+    );
+    for p in &r.phases {
+        let _ = writeln!(
+            s,
+            "    {:<18} {:<5} {:>10.0} {:>10.4} {:>10.0} {:>12.0}  {}",
+            p.phase.name,
+            ring(p.phase.cpl),
+            p.ns_per_op,
+            p.exits_per_op,
+            p.handler_ns_per_op,
+            p.tsc_per_op,
+            p.phase.what
+        );
+    }
+    s
+}
+
+/// A JSON number, or `null` for NaN and infinities (which JSON cannot represent).
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "null".to_string()
+    }
+}
+
+/// A JSON string (the strings here are ASCII without quotes or backslashes, but escape anyway).
+fn string(v: &str) -> String {
+    let mut s = String::from("\"");
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+fn to_json(r: &BenchReport) -> String {
+    let mut s = String::from("{\n");
+    let _ = writeln!(s, "  \"iterations\": {},", r.config.iterations);
+    let _ = writeln!(s, "  \"rounds\": {},", r.config.rounds);
+    let _ = writeln!(s, "  \"clock\": \"host wall clock between guest marks\",");
+    s.push_str("  \"exit_cost\": [\n");
+    for (i, e) in r.exit_cost.iter().enumerate() {
+        let _ = write!(
+            s,
+            "    {{\"cpl\": {}, \"bare_out_ns\": {}, \"pvabi_call_ns\": {}, \
+             \"dispatch_overhead_ns\": {}, \"ratio\": {}, \"regs_out_ns\": {}, \
+             \"handler_bare_ns\": {}, \"handler_call_ns\": {}, \"handler_dispatch_ns\": {}}}",
+            e.cpl,
+            num(e.bare_out_ns),
+            num(e.pvabi_call_ns),
+            num(e.dispatch_overhead_ns),
+            num(e.ratio),
+            num(e.regs_out_ns),
+            num(e.handler_bare_ns),
+            num(e.handler_call_ns),
+            num(e.handler_call_ns - e.handler_bare_ns)
+        );
+        s.push_str(if i + 1 < r.exit_cost.len() {
+            ",\n"
+        } else {
+            "\n"
+        });
+    }
+    s.push_str("  ],\n  \"batching\": [\n");
+    for (i, b) in r.batching.iter().enumerate() {
+        let _ = write!(
+            s,
+            "    {{\"mode\": {}, \"cpl\": {}, \"exits_per_op\": {}, \"ns_per_op\": {}, \
+             \"speedup_vs_direct\": {}, \"exit_reduction_vs_direct\": {}}}",
+            string(b.phase.name),
+            b.phase.cpl,
+            num(b.exits_per_op),
+            num(b.ns_per_op),
+            num(b.speedup_vs_direct),
+            num(b.exit_reduction_vs_direct)
+        );
+        s.push_str(if i + 1 < r.batching.len() {
+            ",\n"
+        } else {
+            "\n"
+        });
+    }
+    s.push_str("  ],\n  \"phases\": [\n");
+    for (i, p) in r.phases.iter().enumerate() {
+        let samples: Vec<String> = p
+            .samples
+            .iter()
+            .map(|x| {
+                format!(
+                    "{{\"ops\": {}, \"exits\": {}, \"ns\": {}, \"handler_ns\": {}, \
+                     \"tsc_ticks\": {}}}",
+                    x.ops,
+                    x.exits,
+                    x.elapsed.as_nanos(),
+                    x.handler.as_nanos(),
+                    x.tsc_ticks
+                )
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "    {{\"name\": {}, \"cpl\": {}, \"what\": {}, \"ns_per_op\": {}, \
+             \"exits_per_op\": {}, \"tsc_per_op\": {}, \"handler_ns_per_op\": {}, \
+             \"samples\": [{}]}}",
+            string(p.phase.name),
+            p.phase.cpl,
+            string(p.phase.what),
+            num(p.ns_per_op),
+            num(p.exits_per_op),
+            num(p.tsc_per_op),
+            num(p.handler_ns_per_op),
+            samples.join(", ")
+        );
+        s.push_str(if i + 1 < r.phases.len() { ",\n" } else { "\n" });
+    }
+    s.push_str("  ],\n");
+    let _ = writeln!(s, "  \"host_pte_writes\": {},", r.host_pte_writes);
+    let _ = writeln!(s, "  \"total_seconds\": {}", num(r.total.as_secs_f64()));
+    s.push('}');
+    s
 }

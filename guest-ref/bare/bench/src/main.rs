@@ -1,21 +1,427 @@
-//! Placeholder: discovers pvabi and shuts down.
+//! Benchmark guest for `pvabi bench` (`host-ref/src/bench.rs` drives it).
+//!
+//! It runs a fixed list of phases, each `n` operations long, and marks the start and end of
+//! each phase on a test port; the host timestamps the marks and counts the exits in between.
+//! The guest also measures each phase with its TSC and counts calls that did not succeed.
+//!
+//! Test protocol (besides the pvabi ports):
+//!
+//! | port | access | meaning |
+//! | --- | --- | --- |
+//! | 0x5680 | `out` 32-bit | mark: `eax` = phase (bits 7:0), round (bits 23:8), end (bit 31); on an end mark `rdi` = operations, `rsi` = TSC ticks, `r8` = failed operations |
+//! | 0x5681 | `in` 32-bit | the next parameter: operations per phase, rounds |
+//! | 0x5682 | `out` 32-bit | a port nobody handles: the bare exit that a pvabi call is compared with |
+//! | 0x5683 | `out` 8-bit | raw console byte (panic messages) |
+//! | 0x5684 | `out` 32-bit | a port whose handler only changes `rdi`: a bare exit plus the write-back of the registers |
+//!
+//! Phases (the `PHASE_*` constants; the host mirrors them): the same `out` loop to the bare
+//! port, to the register-changing port and to the doorbell (GET_SPEC_VERSION) at CPL0 and at
+//! CPL3, in rotating chunks
+//! (several start/end mark pairs per phase and round; the host adds them up); then, at CPL3,
+//! MEM_UPDATE_PTE of a scratch word made directly, in MULTICALL batches of 32, through the
+//! deferred queue (flushed when full and at the end), and through the submission ring in
+//! doorbell mode (RING_ENTER per 32) and in host-polled mode (a notification only when the
+//! host asks for one). Round 0 is a short warm-up.
 #![no_std]
 #![no_main]
 
+use core::arch::asm;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pvabi_guest::abi::batch::{RingMode, SubmissionEntry};
+use pvabi_guest::base::NegotiateRequest;
+use pvabi_guest::batch::{completion_result, DeferredQueue, Multicall, Rings};
 use pvabi_guest::discovery::discover;
-use pvabi_guest_rt::{halt_forever, BootInfo};
+use pvabi_guest::transport::notify_ring;
+use pvabi_guest::{Call, Features, PortTransport, Pvabi};
+use pvabi_guest_rt::cpu::{pause, rdtsc};
+use pvabi_guest_rt::port::{inl, RawConsole};
+use pvabi_guest_rt::{halt_forever, run_at_cpl3, BootInfo};
+
+const PORT_MARK: u16 = 0x5680;
+const PORT_PARAM: u16 = 0x5681;
+const PORT_BARE: u16 = 0x5682;
+const PORT_CONSOLE: u16 = 0x5683;
+const PORT_BARE_REGS: u16 = 0x5684;
+
+const PHASE_CPL0_BARE: u32 = 0;
+const PHASE_CPL0_CALL: u32 = 1;
+const PHASE_CPL3_BARE: u32 = 2;
+const PHASE_CPL3_CALL: u32 = 3;
+const PHASE_DIRECT: u32 = 4;
+const PHASE_MULTICALL: u32 = 5;
+const PHASE_DEFERRED: u32 = 6;
+const PHASE_RING_DOORBELL: u32 = 7;
+const PHASE_RING_POLLED: u32 = 8;
+const PHASE_CPL0_REGS: u32 = 9;
+const PHASE_CPL3_REGS: u32 = 10;
+
+const MARK_END: u32 = 1 << 31;
+/// MULTICALL batch size.
+const BATCH: usize = 32;
+/// Chunks the bare-exit and pvabi-call phases are cut into, alternately.
+const CHUNKS: u64 = 32;
+/// A phase that makes no progress for this many TSC ticks gives up (seconds on any CPU).
+const STALL_TICKS: u64 = 30_000_000_000;
+
+/// A `static` the guest mutates through `&mut` obtained by hand: each is used by one vCPU at
+/// a time (this guest runs on vCPU 0 only), never re-entrantly.
+struct Global<T>(UnsafeCell<T>);
+
+// SAFETY: see the type's documentation: one vCPU, no re-entrancy; the host is the only other
+// party and the types themselves (queue, rings) access shared pages through atomics and
+// volatile accesses.
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    const fn new(value: T) -> Self {
+        Global(UnsafeCell::new(value))
+    }
+
+    /// # Safety
+    /// No other reference to the value may be live.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self) -> &mut T {
+        // SAFETY: the caller guarantees exclusivity.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+#[repr(C, align(4096))]
+struct Page([u64; 512]);
+
+static QUEUE: Global<DeferredQueue> = Global::new(DeferredQueue::new());
+static RINGS: Global<Rings> = Global::new(Rings::new());
+static BATCH_ENTRIES: Global<Multicall<BATCH>> = Global::new(Multicall::new());
+/// The "page table" the PTE phases write (a scratch page; no CPU walks it).
+static PTES: Global<Page> = Global::new(Page([0; 512]));
+
+static DOORBELL: AtomicU64 = AtomicU64::new(0x5650);
+static NOTIFY: AtomicU64 = AtomicU64::new(0x5654);
+/// Operations of the current phase (ring-3 functions take one argument only).
+static OPS: AtomicU64 = AtomicU64::new(0);
+/// Failed operations of the current phase.
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
+fn pv() -> Pvabi<PortTransport> {
+    Pvabi::new(PortTransport::new(DOORBELL.load(Ordering::Relaxed) as u16))
+}
+
+fn mark(phase: u32, round: u32, end: bool, ops: u64, ticks: u64, failed: u64) {
+    let tag = phase | (round << 8) | if end { MARK_END } else { 0 };
+    // SAFETY: the host records marks; no other effect.
+    unsafe {
+        asm!("out dx, eax", in("dx") PORT_MARK, in("eax") tag, in("rdi") ops, in("rsi") ticks,
+             in("r8") failed, options(nomem, nostack, preserves_flags));
+    }
+}
+
+fn param() -> u64 {
+    // SAFETY: the host answers parameter reads.
+    u64::from(unsafe { inl(PORT_PARAM) })
+}
+
+/// `n` identical `out dx, eax` with the registers of GET_SPEC_VERSION: to the doorbell this
+/// is a pvabi call, to the bare port an exit nobody handles. Same instructions either way.
+/// `arg` = `n | port << 48`; returns the TSC ticks the loop took. Never inlined, so that a
+/// constant port cannot specialise the loop: every phase runs exactly these instructions
+/// (at CPL0 each instruction is emulated on some hosts, so one more would show).
+#[inline(never)]
+fn out_loop(arg: u64) -> u64 {
+    let arg = core::hint::black_box(arg);
+    let port = (arg >> 48) as u16;
+    let n = arg & 0xffff_ffff_ffff;
+    let start = rdtsc();
+    let mut failed = 0u64;
+    for _ in 0..n {
+        let status: u64;
+        // SAFETY: GET_SPEC_VERSION (code 0) has no effect; the bare port is ignored by the
+        // host. The result registers are clobbered.
+        unsafe {
+            asm!("out dx, eax",
+                 inout("rax") 0u64 => status, inout("rdi") 0u64 => _, inout("rsi") 0u64 => _,
+                 inout("r8") 0u64 => _, inout("r9") 0u64 => _, in("r10") 0u64, in("r11") 0u64,
+                 in("dx") port, options(nostack));
+        }
+        // The bare ports leave rax (0) alone; a call answers SUCCESS (0).
+        failed += u64::from(status != 0);
+    }
+    FAILED.store(failed, Ordering::Relaxed);
+    rdtsc().wrapping_sub(start)
+}
+
+fn pte_gpa(i: u64) -> u64 {
+    // SAFETY: only the address is taken.
+    let base = unsafe { PTES.get() } as *mut Page as u64;
+    base + (i % 512) * 8
+}
+
+/// Ring 3: `n` MEM_UPDATE_PTE calls made directly.
+fn direct(n: u64) -> u64 {
+    let pv = pv();
+    let start = rdtsc();
+    let mut failed = 0;
+    for i in 0..n {
+        // SAFETY: the entry is a word of the scratch page, which no CPU walks.
+        if unsafe { pv.update_pte(pte_gpa(i), i | 1, 1) }.is_err() {
+            failed += 1;
+        }
+    }
+    FAILED.store(failed, Ordering::Relaxed);
+    rdtsc().wrapping_sub(start)
+}
+
+/// Ring 3: `n` MEM_UPDATE_PTE calls in MULTICALL batches of 32.
+fn multicall(n: u64) -> u64 {
+    let pv = pv();
+    // SAFETY: only this function uses the batch while it runs.
+    let batch = unsafe { BATCH_ENTRIES.get() };
+    let start = rdtsc();
+    let mut failed = 0;
+    let mut i = 0;
+    while i < n {
+        batch.clear();
+        while i < n && batch.len() < BATCH {
+            let _ = batch.push(Call::MemUpdatePte, [pte_gpa(i), i | 1, 1, 0, 0, 0]);
+            i += 1;
+        }
+        // SAFETY: every entry updates a word of the scratch page.
+        match unsafe { pv.multicall_batch(batch, 0) } {
+            Ok(_) => {
+                failed += (0..batch.len())
+                    .filter(|&k| batch.result(k).is_some_and(|r| r.is_err()))
+                    .count() as u64
+            }
+            Err(_) => failed += batch.len() as u64,
+        }
+    }
+    FAILED.store(failed, Ordering::Relaxed);
+    rdtsc().wrapping_sub(start)
+}
+
+/// Ring 3: `n` MEM_UPDATE_PTE calls through the deferred queue: queued without an exit,
+/// flushed (one exit) when the queue is full and once at the end.
+fn deferred(n: u64) -> u64 {
+    let pv = pv();
+    // SAFETY: only this function uses the queue while it runs.
+    let queue = unsafe { QUEUE.get() };
+    let before = queue.errors().count;
+    let start = rdtsc();
+    for i in 0..n {
+        // SAFETY: every entry updates a word of the scratch page.
+        if unsafe { queue.push_update_pte(pte_gpa(i), i | 1, 1) }.is_err() {
+            let _ = pv.defer_flush();
+            // SAFETY: as above.
+            let _ = unsafe { queue.push_update_pte(pte_gpa(i), i | 1, 1) };
+        }
+    }
+    let _ = pv.defer_flush();
+    let ticks = rdtsc().wrapping_sub(start);
+    FAILED.store(u64::from(queue.errors().count - before), Ordering::Relaxed);
+    ticks
+}
+
+/// Ring 3: `n` MEM_UPDATE_PTE submissions. Doorbell mode (`polled` = 0): RING_ENTER after
+/// each burst of up to 32. Host-polled mode: a notification only when the host set
+/// `SQ_NEED_WAKEUP`. Completions are reaped as they come.
+fn ring(arg: u64) -> u64 {
+    let n = arg >> 1;
+    let polled = arg & 1 != 0;
+    let pv = pv();
+    let notify = NOTIFY.load(Ordering::Relaxed) as u16;
+    // SAFETY: only this function uses the rings while it runs.
+    let rings = unsafe { RINGS.get() };
+    let start = rdtsc();
+    let (mut submitted, mut completed, mut failed) = (0u64, 0u64, 0u64);
+    let mut last_progress = start;
+    while completed < n {
+        let mut burst = 0;
+        while submitted < n {
+            let entry = SubmissionEntry {
+                user_data: submitted,
+                call: Call::MemUpdatePte.code(),
+                args: [pte_gpa(submitted), submitted | 1, 1, 0, 0, 0],
+                ..Default::default()
+            };
+            // SAFETY: the entry updates a word of the scratch page.
+            if unsafe { rings.submit(entry) }.is_err() {
+                break;
+            }
+            submitted += 1;
+            burst += 1;
+        }
+        if burst > 0 {
+            if !polled {
+                let _ = pv.ring_enter();
+            } else if rings.need_wakeup() {
+                // SAFETY: this vCPU's ring; every submission is sound (see above).
+                unsafe { notify_ring(notify, 0) };
+            }
+        }
+        let reaped = rings.reap(|c| failed += u64::from(completion_result(&c).is_err()));
+        completed += u64::from(reaped);
+        let now = rdtsc();
+        if reaped > 0 || burst > 0 {
+            last_progress = now;
+        } else if now.wrapping_sub(last_progress) > STALL_TICKS {
+            break;
+        } else {
+            if polled && rings.need_wakeup() && rings.sq_len() > 0 {
+                // SAFETY: as above.
+                unsafe { notify_ring(notify, 0) };
+            }
+            pause();
+        }
+    }
+    FAILED.store(failed + (n - completed), Ordering::Relaxed);
+    rdtsc().wrapping_sub(start)
+}
+
+fn set_rings(mode: Option<RingMode>) {
+    let pv = pv();
+    // SAFETY: the rings are a `static`, used only through `Rings` methods; an unregistration
+    // (both pages 0) hands them back.
+    let rings = unsafe { RINGS.get() };
+    let unregister = pvabi_guest::Block::new(pvabi_guest::abi::batch::RingSetup {
+        sq_page: 0,
+        cq_page: 0,
+        mode: RingMode::Doorbell,
+        flags: 0,
+        reserved: pvabi_guest::abi::convention::ReservedU64::Zero,
+    });
+    // SAFETY: unregistering gives the pages back; registering hands a `static` pair over.
+    unsafe {
+        let _ = pv.ring_setup(unregister.gpa());
+        if let Some(mode) = mode {
+            // A fresh registration starts from zeroed headers; clear what the guest wrote.
+            core::ptr::write_bytes(rings.sq_ptr(), 0, 4096);
+            core::ptr::write_bytes(rings.cq_ptr(), 0, 4096);
+            if pv.ring_setup_rings(rings, mode, 0).is_err() {
+                fail("RING_SETUP failed");
+            }
+        }
+    }
+}
+
+fn fail(what: &str) -> ! {
+    // SAFETY: the host treats bytes on this port as console output.
+    let console = unsafe { RawConsole::new(PORT_CONSOLE) };
+    console.write_str("bench: ");
+    console.write_str(what);
+    console.write_str("\n");
+    halt_forever()
+}
+
+fn run_phase(phase: u32, round: u32, n: u64) {
+    FAILED.store(0, Ordering::Relaxed);
+    OPS.store(n, Ordering::Relaxed);
+    let (ticks, ops) = match phase {
+        PHASE_CPL0_BARE => (out_loop(n | u64::from(PORT_BARE) << 48), n),
+        PHASE_CPL0_CALL => (out_loop(n | DOORBELL.load(Ordering::Relaxed) << 48), n),
+        PHASE_CPL3_BARE => (run_at_cpl3(out_loop, n | u64::from(PORT_BARE) << 48), n),
+        PHASE_CPL0_REGS => (out_loop(n | u64::from(PORT_BARE_REGS) << 48), n),
+        PHASE_CPL3_REGS => (
+            run_at_cpl3(out_loop, n | u64::from(PORT_BARE_REGS) << 48),
+            n,
+        ),
+        PHASE_CPL3_CALL => (
+            run_at_cpl3(out_loop, n | DOORBELL.load(Ordering::Relaxed) << 48),
+            n,
+        ),
+        PHASE_DIRECT => (run_at_cpl3(direct, n), n),
+        PHASE_MULTICALL => (run_at_cpl3(multicall, n), n),
+        PHASE_DEFERRED => (run_at_cpl3(deferred, n), n),
+        PHASE_RING_DOORBELL => (run_at_cpl3(ring, n << 1), n),
+        PHASE_RING_POLLED => (run_at_cpl3(ring, (n << 1) | 1), n),
+        _ => fail("unknown phase"),
+    };
+    mark(
+        phase,
+        round,
+        true,
+        ops,
+        ticks,
+        FAILED.load(Ordering::Relaxed),
+    );
+}
 
 fn main(_boot: &BootInfo) -> ! {
-    if let Some(d) = discover() {
-        let pv = d.pvabi();
-        let _ = pv.try_shutdown(0);
+    let Some(found) = discover() else {
+        fail("no pvabi host")
+    };
+    DOORBELL.store(u64::from(found.info.doorbell_port), Ordering::Relaxed);
+    NOTIFY.store(u64::from(found.info.ring_notify_port), Ordering::Relaxed);
+    let n = param().max(1);
+    let rounds = param() as u32;
+    let pv = pv();
+    let need = Features::SYSTEM | Features::MEMORY | Features::MULTICALL;
+    if pv
+        .negotiate(NegotiateRequest::v1(
+            need | Features::DEFERRED | Features::RING,
+            Features::all(),
+        ))
+        .is_err()
+    {
+        fail("NEGOTIATE failed");
     }
-    halt_forever()
+    // SAFETY: the queue is a `static`, used only through `DeferredQueue` methods.
+    if unsafe { pv.defer_set_queue(QUEUE.get().gpa()) }.is_err() {
+        fail("DEFER_SET_QUEUE failed");
+    }
+    // Round 0 warms up (the host discards it).
+    for round in 0..=rounds {
+        let n = if round == 0 {
+            (n / 10).max(BATCH as u64)
+        } else {
+            n
+        };
+        // The bare exit, the exit with a register write-back and the pvabi call take turns
+        // in chunks (in rotating order), so that drift of the machine's speed hits all alike.
+        for set in [
+            [PHASE_CPL0_BARE, PHASE_CPL0_REGS, PHASE_CPL0_CALL],
+            [PHASE_CPL3_BARE, PHASE_CPL3_REGS, PHASE_CPL3_CALL],
+        ] {
+            let chunk = (n / CHUNKS).max(1);
+            let mut done = 0;
+            let mut k = 0;
+            while done < n {
+                let ops = chunk.min(n - done);
+                for j in 0..3 {
+                    let phase = set[(k + j) % 3];
+                    mark(phase, round, false, 0, 0, 0);
+                    run_phase(phase, round, ops);
+                }
+                done += ops;
+                k += 1;
+            }
+        }
+        for phase in PHASE_DIRECT..=PHASE_RING_POLLED {
+            match phase {
+                PHASE_RING_DOORBELL => set_rings(Some(RingMode::Doorbell)),
+                PHASE_RING_POLLED => set_rings(Some(RingMode::HostPolled)),
+                _ => {}
+            }
+            mark(phase, round, false, 0, 0, 0);
+            run_phase(phase, round, n);
+        }
+        set_rings(None);
+    }
+    pv.shutdown(0)
 }
 
 pvabi_guest_rt::entry!(main);
 
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: the host treats bytes on this port as console output.
+    let console = unsafe { RawConsole::new(PORT_CONSOLE) };
+    console.write_str("bench panic at ");
+    if let Some(location) = info.location() {
+        console.write_str(location.file());
+        console.write_str(":");
+        console.write_dec(u64::from(location.line()));
+    }
+    console.write_str("\n");
     halt_forever()
 }

@@ -1,0 +1,646 @@
+//! `pvabi bench`'s engine: the cost of the host's own dispatch per call, and what batching,
+//! deferral and rings save, measured on this machine's KVM with the bench guest
+//! (`guest-ref/bare/bench`).
+//!
+//! The guest runs a list of phases of `iterations` operations each and marks the start and
+//! end of every phase on a test port. The host takes the wall-clock time of each mark and
+//! counts the exits to the VMM (port I/O that reaches the host) in between; the guest adds
+//! its TSC ticks and the number of operations that failed. Every phase runs `rounds` times
+//! after a short warm-up round; the figures are the medians over the rounds.
+//!
+//! - **Exit cost**: the same `out dx, eax` loop with the registers of GET_SPEC_VERSION, once
+//!   to a port nobody handles (a bare exit to the VMM and back) and once to the doorbell (a
+//!   pvabi call through the [`Dispatcher`](crate::dispatch::Dispatcher)), at CPL0 and at
+//!   CPL3, in alternating chunks. The difference is the host's own dispatch overhead per
+//!   call. Exits cost tens of microseconds on some hosts and vary by more than that
+//!   overhead, so the host also times its port handler itself (the work between the exit
+//!   and the resume, without the exit): the handler time of a call minus that of a bare
+//!   exit is the dispatch overhead without the exit's noise.
+//! - **Batching** (at CPL3): MEM_UPDATE_PTE of a scratch word made directly, in MULTICALL
+//!   batches of 32, through the deferred queue (flushed when full and at the end), and
+//!   through the submission ring in doorbell mode (RING_ENTER per 32 submissions) and in
+//!   host-polled mode (a notification only when the host asks). "Exits per operation" is the
+//!   figure that carries over to other machines; nanoseconds depend on this one.
+//!
+//! Ring-0 guest code may be emulated instruction by instruction (PVM hosts), so loops that
+//! must be fast run at CPL3; each figure says which ring it was measured in. Calls from
+//! ring 3 break rule CONV-013 (a host must not perform them), so the bench's host is built
+//! with [`PvabiHost::allowing_user_mode_calls`]; the exit and the dispatch work are the same
+//! as for a call from ring 0.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::dispatch::{ConsoleSink, HostConfig, PvabiHost};
+use crate::vm::{CallRegs, FaultReport, Next, Vm, VmConfig, VmCtl, VmEnd, VmError, VmHost};
+
+/// The bench guest's ELF image.
+pub const BENCH_GUEST: &[u8] = include_bytes!(env!("PVABI_GUEST_BENCH"));
+
+const PORT_MARK: u16 = 0x5680;
+const PORT_PARAM: u16 = 0x5681;
+const PORT_CONSOLE: u16 = 0x5683;
+const PORT_BARE_REGS: u16 = 0x5684;
+const MARK_END: u32 = 1 << 31;
+
+/// How long one bench VM may run before it is stopped as hung.
+const DEADLINE: Duration = Duration::from_secs(600);
+
+/// One phase of the bench guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhaseInfo {
+    /// Its number in the guest's protocol.
+    pub id: u32,
+    /// A short machine-readable name.
+    pub name: &'static str,
+    /// The privilege level the measured loop runs at.
+    pub cpl: u8,
+    /// What one operation is.
+    pub what: &'static str,
+}
+
+/// The phases, in the order they are reported.
+pub const PHASES: [PhaseInfo; 11] = [
+    PhaseInfo {
+        id: 0,
+        name: "bare_out_cpl0",
+        cpl: 0,
+        what: "out to a port nobody handles",
+    },
+    PhaseInfo {
+        id: 9,
+        name: "regs_out_cpl0",
+        cpl: 0,
+        what: "out to a port whose handler changes rdi (registers written back)",
+    },
+    PhaseInfo {
+        id: 1,
+        name: "pvabi_call_cpl0",
+        cpl: 0,
+        what: "GET_SPEC_VERSION through the doorbell",
+    },
+    PhaseInfo {
+        id: 2,
+        name: "bare_out_cpl3",
+        cpl: 3,
+        what: "out to a port nobody handles",
+    },
+    PhaseInfo {
+        id: 10,
+        name: "regs_out_cpl3",
+        cpl: 3,
+        what: "out to a port whose handler changes rdi (registers written back)",
+    },
+    PhaseInfo {
+        id: 3,
+        name: "pvabi_call_cpl3",
+        cpl: 3,
+        what: "GET_SPEC_VERSION through the doorbell",
+    },
+    PhaseInfo {
+        id: 4,
+        name: "direct",
+        cpl: 3,
+        what: "MEM_UPDATE_PTE, one doorbell call each",
+    },
+    PhaseInfo {
+        id: 5,
+        name: "multicall",
+        cpl: 3,
+        what: "MEM_UPDATE_PTE in MULTICALL batches of 32",
+    },
+    PhaseInfo {
+        id: 6,
+        name: "deferred",
+        cpl: 3,
+        what: "MEM_UPDATE_PTE through the deferred queue (64 entries per flush)",
+    },
+    PhaseInfo {
+        id: 7,
+        name: "ring_doorbell",
+        cpl: 3,
+        what: "MEM_UPDATE_PTE through the ring, RING_ENTER per 32 submissions",
+    },
+    PhaseInfo {
+        id: 8,
+        name: "ring_host_polled",
+        cpl: 3,
+        what: "MEM_UPDATE_PTE through the ring, host-polled (notify only on SQ_NEED_WAKEUP)",
+    },
+];
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchConfig {
+    /// Operations per phase and round.
+    pub iterations: u32,
+    /// Measured rounds (after one warm-up round).
+    pub rounds: u32,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            iterations: 10_000,
+            rounds: 3,
+        }
+    }
+}
+
+/// One phase of one round (the sum over its chunks).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// Operations the guest made.
+    pub ops: u64,
+    /// Exits to the VMM during the phase (port I/O the host saw; marks excluded).
+    pub exits: u64,
+    /// Wall-clock time between the phase's marks, as the host saw them.
+    pub elapsed: Duration,
+    /// Time the host spent inside its port handler ([`PvabiHost`]) for those exits: the
+    /// host's own work, without the exit itself.
+    pub handler: Duration,
+    /// The guest's TSC ticks for the phase's loop.
+    pub tsc_ticks: u64,
+    /// Operations that did not succeed (a valid bench has none).
+    pub failed: u64,
+}
+
+/// One phase's figures: the medians over the measured rounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseResult {
+    /// The phase.
+    pub phase: PhaseInfo,
+    /// Every measured round.
+    pub samples: Vec<Sample>,
+    /// Median wall-clock nanoseconds per operation.
+    pub ns_per_op: f64,
+    /// Median exits to the VMM per operation.
+    pub exits_per_op: f64,
+    /// Median guest TSC ticks per operation.
+    pub tsc_per_op: f64,
+    /// Median nanoseconds per operation spent in the host's port handler.
+    pub handler_ns_per_op: f64,
+    /// Wall-clock nanoseconds per operation of every chunk of every measured round, in the
+    /// order they ran (one chunk per round for phases that are not cut into chunks).
+    pub chunk_ns_per_op: Vec<f64>,
+}
+
+/// The exit cost at one privilege level.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExitCost {
+    /// The ring.
+    pub cpl: u8,
+    /// A bare `out` round trip to the VMM, ns.
+    pub bare_out_ns: f64,
+    /// A no-op pvabi call (GET_SPEC_VERSION), ns.
+    pub pvabi_call_ns: f64,
+    /// The host's dispatch overhead per call, end to end: the median over chunk pairs (a
+    /// chunk of calls and the chunk of bare exits next to it in time) of the difference of
+    /// their ns/op.
+    pub dispatch_overhead_ns: f64,
+    /// The median over the same chunk pairs of call ns/op divided by bare ns/op.
+    pub ratio: f64,
+    /// A bare `out` whose handler changes one register, so that the registers are written
+    /// back before the vCPU resumes (as after any call that returns results), ns.
+    pub regs_out_ns: f64,
+    /// Time in the host's port handler per bare exit, ns.
+    pub handler_bare_ns: f64,
+    /// Time in the host's port handler per pvabi call (the dispatcher's work), ns.
+    pub handler_call_ns: f64,
+}
+
+/// A batching mode compared with direct calls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchMode {
+    /// The phase.
+    pub phase: PhaseInfo,
+    /// Exits to the VMM per operation.
+    pub exits_per_op: f64,
+    /// Nanoseconds per operation.
+    pub ns_per_op: f64,
+    /// Direct ns/op divided by this mode's ns/op.
+    pub speedup_vs_direct: f64,
+    /// Direct exits/op divided by this mode's exits/op (infinite without exits).
+    pub exit_reduction_vs_direct: f64,
+}
+
+/// Everything `pvabi bench` measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchReport {
+    /// What was asked for.
+    pub config: BenchConfig,
+    /// Every phase.
+    pub phases: Vec<PhaseResult>,
+    /// CPL0 and CPL3.
+    pub exit_cost: Vec<ExitCost>,
+    /// Direct, MULTICALL, deferred, ring (doorbell), ring (host-polled).
+    pub batching: Vec<BatchMode>,
+    /// MEM_UPDATE_PTE writes the host recorded (all rounds, warm-up included).
+    pub host_pte_writes: u64,
+    /// Wall-clock time of the whole run, VM creation included.
+    pub total: Duration,
+}
+
+/// Why the bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The VM could not be created or run (no KVM, ...).
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The host configuration was refused.
+    #[error(transparent)]
+    Config(#[from] crate::dispatch::ConfigError),
+    /// The guest did not finish cleanly.
+    #[error("the bench guest did not finish: {end}{console}")]
+    Guest {
+        /// How the VM ended.
+        end: String,
+        /// The guest's raw console output, if any.
+        console: String,
+    },
+    /// The guest's marks do not make sense, or operations failed.
+    #[error("the bench is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    phase: u32,
+    round: u32,
+    end: bool,
+    at: Instant,
+    exits: u64,
+    handler_ns: u64,
+    ops: u64,
+    tsc: u64,
+    failed: u64,
+}
+
+type Progress = Box<dyn Fn(&str) + Send + Sync>;
+
+/// The [`PvabiHost`] with the bench guest's test ports in front of it; counts exits.
+struct BenchHost {
+    pv: PvabiHost,
+    params: Mutex<VecDeque<u32>>,
+    exits: AtomicU64,
+    handler_ns: AtomicU64,
+    marks: Mutex<Vec<Mark>>,
+    console: Mutex<Vec<u8>>,
+    rounds: u32,
+    progress: Progress,
+    /// The group of phases and the round the last mark belonged to (locked after `marks`).
+    progress_group: Mutex<Option<(u32, u32)>>,
+}
+
+impl BenchHost {
+    fn add_handler_time(&self, start: Instant) {
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.handler_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    fn mark(&self, regs: &CallRegs) {
+        let at = Instant::now();
+        let tag = regs.rax as u32;
+        let mark = Mark {
+            phase: tag & 0xff,
+            round: (tag >> 8) & 0xffff,
+            end: tag & MARK_END != 0,
+            at,
+            exits: self.exits.load(Ordering::Relaxed),
+            handler_ns: self.handler_ns.load(Ordering::Relaxed),
+            ops: regs.rdi,
+            tsc: regs.rsi,
+            failed: regs.r8,
+        };
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.push(mark);
+        // Progress: one line per phase and round, once the group of phases that take turns
+        // in chunks (or the single phase) is over, that is, when another group begins.
+        let key = (group(mark.phase), mark.round);
+        let mut current = self
+            .progress_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *current != Some(key) {
+            if let Some(done) = current.replace(key) {
+                self.report_group(&marks, done);
+            }
+        }
+    }
+
+    /// Prints the progress lines of a finished group of phases in one round.
+    fn report_group(&self, marks: &[Mark], (group_id, round): (u32, u32)) {
+        for info in PHASES.iter().filter(|p| group(p.id) == group_id) {
+            let (mut ops, mut ns) = (0u64, 0u128);
+            let mut start = None;
+            for m in marks
+                .iter()
+                .filter(|m| m.phase == info.id && m.round == round)
+            {
+                match (m.end, start.take()) {
+                    (false, _) => start = Some(m.at),
+                    (true, Some(a)) => {
+                        ops += m.ops;
+                        ns += m.at.duration_since(a).as_nanos();
+                    }
+                    (true, None) => {}
+                }
+            }
+            if ops == 0 {
+                continue;
+            }
+            let what = if round == 0 {
+                "warm-up".to_string()
+            } else {
+                format!("round {round}/{}", self.rounds)
+            };
+            (self.progress)(&format!(
+                "{what}: {:<17} {:>8} ops, {:>9.0} ns/op",
+                info.name,
+                ops,
+                ns as f64 / ops as f64
+            ));
+        }
+    }
+}
+
+/// The group a phase belongs to: the phases that take turns in chunks share one.
+fn group(phase: u32) -> u32 {
+    match phase {
+        0 | 1 | 9 => 100,
+        2 | 3 | 10 => 103,
+        other => other,
+    }
+}
+
+impl VmHost for BenchHost {
+    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
+        self.pv.cpuid_leaves()
+    }
+
+    fn port_out(
+        &self,
+        vcpu: u32,
+        port: u16,
+        data: &[u8],
+        regs: &mut CallRegs,
+        ctl: &VmCtl,
+    ) -> Next {
+        match port {
+            PORT_MARK => {
+                self.mark(regs);
+                Next::Resume
+            }
+            PORT_BARE_REGS => {
+                // A bare exit whose handler changes a register, so that the VM layer writes
+                // the registers back before the vCPU resumes, as after every pvabi call.
+                self.exits.fetch_add(1, Ordering::Relaxed);
+                let start = Instant::now();
+                regs.rdi = !regs.rdi;
+                self.add_handler_time(start);
+                Next::Resume
+            }
+            PORT_CONSOLE => {
+                self.console
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(data);
+                Next::Resume
+            }
+            _ => {
+                self.exits.fetch_add(1, Ordering::Relaxed);
+                let start = Instant::now();
+                let next = self.pv.port_out(vcpu, port, data, regs, ctl);
+                self.add_handler_time(start);
+                next
+            }
+        }
+    }
+
+    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
+        if port == PORT_PARAM {
+            let value = self
+                .params
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+                .unwrap_or(0);
+            let n = data.len().min(4);
+            data[..n].copy_from_slice(&value.to_le_bytes()[..n]);
+            return Next::Resume;
+        }
+        self.exits.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let next = self.pv.port_in(vcpu, port, data, ctl);
+        self.add_handler_time(start);
+        next
+    }
+
+    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
+        self.pv.vcpu_started(vcpu, ctl);
+    }
+
+    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
+        self.pv.vm_ending(how, ctl);
+        let marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let last = self
+            .progress_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(done) = last {
+            self.report_group(&marks, done);
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs the bench guest once and computes the figures. `progress` gets one line per phase
+/// and round.
+pub fn run(
+    config: &BenchConfig,
+    progress: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<BenchReport, BenchError> {
+    let started = Instant::now();
+    let host_config = HostConfig {
+        console: ConsoleSink::Discard,
+        ..HostConfig::default()
+    };
+    let host = Arc::new(BenchHost {
+        // The loops run in ring 3 (see the module docs), which CONV-013 forbids for real
+        // guests: this host is told to perform such calls anyway.
+        pv: PvabiHost::new(host_config)?.allowing_user_mode_calls(),
+        params: Mutex::new([config.iterations.max(1), config.rounds.max(1)].into()),
+        exits: AtomicU64::new(0),
+        handler_ns: AtomicU64::new(0),
+        marks: Mutex::new(Vec::new()),
+        console: Mutex::new(Vec::new()),
+        rounds: config.rounds.max(1),
+        progress: Box::new(progress),
+        progress_group: Mutex::new(None),
+    });
+    let vm = Vm::new(&VmConfig::default(), BENCH_GUEST, host.clone())?;
+    let ctl = vm.ctl();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(DEADLINE) {
+            ctl.end(VmEnd::Fault(FaultReport {
+                vcpu: 0,
+                reason: format!("the bench did not finish within {DEADLINE:?}"),
+                regs: None,
+            }));
+        }
+    });
+    let end = vm.run();
+    drop(done_tx);
+    let _ = watchdog.join();
+    let end = end?;
+    let console = String::from_utf8_lossy(&host.console.lock().unwrap_or_else(|e| e.into_inner()))
+        .into_owned();
+    if end != VmEnd::Shutdown(0) {
+        return Err(BenchError::Guest {
+            end: end.to_string(),
+            console: if console.is_empty() {
+                String::new()
+            } else {
+                format!("\nguest console: {console}")
+            },
+        });
+    }
+    let marks = host.marks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let rounds = config.rounds.max(1);
+    let mut phases = Vec::new();
+    for info in PHASES {
+        let mut samples = Vec::new();
+        let mut chunk_ns_per_op = Vec::new();
+        for round in 1..=rounds {
+            // Every (start, end) pair of the phase in this round, in order: one per chunk.
+            let mut sum = Sample {
+                ops: 0,
+                exits: 0,
+                elapsed: Duration::ZERO,
+                handler: Duration::ZERO,
+                tsc_ticks: 0,
+                failed: 0,
+            };
+            let mut start: Option<Mark> = None;
+            for m in marks
+                .iter()
+                .filter(|m| m.phase == info.id && m.round == round)
+            {
+                match (m.end, start.take()) {
+                    (false, None) => start = Some(*m),
+                    (true, Some(a)) => {
+                        let ns = m.at.duration_since(a.at).as_nanos() as f64;
+                        chunk_ns_per_op.push(ns / m.ops.max(1) as f64);
+                        sum.ops += m.ops;
+                        sum.exits += m.exits - a.exits;
+                        sum.elapsed += m.at.duration_since(a.at);
+                        sum.handler += Duration::from_nanos(m.handler_ns - a.handler_ns);
+                        sum.tsc_ticks += m.tsc;
+                        sum.failed += m.failed;
+                    }
+                    _ => {
+                        return Err(BenchError::Invalid(format!(
+                            "unpaired marks for phase {} in round {round}",
+                            info.name
+                        )))
+                    }
+                }
+            }
+            if sum.ops == 0 || start.is_some() {
+                return Err(BenchError::Invalid(format!(
+                    "no complete marks for phase {} in round {round}",
+                    info.name
+                )));
+            }
+            if sum.failed > 0 {
+                return Err(BenchError::Invalid(format!(
+                    "phase {} round {round}: {} of {} operations failed",
+                    info.name, sum.failed, sum.ops
+                )));
+            }
+            samples.push(sum);
+        }
+        let per = |f: &dyn Fn(&Sample) -> f64| {
+            median(samples.iter().map(|s| f(s) / s.ops as f64).collect())
+        };
+        phases.push(PhaseResult {
+            phase: info,
+            ns_per_op: per(&|s| s.elapsed.as_nanos() as f64),
+            exits_per_op: per(&|s| s.exits as f64),
+            tsc_per_op: per(&|s| s.tsc_ticks as f64),
+            handler_ns_per_op: per(&|s| s.handler.as_nanos() as f64),
+            chunk_ns_per_op,
+            samples,
+        });
+    }
+    let by_name = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p.phase.name == name)
+            .expect("every phase is measured")
+    };
+    let exit_cost = [0u8, 3]
+        .iter()
+        .map(|&cpl| {
+            let bare = by_name(&format!("bare_out_cpl{cpl}"));
+            let call = by_name(&format!("pvabi_call_cpl{cpl}"));
+            let regs = by_name(&format!("regs_out_cpl{cpl}"));
+            let pairs = || {
+                bare.chunk_ns_per_op
+                    .iter()
+                    .zip(&call.chunk_ns_per_op)
+                    .map(|(&b, &c)| (b, c))
+            };
+            ExitCost {
+                cpl,
+                bare_out_ns: bare.ns_per_op,
+                pvabi_call_ns: call.ns_per_op,
+                dispatch_overhead_ns: median(pairs().map(|(b, c)| c - b).collect()),
+                ratio: median(pairs().map(|(b, c)| c / b).collect()),
+                regs_out_ns: regs.ns_per_op,
+                handler_bare_ns: bare.handler_ns_per_op,
+                handler_call_ns: call.handler_ns_per_op,
+            }
+        })
+        .collect();
+    let direct = by_name("direct");
+    let batching = [
+        "direct",
+        "multicall",
+        "deferred",
+        "ring_doorbell",
+        "ring_host_polled",
+    ]
+    .iter()
+    .map(|&name| {
+        let p = by_name(name);
+        BatchMode {
+            phase: p.phase,
+            exits_per_op: p.exits_per_op,
+            ns_per_op: p.ns_per_op,
+            speedup_vs_direct: direct.ns_per_op / p.ns_per_op,
+            exit_reduction_vs_direct: direct.exits_per_op / p.exits_per_op,
+        }
+    })
+    .collect();
+    Ok(BenchReport {
+        config: *config,
+        phases,
+        exit_cost,
+        batching,
+        host_pte_writes: host.pv.report().pte_write_count,
+        total: started.elapsed(),
+    })
+}
