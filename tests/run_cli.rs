@@ -134,3 +134,38 @@ fn help_documents_the_exit_statuses() {
         assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
     }
 }
+
+#[test]
+fn serve_makes_the_host_act_as_a_released_version() {
+    if !kvm_or_skip("serve_makes_the_host_act_as_a_released_version") {
+        return;
+    }
+    for (serve, highest) in [
+        ("1.0", "highest 1.0, lowest 1.0"),
+        ("1.1,2.0", "highest 2.0, lowest 1.0"),
+    ] {
+        let out = pvabi_run(&["--serve", serve]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "--serve {serve}: {}",
+            describe(&out)
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains(highest),
+            "--serve {serve}: {}",
+            describe(&out)
+        );
+    }
+    for bad in ["2.0,1.1", "3.0", "1.0,1.1"] {
+        let out = pvabi_run(&["--serve", bad]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--serve {bad}: {}",
+            describe(&out)
+        );
+        assert!(text(&out.stderr).contains("--serve"), "{}", describe(&out));
+    }
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pvabi_abi::version::{Version, V1_0, V1_1, V2_0_PREVIEW};
 use pvabi_host::dispatch::HostConfig;
 use pvabi_host::runner::{self, RunConfig, RunOutcome};
 use pvabi_host::vm::{VmConfig, VmEnd, MIB};
@@ -60,6 +61,43 @@ pub struct Args {
     /// Stop the guest (exit status 5) if it still runs after this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
+    /// The versions the host serves, one per major, comma-separated: `1.0` or `1.1` to act as
+    /// that release, `1.1,2.0` to serve the 2.0 preview beside 1.1 (default: the current
+    /// release).
+    #[arg(long, value_name = "VERSIONS", value_parser = parse_versions)]
+    pub serve: Option<Versions>,
+}
+
+/// The versions `--serve` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versions(pub Vec<Version>);
+
+/// The versions the reference host can serve: every released one and the 2.0 preview.
+const SERVABLE: [Version; 3] = [V1_0, V1_1, V2_0_PREVIEW];
+
+/// Parses `--serve`: versions such as `1.1` or `1.1,2.0`, ascending, one per major.
+pub fn parse_versions(text: &str) -> Result<Versions, String> {
+    let known = SERVABLE.map(|v| v.to_string()).join(", ");
+    let mut out: Vec<Version> = Vec::new();
+    for part in text.split(',') {
+        let v = SERVABLE
+            .iter()
+            .copied()
+            .find(|v| v.to_string() == part.trim())
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a version this host serves (known: {known})",
+                    part.trim()
+                )
+            })?;
+        if out.last().is_some_and(|last| last.major() >= v.major()) {
+            return Err(format!(
+                "`{text}`: give one version per major, in ascending order, e.g. 1.1,2.0"
+            ));
+        }
+        out.push(v);
+    }
+    Ok(Versions(out))
 }
 
 /// Parses a memory size: bytes, or a number with a binary suffix K, M, G or T (`KiB`,
@@ -101,7 +139,10 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 /// Runs `pvabi run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = RunConfig {
-        host: HostConfig::default(),
+        host: match &args.serve {
+            Some(Versions(v)) => HostConfig::serving(v),
+            None => HostConfig::default(),
+        },
         vm: VmConfig {
             vcpus: args.vcpus,
             mem_bytes: args.mem,
