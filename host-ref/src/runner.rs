@@ -214,6 +214,69 @@ pub fn run(image: &[u8], config: RunConfig) -> Result<RunOutcome, RunError> {
     run_wrapped(image, config, |pvabi| pvabi)
 }
 
+/// A host that answers `in`s from one extra port with the given values, in order (the last
+/// one repeats, 0 when none were given), and forwards everything else to the pvabi host
+/// it wraps: how a test hands a guest its scenario or parameters. Use it with
+/// [`run_wrapped`].
+pub struct PortFeed {
+    inner: Arc<dyn VmHost>,
+    port: u16,
+    values: Mutex<std::collections::VecDeque<u32>>,
+}
+
+impl PortFeed {
+    /// A host that feeds `values` to `in`s from `port` and forwards the rest to `inner`.
+    pub fn new(inner: Arc<dyn VmHost>, port: u16, values: impl IntoIterator<Item = u32>) -> Self {
+        PortFeed {
+            inner,
+            port,
+            values: Mutex::new(values.into_iter().collect()),
+        }
+    }
+}
+
+impl VmHost for PortFeed {
+    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
+        self.inner.cpuid_leaves()
+    }
+
+    fn port_out(
+        &self,
+        vcpu: u32,
+        port: u16,
+        data: &[u8],
+        regs: &mut CallRegs,
+        ctl: &VmCtl,
+    ) -> Next {
+        self.inner.port_out(vcpu, port, data, regs, ctl)
+    }
+
+    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
+        if port != self.port {
+            return self.inner.port_in(vcpu, port, data, ctl);
+        }
+        let value = {
+            let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+            match values.len() {
+                0 => 0,
+                1 => values[0],
+                _ => values.pop_front().unwrap_or(0),
+            }
+        };
+        let n = data.len().min(4);
+        data[..n].copy_from_slice(&value.to_le_bytes()[..n]);
+        Next::Resume
+    }
+
+    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
+        self.inner.vcpu_started(vcpu, ctl);
+    }
+
+    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
+        self.inner.vm_ending(how, ctl);
+    }
+}
+
 /// [`run`] with the pvabi host wrapped by `wrap`, for hosts that add ports of their own
 /// (test scenarios, devices) around the pvabi ones. The wrapper must forward every port
 /// it does not handle, and [`VmHost::vcpu_started`] and [`VmHost::vm_ending`], to the

@@ -19,7 +19,7 @@ use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use pvabi_host::dispatch::report::TlbFlush;
 use pvabi_host::dispatch::{ConsoleSink, End, HostConfig, Report};
-use pvabi_host::runner::{self, RunConfig, RunOutcome};
+use pvabi_host::runner::{self, PortFeed, RunConfig, RunOutcome};
 use pvabi_host::vm::testing::kvm_or_skip;
 use pvabi_host::vm::{CallRegs, Next, VmConfig, VmCtl, VmEnd, VmHost};
 
@@ -34,46 +34,6 @@ const CRASH_MESSAGE: &str = "demo guest: deliberate crash report (test scenario 
 const VA_WINDOW: u64 = 0x80_0000_0000;
 /// A run that takes longer has hung (the demo takes well under a second).
 const TIME_LIMIT: Duration = Duration::from_secs(30);
-
-/// The pvabi host plus the demo's scenario port.
-struct ScenarioHost {
-    inner: Arc<dyn VmHost>,
-    scenario: u32,
-}
-
-impl VmHost for ScenarioHost {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        self.inner.cpuid_leaves()
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
-        self.inner.port_out(vcpu, port, data, regs, ctl)
-    }
-
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
-        if port == SCENARIO_PORT {
-            let n = data.len().min(4);
-            data[..n].copy_from_slice(&self.scenario.to_le_bytes()[..n]);
-            return Next::Resume;
-        }
-        self.inner.port_in(vcpu, port, data, ctl)
-    }
-
-    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
-        self.inner.vcpu_started(vcpu, ctl);
-    }
-
-    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
-        self.inner.vm_ending(how, ctl);
-    }
-}
 
 /// Boots the demo guest with `vcpus` vCPUs in `scenario` on `host`, wrapped by `wrap`.
 fn boot_with(
@@ -94,10 +54,7 @@ fn boot_with(
         timeout: Some(TIME_LIMIT),
     };
     runner::run_wrapped(runner::demo_guest(), config, |pvabi| {
-        wrap(Arc::new(ScenarioHost {
-            inner: pvabi,
-            scenario,
-        }))
+        wrap(Arc::new(PortFeed::new(pvabi, SCENARIO_PORT, [scenario])))
     })
     .expect("the VM runs")
 }

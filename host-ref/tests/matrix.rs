@@ -3,93 +3,47 @@
 //! `HOSTS`, and NEGOTIATE's outcome must be the one `EXPECTED` states (the spec renders the
 //! same table). One VM per cell; each guest reports one line and shuts down.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pvabi_abi::features::Features;
 use pvabi_abi::version::Version;
-use pvabi_host::dispatch::kvm_glue::PvabiHost;
 use pvabi_host::dispatch::{ConsoleSink, HostConfig};
-use pvabi_host::vm::{self, testing::kvm_or_skip, CallRegs, Next, VmConfig, VmCtl, VmEnd, VmHost};
+use pvabi_host::runner::{self, PortFeed, RunConfig};
+use pvabi_host::vm::{testing::kvm_or_skip, VmConfig, VmEnd};
 use pvabi_versioning::matrix::{cases, GuestProfile, HostProfile, Outcome};
 
-const MATRIX_GUEST: &[u8] = include_bytes!(env!("PVABI_GUEST_MATRIX"));
+/// The matrix guest reads its profile from this port (see `guest-ref/bare/matrix`).
 const PORT_PARAM: u16 = 0x565D;
-
-/// The pvabi host plus the test port that hands the guest its profile.
-struct MatrixHost {
-    pvabi: PvabiHost,
-    params: Mutex<Vec<u32>>,
-}
-
-impl VmHost for MatrixHost {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        self.pvabi.cpuid_leaves()
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
-        self.pvabi.port_out(vcpu, port, data, regs, ctl)
-    }
-
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
-        if port == PORT_PARAM {
-            let mut params = self.params.lock().unwrap();
-            let v = if params.is_empty() {
-                0
-            } else {
-                params.remove(0)
-            };
-            let n = data.len().min(4);
-            data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
-            return Next::Resume;
-        }
-        self.pvabi.port_in(vcpu, port, data, ctl)
-    }
-
-    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
-        self.pvabi.vcpu_started(vcpu, ctl);
-    }
-
-    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
-        self.pvabi.vm_ending(how, ctl);
-    }
-}
 
 /// Boots the matrix guest with `guest`'s profile on a host serving `host.serves`; returns the
 /// guest's report line.
 fn run_cell(guest: &GuestProfile, host: &HostProfile) -> String {
-    let console = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let sink = console.clone();
-    let config = HostConfig {
-        console: ConsoleSink::Custom(Arc::new(move |_, bytes| {
-            sink.lock().unwrap().extend_from_slice(bytes)
-        })),
-        ..HostConfig::serving(host.serves)
+    let config = RunConfig {
+        host: HostConfig {
+            console: ConsoleSink::Discard,
+            ..HostConfig::serving(host.serves)
+        },
+        vm: VmConfig::default(),
+        timeout: Some(std::time::Duration::from_secs(60)),
     };
-    let matrix_host = Arc::new(MatrixHost {
-        pvabi: PvabiHost::new(config).expect("valid host configuration"),
-        params: Mutex::new(vec![
-            guest.requested() as u32,
-            guest.required.bits() as u32,
-            guest.optional.bits() as u32,
-            u32::from(guest.tries_steal_time),
-        ]),
-    });
-    let end = vm::run(&VmConfig::default(), MATRIX_GUEST, matrix_host).expect("the VM runs");
+    let profile = [
+        guest.requested() as u32,
+        guest.required.bits() as u32,
+        guest.optional.bits() as u32,
+        u32::from(guest.tries_steal_time),
+    ];
+    let outcome = runner::run_wrapped(runner::matrix_guest(), config, |pvabi| {
+        Arc::new(PortFeed::new(pvabi, PORT_PARAM, profile))
+    })
+    .expect("the VM runs");
+    let out = outcome.console_text();
     assert!(
-        matches!(end, VmEnd::Shutdown(0)),
-        "{} on {}: the guest did not shut down cleanly: {end}\nconsole: {}",
+        matches!(outcome.end, VmEnd::Shutdown(0)),
+        "{} on {}: the guest did not shut down cleanly: {}\nconsole: {out}",
         guest.name,
         host.name,
-        String::from_utf8_lossy(&console.lock().unwrap())
+        outcome.end
     );
-    let out = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
     out.lines()
         .find(|l| l.starts_with("matrix "))
         .unwrap_or_else(|| panic!("{} on {}: no report line in {out:?}", guest.name, host.name))

@@ -1,4 +1,5 @@
-//! Links the guest freestanding at 0x200000 with the runtime's linker script.
+//! Shared build script of every guest binary here (each Cargo.toml says
+//! `build = "../guest-build.rs"`). Links the guest freestanding at 0x200000 with the runtime's linker script.
 
 fn main() {
     let script = std::env::var("DEP_PVABI_GUEST_RT_LINKER_SCRIPT")
@@ -15,5 +16,5 @@ fn main() {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
     println!("cargo:rerun-if-changed={script}");
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../guest-build.rs");
 }
