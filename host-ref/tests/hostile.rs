@@ -26,32 +26,14 @@ use vm_memory::{Bytes, GuestAddress};
 
 const PROBE: &[u8] = include_bytes!(env!("PVABI_GUEST_PROBE"));
 
-const PORT_REPORT: u16 = 0x5670;
-const PORT_CONSOLE: u16 = 0x5671;
-const PORT_SCENARIO: u16 = 0x5672;
-const PORT_PARAM: u16 = 0x5673;
-
-const S_UNKNOWN: u32 = 0;
-const S_BEFORE_NEGOTIATE: u32 = 1;
-const S_NOT_GRANTED: u32 = 2;
-const S_RESERVED_REGS: u32 = 3;
-const S_RESERVED_BLOCKS: u32 = 4;
-const S_OUTSIDE_RAM: u32 = 5;
-const S_MISALIGNED: u32 = 6;
-const S_CROSSES_PAGE: u32 = 7;
-const S_HOST_OWNED: u32 = 8;
-const S_PRECEDENCE: u32 = 9;
-const S_NESTED_MULTICALL: u32 = 10;
-const S_DEFER_NOT_DEFERRABLE: u32 = 11;
-const S_GARBAGE_RING: u32 = 12;
-const S_NEGOTIATE_TWICE: u32 = 13;
-const S_NEGOTIATE_VERSION: u32 = 14;
-const S_NEGOTIATE_FEATURE: u32 = 15;
-const S_DOORBELL_WIDTH: u32 = 16;
-const S_DOUBLE_FETCH: u32 = 17;
-const S_SWEEP: u32 = 18;
-const S_VCPU_START_STATE: u32 = 19;
-const S_CPL3: u32 = 20;
+#[allow(dead_code)]
+mod protocol {
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../guest-ref/bare/probe/src/protocol.rs"
+    ));
+}
+use protocol::*;
 
 /// Guest RAM of every probe VM.
 const MEM: u64 = 64 << 20;

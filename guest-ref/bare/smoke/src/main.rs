@@ -25,12 +25,8 @@ use pvabi_guest_rt::{
     set_fatal_hook, set_interrupt_handler, wait_for_interrupt, BootInfo, TrapFrame,
 };
 
-const PORT_REPORT: u16 = 0x5658;
-const PORT_CONSOLE: u16 = 0x5659;
-const PORT_CONTROL: u16 = 0x565A;
-const PORT_MODE: u16 = 0x565B;
-const PORT_BENCH: u16 = 0x565C;
-const PORT_PARAM: u16 = 0x565D;
+mod protocol;
+use protocol::*;
 
 const CMD_RAISE_LATER: u32 = 1; // rdi = vector, rsi = delay in ms, r8 = target vCPU
 const CMD_START_VCPU: u32 = 2; // rdi = vCPU, rsi = rip, r8 = rsp, r9 = rdi for it
@@ -39,48 +35,13 @@ const CMD_STOP_ME: u32 = 4;
 const CMD_MARK: u32 = 5; // rdi = mark id (the host timestamps it)
 const CMD_FLUSH_TLB: u32 = 6; // the host flushes this vCPU's TLB
 
-const MODE_SMOKE: u32 = 0;
-const MODE_TRIPLE_FAULT: u32 = 1;
-const MODE_HLT_IF0: u32 = 2;
-const MODE_EXCEPTION: u32 = 3;
-const MODE_MMIO: u32 = 4;
-const MODE_BENCH: u32 = 5;
-const MODE_IDLE: u32 = 6;
-const MODE_STOP: u32 = 7;
 const MODE_X2APIC: u32 = 8;
-const MODE_TLB: u32 = 9;
 
-const TAG_HELLO: u32 = 0x01;
-const TAG_VCPU: u32 = 0x02;
-const TAG_NCPU: u32 = 0x03;
-const TAG_MEM: u32 = 0x04;
-const TAG_CPUID_EAX: u32 = 0x05;
-const TAG_CPUID_EBX: u32 = 0x06;
-const TAG_APIC_ID: u32 = 0x07;
-const TAG_IRQ_HLT: u32 = 0x10;
-const TAG_IDLE_IRQ: u32 = 0x13;
-const TAG_TLB_BEFORE: u32 = 0x40;
-const TAG_TLB_AFTER: u32 = 0x41;
-const TAG_IRQ_CPL3_VECTOR: u32 = 0x11;
-const TAG_IRQ_CPL3_CS: u32 = 0x12;
-const TAG_USER_CS: u32 = 0x20;
-const TAG_USER_ARG: u32 = 0x21;
-const TAG_USER_RET: u32 = 0x22;
-const TAG_START_RESULT: u32 = 0x30;
-const TAG_AP_ARG: u32 = 0x31;
-const TAG_AP_VCPU: u32 = 0x32;
-const TAG_AP_USER_CS: u32 = 0x33;
-const TAG_AP_APIC_ID: u32 = 0x34;
-const TAG_AP_WAIT: u32 = 0x35;
-const TAG_EXCEPTION_VECTOR: u32 = 0xE0;
-const TAG_EXCEPTION_RIP: u32 = 0xE1;
 const TAG_PANIC_LINE: u32 = 0xEF;
-const TAG_DONE: u32 = 0xFF;
 
 const HELLO: u64 = 0x600D_B007;
 const DONE: u64 = 0xD0_4E;
 const EXIT_OK: u64 = 0x5A;
-const AP_ARG: u64 = 0xA11C_E5EC_0DD0_0001;
 const VECTOR_HLT: u8 = 0x40;
 const VECTOR_CPL3: u8 = 0x41;
 /// A generous bound for ring-3 spins, in TSC ticks (seconds on any current CPU).

@@ -1,0 +1,44 @@
+// The test protocol between the smoke guest and its host test, in one place: the guest
+// uses this file as a module, and the host test `include!`s it, so the two cannot drift.
+
+pub const PORT_REPORT: u16 = 0x5658;
+pub const PORT_CONSOLE: u16 = 0x5659;
+pub const PORT_CONTROL: u16 = 0x565A;
+pub const PORT_MODE: u16 = 0x565B;
+pub const PORT_BENCH: u16 = 0x565C;
+pub const PORT_PARAM: u16 = 0x565D;
+pub const MODE_SMOKE: u32 = 0;
+pub const MODE_TRIPLE_FAULT: u32 = 1;
+pub const MODE_HLT_IF0: u32 = 2;
+pub const MODE_EXCEPTION: u32 = 3;
+pub const MODE_MMIO: u32 = 4;
+pub const MODE_BENCH: u32 = 5;
+pub const MODE_IDLE: u32 = 6;
+pub const MODE_STOP: u32 = 7;
+pub const MODE_TLB: u32 = 9;
+pub const TAG_HELLO: u32 = 0x01;
+pub const TAG_VCPU: u32 = 0x02;
+pub const TAG_NCPU: u32 = 0x03;
+pub const TAG_MEM: u32 = 0x04;
+pub const TAG_CPUID_EAX: u32 = 0x05;
+pub const TAG_CPUID_EBX: u32 = 0x06;
+pub const TAG_APIC_ID: u32 = 0x07;
+pub const TAG_IRQ_HLT: u32 = 0x10;
+pub const TAG_IDLE_IRQ: u32 = 0x13;
+pub const TAG_TLB_BEFORE: u32 = 0x40;
+pub const TAG_TLB_AFTER: u32 = 0x41;
+pub const TAG_IRQ_CPL3_VECTOR: u32 = 0x11;
+pub const TAG_IRQ_CPL3_CS: u32 = 0x12;
+pub const TAG_USER_CS: u32 = 0x20;
+pub const TAG_USER_ARG: u32 = 0x21;
+pub const TAG_USER_RET: u32 = 0x22;
+pub const TAG_START_RESULT: u32 = 0x30;
+pub const TAG_AP_ARG: u32 = 0x31;
+pub const TAG_AP_VCPU: u32 = 0x32;
+pub const TAG_AP_USER_CS: u32 = 0x33;
+pub const TAG_AP_APIC_ID: u32 = 0x34;
+pub const TAG_AP_WAIT: u32 = 0x35;
+pub const TAG_EXCEPTION_VECTOR: u32 = 0xE0;
+pub const TAG_EXCEPTION_RIP: u32 = 0xE1;
+pub const TAG_DONE: u32 = 0xFF;
+pub const AP_ARG: u64 = 0xA11C_E5EC_0DD0_0001;
