@@ -1,46 +1,43 @@
-//! Small CPU helpers: interrupt flag, halting, the current vCPU, TSC, CPUID.
+//! Small CPU helpers: interrupt flag, halting, the current vCPU, TSC, CPUID, MSRs.
 
 use core::arch::asm;
+
+use x86_64::instructions::{hlt, interrupts};
+use x86_64::registers::model_specific::Msr;
 
 use crate::{MAX_VCPUS, TSS_SELECTOR_BASE};
 
 /// Sets IF: the vCPU takes interrupts from now on.
 #[inline]
 pub fn enable_interrupts() {
-    // SAFETY: `sti` only changes IF; the runtime's IDT handles every vector.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    interrupts::enable();
 }
 
 /// Clears IF.
 #[inline]
 pub fn disable_interrupts() {
-    // SAFETY: `cli` only changes IF.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    interrupts::disable();
 }
 
 /// Whether IF is set.
 #[inline]
 pub fn interrupts_enabled() -> bool {
-    let flags: u64;
-    // SAFETY: reads RFLAGS through the stack; no other effect.
-    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
-    flags & 0x200 != 0
+    interrupts::are_enabled()
 }
 
 /// Enables interrupts and halts until one arrives (`sti; hlt`, so an interrupt
 /// cannot slip in between). Interrupts stay enabled afterwards.
 #[inline]
 pub fn wait_for_interrupt() {
-    // SAFETY: `sti; hlt` waits for an interrupt; the IDT handles every vector.
-    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+    interrupts::enable_and_hlt();
 }
 
 /// Disables interrupts and halts for good. The host sees a halt with IF=0, which can
 /// never wake, and ends the VM with a fault report that includes the registers.
 pub fn halt_forever() -> ! {
     loop {
-        // SAFETY: halting with interrupts disabled has no memory effects.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+        interrupts::disable();
+        hlt();
     }
 }
 
@@ -49,6 +46,7 @@ pub fn halt_forever() -> ! {
 #[inline]
 pub fn current_vcpu() -> u32 {
     let tr: u16;
+    // Hand-written: x86_64 0.15 has no wrapper for `str`.
     // SAFETY: `str` reads the task register; allowed at any CPL without UMIP.
     unsafe { asm!("str {0:x}", out(reg) tr, options(nomem, nostack, preserves_flags)) };
     let index = (tr.wrapping_sub(TSS_SELECTOR_BASE) / 16) as u32;
@@ -61,6 +59,7 @@ pub fn current_vcpu() -> u32 {
 pub fn rdtsc() -> u64 {
     let lo: u32;
     let hi: u32;
+    // Hand-written: x86_64 0.15 has no wrapper for `rdtsc`.
     // SAFETY: `rdtsc` only reads the TSC (allowed at CPL3 unless CR4.TSD, which the
     // host leaves clear).
     unsafe {
@@ -89,12 +88,8 @@ pub fn pause() {
 /// `msr` must exist (otherwise #GP, which is fatal) and the caller must run at CPL0.
 #[inline]
 pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists and that we run at CPL0.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
-    }
-    (u64::from(hi) << 32) | u64::from(lo)
+    unsafe { Msr::new(msr).read() }
 }
 
 /// Writes model-specific register `msr` (CPL0 only).
@@ -105,8 +100,5 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
 #[inline]
 pub unsafe fn wrmsr(msr: u32, value: u64) {
     // SAFETY: the caller guarantees the MSR, the value and CPL0.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
-             options(nomem, nostack, preserves_flags));
-    }
+    unsafe { Msr::new(msr).write(value) };
 }

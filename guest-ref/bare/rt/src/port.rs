@@ -2,9 +2,10 @@
 //!
 //! Every port access leaves the guest (a VM exit): on the pvabi reference host each
 //! costs microseconds. Ring-3 code may use these too: [`run_at_cpl3`](crate::run_at_cpl3)
-//! runs it with IOPL 3 and an I/O permission bitmap that allows every port.
+//! runs it with IOPL 3 and an I/O permission bitmap that allows every port. The
+//! helpers are one-line wrappers around [`x86_64::instructions::port::Port`].
 
-use core::arch::asm;
+use x86_64::instructions::port::Port;
 
 /// Writes a byte to `port`.
 ///
@@ -14,9 +15,7 @@ use core::arch::asm;
 #[inline]
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller upholds the port's protocol.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { Port::new(port).write(value) };
 }
 
 /// Writes a 16-bit word to `port`.
@@ -26,9 +25,7 @@ pub unsafe fn outb(port: u16, value: u8) {
 #[inline]
 pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller upholds the port's protocol.
-    unsafe {
-        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { Port::new(port).write(value) };
 }
 
 /// Writes a 32-bit doubleword to `port`.
@@ -38,9 +35,7 @@ pub unsafe fn outw(port: u16, value: u16) {
 #[inline]
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller upholds the port's protocol.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { Port::new(port).write(value) };
 }
 
 /// Reads a byte from `port`.
@@ -49,12 +44,8 @@ pub unsafe fn outl(port: u16, value: u32) {
 /// As for [`outb`].
 #[inline]
 pub unsafe fn inb(port: u16) -> u8 {
-    let value: u8;
     // SAFETY: the caller upholds the port's protocol.
-    unsafe {
-        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
-    };
-    value
+    unsafe { Port::new(port).read() }
 }
 
 /// Reads a 16-bit word from `port`.
@@ -63,12 +54,8 @@ pub unsafe fn inb(port: u16) -> u8 {
 /// As for [`outb`].
 #[inline]
 pub unsafe fn inw(port: u16) -> u16 {
-    let value: u16;
     // SAFETY: the caller upholds the port's protocol.
-    unsafe {
-        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
-    };
-    value
+    unsafe { Port::new(port).read() }
 }
 
 /// Reads a 32-bit doubleword from `port`.
@@ -77,12 +64,8 @@ pub unsafe fn inw(port: u16) -> u16 {
 /// As for [`outb`].
 #[inline]
 pub unsafe fn inl(port: u16) -> u32 {
-    let value: u32;
     // SAFETY: the caller upholds the port's protocol.
-    unsafe {
-        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
-    };
-    value
+    unsafe { Port::new(port).read() }
 }
 
 /// A console that writes each byte to one I/O port with `outb` (one exit per byte:
