@@ -8,9 +8,21 @@
 //! Vectors 32-255 call the handler registered with [`set_interrupt_handler`], or are
 //! fatal when none is. All gates have DPL 0: software interrupts (`int n`) are not a
 //! way into the runtime (on PVM hosts they do not work at all; see `user.rs`).
+//!
+//! The stubs and the common path are hand-written assembly: the `x86_64` crate's typed
+//! handlers need the nightly-only `x86-interrupt` ABI, which hands a handler the CPU's
+//! frame only, not the saved registers of a [`TrapFrame`]. The gates are the crate's.
 
 use core::arch::{asm, global_asm};
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicUsize, Ordering};
+
+use x86_64::instructions::tables::lidt;
+use x86_64::registers::control::Cr2;
+use x86_64::structures::gdt::SegmentSelector;
+use x86_64::structures::idt::{Entry, HandlerFunc};
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::VirtAddr;
 
 use crate::{Global, FATAL_MARKER, KERNEL_CS};
 
@@ -192,10 +204,10 @@ fn fatal(frame: &TrapFrame) -> ! {
         let hook: FatalHook = unsafe { core::mem::transmute::<usize, FatalHook>(hook) };
         hook(frame);
     }
-    let cr2: u64;
-    // SAFETY: reading CR2 at CPL0 (trap handlers always run at CPL0).
-    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
+    // Trap handlers always run at CPL0, where CR2 can be read.
+    let cr2 = Cr2::read_raw();
     loop {
+        // Hand-written: the host reads the report from these registers.
         // SAFETY: halts with interrupts disabled; only loads registers.
         unsafe {
             asm!(
@@ -213,44 +225,41 @@ fn fatal(frame: &TrapFrame) -> ! {
     }
 }
 
-// Written once by the boot vCPU in `init`, before other vCPUs start; read-only after.
-static IDT: Global<[u64; 512]> = Global::new([0; 512]);
+/// All 256 gates. Not `x86_64`'s `InterruptDescriptorTable`: that keeps the reserved
+/// vectors (15, 22-27, 31) private, and the runtime makes every vector present.
+#[repr(C, align(16))]
+struct Idt([Entry<HandlerFunc>; 256]);
 
-/// A present 64-bit interrupt gate, DPL 0, to `handler` in the kernel code segment.
-fn gate(handler: u64) -> (u64, u64) {
-    let low = (handler & 0xffff)
-        | (u64::from(KERNEL_CS) << 16)
-        | (0x8e << 40) // P, DPL 0, 64-bit interrupt gate
-        | (((handler >> 16) & 0xffff) << 48);
-    (low, handler >> 32)
-}
+// Written once by the boot vCPU in `init`, before other vCPUs start; read-only after.
+// Uninitialised until then, so that it stays in .bss (a non-present gate is not zero).
+static IDT: Global<MaybeUninit<Idt>> = Global::new(MaybeUninit::uninit());
 
 /// Fills the IDT. Called once by the boot vCPU.
 pub(crate) fn init() {
     let stubs = core::ptr::addr_of!(pvabi_rt_isr_stubs) as u64;
-    let idt = IDT.get();
-    for vector in 0..256usize {
-        let (low, high) = gate(stubs + 16 * vector as u64);
-        // SAFETY: single-threaded at this point; in bounds.
+    let gates = IDT.get().cast::<Entry<HandlerFunc>>();
+    for vector in 0..256 {
+        let mut gate = Entry::missing();
+        // SAFETY: the address is vector `vector`'s entry stub (above), which expects
+        // exactly the CPU's interrupt frame; KERNEL_CS is the runtime's 64-bit kernel code
+        // segment. The defaults are what the runtime wants: present, interrupt gate (IF
+        // cleared on entry), DPL 0, no IST.
         unsafe {
-            (*idt)[2 * vector] = low;
-            (*idt)[2 * vector + 1] = high;
+            gate.set_handler_addr(VirtAddr::new(stubs + 16 * vector as u64))
+                .set_code_selector(SegmentSelector(KERNEL_CS));
         }
+        // SAFETY: in bounds (`Idt` is 256 entries); single-threaded at this point (nothing
+        // has loaded the IDT yet).
+        unsafe { gates.add(vector).write(gate) };
     }
-}
-
-#[repr(C, packed)]
-struct DescriptorPointer {
-    limit: u16,
-    base: u64,
 }
 
 /// Loads the IDT on the calling vCPU.
 pub(crate) fn load() {
-    let ptr = DescriptorPointer {
-        limit: (512 * 8 - 1) as u16,
-        base: IDT.get() as u64,
+    let ptr = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::from_ptr(IDT.get()),
     };
     // SAFETY: the IDT was filled by `init` and lives forever.
-    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+    unsafe { lidt(&ptr) };
 }
