@@ -5,8 +5,9 @@
 //!
 //! * the entry points: `_start` for the boot vCPU and [`ap_entry_address`] for
 //!   secondary vCPUs, each on its own per-vCPU kernel stack;
-//! * its own GDT (kernel and ring-3 segments, one TSS per vCPU so interrupts taken
-//!   at CPL3 switch to the kernel stack) and IDT (all 256 vectors);
+//! * its own GDT and TSS for each vCPU (kernel and ring-3 segments; the TSS makes
+//!   interrupts taken at CPL3 switch to the kernel stack) and an IDT (all 256
+//!   vectors), built with the `x86_64` crate's types;
 //! * exception reporting ([`set_fatal_hook`], then a halt the host reports as a
 //!   stuck vCPU, with the vector in `rdi` and the faulting `rip` in `rsi`);
 //! * registrable interrupt handlers ([`set_interrupt_handler`]);

@@ -69,7 +69,6 @@ extern "C" fn bsp_main(vcpu: u64, mem_bytes: u64, vcpu_count: u64) -> ! {
     if vcpu >= MAX_VCPUS {
         crate::halt_forever();
     }
-    gdt::init();
     idt::init();
     gdt::load(vcpu);
     idt::load();
