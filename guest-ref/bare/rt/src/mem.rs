@@ -1,7 +1,8 @@
 //! `memcpy` and friends. The freestanding link has no libc, and the precompiled
 //! `compiler_builtins` of the linux-gnu target does not provide them strongly. These
 //! use `rep movsb`/`rep stosb` so that the compiler cannot turn them back into calls
-//! to themselves, and so that they stay SSE-free.
+//! to themselves, and so that they stay SSE-free. (The `x86_64` crate has no string
+//! instructions: these stay hand-written.)
 
 use core::arch::asm;
 

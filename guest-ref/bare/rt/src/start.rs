@@ -1,4 +1,7 @@
 //! Entry points: `_start` for the boot vCPU and `pvabi_rt_ap_entry` for the others.
+//!
+//! The entry points are hand-written assembly (there is no stack yet to run Rust on);
+//! the tables they load are built with the `x86_64` crate (`gdt.rs`, `idt.rs`).
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

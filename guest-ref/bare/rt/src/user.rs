@@ -16,6 +16,9 @@
 //! KVM's instruction emulator cannot execute `INT n` outside real mode at all), and
 //! `syscall` from ring 3 jumps to LSTAR without leaving ring 3 (PVM's paravirtual
 //! supervisor mode). Exceptions are delivered through the IDT correctly everywhere.
+//!
+//! Hand-written assembly: the `x86_64` crate has nothing for switching rings with a
+//! hand-built `iretq` frame and coming back through an exception entry.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
