@@ -1,8 +1,9 @@
 //! Booting a guest image under the reference host: the one function behind `pvabi run`
 //! and the end-to-end tests.
 //!
-//! [`run`] creates a VM ([`vm::Vm`]) for an ELF image, plugs the pvabi dispatcher into it
-//! ([`PvabiHost`]), runs it until the guest ends it (or a fault, or the optional
+//! [`run`] creates a VM ([`vm::Vm`]) for an ELF image, then the pvabi dispatcher on its
+//! control handle ([`PvabiPorts`] on a [`PortBus`]), runs it until the guest ends it (or a
+//! fault, or the optional
 //! [`RunConfig::timeout`]), and returns a [`RunOutcome`]: how the VM ended, what the host
 //! recorded (the dispatcher's [`Report`]), every console byte the guest wrote, the wall
 //! time, and how many port exits reached the host.
@@ -14,72 +15,32 @@
 //! use pvabi_host::dispatch::{ConsoleSink, HostConfig};
 //! use pvabi_host::runner::{self, RunConfig};
 //!
+//! # fn image() -> Vec<u8> { std::fs::read("guest.elf").unwrap() }
 //! let config = RunConfig {
 //!     host: HostConfig { console: ConsoleSink::Discard, ..HostConfig::default() },
 //!     ..RunConfig::default()
 //! };
-//! let outcome = runner::run(runner::demo_guest(), config).expect("the VM ran");
+//! let outcome = runner::run(&image(), config).expect("the VM ran");
 //! println!("{} after {:?}", outcome.end, outcome.wall);
 //! ```
 //!
-//! The built-in guests (`guest-ref/bare`, built by this crate's build script) are embedded:
-//! [`demo_guest`], [`smoke_guest`], [`probe_guest`], [`bench_guest`], [`matrix_guest`],
-//! or by name with [`builtin_guest`].
+//! [`run_with`] adds devices of the caller's own (test scenarios, parameters, a host that
+//! answers one port differently) to the bus in front of the pvabi ports. The built-in
+//! guests are in the `pvabi-guest-images` crate.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{ConfigError, ConsoleSink, HostConfig, PvabiHost, Report};
-use crate::vm::{self, CallRegs, FaultReport, Next, VmConfig, VmCtl, VmEnd, VmError, VmHost};
+use pvabi_dispatch::sync::lock;
+use pvabi_dispatch::{ConfigError, ConsoleSink, HostConfig, Outcome, Report};
 
-/// The demo guest (`guest-ref/bare/demo`): exercises every pvabi 1.0 call family.
-pub fn demo_guest() -> &'static [u8] {
-    include_bytes!(env!("PVABI_GUEST_DEMO"))
-}
-
-/// The VM layer's bring-up guest (`guest-ref/bare/smoke`; raw test protocol, not pvabi).
-pub fn smoke_guest() -> &'static [u8] {
-    include_bytes!(env!("PVABI_GUEST_SMOKE"))
-}
-
-/// The probe guest (`guest-ref/bare/probe`).
-pub fn probe_guest() -> &'static [u8] {
-    include_bytes!(env!("PVABI_GUEST_PROBE"))
-}
-
-/// The benchmark guest (`guest-ref/bare/bench`).
-pub fn bench_guest() -> &'static [u8] {
-    include_bytes!(env!("PVABI_GUEST_BENCH"))
-}
-
-/// The cross-version matrix guest (`guest-ref/bare/matrix`).
-pub fn matrix_guest() -> &'static [u8] {
-    include_bytes!(env!("PVABI_GUEST_MATRIX"))
-}
-
-/// A function that returns an embedded guest image.
-pub type GuestImage = fn() -> &'static [u8];
-
-/// The built-in guests by name.
-pub const BUILTIN_GUESTS: &[(&str, GuestImage)] = &[
-    ("demo", demo_guest),
-    ("smoke", smoke_guest),
-    ("probe", probe_guest),
-    ("bench", bench_guest),
-    ("matrix", matrix_guest),
-];
-
-/// A built-in guest image by name (see [`BUILTIN_GUESTS`]).
-pub fn builtin_guest(name: &str) -> Option<&'static [u8]> {
-    BUILTIN_GUESTS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, image)| image())
-}
+use crate::bus::{PortAccess, PortBus, PortDevice};
+use crate::machine::{KvmDispatcher, PvabiPorts};
+use crate::vm::{self, Fault, FaultReport, VmConfig, VmCtl, VmEnd, VmError};
 
 /// What to run a guest with.
 #[derive(Clone, Debug)]
@@ -87,7 +48,7 @@ pub struct RunConfig {
     /// What the host serves. Its `vcpus` is set to [`vm`](Self::vm)`.vcpus`; its console
     /// sink still receives the output (the runner captures a copy).
     pub host: HostConfig,
-    /// Size and shape of the VM.
+    /// Size and shape of the VM (its `cpuid` is set from [`host`](Self::host)).
     pub vm: VmConfig,
     /// End the VM with a fault if it runs longer than this (`None`: no limit).
     pub timeout: Option<Duration>,
@@ -178,7 +139,7 @@ pub enum RunError {
         source: VmError,
     },
     /// The host configuration is incoherent.
-    #[error("{0}; this is a bug in the caller's HostConfig")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The VM could not be created or run (no KVM, permission, memory, vCPUs, ...).
     #[error(transparent)]
@@ -211,52 +172,83 @@ pub fn run_file(path: &Path, config: RunConfig) -> Result<RunOutcome, RunError> 
 /// runs it until it ends. Console output goes to `config.host.console` as it arrives and is
 /// captured in the outcome.
 pub fn run(image: &[u8], config: RunConfig) -> Result<RunOutcome, RunError> {
-    run_wrapped(image, config, |pvabi| pvabi)
+    run_with(image, config, |_, _| {})
 }
 
-/// A host that answers `in`s from one extra port with the given values, in order (the last
-/// one repeats, 0 when none were given), and forwards everything else to the pvabi host
-/// it wraps: how a test hands a guest its scenario or parameters. Use it with
-/// [`run_wrapped`].
+/// [`run`] with devices of the caller's own: `add_devices` gets the bus (the pvabi ports
+/// already attached) and the dispatcher, before the guest runs. Devices attached there come
+/// in front of the pvabi ports; whatever they do not handle reaches them.
+pub fn run_with(
+    image: &[u8],
+    config: RunConfig,
+    add_devices: impl FnOnce(&mut PortBus, &Arc<KvmDispatcher>),
+) -> Result<RunOutcome, RunError> {
+    let RunConfig {
+        host: mut host_config,
+        vm: mut vm_config,
+        timeout,
+    } = config;
+    host_config.vcpus = vm_config.vcpus;
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    host_config.console = capture(host_config.console, captured.clone());
+    let doorbell = host_config.doorbell_port;
+    let ring_notify = host_config.ring_notify_port;
+    vm_config.cpuid = host_config.cpuid_leaves();
+
+    // The VM, then its control handle, then the dispatcher on it, then the devices.
+    let started = Instant::now();
+    let vm = vm::Vm::new(&vm_config, image)?;
+    let pvabi = Arc::new(PvabiPorts::new(host_config, vm.ctl())?);
+    let mut bus = PortBus::new();
+    pvabi.attach_to(&mut bus);
+    add_devices(&mut bus, pvabi.dispatcher());
+    let bus = Arc::new(bus);
+
+    let watchdog = timeout.map(|limit| Watchdog::start(vm.ctl(), limit));
+    let end = vm.run(bus.clone());
+    if let Some(w) = watchdog {
+        w.stop();
+    }
+    let end = end?;
+    let wall = started.elapsed();
+    let console = std::mem::take(&mut *lock(&captured));
+    let (outs, ins) = bus.totals();
+    let doorbell_outs = bus.counts(doorbell).0;
+    let notify_outs = bus.counts(ring_notify).0;
+    Ok(RunOutcome {
+        end,
+        report: pvabi.dispatcher().report(),
+        console,
+        wall,
+        exits: ExitCounts {
+            doorbell: doorbell_outs,
+            ring_notify: notify_outs,
+            other_out: outs - doorbell_outs - notify_outs,
+            port_in: ins,
+        },
+    })
+}
+
+/// A device that answers `in`s from its port with the given values, in order (the last one
+/// repeats, 0 when none were given): how a test hands a guest its scenario or parameters.
+#[derive(Debug)]
 pub struct PortFeed {
-    inner: Arc<dyn VmHost>,
-    port: u16,
-    values: Mutex<std::collections::VecDeque<u32>>,
+    values: Mutex<VecDeque<u32>>,
 }
 
 impl PortFeed {
-    /// A host that feeds `values` to `in`s from `port` and forwards the rest to `inner`.
-    pub fn new(inner: Arc<dyn VmHost>, port: u16, values: impl IntoIterator<Item = u32>) -> Self {
+    /// A device that feeds `values`; attach it to the port with [`PortBus::attach`].
+    pub fn new(values: impl IntoIterator<Item = u32>) -> Self {
         PortFeed {
-            inner,
-            port,
             values: Mutex::new(values.into_iter().collect()),
         }
     }
 }
 
-impl VmHost for PortFeed {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        self.inner.cpuid_leaves()
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
-        self.inner.port_out(vcpu, port, data, regs, ctl)
-    }
-
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
-        if port != self.port {
-            return self.inner.port_in(vcpu, port, data, ctl);
-        }
+impl PortDevice for PortFeed {
+    fn read(&self, _access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {
         let value = {
-            let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+            let mut values = lock(&self.values);
             match values.len() {
                 0 => 0,
                 1 => values[0],
@@ -265,147 +257,16 @@ impl VmHost for PortFeed {
         };
         let n = data.len().min(4);
         data[..n].copy_from_slice(&value.to_le_bytes()[..n]);
-        Next::Resume
+        Some(Outcome::Resume)
     }
-
-    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
-        self.inner.vcpu_started(vcpu, ctl);
-    }
-
-    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
-        self.inner.vm_ending(how, ctl);
-    }
-}
-
-/// [`run`] with the pvabi host wrapped by `wrap`, for hosts that add ports of their own
-/// (test scenarios, devices) around the pvabi ones. The wrapper must forward every port
-/// it does not handle, and [`VmHost::vcpu_started`] and [`VmHost::vm_ending`], to the
-/// pvabi host it is given.
-pub fn run_wrapped(
-    image: &[u8],
-    config: RunConfig,
-    wrap: impl FnOnce(Arc<dyn VmHost>) -> Arc<dyn VmHost>,
-) -> Result<RunOutcome, RunError> {
-    let RunConfig {
-        host: mut host_config,
-        vm: vm_config,
-        timeout,
-    } = config;
-    if vm_config.vcpus == 0 || vm_config.vcpus > vm::MAX_VCPUS {
-        // Checked here so that the message is about the VM, not the host configuration.
-        return Err(VmError::Config(format!(
-            "{} vCPUs requested; a VM has 1 to {} vCPUs; pass --vcpus N within that range",
-            vm_config.vcpus,
-            vm::MAX_VCPUS
-        ))
-        .into());
-    }
-    host_config.vcpus = vm_config.vcpus;
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    host_config.console = capture(host_config.console, captured.clone());
-    let doorbell = host_config.doorbell_port;
-    let ring_notify = host_config.ring_notify_port;
-    let pvabi = Arc::new(PvabiHost::new(host_config)?);
-    let counting = Arc::new(Counting {
-        inner: wrap(pvabi.clone()),
-        doorbell,
-        ring_notify,
-        counts: Default::default(),
-    });
-
-    let started = Instant::now();
-    let vm = vm::Vm::new(&vm_config, image, counting.clone())?;
-    let watchdog = timeout.map(|limit| Watchdog::start(vm.ctl(), limit));
-    let end = vm.run();
-    if let Some(w) = watchdog {
-        w.stop();
-    }
-    let end = end?;
-    let wall = started.elapsed();
-    let console = std::mem::take(&mut *captured.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok(RunOutcome {
-        end,
-        report: pvabi.report(),
-        console,
-        wall,
-        exits: counting.counts.snapshot(),
-    })
 }
 
 /// A sink that captures every byte into `buffer` and then hands it to `sink`.
 fn capture(sink: ConsoleSink, buffer: Arc<Mutex<Vec<u8>>>) -> ConsoleSink {
     ConsoleSink::Custom(Arc::new(move |vcpu, bytes| {
-        buffer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
+        lock(&buffer).extend_from_slice(bytes);
         sink.emit(vcpu, bytes);
     }))
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    doorbell: AtomicU64,
-    ring_notify: AtomicU64,
-    other_out: AtomicU64,
-    port_in: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> ExitCounts {
-        ExitCounts {
-            doorbell: self.doorbell.load(Ordering::Relaxed),
-            ring_notify: self.ring_notify.load(Ordering::Relaxed),
-            other_out: self.other_out.load(Ordering::Relaxed),
-            port_in: self.port_in.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Counts port exits on their way to the host.
-struct Counting {
-    inner: Arc<dyn VmHost>,
-    doorbell: u16,
-    ring_notify: u16,
-    counts: Counters,
-}
-
-impl VmHost for Counting {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        self.inner.cpuid_leaves()
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
-        let counter = if port == self.doorbell {
-            &self.counts.doorbell
-        } else if port == self.ring_notify {
-            &self.counts.ring_notify
-        } else {
-            &self.counts.other_out
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.inner.port_out(vcpu, port, data, regs, ctl)
-    }
-
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
-        self.counts.port_in.fetch_add(1, Ordering::Relaxed);
-        self.inner.port_in(vcpu, port, data, ctl)
-    }
-
-    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
-        self.inner.vcpu_started(vcpu, ctl);
-    }
-
-    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
-        self.inner.vm_ending(how, ctl);
-    }
 }
 
 /// Ends the VM with a fault when it runs longer than its limit.
@@ -427,12 +288,7 @@ impl Watchdog {
             if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
                 ctl.end(VmEnd::Fault(FaultReport {
                     vcpu: 0,
-                    reason: format!(
-                        "timeout: the guest was still running after {:.1} s (the time limit of \
-                         the run: --timeout); it may be stuck in a loop or waiting for an event that \
-                         never came",
-                        limit.as_secs_f64()
-                    ),
+                    fault: Fault::Timeout(limit),
                     regs: None,
                 }));
             }

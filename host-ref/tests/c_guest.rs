@@ -3,7 +3,7 @@
 //! The tests build the guest with the C compiler itself, with exactly the flags of its
 //! Makefile (`makefile_and_tests_use_the_same_flags` keeps the two in step), into a directory
 //! under `CARGO_TARGET_TMPDIR`, and boot it on `/dev/kvm` under the reference host
-//! ([`PvabiHost`]). They check both sides: the lines the guest printed, and what the host
+//! ([`PvabiPorts`](pvabi_host::PvabiPorts)). They check both sides: the lines the guest printed, and what the host
 //! recorded in its [`Report`](pvabi_host::dispatch::Report).
 //!
 //! A missing compiler is a failure that names the fix (`apt-get install -y gcc`); a missing
@@ -11,17 +11,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use pvabi_abi::calls::Call;
 use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use pvabi_abi::version::Version;
-use pvabi_host::dispatch::{ConsoleSink, End, HostConfig, PvabiHost, Report};
+use pvabi_host::dispatch::{ConsoleSink, End, HostConfig, Report};
+use pvabi_host::runner::{self, RunConfig};
 use pvabi_host::vm::testing::kvm_or_skip;
-use pvabi_host::vm::{FaultReport, Vm, VmConfig, VmEnd};
+use pvabi_host::vm::{VmConfig, VmEnd};
 
 /// Compiler flags: the Makefile's `CFLAGS`, word for word.
 const CFLAGS: &[&str] = &[
@@ -244,25 +243,15 @@ impl Run {
 
 /// Boots `image` on one vCPU under a reference host configured by `config`.
 fn boot(image: &[u8], config: HostConfig) -> Run {
-    let host = Arc::new(PvabiHost::new(config.clone()).expect("valid host configuration"));
-    let vm = Vm::new(&VmConfig::default(), image, host.clone()).expect("VM created");
-    let ctl = vm.ctl();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(WATCHDOG) == Err(mpsc::RecvTimeoutError::Timeout) {
-            ctl.end(VmEnd::Fault(FaultReport {
-                vcpu: 0,
-                reason: format!("watchdog: the C guest ran for more than {WATCHDOG:?}"),
-                regs: None,
-            }));
-        }
-    });
-    let end = vm.run().expect("VM ran");
-    let _ = done_tx.send(());
-    let _ = watchdog.join();
+    let run = RunConfig {
+        host: config.clone(),
+        vm: VmConfig::default(),
+        timeout: Some(WATCHDOG),
+    };
+    let outcome = runner::run(image, run).expect("VM ran");
     Run {
-        end,
-        report: host.report(),
+        end: outcome.end,
+        report: outcome.report,
         config,
     }
 }

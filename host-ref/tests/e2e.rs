@@ -1,4 +1,4 @@
-//! End-to-end tests on a real `/dev/kvm`: the reference host ([`PvabiHost`] over the VM
+//! End-to-end tests on a real `/dev/kvm`: the reference host ([`PvabiPorts`] over the VM
 //! layer, booted by [`runner`]) runs the demo guest (`guest-ref/bare/demo`), and each test
 //! checks one family from both sides: what the guest observed (its `ok ...` lines; a
 //! failed check prints `FAIL: ...` and shuts down with code 1) and what the host recorded
@@ -7,9 +7,9 @@
 //!
 //! The full demo runs once per vCPU count and the family tests share that run. Scenarios
 //! (crash, reboot, ...) are picked through the demo's test port ([`SCENARIO_PORT`]),
-//! answered by a wrapper host.
+//! answered by a device on the bus.
 //!
-//! [`PvabiHost`]: pvabi_host::dispatch::PvabiHost
+//! [`PvabiPorts`]: pvabi_host::PvabiPorts
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -17,11 +17,14 @@ use std::time::Duration;
 use pvabi_abi::calls::{self, Call};
 use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
+use pvabi_host::bus::{PortAccess, PortBus, PortDevice};
 use pvabi_host::dispatch::report::TlbFlush;
+use pvabi_host::dispatch::{CallRegs, Outcome};
 use pvabi_host::dispatch::{ConsoleSink, End, HostConfig, Report};
 use pvabi_host::runner::{self, PortFeed, RunConfig, RunOutcome};
 use pvabi_host::vm::testing::kvm_or_skip;
-use pvabi_host::vm::{CallRegs, Next, VmConfig, VmCtl, VmEnd, VmHost};
+use pvabi_host::vm::{VmConfig, VmEnd};
+use pvabi_host::KvmDispatcher;
 
 /// The demo's scenario port and scenarios (mirrors `guest-ref/bare/demo/src/main.rs`).
 const SCENARIO_PORT: u16 = 0x5640;
@@ -35,12 +38,13 @@ const VA_WINDOW: u64 = 0x80_0000_0000;
 /// A run that takes longer has hung (the demo takes well under a second).
 const TIME_LIMIT: Duration = Duration::from_secs(30);
 
-/// Boots the demo guest with `vcpus` vCPUs in `scenario` on `host`, wrapped by `wrap`.
+/// Boots the demo guest with `vcpus` vCPUs in `scenario` on `host`, with the devices `add`
+/// attaches.
 fn boot_with(
     vcpus: u32,
     scenario: u32,
     host: HostConfig,
-    wrap: impl FnOnce(Arc<dyn VmHost>) -> Arc<dyn VmHost>,
+    add: impl FnOnce(&mut PortBus, &Arc<KvmDispatcher>),
 ) -> RunOutcome {
     let config = RunConfig {
         host: HostConfig {
@@ -53,14 +57,18 @@ fn boot_with(
         },
         timeout: Some(TIME_LIMIT),
     };
-    runner::run_wrapped(runner::demo_guest(), config, |pvabi| {
-        wrap(Arc::new(PortFeed::new(pvabi, SCENARIO_PORT, [scenario])))
+    runner::run_with(pvabi_guest_images::demo(), config, |bus, dispatcher| {
+        bus.attach(
+            SCENARIO_PORT..=SCENARIO_PORT,
+            Arc::new(PortFeed::new([scenario])),
+        );
+        add(bus, dispatcher);
     })
     .expect("the VM runs")
 }
 
 fn boot(vcpus: u32, scenario: u32) -> RunOutcome {
-    boot_with(vcpus, scenario, HostConfig::default(), |h| h)
+    boot_with(vcpus, scenario, HostConfig::default(), |_, _| {})
 }
 
 /// The full demo with `vcpus` vCPUs, run once and shared by the tests; `None` (after a
@@ -615,52 +623,32 @@ fn a_host_missing_a_call_fails_the_demo() {
         disabled_calls: vec![Call::MemFlushTlbAll],
         ..HostConfig::default()
     };
-    let o = boot_with(1, 0, host, |h| h);
+    let o = boot_with(1, 0, host, |_, _| {});
     assert_eq!(o.end, VmEnd::Shutdown(1), "{}", dump(&o));
     let fail = line(&o, "FAIL: ");
     assert!(fail.contains("MEM_FLUSH_TLB_ALL"), "{fail}");
     line(&o, "demo: FAILED after ");
 }
 
-/// Answers TIME_MONOTONIC with a clock that runs backwards.
+/// Answers TIME_MONOTONIC with a clock that runs backwards: a device on the doorbell port
+/// in front of the pvabi ports, that changes only that call's answer.
 struct BackwardsClock {
-    inner: Arc<dyn VmHost>,
+    dispatcher: Arc<KvmDispatcher>,
     next: std::sync::Mutex<u64>,
 }
 
-impl VmHost for BackwardsClock {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        self.inner.cpuid_leaves()
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
+impl PortDevice for BackwardsClock {
+    fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
         let code = regs.rax;
-        let next = self.inner.port_out(vcpu, port, data, regs, ctl);
+        let outcome = self
+            .dispatcher
+            .port_out(access.vcpu, access.cpl, access.port, data, regs)?;
         if code == u64::from(Call::TimeMonotonic.code()) && regs.rax == 0 {
             let mut t = self.next.lock().unwrap();
             *t -= 1_000_000;
             regs.rdi = *t;
         }
-        next
-    }
-
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
-        self.inner.port_in(vcpu, port, data, ctl)
-    }
-
-    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
-        self.inner.vcpu_started(vcpu, ctl);
-    }
-
-    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
-        self.inner.vm_ending(how, ctl);
+        Some(outcome)
     }
 }
 
@@ -669,11 +657,13 @@ fn a_host_whose_clock_runs_backwards_fails_the_demo() {
     if !kvm_or_skip("a_host_whose_clock_runs_backwards_fails_the_demo") {
         return;
     }
-    let o = boot_with(1, 0, HostConfig::default(), |inner| {
-        Arc::new(BackwardsClock {
-            inner,
+    let o = boot_with(1, 0, HostConfig::default(), |bus, dispatcher| {
+        let port = dispatcher.config().doorbell_port;
+        let clock = BackwardsClock {
+            dispatcher: dispatcher.clone(),
             next: std::sync::Mutex::new(1 << 40),
-        })
+        };
+        bus.attach(port..=port, Arc::new(clock));
     });
     assert_eq!(o.end, VmEnd::Shutdown(1), "{}", dump(&o));
     assert!(line(&o, "FAIL: ").starts_with("FAIL: time: TIME_MONOTONIC = "));
@@ -691,7 +681,7 @@ fn demo_passes_on_a_strict_host_that_preempts_multicalls() {
         max_multicall: 2,
         ..HostConfig::default()
     };
-    let o = boot_with(1, 0, host, |h| h);
+    let o = boot_with(1, 0, host, |_, _| {});
     assert_clean(&o);
     ok_line(
         &o,
@@ -710,7 +700,7 @@ fn demo_negotiates_1_0_on_a_host_acting_as_1_0() {
         return;
     }
     let v1_0 = pvabi_abi::version::V1_0;
-    let o = boot_with(1, 0, HostConfig::acting_as(v1_0), |h| h);
+    let o = boot_with(1, 0, HostConfig::acting_as(v1_0), |_, _| {});
     assert_clean(&o);
     assert_eq!(o.report.negotiated, Some((v1_0, V1_0_FEATURES)));
     ok_line(&o, "base: NEGOTIATE(1.0 or later, required 0x1ff");

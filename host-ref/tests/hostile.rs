@@ -12,19 +12,18 @@
 //! other port goes to the [`PvabiHost`].
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pvabi_abi::calls::Call;
 use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
-use pvabi_host::dispatch::{ConsoleSink, End, HostConfig, PvabiHost, Report};
+use pvabi_host::bus::{PortAccess, PortDevice};
+use pvabi_host::dispatch::{CallRegs, ConsoleSink, End, HostConfig, Outcome, Report};
+use pvabi_host::runner::{self, RunConfig};
 use pvabi_host::vm::testing::kvm_or_skip;
-use pvabi_host::vm::{CallRegs, FaultReport, Next, Vm, VmConfig, VmCtl, VmEnd, VmHost};
+use pvabi_host::vm::{VmConfig, VmCtl, VmEnd};
 use vm_memory::{Bytes, GuestAddress};
-
-const PROBE: &[u8] = include_bytes!(env!("PVABI_GUEST_PROBE"));
 
 #[allow(dead_code)]
 mod protocol {
@@ -52,72 +51,57 @@ struct Probe {
     extra: u64,
 }
 
-/// The [`PvabiHost`] with the probe's test ports in front of it.
-struct ProbeHost {
-    pv: PvabiHost,
+/// The probe's test ports, as a device in front of the pvabi ports.
+struct ProbePorts {
+    ctl: VmCtl,
     scenario: u32,
     params: Mutex<VecDeque<u32>>,
     probes: Mutex<Vec<Probe>>,
     console: Mutex<Vec<u8>>,
 }
 
-impl VmHost for ProbeHost {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        self.pv.cpuid_leaves()
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
-        match port {
+impl PortDevice for ProbePorts {
+    fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
+        match access.port {
             PORT_REPORT => {
                 let len = regs.rsi.min(128) as usize;
                 let mut name = vec![0u8; len];
-                let name = match ctl.memory().read_slice(&mut name, GuestAddress(regs.rdi)) {
+                let name = match self
+                    .ctl
+                    .memory()
+                    .read_slice(&mut name, GuestAddress(regs.rdi))
+                {
                     Ok(()) => String::from_utf8_lossy(&name).into_owned(),
                     Err(_) => format!("<unreadable name at {:#x}>", regs.rdi),
                 };
                 self.probes.lock().unwrap().push(Probe {
-                    vcpu,
+                    vcpu: access.vcpu,
                     name,
                     st: regs.r8,
                     r0: regs.r9,
                     r1: regs.r10,
                     extra: regs.r11,
                 });
-                Next::Resume
+                Some(Outcome::Resume)
             }
             PORT_CONSOLE => {
                 self.console.lock().unwrap().extend_from_slice(data);
-                Next::Resume
+                Some(Outcome::Resume)
             }
-            _ => self.pv.port_out(vcpu, port, data, regs, ctl),
+            _ => None,
         }
     }
 
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
-        let value = match port {
+    fn read(&self, access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {
+        let value = match access.port {
             PORT_SCENARIO => self.scenario,
             PORT_PARAM => self.params.lock().unwrap().pop_front().unwrap_or(0),
-            _ => return self.pv.port_in(vcpu, port, data, ctl),
+            _ => return None,
         };
         let bytes = value.to_le_bytes();
         let n = data.len().min(4);
         data[..n].copy_from_slice(&bytes[..n]);
-        Next::Resume
-    }
-
-    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
-        self.pv.vcpu_started(vcpu, ctl);
-    }
-
-    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
-        self.pv.vm_ending(how, ctl);
+        Some(Outcome::Resume)
     }
 }
 
@@ -273,47 +257,40 @@ fn boot(scenario: u32, opts: Opts) -> Run {
         strict: true,
         ..HostConfig::default()
     };
-    let host = Arc::new(ProbeHost {
-        pv: PvabiHost::new(config).expect("valid host configuration"),
-        scenario,
-        params: Mutex::new(opts.params.into()),
-        probes: Mutex::new(Vec::new()),
-        console: Mutex::new(Vec::new()),
-    });
-    let vm = Vm::new(
-        &VmConfig {
+    let run = RunConfig {
+        host: config,
+        vm: VmConfig {
             vcpus: opts.vcpus,
             mem_bytes: MEM,
+            ..VmConfig::default()
         },
-        PROBE,
-        host.clone(),
-    )
-    .expect("the probe VM is created");
-    let ctl = vm.ctl();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(DEADLINE) {
-            ctl.end(VmEnd::Fault(FaultReport {
-                vcpu: 0,
-                reason: format!("the test's deadline of {DEADLINE:?} passed: hung"),
-                regs: None,
-            }));
+        timeout: Some(DEADLINE),
+    };
+    let mut ports = None;
+    let outcome = runner::run_with(pvabi_guest_images::probe(), run, |bus, dispatcher| {
+        let probe = Arc::new(ProbePorts {
+            ctl: dispatcher.machine().ctl().clone(),
+            scenario,
+            params: Mutex::new(opts.params.into()),
+            probes: Mutex::new(Vec::new()),
+            console: Mutex::new(Vec::new()),
+        });
+        for port in [PORT_REPORT, PORT_CONSOLE, PORT_SCENARIO, PORT_PARAM] {
+            bus.attach(port..=port, probe.clone());
         }
-    });
-    let start = Instant::now();
-    let end = vm.run().expect("the probe VM runs");
-    let elapsed = start.elapsed();
-    drop(done_tx);
-    watchdog.join().unwrap();
-    let probes = host.probes.lock().unwrap().clone();
-    let console = String::from_utf8_lossy(&host.console.lock().unwrap()).into_owned();
+        ports = Some(probe);
+    })
+    .expect("the probe VM runs");
+    let ports = ports.expect("the devices were added");
+    let probes = ports.probes.lock().unwrap().clone();
+    let console = String::from_utf8_lossy(&ports.console.lock().unwrap()).into_owned();
     Run {
         scenario,
-        end,
+        end: outcome.end,
         probes,
-        report: host.pv.report(),
+        report: outcome.report,
         console,
-        elapsed,
+        elapsed: outcome.wall,
     }
 }
 

@@ -32,8 +32,8 @@ fn run_cell(guest: &GuestProfile, host: &HostProfile) -> String {
         guest.optional.bits() as u32,
         u32::from(guest.tries_steal_time),
     ];
-    let outcome = runner::run_wrapped(runner::matrix_guest(), config, |pvabi| {
-        Arc::new(PortFeed::new(pvabi, PORT_PARAM, profile))
+    let outcome = runner::run_with(pvabi_guest_images::matrix(), config, |bus, _| {
+        bus.attach(PORT_PARAM..=PORT_PARAM, Arc::new(PortFeed::new(profile)))
     })
     .expect("the VM runs");
     let out = outcome.console_text();

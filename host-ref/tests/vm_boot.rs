@@ -7,15 +7,17 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use pvabi_host::bus::{PortAccess, PortBus, PortDevice};
+use pvabi_host::dispatch::{CallRegs, End, Outcome};
 use pvabi_host::vm::testing::kvm_or_skip;
-use pvabi_host::vm::{
-    self, CallRegs, FlushTarget, Next, StartError, Vm, VmConfig, VmCtl, VmEnd, VmError, VmHost, MIB,
-};
+use pvabi_host::vm::{self, FlushTarget, StartError, Vm, VmConfig, VmCtl, VmEnd, VmError, MIB};
 
-const SMOKE: &[u8] = include_bytes!(env!("PVABI_GUEST_SMOKE"));
+fn smoke() -> &'static [u8] {
+    pvabi_guest_images::smoke()
+}
 
 #[allow(dead_code)]
 mod protocol {
@@ -44,9 +46,11 @@ const HV_LEAF: (u32, u32, [u32; 4]) = (0x4000_0000, 0, [0x4000_0001, 0x6261_7670
 /// Called for every report: (ctl, vcpu, tag, value).
 type ReportHook = Box<dyn Fn(&VmCtl, u32, u32, u64) + Send + Sync>;
 
-/// A test host for the smoke guest's raw protocol.
+/// A test host for the smoke guest's raw protocol: one device for every port.
 #[derive(Default)]
 struct TestHost {
+    /// The VM's handle, set before it runs.
+    ctl: OnceLock<VmCtl>,
     mode: u32,
     params: Mutex<VecDeque<u32>>,
     reports: Mutex<Vec<(u32, u32, u64)>>,
@@ -100,20 +104,14 @@ impl TestHost {
     }
 }
 
-impl VmHost for TestHost {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        vec![HV_LEAF]
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
-        match port {
+impl PortDevice for TestHost {
+    fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
+        let (vcpu, port) = (access.vcpu, access.port);
+        let ctl = self
+            .ctl
+            .get()
+            .expect("the handle is set before the VM runs");
+        Some(match port {
             PORT_REPORT => {
                 let tag = u32::from_le_bytes(data.try_into().expect("32-bit report"));
                 self.reports.lock().unwrap().push((vcpu, tag, regs.rdi));
@@ -123,13 +121,13 @@ impl VmHost for TestHost {
                 if let Some(f) = &self.on_report {
                     f(ctl, vcpu, tag, regs.rdi);
                 }
-                Next::Resume
+                Outcome::Resume
             }
             PORT_CONSOLE => {
                 self.console.lock().unwrap().extend_from_slice(data);
-                Next::Resume
+                Outcome::Resume
             }
-            PORT_BENCH => Next::Resume,
+            PORT_BENCH => Outcome::Resume,
             PORT_CONTROL => match regs.rax & 0xffff_ffff {
                 CMD_RAISE_LATER => {
                     let (vector, delay, target) = (regs.rdi as u8, regs.rsi, regs.r8 as u32);
@@ -141,39 +139,44 @@ impl VmHost for TestHost {
                         ctl.raise_interrupt(target, vector);
                     });
                     regs.rax = 0;
-                    Next::Resume
+                    Outcome::Resume
                 }
                 CMD_START_VCPU => {
                     let result = ctl.start_vcpu(regs.rdi as u32, regs.rsi, regs.r8, regs.r9, 0);
                     regs.rax = u64::from(result.is_err());
-                    Next::Resume
+                    Outcome::Resume
                 }
-                CMD_EXIT => Next::EndVm(VmEnd::Shutdown(regs.rdi as u32)),
-                CMD_STOP_ME => Next::StopVcpu,
+                CMD_EXIT => Outcome::End(End::Shutdown(regs.rdi as u32)),
+                CMD_STOP_ME => Outcome::StopVcpu,
                 CMD_FLUSH_TLB => {
                     ctl.flush_tlb(FlushTarget::Vcpu(vcpu));
-                    Next::Resume
+                    Outcome::Resume
                 }
                 CMD_MARK => {
                     self.marks.lock().unwrap().push((regs.rdi, Instant::now()));
-                    Next::Resume
+                    Outcome::Resume
                 }
-                other => Next::EndVm(VmEnd::Crash(format!("unknown control command {other}"))),
+                other => Outcome::End(End::Crash(format!("unknown control command {other}"))),
             },
-            _ => Next::EndVm(VmEnd::Crash(format!("unexpected out to port {port:#x}"))),
-        }
+            _ => Outcome::End(End::Crash(format!("unexpected out to port {port:#x}"))),
+        })
     }
 
-    fn port_in(&self, _vcpu: u32, port: u16, data: &mut [u8], _ctl: &VmCtl) -> Next {
+    fn read(&self, access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {
+        let port = access.port;
         let value = match port {
             PORT_MODE => self.mode,
             PORT_PARAM => self.params.lock().unwrap().pop_front().unwrap_or(0),
-            _ => return Next::EndVm(VmEnd::Crash(format!("unexpected in from port {port:#x}"))),
+            _ => {
+                return Some(Outcome::End(End::Crash(format!(
+                    "unexpected in from port {port:#x}"
+                ))))
+            }
         };
         let bytes = value.to_le_bytes();
         let n = data.len().min(4);
         data[..n].copy_from_slice(&bytes[..n]);
-        Next::Resume
+        Some(Outcome::Resume)
     }
 }
 
@@ -188,9 +191,11 @@ fn run_smoke(
     let config = VmConfig {
         vcpus,
         mem_bytes: 64 * MIB,
+        cpuid: vec![HV_LEAF],
     };
-    let vm = Vm::new(&config, SMOKE, host.clone()).expect("VM setup");
+    let vm = Vm::new(&config, smoke()).expect("VM setup");
     let ctl = vm.ctl();
+    assert!(host.ctl.set(ctl.clone()).is_ok(), "one VM per test host");
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let watchdog_ctl = ctl.clone();
     let watchdog = std::thread::spawn(move || {
@@ -199,11 +204,18 @@ fn run_smoke(
         }
     });
     let helper = std::thread::spawn(move || with_ctl(ctl));
-    let end = vm.run().expect("VM run");
+    let end = vm.run(bus_of(host)).expect("VM run");
     let _ = stop_tx.send(());
     watchdog.join().unwrap();
     helper.join().unwrap();
     end
+}
+
+/// A bus with `host` answering every port.
+fn bus_of(host: Arc<TestHost>) -> Arc<PortBus> {
+    let mut bus = PortBus::new();
+    bus.attach(0..=u16::MAX, host);
+    Arc::new(bus)
 }
 
 fn assert_clean_exit(end: &VmEnd, host: &TestHost) {
@@ -316,9 +328,9 @@ fn expect_fault(end: &VmEnd, host: &TestHost, reason: &str) -> vm::FaultReport {
     match end {
         VmEnd::Fault(report) => {
             assert!(
-                report.reason.contains(reason),
-                "reason {:?}, wanted {reason:?}",
-                report.reason
+                report.fault.to_string().contains(reason),
+                "fault {:?}, wanted {reason:?}",
+                report.fault
             );
             assert!(report.regs.is_some(), "a fault report carries registers");
             eprintln!("{report}");
@@ -400,7 +412,9 @@ fn last_vcpu_stopping_ends_the_vm() {
     let host = Arc::new(TestHost::new(MODE_STOP));
     let end = run_smoke(host.clone(), 2, |_| {});
     match end {
-        VmEnd::Fault(report) => assert!(report.reason.contains("all vCPUs stopped"), "{report}"),
+        VmEnd::Fault(report) => {
+            assert!(matches!(report.fault, vm::Fault::AllStopped(_)), "{report}")
+        }
         other => panic!("expected a fault, got {other}"),
     }
 }
@@ -481,17 +495,17 @@ fn tlb_flush_makes_a_remapped_page_visible() {
 #[test]
 fn bad_images_are_errors() {
     // No KVM needed: images are checked before /dev/kvm is opened.
-    let host: Arc<dyn VmHost> = Arc::new(TestHost::new(MODE_SMOKE));
+    let host = Arc::new(TestHost::new(MODE_SMOKE));
     let config = VmConfig::default();
-    let err = vm::run(&config, &[b'x'; 100], host.clone()).unwrap_err();
+    let err = vm::run(&config, &[b'x'; 100], bus_of(host.clone())).unwrap_err();
     assert!(matches!(err, VmError::BadElf(_)), "{err}");
     assert!(err.to_string().contains("ELF magic"), "{err}");
 
-    let err = vm::run(&config, &SMOKE[..100], host.clone()).unwrap_err();
+    let err = vm::run(&config, &smoke()[..100], bus_of(host.clone())).unwrap_err();
     assert!(matches!(err, VmError::BadElf(_)), "{err}");
 
     // Make the last PT_LOAD segment 100 MiB long in memory.
-    let mut big = SMOKE.to_vec();
+    let mut big = smoke().to_vec();
     let phoff = u64::from_le_bytes(big[32..40].try_into().unwrap()) as usize;
     let phnum = u16::from_le_bytes(big[56..58].try_into().unwrap()) as usize;
     let last_load = (0..phnum)
@@ -499,23 +513,27 @@ fn bad_images_are_errors() {
         .rfind(|&ph| u32::from_le_bytes(big[ph..ph + 4].try_into().unwrap()) == 1)
         .unwrap();
     big[last_load + 40..last_load + 48].copy_from_slice(&(100 * MIB).to_le_bytes());
-    let err = vm::run(&config, &big, host.clone()).unwrap_err();
+    let err = vm::run(&config, &big, bus_of(host.clone())).unwrap_err();
     assert!(
         matches!(err, VmError::ImageTooLarge { have_mib: 64, .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("pass --mem"), "{err}");
+    assert!(err.to_string().contains("at least 101 MiB"), "{err}");
 
     let err = vm::run(
         &VmConfig {
             vcpus: 1,
             mem_bytes: 12345,
+            ..VmConfig::default()
         },
-        SMOKE,
-        host,
+        smoke(),
+        bus_of(host),
     )
     .unwrap_err();
-    assert!(matches!(err, VmError::Config(_)), "{err}");
+    assert!(
+        matches!(err, VmError::MemorySize { bytes: 12345, .. }),
+        "{err}"
+    );
 }
 
 #[test]

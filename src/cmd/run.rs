@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use pvabi_abi::version::{Version, V1_0, V1_1, V2_0_PREVIEW};
 use pvabi_host::dispatch::HostConfig;
-use pvabi_host::runner::{self, RunConfig, RunOutcome};
-use pvabi_host::vm::{VmConfig, VmEnd, MIB};
+use pvabi_host::runner::{self, RunConfig, RunError, RunOutcome};
+use pvabi_host::vm::{VmConfig, VmEnd, VmError, MIB};
 
 /// The guest shut down with code 0.
 pub const EXIT_SHUTDOWN_OK: u8 = 0;
@@ -146,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         vm: VmConfig {
             vcpus: args.vcpus,
             mem_bytes: args.mem,
+            ..VmConfig::default()
         },
         timeout: args.timeout,
     };
@@ -153,20 +154,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => (path.display().to_string(), runner::run_file(path, config)),
         None => (
             "the built-in demo guest".to_string(),
-            runner::run(runner::demo_guest(), config),
+            runner::run(pvabi_guest_images::demo(), config),
         ),
     };
     let _ = std::io::stdout().flush();
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            eprintln!("pvabi run: error: {e}");
+            eprintln!("pvabi run: error: {e}{}", flag_advice(&e));
             return Ok(ExitCode::from(EXIT_HOST_ERROR));
         }
     };
     let status = exit_status(&outcome.end);
     eprintln!("{}", summary(&what, &args, &outcome, status));
     Ok(ExitCode::from(status))
+}
+
+/// What to pass on the command line for an error the library reports about a setting.
+fn flag_advice(e: &RunError) -> String {
+    let vm = match e {
+        RunError::Vm(vm) | RunError::BadImage { source: vm, .. } => vm,
+        _ => return String::new(),
+    };
+    match vm {
+        VmError::MemorySize { .. } => "; pass --mem with e.g. 64M".into(),
+        VmError::ImageTooLarge { need_mib, .. } => format!("; pass --mem {need_mib}M (or more)"),
+        VmError::Memory { .. } => "; pass a smaller --mem".into(),
+        VmError::VcpuCount { max, .. } => format!("; pass --vcpus N with N from 1 to {max}"),
+        VmError::Thread(_) => "; pass a lower --vcpus".into(),
+        _ => String::new(),
+    }
 }
 
 /// The exit status for how the VM ended.
@@ -195,7 +212,7 @@ fn summary(what: &str, args: &Args, outcome: &RunOutcome, status: u8) -> String 
             if let Some(regs) = &report.regs {
                 details = format!("\n{regs}");
             }
-            format!("faulted on vCPU {}: {}", report.vcpu, report.reason)
+            format!("faulted on vCPU {}: {}", report.vcpu, report.fault)
         }
     };
     let mem = if args.mem.is_multiple_of(MIB) {
@@ -244,7 +261,7 @@ mod tests {
         assert_eq!(exit_status(&VmEnd::Crash("x".into())), 4);
         let fault = VmEnd::Fault(FaultReport {
             vcpu: 0,
-            reason: "x".into(),
+            fault: pvabi_host::vm::Fault::Host("x".into()),
             regs: None,
         });
         assert_eq!(exit_status(&fault), 5);

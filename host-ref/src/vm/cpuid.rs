@@ -68,12 +68,8 @@ pub(super) fn for_vcpu(base: &[kvm_cpuid_entry2], vcpu: u32) -> Result<CpuId, Vm
             _ => {}
         }
     }
-    CpuId::from_entries(&entries).map_err(|e| {
-        VmError::Config(format!(
-            "the CPUID table has {} entries, more than KVM accepts ({e:?}); the host supplies \
-             too many extra CPUID leaves",
-            entries.len()
-        ))
+    CpuId::from_entries(&entries).map_err(|_| VmError::CpuidTooLarge {
+        entries: entries.len(),
     })
 }
 

@@ -15,7 +15,9 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use super::testing::kvm_or_skip;
 use super::{boot, cpuid, memory, BOOT_STACK_TOP, MIB, PML4_ADDR};
 
-const SMOKE: &[u8] = include_bytes!(env!("PVABI_GUEST_SMOKE"));
+fn smoke() -> &'static [u8] {
+    pvabi_guest_images::smoke()
+}
 const MODE_X2APIC: u32 = 8;
 const TAG_HELLO: u32 = 0x01;
 const TAG_IRQ_HLT: u32 = 0x10;
@@ -34,7 +36,7 @@ fn in_kernel_irqchip_msi_probe() {
     let vm = Arc::new(kvm.create_vm().unwrap());
     vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
     boot::write_tables(&memory, mem_bytes).unwrap();
-    let entry = memory::load(&memory, mem_bytes, SMOKE).unwrap();
+    let entry = memory::load(&memory, mem_bytes, smoke()).unwrap();
     let region = memory.iter().next().unwrap();
     let host_addr = region.get_host_address(MemoryRegionAddress(0)).unwrap();
     // SAFETY: the region is a live mapping of `mem_bytes` bytes owned by `memory`, which

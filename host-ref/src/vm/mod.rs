@@ -2,10 +2,15 @@
 //!
 //! The layer knows nothing of pvabi call semantics. It boots a bare-metal x86-64 ELF
 //! straight into 64-bit mode, runs each vCPU on its own thread, and hands every port
-//! access (`in`/`out`) to a [`VmHost`], which decides what the ports mean (for pvabi:
-//! the doorbell at 0x5650, the ring-notify port at 0x5654). The host steers the VM
-//! through a cloneable [`VmCtl`]: guest memory, interrupts, starting secondary vCPUs,
-//! TLB flushes and ending the VM.
+//! access (`in`/`out`) to the [`PortBus`] it runs with, whose devices decide what the
+//! ports mean (for pvabi: the doorbell at 0x5650, the ring-notify port at 0x5654). The
+//! devices steer the VM through a cloneable [`VmCtl`]: guest memory, interrupts, starting
+//! secondary vCPUs, TLB flushes and ending the VM.
+//!
+//! The order of construction is the order of dependence: [`Vm::new`] creates the VM (RAM,
+//! image, vCPUs, CPUID); [`Vm::ctl`] hands out its control handle, from which the host
+//! builds what serves the guest (the pvabi dispatcher over a `KvmMachine`) and the devices
+//! on a [`PortBus`]; [`Vm::run`] runs the guest with that bus until it ends.
 //!
 //! # Guest memory map
 //!
@@ -44,7 +49,7 @@
 //! # CPUID
 //!
 //! Each vCPU gets KVM's supported CPUID set with the host's leaves
-//! ([`VmHost::cpuid_leaves`]) merged over it, and its index as APIC ID (leaf 1
+//! ([`VmConfig::cpuid`]) merged over it, and its index as APIC ID (leaf 1
 //! `EBX[31:24]`, leaves 0xB/0x1F EDX). If the host supplies any leaf in the hypervisor
 //! range 0x4000_0000..=0x4000_00FF, KVM's own hypervisor leaves are dropped.
 //!
@@ -79,15 +84,15 @@
 //! the VM ends). A `HLT` with IF=0 can never wake: the VM ends with
 //! [`VmEnd::Fault`]. So do a triple fault (`KVM_EXIT_SHUTDOWN`), `KVM_EXIT_INTERNAL_ERROR`,
 //! `KVM_EXIT_FAIL_ENTRY`, MMIO to an address without RAM, any other unexpected exit,
-//! the last running vCPU stopping, and a panic in a [`VmHost`] callback. Fault reports
-//! carry the vCPU index, the reason and the vCPU's registers.
+//! the last running vCPU stopping, and a panic in a port device. Fault reports carry the
+//! vCPU index, the [`Fault`] and the vCPU's registers.
 //!
 //! # Threads
 //!
 //! [`Vm::run`] creates one thread per vCPU, waits until the VM ends, calls
-//! [`VmHost::vm_ending`], kicks every vCPU and joins the threads. A host callback that
-//! blocks (e.g. "halt until an event") must return once the VM has ended
-//! ([`VmCtl::is_ended`], [`VmHost::vm_ending`]), or `run` cannot return.
+//! [`PortBus::vm_ending`], kicks every vCPU and joins the threads. A device that blocks
+//! (e.g. "halt until an event") must return once the VM has ended ([`VmCtl::is_ended`],
+//! [`PortDevice::vm_ending`](crate::bus::PortDevice::vm_ending)), or `run` cannot return.
 //!
 //! The kick signal handler is installed process-wide on first use (`SIGRTMIN`, with
 //! `SA_RESTART`); it only touches the `kvm_run` of the thread it interrupts.
@@ -97,20 +102,26 @@ mod cpuid;
 mod error;
 #[cfg(test)]
 mod irqchip_probe;
-mod memory;
+mod loader;
 pub mod testing;
-mod vcpu;
+mod vcpu_thread;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use pvabi_dispatch::sync::{lock, wait};
+use pvabi_dispatch::End;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 
+use crate::bus::PortBus;
+use loader as memory;
+use vcpu_thread as vcpu;
+
 pub use cpuid::HYPERVISOR_LEAVES;
-pub use error::VmError;
+pub use error::{Fault, VmError};
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
@@ -146,6 +157,9 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// Guest RAM in bytes (a multiple of 4 KiB, at most [`MAX_MEM_BYTES`]).
     pub mem_bytes: u64,
+    /// CPUID leaves `(function, index, [eax, ebx, ecx, edx])` merged over KVM's supported
+    /// set (for pvabi: `HostConfig::cpuid_leaves`).
+    pub cpuid: Vec<(u32, u32, [u32; 4])>,
 }
 
 impl Default for VmConfig {
@@ -153,39 +167,9 @@ impl Default for VmConfig {
         Self {
             vcpus: 1,
             mem_bytes: DEFAULT_MEM_BYTES,
+            cpuid: Vec::new(),
         }
     }
-}
-
-/// The registers of the x86-64 pvabi calling convention.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CallRegs {
-    /// Call code in, status out.
-    pub rax: u64,
-    /// Argument / result 1.
-    pub rdi: u64,
-    /// Argument / result 2.
-    pub rsi: u64,
-    /// Argument / result 3.
-    pub r8: u64,
-    /// Argument / result 4.
-    pub r9: u64,
-    /// Argument 5.
-    pub r10: u64,
-    /// Argument 6.
-    pub r11: u64,
-}
-
-/// What a vCPU does after a port access.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Resume the guest after the `in`/`out` instruction.
-    Resume,
-    /// Park this vCPU until [`VmCtl::start_vcpu`] starts it again. If it was the last
-    /// running vCPU, the VM ends with a fault ("all vCPUs stopped").
-    StopVcpu,
-    /// End the VM (all vCPUs stop; [`Vm::run`] returns this).
-    EndVm(VmEnd),
 }
 
 /// How a VM ended.
@@ -200,6 +184,16 @@ pub enum VmEnd {
     /// The guest could not go on: triple fault, unexpected exit, internal error,
     /// stuck vCPU, or a host callback that panicked.
     Fault(FaultReport),
+}
+
+impl From<End> for VmEnd {
+    fn from(end: End) -> Self {
+        match end {
+            End::Shutdown(code) => VmEnd::Shutdown(code),
+            End::Reboot => VmEnd::Reboot,
+            End::Crash(message) => VmEnd::Crash(message),
+        }
+    }
 }
 
 impl fmt::Display for VmEnd {
@@ -218,15 +212,15 @@ impl fmt::Display for VmEnd {
 pub struct FaultReport {
     /// The vCPU that faulted.
     pub vcpu: u32,
-    /// What happened, e.g. "triple fault (KVM_EXIT_SHUTDOWN)".
-    pub reason: String,
+    /// What happened.
+    pub fault: Fault,
     /// The vCPU's registers at that point, when they could be read.
     pub regs: Option<Box<GuestRegs>>,
 }
 
 impl fmt::Display for FaultReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "vCPU {}: {}", self.vcpu, self.reason)?;
+        write!(f, "vCPU {}: {}", self.vcpu, self.fault)?;
         if let Some(regs) = &self.regs {
             write!(f, "\n{regs}")?;
         }
@@ -312,30 +306,6 @@ impl fmt::Display for GuestRegs {
     }
 }
 
-/// The host side of a VM: what the ports mean. Implemented by the pvabi dispatcher
-/// (and by test hosts).
-pub trait VmHost: Send + Sync + 'static {
-    /// Extra CPUID leaves (function, index, [eax, ebx, ecx, edx]) merged over KVM's
-    /// supported set.
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])>;
-
-    /// An `out` to `port` (1, 2 or 4 bytes in `data`; more for string I/O). `regs` hold
-    /// the guest's call registers; changes are written back before the vCPU resumes.
-    /// It may block (e.g. "halt until event"), but must return once the VM has ended.
-    fn port_out(&self, vcpu: u32, port: u16, data: &[u8], regs: &mut CallRegs, ctl: &VmCtl)
-        -> Next;
-
-    /// An `in` from `port`: fill `data` (zeroed before the call).
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next;
-
-    /// Called once per vCPU thread before that vCPU first runs guest code.
-    fn vcpu_started(&self, _vcpu: u32, _ctl: &VmCtl) {}
-
-    /// Called once when the VM has ended (on the thread that called [`Vm::run`],
-    /// before the vCPU threads are joined): wake up any port handler that is blocked.
-    fn vm_ending(&self, _how: &VmEnd, _ctl: &VmCtl) {}
-}
-
 /// Which vCPUs [`VmCtl::flush_tlb`] flushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushTarget {
@@ -379,12 +349,6 @@ struct Shared {
     ended: AtomicBool,
     /// vCPUs running or being started; the VM ends when this drops to zero.
     active: Mutex<u32>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the data inconsistent
-    // (they guard plain values), so poisoning is ignored.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A cloneable handle the host uses, from any thread, to act on a VM.
@@ -433,15 +397,6 @@ impl VmCtl {
         if let Some(v) = self.shared.vcpus.get(vcpu as usize) {
             v.raise(vector);
         }
-    }
-
-    /// The privilege level (CPL, 0 to 3) of the `out` that vCPU `vcpu` is exiting for:
-    /// meaningful inside [`VmHost::port_out`] for that vCPU (a pvabi host must not perform
-    /// a call made outside ring 0). `None` for an index that does not exist or when the
-    /// level could not be read.
-    pub fn exit_cpl(&self, vcpu: u32) -> Option<u8> {
-        let cpl = self.shared.vcpus.get(vcpu as usize)?.exit_cpl();
-        (cpl <= 3).then_some(cpl)
     }
 
     /// Starts vCPU `vcpu` (parked: never started, or stopped) in 64-bit mode at
@@ -514,7 +469,7 @@ impl VmCtl {
         self.shared.ended.load(Ordering::SeqCst)
     }
 
-    /// Called by a vCPU thread that parks for good (Next::StopVcpu): ends the VM when
+    /// Called by a vCPU thread that parks for good (Outcome::StopVcpu): ends the VM when
     /// no vCPU is left running.
     fn vcpu_stopped(&self, vcpu: u32) {
         let last = {
@@ -525,10 +480,7 @@ impl VmCtl {
         if last {
             self.end(VmEnd::Fault(FaultReport {
                 vcpu,
-                reason: format!(
-                    "all vCPUs stopped: vCPU {vcpu} was the last one running and it stopped \
-                     (Next::StopVcpu) with no other vCPU running or starting"
-                ),
+                fault: Fault::AllStopped(vcpu),
                 regs: None,
             }));
         }
@@ -538,7 +490,6 @@ impl VmCtl {
 /// A created VM, ready to run: guest RAM allocated, image loaded, vCPUs configured.
 pub struct Vm {
     ctl: VmCtl,
-    host: Arc<dyn VmHost>,
     vcpu_fds: Vec<VcpuFd>,
     sync_regs: bool,
 }
@@ -578,19 +529,22 @@ fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 
 impl Vm {
     /// Creates the VM: checks the configuration, allocates guest RAM, writes the boot
-    /// tables, loads `elf_image` and configures every vCPU. Nothing runs yet.
-    pub fn new(
-        config: &VmConfig,
-        elf_image: &[u8],
-        host: Arc<dyn VmHost>,
-    ) -> Result<Self, VmError> {
+    /// tables, loads `elf_image` and configures every vCPU (with `config.cpuid`). Nothing
+    /// runs yet: [`ctl`](Self::ctl) gives the handle to build the host from, then
+    /// [`run`](Self::run) runs it.
+    pub fn new(config: &VmConfig, elf_image: &[u8]) -> Result<Self, VmError> {
         let mem_bytes = config.mem_bytes;
         if !mem_bytes.is_multiple_of(4096) || !(4 * MIB..=MAX_MEM_BYTES).contains(&mem_bytes) {
-            return Err(VmError::Config(format!(
-                "guest memory must be a multiple of 4 KiB between 4 MiB and {} GiB, not {mem_bytes} \
-                 bytes; pass --mem with e.g. 64M",
-                MAX_MEM_BYTES / GIB
-            )));
+            return Err(VmError::MemorySize {
+                bytes: mem_bytes,
+                max_gib: MAX_MEM_BYTES / GIB,
+            });
+        }
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(VmError::VcpuCount {
+                requested: config.vcpus,
+                max: MAX_VCPUS,
+            });
         }
         // Check the image before touching KVM, so a bad image is reported as such on
         // any machine.
@@ -599,10 +553,10 @@ impl Vm {
         let kvm = open_kvm()?;
         let max_vcpus = (kvm.check_extension_int(Cap::MaxVcpus).max(1) as u32).min(MAX_VCPUS);
         if config.vcpus == 0 || config.vcpus > max_vcpus {
-            return Err(VmError::Config(format!(
-                "{} vCPUs requested; this host supports 1 to {max_vcpus}; pass --vcpus N within that range",
-                config.vcpus
-            )));
+            return Err(VmError::VcpuCount {
+                requested: config.vcpus,
+                max: max_vcpus,
+            });
         }
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
 
@@ -635,7 +589,7 @@ impl Vm {
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let base_cpuid = cpuid::merge(supported.as_slice(), &host.cpuid_leaves());
+        let base_cpuid = cpuid::merge(supported.as_slice(), &config.cpuid);
 
         let mut vcpu_fds = Vec::with_capacity(config.vcpus as usize);
         for i in 0..config.vcpus {
@@ -676,7 +630,6 @@ impl Vm {
         let sync_regs = vm_sync_regs(&kvm);
         Ok(Self {
             ctl: VmCtl { shared },
-            host,
             vcpu_fds,
             sync_regs,
         })
@@ -687,30 +640,33 @@ impl Vm {
         self.ctl.clone()
     }
 
-    /// Runs the VM until it ends and returns how it ended. Guest failures are
-    /// [`VmEnd::Fault`]s, not errors; an error means the VM could not run at all.
-    pub fn run(self) -> Result<VmEnd, VmError> {
+    /// Runs the VM with `bus` answering its port accesses until it ends, and returns how it
+    /// ended. Guest failures are [`VmEnd::Fault`]s, not errors; an error means the VM could
+    /// not run at all.
+    pub fn run(self, bus: Arc<PortBus>) -> Result<VmEnd, VmError> {
         let Vm {
             ctl,
-            host,
             vcpu_fds,
             sync_regs,
         } = self;
         let mut threads = Vec::with_capacity(vcpu_fds.len());
         for (index, fd) in vcpu_fds.into_iter().enumerate() {
             let thread_ctl = ctl.clone();
-            let thread_host = host.clone();
+            let thread_bus = bus.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
-                    vcpu::thread_main(thread_ctl, thread_host, index as u32, fd, sync_regs)
+                    vcpu::thread_main(thread_ctl, thread_bus, index as u32, fd, sync_regs)
                 });
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
                     ctl.end(VmEnd::Fault(FaultReport {
                         vcpu: index as u32,
-                        reason: format!("could not start the thread of vCPU {index}: {e}"),
+                        fault: Fault::Thread {
+                            vcpu: index as u32,
+                            error: e.to_string(),
+                        },
                         regs: None,
                     }));
                     for t in threads {
@@ -724,15 +680,11 @@ impl Vm {
         let end = {
             let mut end = lock(&ctl.shared.end);
             while end.is_none() {
-                end = ctl
-                    .shared
-                    .end_cv
-                    .wait(end)
-                    .unwrap_or_else(|e| e.into_inner());
+                end = wait(&ctl.shared.end_cv, end);
             }
             end.clone().expect("checked above")
         };
-        host.vm_ending(&end, &ctl);
+        bus.vm_ending();
         for v in &ctl.shared.vcpus {
             v.kick();
         }
@@ -744,8 +696,8 @@ impl Vm {
     }
 }
 
-/// Creates a VM for `elf_image` and runs it until it ends (see [`Vm::new`] and
+/// Creates a VM for `elf_image` and runs it with `bus` until it ends (see [`Vm::new`] and
 /// [`Vm::run`]).
-pub fn run(config: &VmConfig, elf_image: &[u8], host: Arc<dyn VmHost>) -> Result<VmEnd, VmError> {
-    Vm::new(config, elf_image, host)?.run()
+pub fn run(config: &VmConfig, elf_image: &[u8], bus: Arc<PortBus>) -> Result<VmEnd, VmError> {
+    Vm::new(config, elf_image)?.run(bus)
 }

@@ -1,0 +1,189 @@
+//! Events family: the per-vCPU event queue, masking, and coalesced interrupts.
+//!
+//! Posting appends at the host's own `tail` (never read back from guest memory), reading the
+//! guest's `head` once as a copied value; a full (or nonsensical) queue drops the event and
+//! counts it. The interrupt is raised only for an unmasked kind while `interrupt_pending` is
+//! 0, and the host then sets it to 1: a burst costs one interrupt. Without a queue, events
+//! latch a flag that wakes VCPU_HALT.
+
+use std::mem::offset_of;
+
+use pvabi_abi::calls::Call;
+use pvabi_abi::events::{
+    Event, EventKind, EventQueueHeader, EVENT_QUEUE_CAPACITY, EVENT_QUEUE_ENTRIES_OFFSET,
+};
+use pvabi_abi::status::Status;
+use zerocopy::IntoBytes;
+
+use crate::guest_mem;
+use crate::machine::Machine;
+use crate::state::{EventQueue, Inner, Owner, VcpuState};
+use crate::sync::{lock, write_lock};
+use crate::{done, Reply, Req};
+
+const HEAD: u64 = offset_of!(EventQueueHeader, head) as u64;
+const TAIL: u64 = offset_of!(EventQueueHeader, tail) as u64;
+const PENDING: u64 = offset_of!(EventQueueHeader, interrupt_pending) as u64;
+const DROPPED: u64 = offset_of!(EventQueueHeader, dropped) as u64;
+const EVENT_SIZE: u64 = size_of::<Event>() as u64;
+
+pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
+    match r.call {
+        // `vector` is 32..=255 (check 5).
+        Call::EventsSetQueue => set_queue(h, r.vcpu, r.block.page_arg(), r.args[1] as u8),
+        Call::EventsSetMask => set_mask(h, r.vcpu, r.args[0]),
+        Call::EventsSend => {
+            // `vcpu` is a valid index (check 5).
+            h.post_event(r.args[0] as u32, EventKind::User, r.vcpu, r.args[1]);
+            done(&[])
+        }
+        _ => Err(Status::NotSupported),
+    }
+}
+
+fn set_queue<M: Machine>(
+    h: &Inner<M>,
+    vcpu: u32,
+    page: Option<u64>,
+    vector: u8,
+) -> Result<Reply, Status> {
+    let owner = Owner::EventQueue(vcpu);
+    let new = match page {
+        Some(gpa) => {
+            write_lock(&h.vm).claim(&[(gpa, owner)])?;
+            let header = EventQueueHeader {
+                capacity: EVENT_QUEUE_CAPACITY,
+                ..Default::default()
+            };
+            guest_mem::write(h.machine.memory(), gpa, header.as_bytes());
+            Some(EventQueue {
+                gpa,
+                vector,
+                tail: 0,
+                dropped: 0,
+            })
+        }
+        None => None,
+    };
+    let slot = &h.vcpus[vcpu as usize];
+    let old = {
+        let mut st = lock(&slot.state);
+        if new.is_some() {
+            // From now on pending events are the queue's entries.
+            st.latched = false;
+        }
+        std::mem::replace(&mut st.queue, new)
+    };
+    if let Some(old) = old {
+        write_lock(&h.vm).release(old.gpa, owner);
+    }
+    done(&[])
+}
+
+fn set_mask<M: Machine>(h: &Inner<M>, vcpu: u32, mask: u64) -> Result<Reply, Status> {
+    let slot = &h.vcpus[vcpu as usize];
+    let mut st = lock(&slot.state);
+    let previous = std::mem::replace(&mut st.mask, mask);
+    let unmasked = previous & !mask;
+    if unmasked != 0 {
+        if let Some(q) = st.queue {
+            if h.queued_kind_in(&q, unmasked) && h.raise_if_idle(vcpu, &q) {
+                h.record(|r| r.interrupts_raised += 1);
+            }
+        }
+    }
+    done(&[previous])
+}
+
+impl<M: Machine> Inner<M> {
+    /// Posts an event to `target` (ignored for an index out of range) and wakes its HALT.
+    pub(crate) fn post_event(&self, target: u32, kind: EventKind, source: u32, data: u64) {
+        let Some(slot) = self.vcpus.get(target as usize) else {
+            return;
+        };
+        let mem = self.machine.memory();
+        let (mut posted, mut dropped, mut latched, mut raised) = (0, 0, 0, 0);
+        {
+            let mut st = lock(&slot.state);
+            let masked = st.mask & kind.mask_bit() != 0;
+            match st.queue.as_mut() {
+                None => {
+                    st.latched = true;
+                    latched = 1;
+                }
+                Some(q) => {
+                    // The guest's head, read once; a head "ahead" of the tail looks full.
+                    let head = guest_mem::load_u32(mem, q.gpa + HEAD).unwrap_or(q.tail);
+                    if q.tail.wrapping_sub(head) >= EVENT_QUEUE_CAPACITY {
+                        q.dropped = q.dropped.wrapping_add(1);
+                        guest_mem::store_u32(mem, q.gpa + DROPPED, q.dropped);
+                        dropped = 1;
+                    } else {
+                        let event = Event {
+                            kind: kind as u32,
+                            source,
+                            data,
+                        };
+                        let slot_gpa = q.gpa
+                            + EVENT_QUEUE_ENTRIES_OFFSET
+                            + u64::from(q.tail % EVENT_QUEUE_CAPACITY) * EVENT_SIZE;
+                        guest_mem::write(mem, slot_gpa, event.as_bytes());
+                        q.tail = q.tail.wrapping_add(1);
+                        // The entry is written before the tail that publishes it.
+                        guest_mem::store_u32(mem, q.gpa + TAIL, q.tail);
+                        posted = 1;
+                        let q = *q;
+                        if !masked && self.raise_if_idle(target, &q) {
+                            raised = 1;
+                        }
+                    }
+                }
+            }
+            // Counted before anyone can be woken by the event.
+            self.record(|r| {
+                r.events_posted += posted;
+                r.events_dropped += dropped;
+                r.events_latched += latched;
+                r.interrupts_raised += raised;
+            });
+        }
+        slot.wake.notify_all();
+    }
+
+    /// Raises the queue's interrupt unless one is pending (`interrupt_pending` != 0); sets
+    /// `interrupt_pending` to 1 first. Returns whether it raised.
+    fn raise_if_idle(&self, vcpu: u32, q: &EventQueue) -> bool {
+        let mem = self.machine.memory();
+        // After the tail store: either the guest sees the new tail after clearing the flag,
+        // or the host sees the cleared flag here.
+        let pending = guest_mem::load_u32(mem, q.gpa + PENDING).unwrap_or(1);
+        if pending != 0 {
+            return false;
+        }
+        guest_mem::store_u32(mem, q.gpa + PENDING, 1);
+        self.machine.raise_interrupt(vcpu, q.vector);
+        true
+    }
+
+    /// Whether an unconsumed entry of the queue has a kind in `kinds` (a mask).
+    fn queued_kind_in(&self, q: &EventQueue, kinds: u64) -> bool {
+        let mem = self.machine.memory();
+        let head = guest_mem::load_u32(mem, q.gpa + HEAD).unwrap_or(q.tail);
+        let queued = q.tail.wrapping_sub(head).min(EVENT_QUEUE_CAPACITY);
+        (0..queued).any(|i| {
+            let index = head.wrapping_add(i) % EVENT_QUEUE_CAPACITY;
+            let gpa = q.gpa + EVENT_QUEUE_ENTRIES_OFFSET + u64::from(index) * EVENT_SIZE;
+            guest_mem::load_u32(mem, gpa).is_some_and(|kind| kind < 64 && kinds & (1 << kind) != 0)
+        })
+    }
+
+    /// Whether an event is pending for HALT: queue not empty, or (without a queue) the
+    /// latched flag, which this consumes.
+    pub(crate) fn take_pending(&self, st: &mut VcpuState) -> bool {
+        match &st.queue {
+            Some(q) => guest_mem::load_u32(self.machine.memory(), q.gpa + HEAD)
+                .is_some_and(|head| head != q.tail),
+            None => std::mem::take(&mut st.latched),
+        }
+    }
+}

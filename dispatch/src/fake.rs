@@ -1,0 +1,119 @@
+//! A [`Machine`] without KVM, for unit tests and fuzzing: a few MiB of guest RAM and a log of
+//! what the dispatcher asked the machine to do.
+
+use std::sync::{Mutex, MutexGuard};
+
+use pvabi_abi::status::Status;
+use pvabi_abi::vcpu::VcpuStartState;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::machine::Machine;
+
+/// A hook run inside [`Machine::start_vcpu`], with guest RAM (tests use it to change guest
+/// memory while the dispatcher handles a call).
+pub type MemoryHook = Box<dyn Fn(&GuestMemoryMmap) + Send + Sync>;
+
+/// What a [`FakeMachine`] was asked to do, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FakeLog {
+    /// `(vCPU, vector)` of every raised interrupt.
+    pub interrupts: Vec<(u32, u8)>,
+    /// `(vCPU, state)` of every accepted start.
+    pub starts: Vec<(u32, VcpuStartState)>,
+    /// Every TLB flush target (`None` = all).
+    pub flushes: Vec<Option<u32>>,
+    /// Every page handed to `release_pages`.
+    pub released: Vec<u64>,
+}
+
+/// A fake machine: guest RAM from guest-physical 0, and a [`FakeLog`].
+pub struct FakeMachine {
+    memory: GuestMemoryMmap,
+    vcpus: u32,
+    log: Mutex<FakeLog>,
+    refuse_starts: Mutex<Option<Status>>,
+    start_hook: Mutex<Option<MemoryHook>>,
+}
+
+impl std::fmt::Debug for FakeMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeMachine")
+            .field("vcpus", &self.vcpus)
+            .field("log", &*self.log())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeMachine {
+    /// `mem_bytes` of zeroed RAM (a multiple of 4 KiB) and `vcpus` vCPUs.
+    ///
+    /// # Panics
+    /// If the RAM cannot be allocated (a test set-up failure).
+    pub fn new(mem_bytes: usize, vcpus: u32) -> Self {
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_bytes)])
+            .expect("allocate fake guest RAM");
+        FakeMachine {
+            memory,
+            vcpus,
+            log: Mutex::new(FakeLog::default()),
+            refuse_starts: Mutex::new(None),
+            start_hook: Mutex::new(None),
+        }
+    }
+
+    /// What the machine was asked so far.
+    pub fn log(&self) -> MutexGuard<'_, FakeLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every later `start_vcpu` fail with `status` (`None`: accept again).
+    pub fn refuse_starts(&self, status: Option<Status>) {
+        *self.refuse_starts.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// Runs `hook` inside every later `start_vcpu`, before it records the start.
+    pub fn on_start(&self, hook: MemoryHook) {
+        *self.start_hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+}
+
+impl Machine for FakeMachine {
+    type Memory = GuestMemoryMmap;
+
+    fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    fn vcpu_count(&self) -> u32 {
+        self.vcpus
+    }
+
+    fn raise_interrupt(&self, vcpu: u32, vector: u8) {
+        self.log().interrupts.push((vcpu, vector));
+    }
+
+    fn start_vcpu(&self, vcpu: u32, state: &VcpuStartState) -> Result<(), Status> {
+        if let Some(hook) = &*self.start_hook.lock().unwrap_or_else(|e| e.into_inner()) {
+            hook(&self.memory);
+        }
+        if let Some(s) = *self.refuse_starts.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(s);
+        }
+        self.log().starts.push((vcpu, *state));
+        Ok(())
+    }
+
+    fn flush_tlb(&self, target: Option<u32>) {
+        self.log().flushes.push(target);
+    }
+
+    fn release_pages(&self, gpas: &[u64]) {
+        let zero = [0u8; 4096];
+        for &gpa in gpas {
+            // The dispatcher only hands over RAM pages; a failure would be a dispatcher bug
+            // that the tests then see as non-zero memory.
+            let _ = self.memory.write_slice(&zero, GuestAddress(gpa));
+        }
+        self.log().released.extend_from_slice(gpas);
+    }
+}

@@ -1,0 +1,537 @@
+//! `pvabi-dispatch`: the pvabi dispatcher, as a library any VMM can embed.
+//!
+//! It turns a doorbell exit (vCPU, privilege level, [`CallRegs`]) into the answer the spec
+//! defines, and tells the VMM what the vCPU does next ([`Outcome`]). It knows nothing of
+//! KVM: what it needs from the VMM is the [`Machine`] trait (guest RAM through any
+//! [`vm_memory`] backend, interrupts, starting vCPUs, TLB flushes), so the same dispatcher
+//! serves the reference host over KVM, a VMM with its own memory type, unit tests and
+//! fuzzers. It never trusts a byte the guest wrote: every block is checked, copied once, and
+//! parsed from the copy.
+//!
+//! # One call, end to end
+//!
+//! ```text
+//! VMM exit ──► CallRegs ──► Dispatcher::call ──► checks 1-9, one copy ──► family handler
+//!                                                                       │
+//! VMM resumes ◄── CallRegs (status, results) ◄──────────── Outcome ◄────┘
+//! ```
+//!
+//! 1. The VMM copies the guest's `rax, rdi, rsi, r8..r11` into a [`CallRegs`] and calls
+//!    [`Dispatcher::call`] with the exit's vCPU, privilege level and access width
+//!    ([`Doorbell`]). (Or it hands every port access to [`Dispatcher::port_out`] /
+//!    [`Dispatcher::port_in`], which know the pvabi ports.)
+//! 2. `check.rs` runs the generic checks in the spec's [`CHECK_ORDER`], driven by the call's
+//!    [`CallDescriptor`] and a per-call table compiled from the [`HostConfig`]: code known
+//!    and implemented, negotiated, feature granted, allowed in this context, register
+//!    arguments, then the memory block: alignment, page crossing, guest RAM, not host-owned,
+//!    and the one copy of its bytes. Sync-point calls drain the caller's deferred queue after
+//!    the register checks and before the block is copied.
+//! 3. The family handler (`base.rs`, `console.rs`, `time.rs`, `events.rs`, `memory.rs`,
+//!    `vcpu.rs`, `system.rs`, `batch.rs`, `ring.rs`) parses the copy with zerocopy's
+//!    `TryFromBytes` and checks the call-specific conditions, then acts.
+//! 4. The answer is written back into the same [`CallRegs`]: the status in `rax`, and on
+//!    SUCCESS (or INCOMPLETE) the results the call defines. With [`HostConfig::strict`] the
+//!    result registers the guest must not read are poisoned with [`POISON`]. The VMM copies
+//!    them back to the vCPU and acts on the [`Outcome`].
+//!
+//! MULTICALL entries, deferred-queue entries and ring submissions go through the same core
+//! (steps 2 and 3) with their own context.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pvabi_abi::calls::Call;
+//! use pvabi_abi::status::Status;
+//! use pvabi_abi::vcpu::VcpuStartState;
+//! use pvabi_dispatch::{CallRegs, ConsoleSink, Dispatcher, Doorbell, HostConfig, Machine, Outcome};
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//!
+//! /// The VMM's side: guest RAM and the vCPU operations some calls need.
+//! struct MyVm {
+//!     ram: GuestMemoryMmap,
+//! }
+//!
+//! impl Machine for MyVm {
+//!     type Memory = GuestMemoryMmap;
+//!     fn memory(&self) -> &GuestMemoryMmap { &self.ram }
+//!     fn vcpu_count(&self) -> u32 { 1 }
+//!     fn raise_interrupt(&self, _vcpu: u32, _vector: u8) { /* inject it */ }
+//!     fn start_vcpu(&self, _vcpu: u32, _s: &VcpuStartState) -> Result<(), Status> {
+//!         Err(Status::InvalidState) // a one-vCPU VM has nothing to start
+//!     }
+//!     fn flush_tlb(&self, _target: Option<u32>) {}
+//!     fn release_pages(&self, _gpas: &[u64]) {}
+//! }
+//!
+//! let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+//! let config = HostConfig { console: ConsoleSink::Discard, ..HostConfig::default() };
+//! let dispatcher = Dispatcher::new(config, Arc::new(MyVm { ram })).unwrap();
+//!
+//! // The guest executed `out dx, eax` on the doorbell with GET_SPEC_VERSION in rax.
+//! let mut regs = CallRegs::new(Call::GetSpecVersion, &[]);
+//! let outcome = dispatcher.call(Doorbell::ring0(0), &mut regs);
+//! assert_eq!(outcome, Outcome::Resume);
+//! assert_eq!(regs.status(), Some(Status::Success));
+//! ```
+//!
+//! # Threads and locks
+//!
+//! The dispatcher is shared by every vCPU thread and runs its own threads (time-page
+//! refresh, one-shot timers, HOST_POLLED ring pollers), started on first use and stopped by
+//! [`Dispatcher::shutdown`] (also on drop). The hot path takes no VM-wide mutex: the
+//! negotiated state is set once and read without a lock, call counters are per-vCPU
+//! atomics, host-owned pages are read under a shared (read) lock, and recording of effects
+//! is off unless [`HostConfig::record_effects`] asks for it. Lock order, outermost first: a
+//! vCPU's ring, its deferred queue, a vCPU's state, then the leaf locks (VM state, timers,
+//! time page, report). No lock is held across a call that could take an outer one.
+//!
+//! # Features
+//!
+//! `test-util` adds [`FakeMachine`], a [`Machine`] over plain memory that logs what it was
+//! asked to do, for tests of code built on the dispatcher. It is not in the default build.
+//!
+//! [`CHECK_ORDER`]: pvabi_abi::status::CHECK_ORDER
+//! [`CallDescriptor`]: pvabi_abi::calls::CallDescriptor
+
+mod base;
+mod batch;
+mod call_table;
+mod check;
+pub mod config;
+mod console;
+mod events;
+#[cfg(any(test, feature = "test-util"))]
+mod fake;
+mod guest_mem;
+mod machine;
+mod memory;
+pub mod report;
+mod ring;
+mod state;
+pub mod sync;
+mod system;
+mod time;
+mod vcpu;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pvabi_abi::calls::{Call, Family};
+use pvabi_abi::convention::DOORBELL_WIDTH;
+use pvabi_abi::features::Features;
+use pvabi_abi::status::Status;
+use pvabi_abi::version::Version;
+
+pub use config::{
+    ConfigError, ConsoleSink, FeatureOffer, HostConfig, ImplVersion, IMPL_NAME_REFERENCE, POISON,
+};
+#[cfg(any(test, feature = "test-util"))]
+pub use fake::{FakeLog, FakeMachine, MemoryHook};
+pub use machine::Machine;
+pub use report::Report;
+
+use check::{Block, Ctx};
+use state::Inner;
+
+/// The registers of one pvabi call in the x86-64 binding (CONV rules): the call code in
+/// `rax` and up to six arguments in `rdi, rsi, r8, r9, r10, r11` going in; the status in
+/// `rax` and up to four results in `rdi, rsi, r8, r9` coming out.
+///
+/// It is the one register type on the path from a guest's call to the host's answer: the
+/// VMM fills it from the exit, the dispatcher answers in it, and the VMM writes it back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallRegs {
+    /// Call code in, status out.
+    pub rax: u64,
+    /// Argument / result 1.
+    pub rdi: u64,
+    /// Argument / result 2.
+    pub rsi: u64,
+    /// Argument / result 3.
+    pub r8: u64,
+    /// Argument / result 4.
+    pub r9: u64,
+    /// Argument 5.
+    pub r10: u64,
+    /// Argument 6.
+    pub r11: u64,
+}
+
+impl CallRegs {
+    /// The registers of `call` with `args` (at most six; missing ones are 0).
+    ///
+    /// # Panics
+    /// If more than six arguments are given.
+    pub fn new(call: Call, args: &[u64]) -> Self {
+        Self::raw(u64::from(call.code()), args)
+    }
+
+    /// The registers of a raw call code (defined or not) with `args` (at most six).
+    ///
+    /// # Panics
+    /// If more than six arguments are given.
+    pub fn raw(code: u64, args: &[u64]) -> Self {
+        assert!(args.len() <= 6, "a pvabi call has at most six arguments");
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        CallRegs {
+            rax: code,
+            rdi: a[0],
+            rsi: a[1],
+            r8: a[2],
+            r9: a[3],
+            r10: a[4],
+            r11: a[5],
+        }
+    }
+
+    /// The six argument registers, in order.
+    pub fn args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.r8, self.r9, self.r10, self.r11]
+    }
+
+    /// The four result registers, in order.
+    pub fn results(&self) -> [u64; 4] {
+        [self.rdi, self.rsi, self.r8, self.r9]
+    }
+
+    /// `rax` as a status (after a call), if it is a defined one.
+    pub fn status(&self) -> Option<Status> {
+        Status::from_raw(self.rax)
+    }
+
+    fn result_mut(&mut self) -> [&mut u64; 4] {
+        [&mut self.rdi, &mut self.rsi, &mut self.r8, &mut self.r9]
+    }
+}
+
+/// What the VMM knows about a doorbell access from the exit itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Doorbell {
+    /// The vCPU that made the access (0-based index).
+    pub vcpu: u32,
+    /// Its privilege level (0 to 3; CS.RPL or SS.DPL in 64-bit mode). Only ring 0 may call
+    /// (CONV-013), unless [`HostConfig::allow_user_mode_calls`] is set.
+    pub cpl: u8,
+    /// The access width in bytes (only [`DOORBELL_WIDTH`] performs a call: CONV-008).
+    pub width: u8,
+}
+
+impl Doorbell {
+    /// A 32-bit doorbell write from ring 0 of `vcpu`: the access every call is.
+    pub const fn ring0(vcpu: u32) -> Self {
+        Doorbell {
+            vcpu,
+            cpl: 0,
+            width: DOORBELL_WIDTH as u8,
+        }
+    }
+}
+
+/// What the vCPU does after a call: the one outcome type from the dispatcher to the VMM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Return to the guest (the registers hold the answer).
+    Resume,
+    /// The calling vCPU stopped (VCPU_STOP): park it until VCPU_START.
+    StopVcpu,
+    /// The guest ended the VM.
+    End(End),
+}
+
+/// How the guest ended the VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// SYSTEM_SHUTDOWN with this exit code.
+    Shutdown(u32),
+    /// SYSTEM_REBOOT.
+    Reboot,
+    /// SYSTEM_CRASH with this message (lossy UTF-8, at most 4096 bytes).
+    Crash(String),
+}
+
+/// A handler's answer to a call that succeeded (or was preempted): its results and what the
+/// vCPU does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Reply {
+    /// SUCCESS, or INCOMPLETE (MULTICALL's resume index and count in the results).
+    pub status: Status,
+    /// `r0..r3` (the ones the call does not define are 0).
+    pub results: [u64; 4],
+    /// What the vCPU does next.
+    pub then: Outcome,
+}
+
+impl Reply {
+    /// SUCCESS with no results, then `then`.
+    pub fn then(then: Outcome) -> Self {
+        Reply {
+            status: Status::Success,
+            results: [0; 4],
+            then,
+        }
+    }
+}
+
+/// SUCCESS with up to four results.
+pub(crate) fn done(results: &[u64]) -> Result<Reply, Status> {
+    let mut r = [0u64; 4];
+    r[..results.len()].copy_from_slice(results);
+    Ok(Reply {
+        status: Status::Success,
+        results: r,
+        then: Outcome::Resume,
+    })
+}
+
+/// A call that passed the generic checks, with the one copy of its memory block.
+#[derive(Debug)]
+pub(crate) struct Req {
+    /// The vCPU the call runs for (the caller, or the owner of a ring or deferred queue).
+    pub vcpu: u32,
+    /// The call.
+    pub call: Call,
+    /// `a0..a5`.
+    pub args: [u64; 6],
+    /// The checked (and, for structures, byte buffers and arrays, copied) memory block.
+    pub block: Block,
+}
+
+/// The pvabi dispatcher: one per VM, shared by all vCPU threads.
+pub struct Dispatcher<M: Machine> {
+    inner: Arc<Inner<M>>,
+}
+
+impl<M: Machine> std::fmt::Debug for Dispatcher<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Machine> Dispatcher<M> {
+    /// A dispatcher serving `config` over `machine`. Fails if the configuration is incoherent
+    /// or its vCPU count differs from the machine's. This is the one place a configuration
+    /// is validated.
+    pub fn new(config: HostConfig, machine: Arc<M>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if machine.vcpu_count() != config.vcpus {
+            return Err(ConfigError::VcpuMismatch {
+                config: config.vcpus,
+                machine: machine.vcpu_count(),
+            });
+        }
+        Ok(Dispatcher {
+            inner: Inner::new(config, machine),
+        })
+    }
+
+    /// Handles one doorbell access: `regs.rax` holds the code and `rdi..r11` the arguments;
+    /// on return `rax` holds the status and, on SUCCESS, `rdi, rsi, r8, r9` the results the
+    /// call defines (other registers are left alone, or poisoned when strict).
+    ///
+    /// An access of another width than [`DOORBELL_WIDTH`] (CONV-008), or from outside ring 0
+    /// (CONV-013), performs no call and answers NOT_SUPPORTED. May block (VCPU_HALT) until an
+    /// event, the timeout, or [`shutdown`](Self::shutdown).
+    pub fn call(&self, exit: Doorbell, regs: &mut CallRegs) -> Outcome {
+        let inner = &self.inner;
+        if exit.vcpu >= inner.vcpu_count() {
+            // A VMM bug (it passes real indices), answered without panicking.
+            regs.rax = Status::InvalidState.raw();
+            return Outcome::Resume;
+        }
+        let user_mode = exit.cpl != 0 && !inner.config.allow_user_mode_calls;
+        if user_mode || u32::from(exit.width) != DOORBELL_WIDTH {
+            // No call, and nothing else changes (CONV-008, CONV-013).
+            regs.rax = Status::NotSupported.raw();
+            return Outcome::Resume;
+        }
+        let vcpu = exit.vcpu;
+        let started = Instant::now();
+        let code = regs.rax;
+        let call = Call::from_code(code);
+        let answer = inner.execute(vcpu, Ctx::Direct, code, regs.args());
+        // Time spent waiting at the guest's request is not stolen from it, and a steal page
+        // starts at zero after the call that registers it.
+        if !matches!(
+            call,
+            Some(Call::VcpuHalt | Call::VcpuYield | Call::TimeSetStealPage)
+        ) {
+            inner.account_steal(vcpu, started.elapsed());
+        }
+        let defined = call.map_or(0, |c| c.descriptor().results.len());
+        let strict = inner.config.strict;
+        match answer {
+            Ok(reply) => {
+                regs.rax = reply.status.raw();
+                let resumes = reply.then == Outcome::Resume;
+                for (i, reg) in regs.result_mut().into_iter().enumerate() {
+                    if i < defined {
+                        *reg = reply.results[i];
+                    } else if strict && resumes {
+                        *reg = POISON;
+                    }
+                }
+                reply.then
+            }
+            Err(status) => {
+                regs.rax = status.raw();
+                if strict {
+                    regs.result_mut().into_iter().for_each(|r| *r = POISON);
+                }
+                Outcome::Resume
+            }
+        }
+    }
+
+    /// A write of `vcpu`'s index to the ring-notify port: process that vCPU's submission
+    /// ring (DOORBELL mode) or wake its poller (HOST_POLLED). Ignored for a vCPU without a
+    /// ring or an index out of range. Never blocks on the guest.
+    pub fn ring_notify(&self, vcpu: u32) {
+        self.inner.ring_notify(vcpu);
+    }
+
+    /// An `out` of `data` to `port` by `vcpu` at privilege level `cpl`, for a VMM that hands
+    /// every port write to the dispatcher: the doorbell port performs a [`call`](Self::call),
+    /// a 32-bit write to the ring-notify port a [`ring_notify`](Self::ring_notify) (other
+    /// widths there are ignored). `None`: the port is not one of pvabi's.
+    pub fn port_out(
+        &self,
+        vcpu: u32,
+        cpl: u8,
+        port: u16,
+        data: &[u8],
+        regs: &mut CallRegs,
+    ) -> Option<Outcome> {
+        let c = &self.inner.config;
+        if port == c.doorbell_port {
+            let width = u8::try_from(data.len()).unwrap_or(u8::MAX);
+            return Some(self.call(Doorbell { vcpu, cpl, width }, regs));
+        }
+        if port == c.ring_notify_port {
+            if let Ok(index) = <[u8; 4]>::try_from(data) {
+                self.ring_notify(u32::from_le_bytes(index));
+            }
+            return Some(Outcome::Resume);
+        }
+        None
+    }
+
+    /// An `in` from `port`: no pvabi port is readable, so a read of one performs no call and
+    /// completes with all bits set, as for a port no device claims (CONV-009). Returns
+    /// whether the port is one of pvabi's (`data` is untouched otherwise).
+    pub fn port_in(&self, port: u16, data: &mut [u8]) -> bool {
+        let c = &self.inner.config;
+        let ours = port == c.doorbell_port || port == c.ring_notify_port;
+        if ours {
+            data.fill(0xff);
+        }
+        ours
+    }
+
+    /// The CPUID leaves to expose (see [`HostConfig::cpuid_leaves`]).
+    pub fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
+        self.inner.config.cpuid_leaves()
+    }
+
+    /// The configuration served.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// The machine served.
+    pub fn machine(&self) -> &Arc<M> {
+        &self.inner.machine
+    }
+
+    /// The version and features NEGOTIATE settled on, if it succeeded.
+    pub fn negotiated(&self) -> Option<(Version, Features)> {
+        self.inner.negotiated().map(|n| (n.version, n.granted))
+    }
+
+    /// A snapshot of what the host recorded.
+    pub fn report(&self) -> Report {
+        self.inner.report_snapshot()
+    }
+
+    /// Stops the dispatcher's threads and wakes every blocked VCPU_HALT (it returns TIMEOUT).
+    /// Call it when the VM ends; later calls still get answers, but HALT no longer blocks and
+    /// calls that need a host thread answer NO_RESOURCES. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+}
+
+impl<M: Machine> Drop for Dispatcher<M> {
+    fn drop(&mut self) {
+        self.inner.shutdown();
+    }
+}
+
+impl<M: Machine> Inner<M> {
+    /// The one core of every path (direct, MULTICALL entry, deferred entry, ring
+    /// submission): the generic checks, the sync-point drain, then the family handler.
+    /// Counts the call and its status.
+    pub(crate) fn execute(
+        &self,
+        vcpu: u32,
+        ctx: Ctx,
+        code: u64,
+        args: [u64; 6],
+    ) -> Result<Reply, Status> {
+        let result = self.check_and_handle(vcpu, ctx, code, args);
+        let status = match &result {
+            Ok(reply) => reply.status,
+            Err(s) => *s,
+        };
+        self.count_call(vcpu, code, status);
+        result
+    }
+
+    fn check_and_handle(
+        &self,
+        vcpu: u32,
+        ctx: Ctx,
+        code: u64,
+        args: [u64; 6],
+    ) -> Result<Reply, Status> {
+        let d = self.gate(code, ctx)?; // checks 1-4
+        check::register_args(d, &args, self.vcpu_count())?; // check 5
+        if d.sync_point && ctx != Ctx::Deferred && d.call != Call::DeferFlush {
+            // DEFER_FLUSH drains in its handler, to count what it ran.
+            self.drain_deferred(vcpu);
+        }
+        let block = self.fetch_block(d, &args)?; // checks 6-9 and the one copy
+        let req = Req {
+            vcpu,
+            call: d.call,
+            args,
+            block,
+        };
+        // Checks 10 (block contents) and 11 (call-specific) are the handlers'.
+        match d.family() {
+            Family::Base => base::handle(self, &req),
+            Family::Console => console::handle(self, &req),
+            Family::Time => time::handle(self, &req),
+            Family::Events => events::handle(self, &req),
+            Family::Memory => memory::handle(self, &req),
+            Family::Vcpu => vcpu::handle(self, &req),
+            Family::System => system::handle(self, &req),
+            Family::Batch => match d.call {
+                Call::RingSetup | Call::RingEnter => ring::handle(self, &req),
+                _ => batch::handle(self, &req),
+            },
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! What the dispatcher needs from the machine it serves, so that it does not depend on KVM.
+
+use pvabi_abi::status::Status;
+use pvabi_abi::vcpu::VcpuStartState;
+use vm_memory::GuestMemoryBackend;
+
+/// The machine under the dispatcher: guest RAM and the few vCPU operations calls need.
+///
+/// A VMM implements it over its own VM handle (the reference host does so over KVM). Every
+/// method may be called from any thread (vCPU threads and the dispatcher's own timer,
+/// time-page and ring-poller threads).
+pub trait Machine: Send + Sync + 'static {
+    /// The VMM's guest-memory type: any [`vm_memory`] backend (`GuestMemoryMmap`, or the
+    /// VMM's own implementation).
+    type Memory: GuestMemoryBackend + Send + Sync;
+
+    /// Guest RAM. The dispatcher accesses it only through `vm_memory`'s `Bytes` (copies,
+    /// atomic loads and stores), never through references into it: the vCPUs write it
+    /// concurrently.
+    fn memory(&self) -> &Self::Memory;
+
+    /// The number of vCPUs.
+    fn vcpu_count(&self) -> u32;
+
+    /// Delivers interrupt `vector` to `vcpu` as soon as it can take it.
+    fn raise_interrupt(&self, vcpu: u32, vector: u8);
+
+    /// Starts parked vCPU `vcpu` with `state` (already validated by the dispatcher). An
+    /// error is the status the guest gets (INVALID_STATE if it runs, INVALID_PARAMETER for a
+    /// page-table root the machine refuses).
+    fn start_vcpu(&self, vcpu: u32, state: &VcpuStartState) -> Result<(), Status>;
+
+    /// Flushes the TLB of `target` (`None`: every vCPU).
+    fn flush_tlb(&self, target: Option<u32>);
+
+    /// The guest gave these pages (4 KiB-aligned guest-physical addresses, all in RAM) back:
+    /// the machine may drop their backing. The dispatcher zeroes them again when they are
+    /// reclaimed, so a machine may also do nothing.
+    fn release_pages(&self, gpas: &[u64]);
+}

@@ -1,0 +1,334 @@
+//! The submission/completion ring pair: RING_SETUP, RING_ENTER, the ring-notify port, and
+//! the HOST_POLLED poller thread.
+//!
+//! The host keeps its own copies of the indices it writes (SQ `head`, CQ `tail`) and reads
+//! the guest's (SQ `tail`, CQ `head`) once per pass. It never overwrites an unconsumed
+//! completion: when the CQ is full it stops consuming the SQ. A SQ whose `tail - head`
+//! exceeds the capacity is malformed: nothing runs, `head` jumps to `tail`, and `dropped`
+//! counts it.
+
+use std::mem::offset_of;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pvabi_abi::batch::{
+    CompletionEntry, RingHeader, RingMode, RingSetup, SubmissionEntry, CQ_CAPACITY,
+    RING_COMPLETION_EVENTS, RING_ENTRIES_OFFSET, RING_FLAGS_VALID, SQ_CAPACITY, SQ_NEED_WAKEUP,
+};
+use pvabi_abi::calls::Call;
+use pvabi_abi::convention::PAGE_SIZE;
+use pvabi_abi::events::EventKind;
+use pvabi_abi::status::Status;
+use zerocopy::{IntoBytes, TryFromBytes};
+
+use crate::check::Ctx;
+use crate::config::POISON;
+use crate::guest_mem;
+use crate::machine::Machine;
+use crate::state::{Inner, Owner, Ring};
+use crate::sync::{lock, wait_timeout, write_lock};
+use crate::{done, Reply, Req};
+
+const HEAD: u64 = offset_of!(RingHeader, head) as u64;
+const TAIL: u64 = offset_of!(RingHeader, tail) as u64;
+const FLAGS: u64 = offset_of!(RingHeader, flags) as u64;
+const DROPPED: u64 = offset_of!(RingHeader, dropped) as u64;
+const SQE_SIZE: u64 = size_of::<SubmissionEntry>() as u64;
+const CQE_SIZE: u64 = size_of::<CompletionEntry>() as u64;
+
+/// How long the poller sleeps between two empty polls while it still spins.
+const POLL_SPIN: Duration = Duration::from_micros(20);
+/// How often a sleeping poller looks at the shutdown flag without being woken.
+const POLL_RECHECK: Duration = Duration::from_millis(100);
+
+pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
+    match r.call {
+        Call::RingSetup => setup(h, r),
+        Call::RingEnter => {
+            let mut ring = lock(&h.vcpus[r.vcpu as usize].ring);
+            let ring = ring.as_mut().ok_or(Status::InvalidState)?;
+            let consumed = h.process_ring(r.vcpu, ring);
+            done(&[u64::from(consumed)])
+        }
+        _ => Err(Status::NotSupported),
+    }
+}
+
+/// RING_SETUP. Block contents (INVALID_PARAMETER): the mode and reserved field (zerocopy),
+/// unknown flags, pages not page-aligned, one page 0 and not the other, or both the same page.
+/// Both pages 0 unregisters. Call-specific, lowest status first (RING-013): pages not RAM
+/// (INVALID_ADDRESS), already host-owned (ACCESS_DENIED), the vCPU already has rings
+/// (INVALID_STATE; unregister them first).
+fn setup<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
+    let s: RingSetup = r.block.parse()?;
+    let (sq, cq) = (s.sq_page, s.cq_page);
+    let unregister = sq == 0 && cq == 0;
+    if s.flags & !RING_FLAGS_VALID != 0
+        || (!unregister
+            && (sq == 0
+                || cq == 0
+                || !sq.is_multiple_of(PAGE_SIZE)
+                || !cq.is_multiple_of(PAGE_SIZE)
+                || sq == cq))
+    {
+        return Err(Status::InvalidParameter);
+    }
+    let vcpu = r.vcpu;
+    let (sq_owner, cq_owner) = (Owner::SubmissionRing(vcpu), Owner::CompletionRing(vcpu));
+    let mem = h.machine.memory();
+    let new = if unregister {
+        None
+    } else {
+        if !guest_mem::in_ram(mem, sq, PAGE_SIZE) || !guest_mem::in_ram(mem, cq, PAGE_SIZE) {
+            return Err(Status::InvalidAddress);
+        }
+        // Only this vCPU's calls change its ring slot, so the answer cannot go stale.
+        let has_rings = lock(&h.vcpus[vcpu as usize].ring).is_some();
+        {
+            let mut vm = write_lock(&h.vm);
+            if vm.overlaps_owned(sq, PAGE_SIZE) || vm.overlaps_owned(cq, PAGE_SIZE) {
+                return Err(Status::AccessDenied);
+            }
+            if has_rings {
+                return Err(Status::InvalidState);
+            }
+            vm.claim(&[(sq, sq_owner), (cq, cq_owner)])?;
+        }
+        for (page, capacity) in [(sq, SQ_CAPACITY), (cq, CQ_CAPACITY)] {
+            let header = RingHeader {
+                capacity,
+                ..Default::default()
+            };
+            guest_mem::write(mem, page, header.as_bytes());
+        }
+        Some(Ring {
+            sq,
+            cq,
+            mode: s.mode,
+            completion_events: s.flags & RING_COMPLETION_EVENTS != 0,
+            sq_head: 0,
+            cq_tail: 0,
+            sq_flags: 0,
+            dropped: 0,
+            notified: false,
+            generation: h
+                .ring_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1,
+        })
+    };
+    let slot = &h.vcpus[vcpu as usize];
+    let old = std::mem::replace(&mut *lock(&slot.ring), new);
+    // An old poller sees the generation change and exits.
+    slot.ring_wake.notify_all();
+    if let Some(old) = old {
+        let mut vm = write_lock(&h.vm);
+        vm.release(old.sq, sq_owner);
+        vm.release(old.cq, cq_owner);
+    }
+    if let Some(ring) = new.filter(|r| r.mode == RingMode::HostPolled) {
+        let generation = ring.generation;
+        let spawned = h.spawn_worker(
+            &format!("pvabi-ring{vcpu}"),
+            |_| true,
+            move |h| poller(h, vcpu, generation),
+        );
+        if let Err(s) = spawned {
+            let mut g = lock(&slot.ring);
+            if g.as_ref().is_some_and(|r| r.generation == generation) {
+                *g = None;
+                let mut vm = write_lock(&h.vm);
+                vm.release(sq, sq_owner);
+                vm.release(cq, cq_owner);
+            }
+            return Err(s);
+        }
+    }
+    done(&[])
+}
+
+impl<M: Machine> Inner<M> {
+    /// One pass over `vcpu`'s submission ring: consumes what is queued, as far as the
+    /// completion ring has room. Returns the submissions consumed.
+    pub(crate) fn process_ring(&self, vcpu: u32, ring: &mut Ring) -> u32 {
+        let mem = self.machine.memory();
+        // The guest-written indices, each read once.
+        let Some(sq_tail) = guest_mem::load_u32(mem, ring.sq + TAIL) else {
+            return 0;
+        };
+        let pending = sq_tail.wrapping_sub(ring.sq_head);
+        if pending > SQ_CAPACITY {
+            // RING-005: `dropped` grows by the difference.
+            ring.dropped = ring.dropped.wrapping_add(pending);
+            guest_mem::store_u32(mem, ring.sq + DROPPED, ring.dropped);
+            ring.sq_head = sq_tail;
+            guest_mem::store_u32(mem, ring.sq + HEAD, ring.sq_head);
+            self.record(|r| r.ring_malformed += 1);
+            return 0;
+        }
+        if pending == 0 {
+            return 0;
+        }
+        let Some(cq_head) = guest_mem::load_u32(mem, ring.cq + HEAD) else {
+            return 0;
+        };
+        // A CQ head "ahead" of the tail leaves no room either: never overwrite.
+        let room = CQ_CAPACITY.saturating_sub(ring.cq_tail.wrapping_sub(cq_head));
+        let n = pending.min(room);
+        let mut failed = 0u64;
+        for _ in 0..n {
+            let sqe =
+                ring.sq + RING_ENTRIES_OFFSET + u64::from(ring.sq_head % SQ_CAPACITY) * SQE_SIZE;
+            let (user_data, status, results) = self.run_submission(vcpu, sqe);
+            let completion = CompletionEntry {
+                user_data,
+                status: status as u32,
+                reserved: 0,
+                results: results.unwrap_or(if self.config.strict {
+                    [POISON; 4]
+                } else {
+                    [0; 4]
+                }),
+            };
+            let cqe =
+                ring.cq + RING_ENTRIES_OFFSET + u64::from(ring.cq_tail % CQ_CAPACITY) * CQE_SIZE;
+            guest_mem::write(mem, cqe, completion.as_bytes());
+            ring.cq_tail = ring.cq_tail.wrapping_add(1);
+            // The completion is written before the tail that publishes it.
+            guest_mem::store_u32(mem, ring.cq + TAIL, ring.cq_tail);
+            ring.sq_head = ring.sq_head.wrapping_add(1);
+            guest_mem::store_u32(mem, ring.sq + HEAD, ring.sq_head);
+            failed += u64::from(status != Status::Success);
+        }
+        if n > 0 && ring.completion_events {
+            self.post_event(
+                vcpu,
+                EventKind::RingCompletion,
+                vcpu,
+                u64::from(ring.cq_tail),
+            );
+        }
+        self.record(|r| {
+            r.ring_submissions += u64::from(n);
+            r.ring_failed += failed;
+        });
+        n
+    }
+
+    /// Copies one submission once and runs it: `(user_data, status, results)`.
+    fn run_submission(&self, vcpu: u32, gpa: u64) -> (u64, Status, Option<[u64; 4]>) {
+        let raw = match guest_mem::copy_in(self.machine.memory(), gpa, SQE_SIZE as usize) {
+            Ok(raw) => raw,
+            Err(s) => return (0, s, None),
+        };
+        match SubmissionEntry::try_read_from_bytes(&raw) {
+            Ok(e) => match self.execute(vcpu, Ctx::Ring, u64::from(e.call), e.args) {
+                // Batchable calls always resume with SUCCESS and results.
+                Ok(reply) => (e.user_data, Status::Success, Some(reply.results)),
+                Err(s) => (e.user_data, s, None),
+            },
+            Err(_) => {
+                let word = |at: usize| {
+                    raw.get(at..at + 8)
+                        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+                };
+                let code = word(offset_of!(SubmissionEntry, call)) & 0xffff_ffff;
+                self.count_call(vcpu, code, Status::InvalidParameter);
+                (word(0), Status::InvalidParameter, None)
+            }
+        }
+    }
+
+    /// A write to the ring-notify port naming `vcpu`.
+    pub(crate) fn ring_notify(&self, vcpu: u32) {
+        self.record(|r| r.ring_notifies += 1);
+        let Some(slot) = self.vcpus.get(vcpu as usize) else {
+            return;
+        };
+        let mut g = lock(&slot.ring);
+        let Some(ring) = g.as_mut() else {
+            return;
+        };
+        match ring.mode {
+            RingMode::Doorbell => {
+                self.process_ring(vcpu, ring);
+            }
+            RingMode::HostPolled => {
+                ring.notified = true;
+                drop(g);
+                slot.ring_wake.notify_all();
+            }
+        }
+    }
+
+    fn set_need_wakeup(&self, ring: &mut Ring, on: bool) {
+        if on {
+            ring.sq_flags |= SQ_NEED_WAKEUP;
+        } else {
+            ring.sq_flags &= !SQ_NEED_WAKEUP;
+        }
+        guest_mem::store_u32(self.machine.memory(), ring.sq + FLAGS, ring.sq_flags);
+    }
+}
+
+/// The HOST_POLLED poller of `vcpu`'s ring `generation`: polls the SQ; after `poll_idle`
+/// without work it sets `SQ_NEED_WAKEUP`, polls once more (so a submission that raced with
+/// the flag is not missed), and sleeps until a notify. Exits when the ring is replaced or
+/// removed, or on shutdown.
+fn poller<M: Machine>(h: Arc<Inner<M>>, vcpu: u32, generation: u64) {
+    let Some(slot) = h.vcpus.get(vcpu as usize) else {
+        return;
+    };
+    let mine = |r: &Ring| r.generation == generation;
+    let mut idle_since = Instant::now();
+    loop {
+        if h.stopping() {
+            return;
+        }
+        let consumed = {
+            let mut g = lock(&slot.ring);
+            match g.as_mut().filter(|r| mine(r)) {
+                Some(r) => {
+                    r.notified = false;
+                    h.process_ring(vcpu, r)
+                }
+                None => return,
+            }
+        };
+        if consumed > 0 {
+            idle_since = Instant::now();
+            continue;
+        }
+        if idle_since.elapsed() < h.config.poll_idle {
+            thread::sleep(POLL_SPIN);
+            continue;
+        }
+        let mut g = lock(&slot.ring);
+        let Some(r) = g.as_mut().filter(|r| mine(r)) else {
+            return;
+        };
+        h.set_need_wakeup(r, true);
+        if h.process_ring(vcpu, r) > 0 {
+            h.set_need_wakeup(r, false);
+            idle_since = Instant::now();
+            continue;
+        }
+        loop {
+            if h.stopping() {
+                return;
+            }
+            match g.as_mut().filter(|r| mine(r)) {
+                Some(r) if r.notified => {
+                    r.notified = false;
+                    h.set_need_wakeup(r, false);
+                    break;
+                }
+                Some(_) => {}
+                None => return,
+            }
+            g = wait_timeout(&slot.ring_wake, g, POLL_RECHECK);
+        }
+        idle_since = Instant::now();
+    }
+}

@@ -1,0 +1,397 @@
+//! The dispatcher's state: VM-wide (negotiation, host-owned pages, sharing, balloon) and
+//! per vCPU (run state, event queue, deferred queue, ring), plus its worker threads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use pvabi_abi::batch::RingMode;
+use pvabi_abi::convention::PAGE_SIZE;
+use pvabi_abi::features::Features;
+use pvabi_abi::status::Status;
+use pvabi_abi::version::Version;
+
+use crate::call_table::{CallCounters, CallTable};
+use crate::config::HostConfig;
+use crate::machine::Machine;
+use crate::report::Report;
+use crate::sync::{lock, read_lock};
+use crate::End;
+
+/// Who a host-owned page belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The VM's shared time page.
+    TimePage,
+    /// A vCPU's event queue.
+    EventQueue(u32),
+    /// A vCPU's deferred queue.
+    DeferredQueue(u32),
+    /// A vCPU's submission ring.
+    SubmissionRing(u32),
+    /// A vCPU's completion ring.
+    CompletionRing(u32),
+    /// A vCPU's steal-time page (since 1.1).
+    StealPage(u32),
+}
+
+/// The result of NEGOTIATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Negotiated {
+    /// The accepted version.
+    pub version: Version,
+    /// The granted features.
+    pub granted: Features,
+}
+
+/// VM-wide state that calls change (behind a read-write lock: the hot path only reads it).
+#[derive(Debug, Default)]
+pub(crate) struct VmState {
+    /// Host-owned pages (4 KiB-aligned guest-physical address -> owner).
+    pub owned: BTreeMap<u64, Owner>,
+    /// Shared ranges, as disjoint, merged page-frame ranges `start -> end` (exclusive).
+    pub shared: BTreeMap<u64, u64>,
+    /// Page frames released by the balloon and not reclaimed.
+    pub released: BTreeSet<u64>,
+}
+
+impl VmState {
+    /// Whether `[gpa, gpa + len)` (`len > 0`, no overflow) overlaps a host-owned page.
+    pub fn overlaps_owned(&self, gpa: u64, len: u64) -> bool {
+        let first = gpa & !(PAGE_SIZE - 1);
+        let last = gpa.saturating_add(len.saturating_sub(1)) & !(PAGE_SIZE - 1);
+        self.owned.range(first..=last).next().is_some()
+    }
+
+    /// Makes each page host-owned by its owner, all or none: ACCESS_DENIED if one is owned.
+    pub fn claim(&mut self, pages: &[(u64, Owner)]) -> Result<(), Status> {
+        if pages.iter().any(|(p, _)| self.owned.contains_key(p)) {
+            return Err(Status::AccessDenied);
+        }
+        for &(p, owner) in pages {
+            self.owned.insert(p, owner);
+        }
+        Ok(())
+    }
+
+    /// Gives `page` back to the guest, if `owner` owns it.
+    pub fn release(&mut self, page: u64, owner: Owner) {
+        if self.owned.get(&page) == Some(&owner) {
+            self.owned.remove(&page);
+        }
+    }
+
+    /// Adds page frames `[start, end)` to the shared set.
+    pub fn share(&mut self, mut start: u64, mut end: u64) {
+        let touching: Vec<(u64, u64)> = self
+            .shared
+            .range(..=end)
+            .filter(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.shared.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.shared.insert(start, end);
+    }
+
+    /// Removes page frames `[start, end)` from the shared set.
+    pub fn unshare(&mut self, start: u64, end: u64) {
+        let overlapping: Vec<(u64, u64)> = self
+            .shared
+            .range(..end)
+            .filter(|(_, &e)| e > start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in overlapping {
+            self.shared.remove(&s);
+            if s < start {
+                self.shared.insert(s, start);
+            }
+            if e > end {
+                self.shared.insert(end, e);
+            }
+        }
+    }
+}
+
+/// A registered event queue (the host's copies of the host-written fields).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventQueue {
+    /// The page.
+    pub gpa: u64,
+    /// Its interrupt vector.
+    pub vector: u8,
+    /// Next index the host writes (never read back from guest memory).
+    pub tail: u32,
+    /// Events dropped.
+    pub dropped: u32,
+}
+
+/// A vCPU's state that events, HALT and the vCPU calls share.
+#[derive(Debug, Default)]
+pub(crate) struct VcpuState {
+    /// Running (vCPU 0 from the start; others after VCPU_START until VCPU_STOP).
+    pub running: bool,
+    /// The event queue, if registered.
+    pub queue: Option<EventQueue>,
+    /// The event mask (bit k masks kind k).
+    pub mask: u64,
+    /// An event arrived while no queue was registered; HALT consumes it.
+    pub latched: bool,
+}
+
+/// A registered deferred queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeferredQueue {
+    /// The page.
+    pub gpa: u64,
+    /// Next index the host runs (never read back from guest memory).
+    pub head: u32,
+    /// Failures since registration.
+    pub error_count: u32,
+    /// `(index, status)` of the first failure.
+    pub first_error: Option<(u32, u32)>,
+}
+
+/// A registered ring pair.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ring {
+    /// Submission-ring page.
+    pub sq: u64,
+    /// Completion-ring page.
+    pub cq: u64,
+    /// How the host learns of submissions.
+    pub mode: RingMode,
+    /// Post RING_COMPLETION events.
+    pub completion_events: bool,
+    /// Next submission the host consumes.
+    pub sq_head: u32,
+    /// Next completion the host writes.
+    pub cq_tail: u32,
+    /// SQ header flags (`SQ_NEED_WAKEUP`).
+    pub sq_flags: u32,
+    /// Malformed-ring count (SQ header `dropped`).
+    pub dropped: u32,
+    /// A notify arrived for the poller.
+    pub notified: bool,
+    /// Tells a poller thread whether this is still its ring.
+    pub generation: u64,
+}
+
+/// One vCPU's slot.
+#[derive(Debug, Default)]
+pub(crate) struct VcpuSlot {
+    /// Run state and events.
+    pub state: Mutex<VcpuState>,
+    /// Signalled when an event arrives (HALT waits on it with `state`).
+    pub wake: Condvar,
+    /// The deferred queue (held while it drains).
+    pub deferred: Mutex<Option<DeferredQueue>>,
+    /// The ring pair (held while the SQ is processed).
+    pub ring: Mutex<Option<Ring>>,
+    /// Signalled on a notify for the poller (with `ring`).
+    pub ring_wake: Condvar,
+    /// The steal-time page, if registered (since 1.1).
+    pub steal: Mutex<Option<StealPageReg>>,
+}
+
+/// A registered steal-time page and the host's own copy of what it reports.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StealPageReg {
+    /// The page.
+    pub gpa: u64,
+    /// The host's sequence counter (never read back from guest memory; the page holds its
+    /// low 32 bits).
+    pub seq: u64,
+    /// Nanoseconds stolen since registration.
+    pub steal_ns: u64,
+    /// Exits handled for the vCPU since registration.
+    pub preemptions: u64,
+}
+
+/// The shared time page registration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimePageReg {
+    /// The page.
+    pub gpa: u64,
+    /// The host's sequence counter (never read back from guest memory; 64-bit for the 2.0
+    /// layout, whose low 32 bits are the 1.x sequence).
+    pub seq: u64,
+}
+
+/// Worker threads and which singletons have started.
+#[derive(Debug, Default)]
+pub(crate) struct Workers {
+    pub handles: Vec<JoinHandle<()>>,
+    pub timer_started: bool,
+    pub time_page_started: bool,
+}
+
+/// Everything behind a [`Dispatcher`](crate::Dispatcher).
+pub(crate) struct Inner<M: Machine> {
+    pub config: HostConfig,
+    /// The configuration compiled into per-call lookups.
+    pub calls: CallTable,
+    pub machine: Arc<M>,
+    /// Monotonic time 0.
+    pub epoch: Instant,
+    /// A weak reference to this `Inner`, to hand to worker threads.
+    pub me: Weak<Inner<M>>,
+    /// NEGOTIATE's result: set once, read by every call without a lock.
+    pub negotiated: OnceLock<Negotiated>,
+    pub vm: RwLock<VmState>,
+    pub vcpus: Vec<VcpuSlot>,
+    /// Per-vCPU call counters (indexed like `vcpus`).
+    pub counters: Vec<CallCounters>,
+    /// Effects recorded when `config.record_effects` is set.
+    pub report: Mutex<Report>,
+    /// One-shot timer deadline of each vCPU (monotonic ns).
+    pub timers: Mutex<Vec<Option<u64>>>,
+    pub timers_cv: Condvar,
+    pub time_page: Mutex<Option<TimePageReg>>,
+    pub time_cv: Condvar,
+    pub ring_generation: AtomicU64,
+    pub stopping: AtomicBool,
+    pub workers: Mutex<Workers>,
+}
+
+impl<M: Machine> Inner<M> {
+    pub fn new(config: HostConfig, machine: Arc<M>) -> Arc<Inner<M>> {
+        let n = config.vcpus as usize;
+        let calls = CallTable::new(&config);
+        Arc::new_cyclic(|me| {
+            let vcpus: Vec<VcpuSlot> = (0..n).map(|_| VcpuSlot::default()).collect();
+            lock(&vcpus[0].state).running = true;
+            Inner {
+                counters: (0..n).map(|_| CallCounters::new(&calls)).collect(),
+                calls,
+                config,
+                machine,
+                epoch: Instant::now(),
+                me: me.clone(),
+                negotiated: OnceLock::new(),
+                vm: RwLock::new(VmState::default()),
+                vcpus,
+                report: Mutex::new(Report::default()),
+                timers: Mutex::new(vec![None; n]),
+                timers_cv: Condvar::new(),
+                time_page: Mutex::new(None),
+                time_cv: Condvar::new(),
+                ring_generation: AtomicU64::new(0),
+                stopping: AtomicBool::new(false),
+                workers: Mutex::new(Workers::default()),
+            }
+        })
+    }
+
+    pub fn vcpu_count(&self) -> u32 {
+        self.vcpus.len() as u32
+    }
+
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.negotiated.get().copied()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Nanoseconds since the dispatcher was created (never decreases).
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Updates the report, if effects are recorded (`config.record_effects`).
+    pub fn record(&self, f: impl FnOnce(&mut Report)) {
+        if self.config.record_effects {
+            f(&mut lock(&self.report));
+        }
+    }
+
+    /// Counts one call (or entry) of `code` made for `vcpu` that ended with `status`.
+    pub fn count_call(&self, vcpu: u32, code: u64, status: Status) {
+        if let Some(c) = self.counters.get(vcpu as usize) {
+            c.count(&self.calls, code, status);
+        }
+    }
+
+    pub fn record_end(&self, end: &End) {
+        self.record(|r| r.end = Some(end.clone()));
+    }
+
+    /// Starts a worker thread (unless the dispatcher is stopping). `mark` runs under the
+    /// workers lock and decides whether to start (it returns false if already started).
+    pub fn spawn_worker(
+        &self,
+        name: &str,
+        mark: impl FnOnce(&mut Workers) -> bool,
+        body: impl FnOnce(Arc<Inner<M>>) + Send + 'static,
+    ) -> Result<(), Status> {
+        let mut workers = lock(&self.workers);
+        if self.stopping() {
+            return Err(Status::NoResources);
+        }
+        let me = self.me.upgrade().ok_or(Status::NoResources)?;
+        workers.handles.retain(|h| !h.is_finished());
+        if !mark(&mut workers) {
+            return Ok(());
+        }
+        let handle = thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || body(me))
+            .map_err(|_| Status::NoResources)?;
+        workers.handles.push(handle);
+        Ok(())
+    }
+
+    pub fn shutdown(&self) {
+        let handles = {
+            let mut workers = lock(&self.workers);
+            self.stopping.store(true, Ordering::SeqCst);
+            std::mem::take(&mut workers.handles)
+        };
+        // Wake every waiter; taking each lock first means no waiter can miss the flag.
+        for slot in &self.vcpus {
+            drop(lock(&slot.state));
+            slot.wake.notify_all();
+            drop(lock(&slot.ring));
+            slot.ring_wake.notify_all();
+        }
+        drop(lock(&self.timers));
+        self.timers_cv.notify_all();
+        drop(lock(&self.time_page));
+        self.time_cv.notify_all();
+        let current = thread::current().id();
+        for h in handles {
+            if h.thread().id() != current {
+                // A worker that panicked has nothing more to tell.
+                let _ = h.join();
+            }
+        }
+    }
+
+    pub fn report_snapshot(&self) -> Report {
+        let (shared, outstanding) = {
+            let vm = read_lock(&self.vm);
+            let shared = vm
+                .shared
+                .iter()
+                .map(|(&s, &e)| (s * PAGE_SIZE, e - s))
+                .collect::<Vec<_>>();
+            (shared, vm.released.len() as u64)
+        };
+        let mut r = lock(&self.report).clone();
+        for c in &self.counters {
+            c.add_to(&self.calls, &mut r.calls);
+        }
+        r.negotiated = self.negotiated().map(|n| (n.version, n.granted));
+        r.shared_ranges = shared;
+        r.balloon_outstanding = outstanding;
+        r
+    }
+}

@@ -1,0 +1,21 @@
+//! System family: shutdown, reboot, crash report. None of them returns to the caller.
+
+use pvabi_abi::calls::Call;
+use pvabi_abi::status::Status;
+
+use crate::machine::Machine;
+use crate::state::Inner;
+use crate::{End, Outcome, Reply, Req};
+
+pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
+    let end = match r.call {
+        // `code`'s bits 63:32 are reserved and were checked to be 0 (check 5).
+        Call::SystemShutdown => End::Shutdown(r.args[0] as u32),
+        Call::SystemReboot => End::Reboot,
+        // The message is the one copy of the block (at most 4096 bytes, check 5).
+        Call::SystemCrash => End::Crash(String::from_utf8_lossy(r.block.bytes()).into_owned()),
+        _ => return Err(Status::NotSupported),
+    };
+    h.record_end(&end);
+    Ok(Reply::then(Outcome::End(end)))
+}

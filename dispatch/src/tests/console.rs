@@ -1,0 +1,110 @@
+//! Console family.
+
+use std::sync::{Arc, Mutex};
+
+use pvabi_abi::calls::Call;
+use pvabi_abi::features::Features;
+use pvabi_abi::status::Status;
+
+use super::{config, BUF, H};
+use crate::{ConsoleSink, HostConfig};
+
+fn pack(bytes: &[u8]) -> [u64; 4] {
+    let mut padded = [0u8; 32];
+    padded[..bytes.len()].copy_from_slice(bytes);
+    let mut regs = [0u64; 4];
+    for (r, c) in regs.iter_mut().zip(padded.chunks_exact(8)) {
+        *r = u64::from_le_bytes(c.try_into().unwrap());
+    }
+    regs
+}
+
+#[test]
+fn write_regs_happy_path_and_length_limits() {
+    let h = H::ready(1);
+    let r = pack(b"hello, world!");
+    let (s, written) = h.call(0, Call::ConsoleWriteRegs, &[13, r[0], r[1], r[2], r[3]]);
+    assert_eq!((s, written[0]), (Status::Success, 13));
+    // Bytes past the length are not written.
+    let r = pack(b"abcdefgh");
+    assert_eq!(h.call(0, Call::ConsoleWriteRegs, &[3, r[0]]).1[0], 3);
+    assert_eq!(h.call(0, Call::ConsoleWriteRegs, &[0]).1[0], 0);
+    let full = pack(&[b'x'; 32]);
+    assert_eq!(
+        h.call(
+            0,
+            Call::ConsoleWriteRegs,
+            &[32, full[0], full[1], full[2], full[3]]
+        )
+        .1[0],
+        32
+    );
+    assert_eq!(
+        h.status(0, Call::ConsoleWriteRegs, &[33]),
+        Status::InvalidParameter
+    );
+    assert_eq!(
+        h.status(0, Call::ConsoleWriteRegs, &[u64::MAX]),
+        Status::InvalidParameter
+    );
+    let rep = h.d.report();
+    assert_eq!(
+        rep.console_text(),
+        format!("hello, world!abc{}", "x".repeat(32))
+    );
+    assert_eq!(rep.console_bytes, 48);
+}
+
+#[test]
+fn write_buffer_happy_path_and_errors() {
+    let h = H::ready(1);
+    h.write(BUF + 100, b"from memory");
+    let (s, written) = h.call(0, Call::ConsoleWrite, &[BUF + 100, 11]);
+    assert_eq!((s, written[0]), (Status::Success, 11));
+    // A whole page.
+    h.write(BUF, &[b'p'; 4096]);
+    assert_eq!(h.call(0, Call::ConsoleWrite, &[BUF, 4096]).1[0], 4096);
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[BUF, 4097]),
+        Status::InvalidParameter
+    );
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[BUF + 1, 4096]),
+        Status::CrossesPage
+    );
+    assert_eq!(h.call(0, Call::ConsoleWrite, &[0, 0]).1[0], 0);
+    let rep = h.d.report();
+    assert_eq!(rep.console_bytes, 11 + 4096);
+    assert!(rep.console_text().starts_with("from memoryppp"));
+    assert_eq!(rep.count(Call::ConsoleWrite, Status::Success), 3);
+    assert_eq!(rep.count(Call::ConsoleWrite, Status::CrossesPage), 1);
+}
+
+#[test]
+fn custom_sink_gets_bytes_and_vcpu() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let h = H::ready_with(HostConfig {
+        console: ConsoleSink::Custom(Arc::new(move |vcpu, bytes: &[u8]| {
+            sink.lock().unwrap().push((vcpu, bytes.to_vec()));
+        })),
+        ..config(2)
+    });
+    let r = pack(b"hi");
+    h.call(1, Call::ConsoleWriteRegs, &[2, r[0]]);
+    assert_eq!(*seen.lock().unwrap(), [(1, b"hi".to_vec())]);
+}
+
+#[test]
+fn console_needs_its_feature() {
+    let h = H::new(1);
+    h.negotiate(Features::TIME);
+    assert_eq!(
+        h.status(0, Call::ConsoleWriteRegs, &[1]),
+        Status::NotGranted
+    );
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[BUF, 1]),
+        Status::NotGranted
+    );
+}

@@ -1,0 +1,267 @@
+//! Time family: clocks, the time page, the one-shot timer.
+
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pvabi_abi::calls::Call;
+use pvabi_abi::events::{Event, EventKind, EventQueueHeader};
+use pvabi_abi::status::Status;
+use pvabi_abi::time::TimePage;
+use pvabi_abi::vcpu::WakeReason;
+
+use super::{config, H, PAGE1, PAGE2, PAGE3};
+use crate::HostConfig;
+
+#[test]
+fn clocks() {
+    let h = H::ready_with(HostConfig {
+        tsc_hz: 2_500_000_000,
+        timer_resolution_ns: 1234,
+        ..config(1)
+    });
+    let t0 = h.call(0, Call::TimeMonotonic, &[]).1[0];
+    thread::sleep(Duration::from_millis(2));
+    let t1 = h.call(0, Call::TimeMonotonic, &[]).1[0];
+    assert!(t1 >= t0 + 2_000_000, "{t0} {t1}");
+    let (s, r) = h.call(0, Call::TimeWallclock, &[]);
+    assert_eq!(s, Status::Success);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(r[0].abs_diff(now) <= 2);
+    assert!(r[1] < 1_000_000_000);
+    assert_eq!(
+        h.call(0, Call::TimeFrequency, &[]).1[..2],
+        [2_500_000_000, 1234]
+    );
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn time_page_is_written_and_refreshed_under_the_seqlock() {
+    let h = H::ready(1);
+    h.write(PAGE1, &[0xeeu8; 64]);
+    assert_eq!(h.status(0, Call::TimeSetPage, &[PAGE1]), Status::Success);
+    let p: TimePage = h.read(PAGE1);
+    assert!(
+        p.sequence >= 2 && p.sequence.is_multiple_of(2),
+        "{}",
+        p.sequence
+    );
+    assert_eq!(
+        (p.flags, p.tsc_mul, p.reserved0, p.reserved),
+        (0, 0, 0, [0; 2])
+    );
+    assert!(p.wallclock_nsec < 1_000_000_000);
+    let first = p.monotonic_ns;
+    wait_for("a refresh", || {
+        let q: TimePage = h.read(PAGE1);
+        q.sequence.is_multiple_of(2) && q.monotonic_ns > first + 2_000_000
+    });
+    assert!(h.d.report().time_page_updates >= 2);
+    // Errors.
+    assert_eq!(
+        h.status(0, Call::TimeSetPage, &[PAGE1]),
+        Status::AccessDenied
+    );
+    assert_eq!(
+        h.status(0, Call::TimeSetPage, &[PAGE2 + 64]),
+        Status::Misaligned
+    );
+    // Moving the page frees the old one and stops writing it.
+    assert_eq!(h.status(0, Call::TimeSetPage, &[PAGE2]), Status::Success);
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[PAGE1, 8]),
+        Status::Success
+    );
+    let old: TimePage = h.read(PAGE1);
+    thread::sleep(Duration::from_millis(10));
+    assert_eq!(h.read::<TimePage>(PAGE1), old);
+    assert_eq!(h.status(0, Call::TimeSetPage, &[0]), Status::Success);
+    let stopped: TimePage = h.read(PAGE2);
+    thread::sleep(Duration::from_millis(10));
+    assert_eq!(h.read::<TimePage>(PAGE2), stopped);
+}
+
+#[test]
+fn the_one_shot_timer_posts_a_timer_event_and_wakes_halt() {
+    let h = H::ready(2);
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE3, 50]),
+        Status::Success
+    );
+    let now = h.call(1, Call::TimeMonotonic, &[]).1[0];
+    let deadline = now + 3_000_000;
+    assert_eq!(
+        h.status(1, Call::TimeSetTimer, &[deadline]),
+        Status::Success
+    );
+    let (s, r) = h.call(1, Call::VcpuHalt, &[5_000_000_000]);
+    assert_eq!((s, r[0]), (Status::Success, WakeReason::Event as u64));
+    assert!(h.call(1, Call::TimeMonotonic, &[]).1[0] >= deadline);
+    let e: Event = h.read(PAGE3 + 64);
+    assert_eq!(
+        (e.kind, e.source, e.data),
+        (EventKind::Timer as u32, 1, deadline)
+    );
+    assert_eq!(h.read::<EventQueueHeader>(PAGE3).tail, 1);
+    assert_eq!(h.m.log().interrupts, [(1, 50)]);
+    assert_eq!(h.d.report().timers_fired, 1);
+}
+
+#[test]
+fn a_cancelled_timer_does_not_fire_and_a_past_one_fires_at_once() {
+    let h = H::ready(1);
+    let now = h.call(0, Call::TimeMonotonic, &[]).1[0];
+    h.call(0, Call::TimeSetTimer, &[now + 10_000_000_000]);
+    h.call(0, Call::TimeSetTimer, &[0]);
+    assert_eq!(
+        h.call(0, Call::VcpuHalt, &[20_000_000]).1[0],
+        WakeReason::Timeout as u64
+    );
+    assert_eq!(h.d.report().timers_fired, 0);
+    // Without a queue, the expired timer latches and wakes HALT.
+    h.call(0, Call::TimeSetTimer, &[1]);
+    assert_eq!(
+        h.call(0, Call::VcpuHalt, &[5_000_000_000]).1[0],
+        WakeReason::Event as u64
+    );
+    assert_eq!(h.d.report().timers_fired, 1);
+}
+
+/// A 1.1 host's steal-time page: registered per vCPU, host-owned, charged for every call
+/// except the ones that wait at the guest's request, and absent from a 1.0 host.
+#[test]
+fn steal_time_page_counts_host_time_but_not_guest_waits() {
+    use pvabi_abi::features::Features;
+    use pvabi_abi::time::StealTimePage;
+    use pvabi_abi::version::V1_1;
+
+    let h = H::with(HostConfig {
+        console: crate::ConsoleSink::Discard,
+        ..HostConfig::acting_as(V1_1)
+    });
+    let (s, r) = h.call(
+        0,
+        Call::Negotiate,
+        &[
+            u64::from(V1_1.0),
+            (Features::STEAL_TIME | Features::VCPU).bits(),
+        ],
+    );
+    assert_eq!((s, r[0]), (Status::Success, u64::from(V1_1.0)));
+    h.write(PAGE1, &[0xeeu8; 64]);
+    assert_eq!(
+        h.status(0, Call::TimeSetStealPage, &[PAGE1]),
+        Status::Success
+    );
+    let p: StealTimePage = h.read(PAGE1);
+    assert_eq!(
+        (p.steal_ns, p.preemptions, p.flags, p.reserved),
+        (0, 0, 0, [0; 5])
+    );
+    assert!(p.sequence.is_multiple_of(2) && p.sequence > 0);
+    // The page is the host's now.
+    assert_eq!(
+        h.status(0, Call::TimeSetStealPage, &[PAGE1]),
+        Status::AccessDenied
+    );
+
+    // Three ordinary calls are charged; a long HALT is not.
+    for _ in 0..3 {
+        assert_eq!(h.status(0, Call::VcpuInfo, &[]), Status::Success);
+    }
+    let before: StealTimePage = h.read(PAGE1);
+    assert!(before.preemptions >= 3, "{before:?}");
+    assert!(before.steal_ns > 0);
+    assert_eq!(
+        h.call(0, Call::VcpuHalt, &[20_000_000]).1[0],
+        WakeReason::Timeout as u64
+    );
+    let after: StealTimePage = h.read(PAGE1);
+    assert_eq!(after.preemptions, before.preemptions, "HALT was charged");
+    assert!(
+        after.steal_ns < before.steal_ns + 10_000_000,
+        "a 20 ms HALT was counted as stolen: {before:?} -> {after:?}"
+    );
+    assert!(after.sequence > before.sequence || after == before);
+
+    // Unregister, and the page is the guest's again.
+    assert_eq!(h.status(0, Call::TimeSetStealPage, &[0]), Status::Success);
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[PAGE1, 8]),
+        Status::NotGranted
+    );
+
+    // A 1.0 host does not implement the call at all.
+    let old = H::ready(1);
+    assert_eq!(
+        old.status(0, Call::TimeSetStealPage, &[PAGE2]),
+        Status::NotSupported
+    );
+    // A 1.1 host that did not grant the feature refuses it.
+    let ungranted = H::ready_with(HostConfig {
+        console: crate::ConsoleSink::Discard,
+        ..HostConfig::acting_as(V1_1)
+    });
+    assert_eq!(
+        ungranted.status(0, Call::TimeSetStealPage, &[PAGE2]),
+        Status::NotGranted
+    );
+}
+
+/// A host serving 1.1 and the 2.0 preview writes the time page in the layout of the major
+/// NEGOTIATE accepted.
+#[test]
+fn the_time_page_layout_follows_the_negotiated_major() {
+    use pvabi_abi::features::Features;
+    use pvabi_abi::preview2::TimePageV2;
+    use pvabi_abi::version::{V1_1, V2_0_PREVIEW};
+
+    let serve = || HostConfig {
+        console: crate::ConsoleSink::Discard,
+        ..HostConfig::serving(&[V1_1, V2_0_PREVIEW])
+    };
+    let now_ns = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    };
+    // A 2.0 guest.
+    let v2 = H::with(serve());
+    let (s, r) = v2.call(
+        0,
+        Call::Negotiate,
+        &[u64::from(V2_0_PREVIEW.0), Features::TIME.bits()],
+    );
+    assert_eq!((s, r[0]), (Status::Success, u64::from(V2_0_PREVIEW.0)));
+    assert_eq!(v2.status(0, Call::TimeSetPage, &[PAGE1]), Status::Success);
+    let p: TimePageV2 = v2.read(PAGE1);
+    assert!(p.sequence.is_multiple_of(2) && p.sequence > 0, "{p:?}");
+    assert!(p.wallclock_ns.abs_diff(now_ns()) < 2_000_000_000, "{p:?}");
+    assert_eq!((p.flags, p.reserved0, p.reserved), (0, 0, [0; 2]));
+    // A 1.x guest of the same host build gets the 1.x layout.
+    let v1 = H::with(serve());
+    let (s, r) = v1.call(0, Call::Negotiate, &[0x0001_0000, Features::TIME.bits()]);
+    assert_eq!((s, r[0]), (Status::Success, u64::from(V1_1.0)));
+    assert_eq!(v1.status(0, Call::TimeSetPage, &[PAGE1]), Status::Success);
+    let q: TimePage = v1.read(PAGE1);
+    assert!(q.sequence.is_multiple_of(2) && q.sequence > 0, "{q:?}");
+    assert!(
+        q.wallclock_sec.abs_diff(now_ns() / 1_000_000_000) <= 2,
+        "{q:?}"
+    );
+    assert!(q.wallclock_nsec < 1_000_000_000);
+}

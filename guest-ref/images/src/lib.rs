@@ -1,0 +1,57 @@
+//! The built-in bare-metal pvabi guests, embedded as ELF images.
+//!
+//! The guests live in `guest-ref/bare` (a cargo workspace of its own, built without SSE and
+//! linked freestanding at 0x200000); this crate's build script builds all of them with one
+//! nested `cargo build` and embeds the results. Only what runs guests depends on this crate,
+//! so a VMM that links `pvabi-dispatch` or `pvabi-host` alone never builds a guest.
+//!
+//! ```
+//! let demo = pvabi_guest_images::demo();
+//! assert_eq!(&demo[..4], b"\x7fELF");
+//! assert!(pvabi_guest_images::by_name("smoke").is_some());
+//! ```
+
+/// The demo guest (`guest-ref/bare/demo`): exercises every pvabi call family.
+pub fn demo() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_DEMO"))
+}
+
+/// The VM layer's bring-up guest (`guest-ref/bare/smoke`; raw test protocol, not pvabi).
+pub fn smoke() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_SMOKE"))
+}
+
+/// The probe guest (`guest-ref/bare/probe`): checks of the host's answers, run by the
+/// host's end-to-end tests.
+pub fn probe() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_PROBE"))
+}
+
+/// The benchmark guest (`guest-ref/bare/bench`), driven by `pvabi bench`.
+pub fn bench() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_BENCH"))
+}
+
+/// The cross-version matrix guest (`guest-ref/bare/matrix`).
+pub fn matrix() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_MATRIX"))
+}
+
+/// A function that returns an embedded guest image.
+pub type GuestImage = fn() -> &'static [u8];
+
+/// The built-in guests by name.
+pub const ALL: &[(&str, GuestImage)] = &[
+    ("demo", demo),
+    ("smoke", smoke),
+    ("probe", probe),
+    ("bench", bench),
+    ("matrix", matrix),
+];
+
+/// A built-in guest image by name (see [`ALL`]).
+pub fn by_name(name: &str) -> Option<&'static [u8]> {
+    ALL.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, image)| image())
+}

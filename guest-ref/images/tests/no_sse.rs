@@ -1,0 +1,53 @@
+//! The bare-metal guest images the host embeds contain no SSE/AVX instructions: on hosts
+//! that emulate ring-0 guest code (PVM), an SSE instruction at CPL0 ends the VM with an
+//! internal error, so one stray `movaps` from a copy loop would break every guest.
+
+use std::process::Command;
+
+const IMAGES: &[(&str, &str)] = &[
+    ("smoke", env!("PVABI_GUEST_SMOKE")),
+    ("demo", env!("PVABI_GUEST_DEMO")),
+    ("probe", env!("PVABI_GUEST_PROBE")),
+    ("bench", env!("PVABI_GUEST_BENCH")),
+    ("matrix", env!("PVABI_GUEST_MATRIX")),
+];
+
+#[test]
+fn guest_images_use_no_vector_registers() {
+    for (name, path) in IMAGES {
+        let out = Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn", path])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run objdump ({e}): install binutils (Debian: `apt-get install -y binutils`)"));
+        assert!(
+            out.status.success(),
+            "objdump failed on the {name} guest: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let instructions = text.lines().filter(|l| l.contains(":\t")).count();
+        assert!(
+            instructions > 100,
+            "the {name} guest disassembled to only {instructions} instructions"
+        );
+        let vector: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("%xmm") || l.contains("%ymm") || l.contains("%zmm"))
+            .take(5)
+            .collect();
+        assert!(
+            vector.is_empty(),
+            "the {name} guest uses vector registers (PVM cannot run SSE at CPL0):\n{}",
+            vector.join("\n")
+        );
+    }
+}
+
+#[test]
+fn builtin_guests_are_elf_images() {
+    for (name, image) in pvabi_guest_images::ALL {
+        assert!(image().starts_with(b"\x7fELF"), "{name}");
+        assert_eq!(pvabi_guest_images::by_name(name), Some(image()));
+    }
+    assert_eq!(pvabi_guest_images::by_name("nope"), None);
+}

@@ -1,0 +1,270 @@
+//! The port bus: which device answers an `in` or `out` to which I/O port.
+//!
+//! Devices are attached to port ranges. An access goes to the most recently attached device
+//! whose range holds the port; a device that does not handle it (`None`) passes it on to
+//! the one attached before it, and an access nobody handles gets the bus's default: a write
+//! is ignored and a read returns zeros. So a device that adds one port, or changes how one
+//! port answers, implements only that, and everything else reaches the devices beneath it.
+//! The bus also counts the accesses to each attachment (the exits they cost).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pvabi_dispatch::{CallRegs, Outcome};
+//! use pvabi_host::bus::{PortAccess, PortBus, PortDevice};
+//!
+//! /// Answers reads of its port with 7.
+//! struct Seven;
+//! impl PortDevice for Seven {
+//!     fn read(&self, _: &PortAccess, data: &mut [u8]) -> Option<Outcome> {
+//!         data.fill(7);
+//!         Some(Outcome::Resume)
+//!     }
+//! }
+//!
+//! let mut bus = PortBus::new();
+//! bus.attach(0x80..=0x80, Arc::new(Seven));
+//! let access = PortAccess { vcpu: 0, cpl: 0, port: 0x80 };
+//! let mut data = [0u8; 1];
+//! assert_eq!(bus.read(&access, &mut data), Outcome::Resume);
+//! assert_eq!(data, [7]);
+//! // Writes fall through to the default (ignored), and are counted.
+//! bus.write(&access, &[1], &mut CallRegs::default());
+//! assert_eq!(bus.counts(0x80), (1, 1));
+//! ```
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pvabi_dispatch::{CallRegs, Outcome};
+
+/// One port access, as the vCPU exit reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortAccess {
+    /// The vCPU that made it.
+    pub vcpu: u32,
+    /// Its privilege level (0 to 3).
+    pub cpl: u8,
+    /// The port.
+    pub port: u16,
+}
+
+/// A device on the [`PortBus`]. Every method has a default that does not handle the access,
+/// so a device implements only what it adds.
+pub trait PortDevice: Send + Sync {
+    /// An `out` of `data` (1, 2 or 4 bytes; more for string I/O). `regs` are the guest's call
+    /// registers; changes are written back before the vCPU resumes. `None`: not handled here
+    /// (the bus passes it on). May block (e.g. "halt until an event"), but must return once
+    /// [`vm_ending`](Self::vm_ending) was called.
+    fn write(&self, _access: &PortAccess, _data: &[u8], _regs: &mut CallRegs) -> Option<Outcome> {
+        None
+    }
+
+    /// An `in`: fill `data` (zeroed before the first device sees it). `None`: not handled.
+    fn read(&self, _access: &PortAccess, _data: &mut [u8]) -> Option<Outcome> {
+        None
+    }
+
+    /// The VM has ended: wake any access that is blocked. Called once, for every device.
+    fn vm_ending(&self) {}
+}
+
+struct Attachment {
+    ports: RangeInclusive<u16>,
+    device: Arc<dyn PortDevice>,
+    writes: AtomicU64,
+    reads: AtomicU64,
+}
+
+/// Port devices by range, with per-attachment access counters.
+#[derive(Default)]
+pub struct PortBus {
+    /// In attachment order; lookups go from the last one back.
+    attachments: Vec<Attachment>,
+    unclaimed_writes: AtomicU64,
+    unclaimed_reads: AtomicU64,
+}
+
+impl fmt::Debug for PortBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.attachments.iter().map(|a| &a.ports))
+            .finish()
+    }
+}
+
+impl PortBus {
+    /// An empty bus: every write is ignored and every read returns zeros.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Attaches `device` to `ports`, in front of the devices attached before it.
+    pub fn attach(&mut self, ports: RangeInclusive<u16>, device: Arc<dyn PortDevice>) {
+        self.attachments.push(Attachment {
+            ports,
+            device,
+            writes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+        });
+    }
+
+    fn at(&self, port: u16) -> impl Iterator<Item = &Attachment> {
+        self.attachments
+            .iter()
+            .rev()
+            .filter(move |a| a.ports.contains(&port))
+    }
+
+    /// An `out`: the first device (most recent first) that handles it answers.
+    pub fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Outcome {
+        let mut counted = false;
+        for a in self.at(access.port) {
+            if !counted {
+                a.writes.fetch_add(1, Ordering::Relaxed);
+                counted = true;
+            }
+            if let Some(outcome) = a.device.write(access, data, regs) {
+                return outcome;
+            }
+        }
+        if !counted {
+            self.unclaimed_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        Outcome::Resume
+    }
+
+    /// An `in`: `data` is zeroed, then the first device that handles it fills it.
+    pub fn read(&self, access: &PortAccess, data: &mut [u8]) -> Outcome {
+        data.fill(0);
+        let mut counted = false;
+        for a in self.at(access.port) {
+            if !counted {
+                a.reads.fetch_add(1, Ordering::Relaxed);
+                counted = true;
+            }
+            if let Some(outcome) = a.device.read(access, data) {
+                return outcome;
+            }
+        }
+        if !counted {
+            self.unclaimed_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        Outcome::Resume
+    }
+
+    /// Tells every device that the VM has ended.
+    pub fn vm_ending(&self) {
+        for a in &self.attachments {
+            a.device.vm_ending();
+        }
+    }
+
+    /// `(writes, reads)` of `port`: counted once per access, on the most recent attachment
+    /// whose range holds it, or on the unclaimed counters when none does.
+    pub fn counts(&self, port: u16) -> (u64, u64) {
+        match self.at(port).next() {
+            Some(a) => (
+                a.writes.load(Ordering::Relaxed),
+                a.reads.load(Ordering::Relaxed),
+            ),
+            None => (
+                self.unclaimed_writes.load(Ordering::Relaxed),
+                self.unclaimed_reads.load(Ordering::Relaxed),
+            ),
+        }
+    }
+
+    /// `(writes, reads)` over every port.
+    pub fn totals(&self) -> (u64, u64) {
+        let sum = |f: fn(&Attachment) -> &AtomicU64, base: &AtomicU64| {
+            self.attachments
+                .iter()
+                .map(|a| f(a).load(Ordering::Relaxed))
+                .sum::<u64>()
+                + base.load(Ordering::Relaxed)
+        };
+        (
+            sum(|a| &a.writes, &self.unclaimed_writes),
+            sum(|a| &a.reads, &self.unclaimed_reads),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Handles writes of its port by setting `rdi`, and records `vm_ending`.
+    #[derive(Default)]
+    struct Marker {
+        value: u64,
+        ended: Mutex<bool>,
+    }
+
+    impl PortDevice for Marker {
+        fn write(&self, _: &PortAccess, _: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
+            regs.rdi = self.value;
+            Some(Outcome::StopVcpu)
+        }
+
+        fn vm_ending(&self) {
+            *self.ended.lock().unwrap() = true;
+        }
+    }
+
+    /// Passes everything on, counting nothing itself.
+    struct Transparent;
+    impl PortDevice for Transparent {}
+
+    fn access(port: u16) -> PortAccess {
+        PortAccess {
+            vcpu: 0,
+            cpl: 0,
+            port,
+        }
+    }
+
+    #[test]
+    fn later_devices_come_first_and_unhandled_accesses_fall_through() {
+        let mut bus = PortBus::new();
+        let low = Arc::new(Marker {
+            value: 1,
+            ..Default::default()
+        });
+        bus.attach(0x10..=0x1f, low.clone());
+        bus.attach(0x12..=0x12, Arc::new(Transparent));
+        let mut regs = CallRegs::default();
+        assert_eq!(bus.write(&access(0x12), &[0], &mut regs), Outcome::StopVcpu);
+        assert_eq!(regs.rdi, 1, "the transparent device passed the write on");
+        bus.attach(
+            0x12..=0x12,
+            Arc::new(Marker {
+                value: 2,
+                ..Default::default()
+            }),
+        );
+        bus.write(&access(0x12), &[0], &mut regs);
+        assert_eq!(regs.rdi, 2, "the newest device answers first");
+        // A read nobody handles returns zeros, even if the buffer held something.
+        let mut data = [0xaa; 4];
+        assert_eq!(bus.read(&access(0x12), &mut data), Outcome::Resume);
+        assert_eq!(data, [0; 4]);
+        // Unclaimed ports: writes ignored, reads zero, counted apart.
+        let mut regs = CallRegs::default();
+        assert_eq!(bus.write(&access(0x99), &[1], &mut regs), Outcome::Resume);
+        assert_eq!(regs, CallRegs::default());
+        assert_eq!(bus.counts(0x99), (1, 0));
+        assert_eq!(
+            bus.counts(0x12),
+            (1, 1),
+            "one write after the newest attach"
+        );
+        assert_eq!(bus.totals(), (3, 1));
+        bus.vm_ending();
+        assert!(*low.ended.lock().unwrap());
+    }
+}
