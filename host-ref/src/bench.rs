@@ -519,72 +519,10 @@ pub fn run(
     }
     let marks = host.marks.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let rounds = config.rounds.max(1);
-    let mut phases = Vec::new();
-    for info in PHASES {
-        let mut samples = Vec::new();
-        let mut chunk_ns_per_op = Vec::new();
-        for round in 1..=rounds {
-            // Every (start, end) pair of the phase in this round, in order: one per chunk.
-            let mut sum = Sample {
-                ops: 0,
-                exits: 0,
-                elapsed: Duration::ZERO,
-                handler: Duration::ZERO,
-                tsc_ticks: 0,
-                failed: 0,
-            };
-            let mut start: Option<Mark> = None;
-            for m in marks
-                .iter()
-                .filter(|m| m.phase == info.id && m.round == round)
-            {
-                match (m.end, start.take()) {
-                    (false, None) => start = Some(*m),
-                    (true, Some(a)) => {
-                        let ns = m.at.duration_since(a.at).as_nanos() as f64;
-                        chunk_ns_per_op.push(ns / m.ops.max(1) as f64);
-                        sum.ops += m.ops;
-                        sum.exits += m.exits - a.exits;
-                        sum.elapsed += m.at.duration_since(a.at);
-                        sum.handler += Duration::from_nanos(m.handler_ns - a.handler_ns);
-                        sum.tsc_ticks += m.tsc;
-                        sum.failed += m.failed;
-                    }
-                    _ => {
-                        return Err(BenchError::Invalid(format!(
-                            "unpaired marks for phase {} in round {round}",
-                            info.name
-                        )))
-                    }
-                }
-            }
-            if sum.ops == 0 || start.is_some() {
-                return Err(BenchError::Invalid(format!(
-                    "no complete marks for phase {} in round {round}",
-                    info.name
-                )));
-            }
-            if sum.failed > 0 {
-                return Err(BenchError::Invalid(format!(
-                    "phase {} round {round}: {} of {} operations failed",
-                    info.name, sum.failed, sum.ops
-                )));
-            }
-            samples.push(sum);
-        }
-        let per = |f: &dyn Fn(&Sample) -> f64| {
-            median(samples.iter().map(|s| f(s) / s.ops as f64).collect())
-        };
-        phases.push(PhaseResult {
-            phase: info,
-            ns_per_op: per(&|s| s.elapsed.as_nanos() as f64),
-            exits_per_op: per(&|s| s.exits as f64),
-            tsc_per_op: per(&|s| s.tsc_ticks as f64),
-            handler_ns_per_op: per(&|s| s.handler.as_nanos() as f64),
-            chunk_ns_per_op,
-            samples,
-        });
-    }
+    let phases = PHASES
+        .iter()
+        .map(|&info| summarise(&marks, info, rounds))
+        .collect::<Result<Vec<_>, _>>()?;
     let by_name = |name: &str| {
         phases
             .iter()
@@ -642,5 +580,72 @@ pub fn run(
         batching,
         host_pte_writes: host.pv.report().pte_write_count,
         total: started.elapsed(),
+    })
+}
+
+/// One phase's figures from the marks of every measured round (`1..=rounds`): each round's
+/// (start, end) pairs are added up, and the figures are the medians over the rounds.
+fn summarise(marks: &[Mark], info: PhaseInfo, rounds: u32) -> Result<PhaseResult, BenchError> {
+    let mut samples = Vec::new();
+    let mut chunk_ns_per_op = Vec::new();
+    for round in 1..=rounds {
+        // Every (start, end) pair of the phase in this round, in order: one per chunk.
+        let mut sum = Sample {
+            ops: 0,
+            exits: 0,
+            elapsed: Duration::ZERO,
+            handler: Duration::ZERO,
+            tsc_ticks: 0,
+            failed: 0,
+        };
+        let mut start: Option<Mark> = None;
+        for m in marks
+            .iter()
+            .filter(|m| m.phase == info.id && m.round == round)
+        {
+            match (m.end, start.take()) {
+                (false, None) => start = Some(*m),
+                (true, Some(a)) => {
+                    let ns = m.at.duration_since(a.at).as_nanos() as f64;
+                    chunk_ns_per_op.push(ns / m.ops.max(1) as f64);
+                    sum.ops += m.ops;
+                    sum.exits += m.exits - a.exits;
+                    sum.elapsed += m.at.duration_since(a.at);
+                    sum.handler += Duration::from_nanos(m.handler_ns - a.handler_ns);
+                    sum.tsc_ticks += m.tsc;
+                    sum.failed += m.failed;
+                }
+                _ => {
+                    return Err(BenchError::Invalid(format!(
+                        "unpaired marks for phase {} in round {round}",
+                        info.name
+                    )))
+                }
+            }
+        }
+        if sum.ops == 0 || start.is_some() {
+            return Err(BenchError::Invalid(format!(
+                "no complete marks for phase {} in round {round}",
+                info.name
+            )));
+        }
+        if sum.failed > 0 {
+            return Err(BenchError::Invalid(format!(
+                "phase {} round {round}: {} of {} operations failed",
+                info.name, sum.failed, sum.ops
+            )));
+        }
+        samples.push(sum);
+    }
+    let per =
+        |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(|s| f(s) / s.ops as f64).collect());
+    Ok(PhaseResult {
+        phase: info,
+        ns_per_op: per(&|s| s.elapsed.as_nanos() as f64),
+        exits_per_op: per(&|s| s.exits as f64),
+        tsc_per_op: per(&|s| s.tsc_ticks as f64),
+        handler_ns_per_op: per(&|s| s.handler.as_nanos() as f64),
+        chunk_ns_per_op,
+        samples,
     })
 }
