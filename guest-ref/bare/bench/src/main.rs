@@ -28,8 +28,10 @@
 //! waits in VCPU_HALT for work. For a chunk of the two-vCPU phase vCPU 0 publishes a new
 //! sequence number and kicks vCPU 1, which enters ring 3 and says it is ready; vCPU 0 (in
 //! ring 3 too) marks the start, lets both go, makes its calls, waits until vCPU 1 is done
-//! and marks the end, with `rdi` = the calls of both vCPUs. All SMP marks come from vCPU 0
-//! at CPL3, for the one-vCPU phase too (vCPU 1 is halted in the host meanwhile).
+//! and marks the end, with `rdi` = the calls of both vCPUs. vCPU 1 stays in ring 3 until
+//! that end mark, and vCPU 0 goes on only once vCPU 1 is on its way back into VCPU_HALT:
+//! so a phase's window holds no exit but its calls, and vCPU 1 is halted in the host during
+//! every one-vCPU chunk. All SMP marks come from vCPU 0 at CPL3.
 #![no_std]
 #![no_main]
 
@@ -130,6 +132,10 @@ static SMP_GO: AtomicU64 = AtomicU64::new(0);
 static SMP_DONE: AtomicU64 = AtomicU64::new(0);
 /// vCPU 1's failed calls in the chunk it finished last.
 static SMP_FAILED: AtomicU64 = AtomicU64::new(0);
+/// The chunk whose end vCPU 0 has marked (vCPU 1 may leave ring 3).
+static SMP_ENDED: AtomicU64 = AtomicU64::new(0);
+/// The chunk vCPU 1 saw last, stored just before each VCPU_HALT (`u64::MAX`: not up yet).
+static SMP_IDLE: AtomicU64 = AtomicU64::new(u64::MAX);
 
 fn pv() -> Pvabi<PortTransport> {
     Pvabi::new(PortTransport::new(DOORBELL.load(Ordering::Relaxed) as u16))
@@ -227,8 +233,8 @@ fn smp_solo(arg: u64) -> u64 {
 
 /// Ring 3, vCPU 0 with vCPU 1 (`arg` as for [`smp_solo`]; chunk `SMP_SEQ`): waits until
 /// vCPU 1 is ready, marks the start, lets both go, makes its `n` calls, waits until vCPU 1
-/// has made its `n`, marks the end (operations: both vCPUs' calls). Returns 0, or 1 when
-/// vCPU 1 did not take part.
+/// has made its `n`, marks the end (operations: both vCPUs' calls), lets vCPU 1 go back and
+/// waits until it is about to halt. Returns 0, or 1 when vCPU 1 did not take part.
 fn smp_pair(arg: u64) -> u64 {
     let (n, round) = (arg & 0xffff_ffff, (arg >> 32) as u32);
     let seq = SMP_SEQ.load(Ordering::Relaxed);
@@ -245,11 +251,19 @@ fn smp_pair(arg: u64) -> u64 {
     let ticks = rdtsc().wrapping_sub(start);
     failed += SMP_FAILED.load(Ordering::Relaxed);
     mark(PHASE_SMP_2, round, true, 2 * n, ticks, failed);
-    0
+    SMP_ENDED.store(seq, Ordering::Release);
+    u64::from(!wait_for(&SMP_IDLE, seq))
 }
 
-/// Ring 3, vCPU 1: takes part in chunk `seq`: ready, wait for the go, `SMP_N` calls, done.
-/// Returns 0, or 1 when the go never came.
+/// Ring 3, vCPU 0: waits until vCPU 1 is about to halt having seen chunk `seq`. Returns 0, or
+/// 1 after a stall.
+fn wait_idle(seq: u64) -> u64 {
+    u64::from(!wait_for(&SMP_IDLE, seq))
+}
+
+/// Ring 3, vCPU 1: takes part in chunk `seq`: ready, wait for the go, `SMP_N` calls, done,
+/// wait for the end mark (so that nothing vCPU 1 does afterwards falls into the window).
+/// Returns 0, or 1 when the go or the end never came.
 fn smp_worker(seq: u64) -> u64 {
     let n = SMP_N.load(Ordering::Relaxed);
     SMP_READY.store(seq, Ordering::Release);
@@ -259,11 +273,12 @@ fn smp_worker(seq: u64) -> u64 {
     let failed = call_loop(n);
     SMP_FAILED.store(failed, Ordering::Relaxed);
     SMP_DONE.store(seq, Ordering::Release);
-    0
+    u64::from(!wait_for(&SMP_ENDED, seq))
 }
 
 /// vCPU 1's entry: waits in VCPU_HALT (a kick wakes it; the host latches a kick that comes
-/// before the halt) and runs each new chunk in ring 3.
+/// before the halt) and runs each new chunk in ring 3. Before each halt it says which chunk
+/// it saw last (`SMP_IDLE`).
 fn vcpu1_main(_: u64) -> ! {
     let pv = pv();
     let mut seen = 0;
@@ -272,15 +287,18 @@ fn vcpu1_main(_: u64) -> ! {
         if seq != seen {
             seen = seq;
             if run_at_cpl3(smp_worker, seq) != 0 {
-                fail("vCPU 1 got no go");
+                fail("vCPU 1 got no go or no end");
             }
-        } else if pv.vcpu_halt(0).is_err() {
-            fail("VCPU_HALT failed on vCPU 1");
+        } else {
+            SMP_IDLE.store(seen, Ordering::Release);
+            if pv.vcpu_halt(0).is_err() {
+                fail("VCPU_HALT failed on vCPU 1");
+            }
         }
     }
 }
 
-/// Starts vCPU 1 in [`vcpu1_main`].
+/// Starts vCPU 1 in [`vcpu1_main`] and waits until it is up and about to halt.
 fn start_vcpu1() {
     let Some(launch) = ap_launch(1, vcpu1_main, 0) else {
         fail("no AP launch record for vCPU 1")
@@ -296,6 +314,9 @@ fn start_vcpu1() {
     // it only touches the `SMP_*` atomics and makes pvabi calls.
     if unsafe { pv().vcpu_start(1, state.gpa()) }.is_err() {
         fail("VCPU_START failed");
+    }
+    if run_at_cpl3(wait_idle, 0) != 0 {
+        fail("vCPU 1 did not come up");
     }
 }
 
