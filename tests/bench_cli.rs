@@ -1,5 +1,6 @@
 //! `pvabi bench --json` on a real `/dev/kvm`, with a handful of iterations: the output is
-//! JSON with the expected keys and sensible (positive) numbers. No timing is asserted.
+//! JSON with the expected keys (the SMP object included) and sensible (positive) numbers.
+//! No timing is asserted.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -306,6 +307,43 @@ fn bench_json_has_the_expected_keys_and_positive_numbers() {
             "a batched mode needs far fewer exits: {b:?}"
         );
     }
+
+    // The SMP scenario: GET_SPEC_VERSION at CPL3 from vCPU 0 alone and from vCPUs 0 and 1
+    // at once. Rates and their ratio are finite and positive; no timing is asserted.
+    let smp = json.get("smp");
+    assert_eq!(smp.get("vcpus").num(), 2.0, "{smp:?}");
+    assert_eq!(smp.get("cpl").num(), 3.0, "{smp:?}");
+    assert_eq!(smp.get("call").str(), "GET_SPEC_VERSION");
+    for key in ["smp_1_calls_per_s", "smp_2_calls_per_s", "smp_scaling"] {
+        let v = smp.get(key).num();
+        assert!(v.is_finite() && v > 0.0, "smp {key} = {v}: {smp:?}");
+    }
+    let smp_phases = smp.get("phases").arr();
+    let names: Vec<&str> = smp_phases.iter().map(|p| p.get("name").str()).collect();
+    assert_eq!(names, ["smp_1", "smp_2"]);
+    for (p, calls_per_vcpu_round) in smp_phases.iter().zip([64.0, 128.0]) {
+        assert_eq!(p.get("cpl").num(), 3.0, "{p:?}");
+        assert!(p.get("ns_per_op").num() > 0.0, "{p:?}");
+        assert!(p.get("tsc_per_op").num() > 0.0, "{p:?}");
+        let samples = p.get("samples").arr();
+        assert_eq!(samples.len(), 1);
+        let (ops, exits) = (samples[0].get("ops").num(), samples[0].get("exits").num());
+        assert_eq!(ops, calls_per_vcpu_round, "{p:?}");
+        assert!(samples[0].get("ns").num() > 0.0);
+        // One doorbell exit per call, from whichever vCPU (the marks are not counted). In
+        // smp_2 vCPU 1 is in ring 3 from before the start mark until after the end mark; in
+        // smp_1 its VCPU_HALT, entered just before, may still fall into a chunk (at most one
+        // per chunk, 8 chunks) on a loaded host.
+        if p.get("name").str() == "smp_2" {
+            assert_eq!(exits, ops, "{p:?}");
+        } else {
+            assert!(exits >= ops && exits <= ops + 8.0, "{p:?}");
+        }
+    }
+    assert!(
+        stderr.contains("round 1/1: smp_2"),
+        "progress for the SMP phases: {stderr}"
+    );
 
     let phases = json.get("phases").arr();
     assert_eq!(phases.len(), 11);

@@ -21,6 +21,13 @@
 //!   through the submission ring in doorbell mode (RING_ENTER per 32 submissions) and in
 //!   host-polled mode (a notification only when the host asks). "Exits per operation" is the
 //!   figure that carries over to other machines; nanoseconds depend on this one.
+//! - **SMP** (at CPL3): whether the dispatcher serialises vCPUs. The VM has two vCPUs; vCPU 1
+//!   is started by the guest with VCPU_START and waits in VCPU_HALT. GET_SPEC_VERSION through
+//!   the doorbell from vCPU 0 alone (`smp_1`), and from vCPUs 0 and 1 at the same time
+//!   (`smp_2`: both start together after one start mark, and the end mark comes when both
+//!   are done), in alternating chunks. The figures are aggregate calls per second (the calls
+//!   of every calling vCPU over the wall-clock time between the marks) and their ratio: 2
+//!   means no serialisation at all, 1 means the vCPUs' calls do not overlap.
 //!
 //! Ring-0 guest code may be emulated instruction by instruction (PVM hosts), so loops that
 //! must be fast run at CPL3; each figure says which ring it was measured in. Calls from
@@ -44,6 +51,8 @@ const PORT_PARAM: u16 = 0x5681;
 const PORT_CONSOLE: u16 = 0x5683;
 const PORT_BARE_REGS: u16 = 0x5684;
 const MARK_END: u32 = 1 << 31;
+/// vCPUs of the bench VM: vCPU 1 calls in the SMP phase only.
+pub const BENCH_VCPUS: u32 = 2;
 
 /// How long one bench VM may run before it is stopped as hung.
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -128,6 +137,23 @@ pub const PHASES: [PhaseInfo; 11] = [
         name: "ring_host_polled",
         cpl: 3,
         what: "MEM_UPDATE_PTE through the ring, host-polled (notify only on SQ_NEED_WAKEUP)",
+    },
+];
+
+/// The SMP phases (reported in [`BenchReport::smp`], not in [`BenchReport::phases`]): one
+/// operation is one call, whichever vCPU made it.
+pub const SMP_PHASES: [PhaseInfo; 2] = [
+    PhaseInfo {
+        id: 11,
+        name: "smp_1",
+        cpl: 3,
+        what: "GET_SPEC_VERSION through the doorbell, vCPU 0 alone (vCPU 1 halted)",
+    },
+    PhaseInfo {
+        id: 12,
+        name: "smp_2",
+        cpl: 3,
+        what: "GET_SPEC_VERSION through the doorbell, vCPUs 0 and 1 at the same time",
     },
 ];
 
@@ -226,6 +252,25 @@ pub struct BatchMode {
     pub exit_reduction_vs_direct: f64,
 }
 
+/// Aggregate call rates with one and with two vCPUs calling at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SmpResult {
+    /// vCPUs in the VM.
+    pub vcpus: u32,
+    /// vCPU 0 alone (`ns_per_op` is per call).
+    pub solo: PhaseResult,
+    /// vCPUs 0 and 1 at once (operations are the calls of both; `ns_per_op` is wall-clock
+    /// time per call of either).
+    pub pair: PhaseResult,
+    /// Median over the rounds of the calls per second with vCPU 0 alone.
+    pub smp_1_calls_per_s: f64,
+    /// Median over the rounds of the calls per second of both vCPUs together.
+    pub smp_2_calls_per_s: f64,
+    /// `smp_2_calls_per_s / smp_1_calls_per_s`: 2 when the host runs both vCPUs' calls in
+    /// parallel, 1 when it serialises them.
+    pub smp_scaling: f64,
+}
+
 /// Everything `pvabi bench` measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchReport {
@@ -237,6 +282,8 @@ pub struct BenchReport {
     pub exit_cost: Vec<ExitCost>,
     /// Direct, MULTICALL, deferred, ring (doorbell), ring (host-polled).
     pub batching: Vec<BatchMode>,
+    /// One vCPU calling against two (the SMP phases).
+    pub smp: SmpResult,
     /// MEM_UPDATE_PTE writes the host recorded (all rounds, warm-up included).
     pub host_pte_writes: u64,
     /// Wall-clock time of the whole run, VM creation included.
@@ -332,7 +379,7 @@ impl BenchHost {
 
     /// Prints the progress lines of a finished group of phases in one round.
     fn report_group(&self, marks: &[Mark], (group_id, round): (u32, u32)) {
-        for info in PHASES.iter().filter(|p| group(p.id) == group_id) {
+        for info in all_phases().filter(|p| group(p.id) == group_id) {
             let (mut ops, mut ns) = (0u64, 0u128);
             let mut start = None;
             for m in marks
@@ -371,8 +418,14 @@ fn group(phase: u32) -> u32 {
     match phase {
         0 | 1 | 9 => 100,
         2 | 3 | 10 => 103,
+        11 | 12 => 111,
         other => other,
     }
+}
+
+/// Every phase the guest runs, SMP ones included.
+fn all_phases() -> impl Iterator<Item = &'static PhaseInfo> {
+    PHASES.iter().chain(SMP_PHASES.iter())
 }
 
 impl VmHost for BenchHost {
@@ -474,6 +527,7 @@ pub fn run(
     let started = Instant::now();
     let host_config = HostConfig {
         console: ConsoleSink::Discard,
+        vcpus: BENCH_VCPUS,
         ..HostConfig::default()
     };
     let host = Arc::new(BenchHost {
@@ -489,7 +543,11 @@ pub fn run(
         progress: Box::new(progress),
         progress_group: Mutex::new(None),
     });
-    let vm = Vm::new(&VmConfig::default(), BENCH_GUEST, host.clone())?;
+    let vm_config = VmConfig {
+        vcpus: BENCH_VCPUS,
+        ..VmConfig::default()
+    };
+    let vm = Vm::new(&vm_config, BENCH_GUEST, host.clone())?;
     let ctl = vm.ctl();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
@@ -519,72 +577,10 @@ pub fn run(
     }
     let marks = host.marks.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let rounds = config.rounds.max(1);
-    let mut phases = Vec::new();
-    for info in PHASES {
-        let mut samples = Vec::new();
-        let mut chunk_ns_per_op = Vec::new();
-        for round in 1..=rounds {
-            // Every (start, end) pair of the phase in this round, in order: one per chunk.
-            let mut sum = Sample {
-                ops: 0,
-                exits: 0,
-                elapsed: Duration::ZERO,
-                handler: Duration::ZERO,
-                tsc_ticks: 0,
-                failed: 0,
-            };
-            let mut start: Option<Mark> = None;
-            for m in marks
-                .iter()
-                .filter(|m| m.phase == info.id && m.round == round)
-            {
-                match (m.end, start.take()) {
-                    (false, None) => start = Some(*m),
-                    (true, Some(a)) => {
-                        let ns = m.at.duration_since(a.at).as_nanos() as f64;
-                        chunk_ns_per_op.push(ns / m.ops.max(1) as f64);
-                        sum.ops += m.ops;
-                        sum.exits += m.exits - a.exits;
-                        sum.elapsed += m.at.duration_since(a.at);
-                        sum.handler += Duration::from_nanos(m.handler_ns - a.handler_ns);
-                        sum.tsc_ticks += m.tsc;
-                        sum.failed += m.failed;
-                    }
-                    _ => {
-                        return Err(BenchError::Invalid(format!(
-                            "unpaired marks for phase {} in round {round}",
-                            info.name
-                        )))
-                    }
-                }
-            }
-            if sum.ops == 0 || start.is_some() {
-                return Err(BenchError::Invalid(format!(
-                    "no complete marks for phase {} in round {round}",
-                    info.name
-                )));
-            }
-            if sum.failed > 0 {
-                return Err(BenchError::Invalid(format!(
-                    "phase {} round {round}: {} of {} operations failed",
-                    info.name, sum.failed, sum.ops
-                )));
-            }
-            samples.push(sum);
-        }
-        let per = |f: &dyn Fn(&Sample) -> f64| {
-            median(samples.iter().map(|s| f(s) / s.ops as f64).collect())
-        };
-        phases.push(PhaseResult {
-            phase: info,
-            ns_per_op: per(&|s| s.elapsed.as_nanos() as f64),
-            exits_per_op: per(&|s| s.exits as f64),
-            tsc_per_op: per(&|s| s.tsc_ticks as f64),
-            handler_ns_per_op: per(&|s| s.handler.as_nanos() as f64),
-            chunk_ns_per_op,
-            samples,
-        });
-    }
+    let phases = PHASES
+        .iter()
+        .map(|&info| summarise(&marks, info, rounds))
+        .collect::<Result<Vec<_>, _>>()?;
     let by_name = |name: &str| {
         phases
             .iter()
@@ -635,12 +631,207 @@ pub fn run(
         }
     })
     .collect();
+    let smp = smp_result(
+        summarise(&marks, SMP_PHASES[0], rounds)?,
+        summarise(&marks, SMP_PHASES[1], rounds)?,
+    );
     Ok(BenchReport {
         config: *config,
         phases,
         exit_cost,
         batching,
+        smp,
         host_pte_writes: host.pv.report().pte_write_count,
         total: started.elapsed(),
     })
+}
+
+/// The SMP figures from the two SMP phases' results.
+fn smp_result(solo: PhaseResult, pair: PhaseResult) -> SmpResult {
+    let calls_per_s = |p: &PhaseResult| {
+        median(
+            p.samples
+                .iter()
+                .map(|s| s.ops as f64 / s.elapsed.as_secs_f64())
+                .collect(),
+        )
+    };
+    let smp_1_calls_per_s = calls_per_s(&solo);
+    let smp_2_calls_per_s = calls_per_s(&pair);
+    SmpResult {
+        vcpus: BENCH_VCPUS,
+        solo,
+        pair,
+        smp_1_calls_per_s,
+        smp_2_calls_per_s,
+        smp_scaling: smp_2_calls_per_s / smp_1_calls_per_s,
+    }
+}
+
+/// One phase's figures from the marks of every measured round (`1..=rounds`): each round's
+/// (start, end) pairs are added up, and the figures are the medians over the rounds.
+fn summarise(marks: &[Mark], info: PhaseInfo, rounds: u32) -> Result<PhaseResult, BenchError> {
+    let mut samples = Vec::new();
+    let mut chunk_ns_per_op = Vec::new();
+    for round in 1..=rounds {
+        // Every (start, end) pair of the phase in this round, in order: one per chunk.
+        let mut sum = Sample {
+            ops: 0,
+            exits: 0,
+            elapsed: Duration::ZERO,
+            handler: Duration::ZERO,
+            tsc_ticks: 0,
+            failed: 0,
+        };
+        let mut start: Option<Mark> = None;
+        for m in marks
+            .iter()
+            .filter(|m| m.phase == info.id && m.round == round)
+        {
+            match (m.end, start.take()) {
+                (false, None) => start = Some(*m),
+                (true, Some(a)) => {
+                    let ns = m.at.duration_since(a.at).as_nanos() as f64;
+                    chunk_ns_per_op.push(ns / m.ops.max(1) as f64);
+                    sum.ops += m.ops;
+                    sum.exits += m.exits - a.exits;
+                    sum.elapsed += m.at.duration_since(a.at);
+                    sum.handler += Duration::from_nanos(m.handler_ns - a.handler_ns);
+                    sum.tsc_ticks += m.tsc;
+                    sum.failed += m.failed;
+                }
+                _ => {
+                    return Err(BenchError::Invalid(format!(
+                        "unpaired marks for phase {} in round {round}",
+                        info.name
+                    )))
+                }
+            }
+        }
+        if sum.ops == 0 || start.is_some() {
+            return Err(BenchError::Invalid(format!(
+                "no complete marks for phase {} in round {round}",
+                info.name
+            )));
+        }
+        if sum.failed > 0 {
+            return Err(BenchError::Invalid(format!(
+                "phase {} round {round}: {} of {} operations failed",
+                info.name, sum.failed, sum.ops
+            )));
+        }
+        samples.push(sum);
+    }
+    let per =
+        |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(|s| f(s) / s.ops as f64).collect());
+    Ok(PhaseResult {
+        phase: info,
+        ns_per_op: per(&|s| s.elapsed.as_nanos() as f64),
+        exits_per_op: per(&|s| s.exits as f64),
+        tsc_per_op: per(&|s| s.tsc_ticks as f64),
+        handler_ns_per_op: per(&|s| s.handler.as_nanos() as f64),
+        chunk_ns_per_op,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start mark at `start_us` and an end mark at `end_us` (µs after `t0`) with `ops`.
+    fn pair(
+        t0: Instant,
+        phase: u32,
+        round: u32,
+        start_us: u64,
+        end_us: u64,
+        ops: u64,
+    ) -> [Mark; 2] {
+        let mark = |end: bool, us: u64, ops: u64| Mark {
+            phase,
+            round,
+            end,
+            at: t0 + Duration::from_micros(us),
+            exits: us,
+            handler_ns: us * 100,
+            ops,
+            tsc: if end { ops * 1000 } else { 0 },
+            failed: 0,
+        };
+        [mark(false, start_us, 0), mark(true, end_us, ops)]
+    }
+
+    #[test]
+    fn smp_figures_are_aggregate_calls_per_second_and_their_ratio() {
+        let t0 = Instant::now();
+        let mut marks = Vec::new();
+        // Warm-up (round 0) is ignored; round 1: two chunks each of 100 calls in 1 ms alone
+        // and 200 calls (both vCPUs) in 1.25 ms.
+        marks.extend(pair(t0, 11, 0, 0, 10_000, 100));
+        marks.extend(pair(t0, 11, 1, 20_000, 21_000, 100));
+        marks.extend(pair(t0, 12, 1, 22_000, 23_250, 200));
+        marks.extend(pair(t0, 12, 1, 24_000, 25_250, 200));
+        marks.extend(pair(t0, 11, 1, 26_000, 27_000, 100));
+        let solo = summarise(&marks, SMP_PHASES[0], 1).unwrap();
+        let both = summarise(&marks, SMP_PHASES[1], 1).unwrap();
+        assert_eq!(solo.samples[0].ops, 200);
+        assert_eq!(both.samples[0].ops, 400);
+        assert_eq!(solo.chunk_ns_per_op, [10_000.0, 10_000.0]);
+        let smp = smp_result(solo, both);
+        assert_eq!(smp.vcpus, 2);
+        assert!((smp.smp_1_calls_per_s - 100_000.0).abs() < 1e-6, "{smp:?}");
+        assert!((smp.smp_2_calls_per_s - 160_000.0).abs() < 1e-6, "{smp:?}");
+        assert!((smp.smp_scaling - 1.6).abs() < 1e-9, "{smp:?}");
+        assert!((smp.pair.ns_per_op - 6_250.0).abs() < 1e-9, "{smp:?}");
+    }
+
+    #[test]
+    fn smp_figures_are_medians_over_rounds() {
+        let t0 = Instant::now();
+        let mut marks = Vec::new();
+        for (round, solo_us, pair_us) in [(1, 1_000, 1_000), (2, 2_000, 1_000), (3, 1_000, 500)] {
+            let at = 10_000 * u64::from(round);
+            marks.extend(pair(t0, 11, round, at, at + solo_us, 100));
+            marks.extend(pair(t0, 12, round, at + 4_000, at + 4_000 + pair_us, 200));
+        }
+        let smp = smp_result(
+            summarise(&marks, SMP_PHASES[0], 3).unwrap(),
+            summarise(&marks, SMP_PHASES[1], 3).unwrap(),
+        );
+        // Solo: 100k, 50k, 100k calls/s; pair: 200k, 200k, 400k.
+        assert!((smp.smp_1_calls_per_s - 100_000.0).abs() < 1e-6, "{smp:?}");
+        assert!((smp.smp_2_calls_per_s - 200_000.0).abs() < 1e-6, "{smp:?}");
+        assert!((smp.smp_scaling - 2.0).abs() < 1e-9, "{smp:?}");
+    }
+
+    #[test]
+    fn a_phase_without_complete_marks_is_invalid() {
+        let t0 = Instant::now();
+        let mut marks = pair(t0, 12, 1, 0, 1_000, 200).to_vec();
+        assert!(
+            summarise(&marks, SMP_PHASES[0], 1).is_err(),
+            "no smp_1 marks"
+        );
+        marks.push(marks[0]);
+        assert!(
+            summarise(&marks, SMP_PHASES[1], 1).is_err(),
+            "a start without an end"
+        );
+        let mut failed = pair(t0, 11, 1, 0, 1_000, 100);
+        failed[1].failed = 1;
+        assert!(
+            summarise(&failed, SMP_PHASES[0], 1).is_err(),
+            "a failed call"
+        );
+    }
+
+    #[test]
+    fn smp_phases_have_their_own_ids_and_a_progress_group() {
+        for p in SMP_PHASES {
+            assert!(PHASES.iter().all(|q| q.id != p.id && q.name != p.name));
+            assert_eq!(group(p.id), 111);
+            assert_eq!(p.cpl, 3);
+        }
+    }
 }

@@ -1,12 +1,13 @@
 //! `pvabi bench`: measures, on this machine's KVM, what the reference host's dispatch costs
-//! per call and what batching, deferral and rings save. The engine is
+//! per call, what batching, deferral and rings save, and whether the host serialises the
+//! calls of two vCPUs. The engine is
 //! [`pvabi_host::bench`]; this module parses the arguments and prints the figures.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pvabi_host::bench::{self, BenchConfig, BenchReport};
+use pvabi_host::bench::{self, BenchConfig, BenchReport, PhaseResult};
 
 /// Arguments of `pvabi bench`.
 #[derive(Debug, clap::Args)]
@@ -171,6 +172,45 @@ fn to_table(r: &BenchReport) -> String {
         );
     }
     let _ = writeln!(s);
+    let m = &r.smp;
+    let _ = writeln!(
+        s,
+        "(c) SMP: GET_SPEC_VERSION through the doorbell at CPL3 in a VM of {} vCPUs, from vCPU 0",
+        m.vcpus
+    );
+    let _ = writeln!(
+        s,
+        "    alone and from vCPUs 0 and 1 at once (taking turns in chunks). calls/s counts the calls"
+    );
+    let _ = writeln!(
+        s,
+        "    of every calling vCPU over the wall-clock time between the marks (all ready, all done):"
+    );
+    let _ = writeln!(
+        s,
+        "    {:<24} {:>14} {:>10} {:>10} {:>10}",
+        "vCPUs calling", "calls/s", "ns/call", "exits/op", "handler"
+    );
+    for (label, calls, p) in [
+        ("1 (vCPU 0)", m.smp_1_calls_per_s, &m.solo),
+        ("2 (vCPUs 0 and 1)", m.smp_2_calls_per_s, &m.pair),
+    ] {
+        let _ = writeln!(
+            s,
+            "    {:<24} {:>14.0} {:>10.0} {:>10.4} {:>10.0}",
+            label, calls, p.ns_per_op, p.exits_per_op, p.handler_ns_per_op
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    scaling (2 vCPUs / 1 vCPU): {:.2}x (2.00x: no serialisation; 1.00x: fully serialised;",
+        m.smp_scaling
+    );
+    let _ = writeln!(
+        s,
+        "    below 2x also when the machine has fewer than 2 idle cores for the two vCPU threads)"
+    );
+    let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Every phase (medians; guest TSC ticks per operation as a second clock):"
@@ -271,40 +311,59 @@ fn to_json(r: &BenchReport) -> String {
     }
     s.push_str("  ],\n  \"phases\": [\n");
     for (i, p) in r.phases.iter().enumerate() {
-        let samples: Vec<String> = p
-            .samples
-            .iter()
-            .map(|x| {
-                format!(
-                    "{{\"ops\": {}, \"exits\": {}, \"ns\": {}, \"handler_ns\": {}, \
-                     \"tsc_ticks\": {}}}",
-                    x.ops,
-                    x.exits,
-                    x.elapsed.as_nanos(),
-                    x.handler.as_nanos(),
-                    x.tsc_ticks
-                )
-            })
-            .collect();
-        let _ = write!(
-            s,
-            "    {{\"name\": {}, \"cpl\": {}, \"what\": {}, \"ns_per_op\": {}, \
-             \"exits_per_op\": {}, \"tsc_per_op\": {}, \"handler_ns_per_op\": {}, \
-             \"samples\": [{}]}}",
-            string(p.phase.name),
-            p.phase.cpl,
-            string(p.phase.what),
-            num(p.ns_per_op),
-            num(p.exits_per_op),
-            num(p.tsc_per_op),
-            num(p.handler_ns_per_op),
-            samples.join(", ")
-        );
+        s.push_str("    ");
+        s.push_str(&phase_json(p));
         s.push_str(if i + 1 < r.phases.len() { ",\n" } else { "\n" });
     }
     s.push_str("  ],\n");
+    let m = &r.smp;
+    let _ = writeln!(
+        s,
+        "  \"smp\": {{\"vcpus\": {}, \"cpl\": {}, \"call\": \"GET_SPEC_VERSION\", \
+         \"smp_1_calls_per_s\": {}, \"smp_2_calls_per_s\": {}, \"smp_scaling\": {}, \
+         \"phases\": [\n    {},\n    {}\n  ]}},",
+        m.vcpus,
+        m.pair.phase.cpl,
+        num(m.smp_1_calls_per_s),
+        num(m.smp_2_calls_per_s),
+        num(m.smp_scaling),
+        phase_json(&m.solo),
+        phase_json(&m.pair)
+    );
     let _ = writeln!(s, "  \"host_pte_writes\": {},", r.host_pte_writes);
     let _ = writeln!(s, "  \"total_seconds\": {}", num(r.total.as_secs_f64()));
     s.push('}');
     s
+}
+
+/// One phase as a JSON object (on one line).
+fn phase_json(p: &PhaseResult) -> String {
+    let samples: Vec<String> = p
+        .samples
+        .iter()
+        .map(|x| {
+            format!(
+                "{{\"ops\": {}, \"exits\": {}, \"ns\": {}, \"handler_ns\": {}, \
+                 \"tsc_ticks\": {}}}",
+                x.ops,
+                x.exits,
+                x.elapsed.as_nanos(),
+                x.handler.as_nanos(),
+                x.tsc_ticks
+            )
+        })
+        .collect();
+    format!(
+        "{{\"name\": {}, \"cpl\": {}, \"what\": {}, \"ns_per_op\": {}, \
+         \"exits_per_op\": {}, \"tsc_per_op\": {}, \"handler_ns_per_op\": {}, \
+         \"samples\": [{}]}}",
+        string(p.phase.name),
+        p.phase.cpl,
+        string(p.phase.what),
+        num(p.ns_per_op),
+        num(p.exits_per_op),
+        num(p.tsc_per_op),
+        num(p.handler_ns_per_op),
+        samples.join(", ")
+    )
 }

@@ -21,7 +21,17 @@
 //! MEM_UPDATE_PTE of a scratch word made directly, in MULTICALL batches of 32, through the
 //! deferred queue (flushed when full and at the end), and through the submission ring in
 //! doorbell mode (RING_ENTER per 32) and in host-polled mode (a notification only when the
-//! host asks for one). Round 0 is a short warm-up.
+//! host asks for one); last the SMP pair: GET_SPEC_VERSION at CPL3 from vCPU 0 alone, and
+//! from vCPUs 0 and 1 at the same time, in rotating chunks. Round 0 is a short warm-up.
+//!
+//! SMP: the VM has two vCPUs. After NEGOTIATE, vCPU 0 starts vCPU 1 with VCPU_START; vCPU 1
+//! waits in VCPU_HALT for work. For a chunk of the two-vCPU phase vCPU 0 publishes a new
+//! sequence number and kicks vCPU 1, which enters ring 3 and says it is ready; vCPU 0 (in
+//! ring 3 too) marks the start, lets both go, makes its calls, waits until vCPU 1 is done
+//! and marks the end, with `rdi` = the calls of both vCPUs. vCPU 1 stays in ring 3 until
+//! that end mark, and vCPU 0 goes on only once vCPU 1 is on its way back into VCPU_HALT:
+//! so a phase's window holds no exit but its calls, and vCPU 1 is halted in the host during
+//! every one-vCPU chunk. All SMP marks come from vCPU 0 at CPL3.
 #![no_std]
 #![no_main]
 
@@ -30,14 +40,15 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use pvabi_guest::abi::batch::{RingMode, SubmissionEntry};
+use pvabi_guest::abi::vcpu::VcpuStartState;
 use pvabi_guest::base::NegotiateRequest;
 use pvabi_guest::batch::{completion_result, DeferredQueue, Multicall, Rings};
 use pvabi_guest::discovery::discover;
 use pvabi_guest::transport::notify_ring;
-use pvabi_guest::{Call, Features, PortTransport, Pvabi};
+use pvabi_guest::{Block, Call, Features, PortTransport, Pvabi};
 use pvabi_guest_rt::cpu::{pause, rdtsc};
 use pvabi_guest_rt::port::{inl, RawConsole};
-use pvabi_guest_rt::{halt_forever, run_at_cpl3, BootInfo};
+use pvabi_guest_rt::{ap_launch, halt_forever, run_at_cpl3, BootInfo};
 
 const PORT_MARK: u16 = 0x5680;
 const PORT_PARAM: u16 = 0x5681;
@@ -56,17 +67,21 @@ const PHASE_RING_DOORBELL: u32 = 7;
 const PHASE_RING_POLLED: u32 = 8;
 const PHASE_CPL0_REGS: u32 = 9;
 const PHASE_CPL3_REGS: u32 = 10;
+const PHASE_SMP_1: u32 = 11;
+const PHASE_SMP_2: u32 = 12;
 
 const MARK_END: u32 = 1 << 31;
 /// MULTICALL batch size.
 const BATCH: usize = 32;
 /// Chunks the bare-exit and pvabi-call phases are cut into, alternately.
 const CHUNKS: u64 = 32;
+/// Chunks the two SMP phases are cut into, alternately (each two-vCPU chunk wakes vCPU 1).
+const SMP_CHUNKS: u64 = 8;
 /// A phase that makes no progress for this many TSC ticks gives up (seconds on any CPU).
 const STALL_TICKS: u64 = 30_000_000_000;
 
-/// A `static` the guest mutates through `&mut` obtained by hand: each is used by one vCPU at
-/// a time (this guest runs on vCPU 0 only), never re-entrantly.
+/// A `static` the guest mutates through `&mut` obtained by hand: each is used by vCPU 0 only
+/// (vCPU 1 touches nothing but the `SMP_*` atomics), never re-entrantly.
 struct Global<T>(UnsafeCell<T>);
 
 // SAFETY: see the type's documentation: one vCPU, no re-entrancy; the host is the only other
@@ -103,6 +118,24 @@ static NOTIFY: AtomicU64 = AtomicU64::new(0x5654);
 static OPS: AtomicU64 = AtomicU64::new(0);
 /// Failed operations of the current phase.
 static FAILED: AtomicU64 = AtomicU64::new(0);
+
+// The SMP handshake between vCPU 0 and vCPU 1, one sequence number per two-vCPU chunk.
+/// The latest chunk vCPU 0 asked vCPU 1 to take part in (0: none yet).
+static SMP_SEQ: AtomicU64 = AtomicU64::new(0);
+/// Calls each vCPU makes in that chunk (written before `SMP_SEQ`).
+static SMP_N: AtomicU64 = AtomicU64::new(0);
+/// The chunk vCPU 1 is ready for (it is in ring 3, waiting for `SMP_GO`).
+static SMP_READY: AtomicU64 = AtomicU64::new(0);
+/// The chunk both vCPUs may start (vCPU 0 has marked its start).
+static SMP_GO: AtomicU64 = AtomicU64::new(0);
+/// The chunk vCPU 1 has finished (its failed calls are in `SMP_FAILED`).
+static SMP_DONE: AtomicU64 = AtomicU64::new(0);
+/// vCPU 1's failed calls in the chunk it finished last.
+static SMP_FAILED: AtomicU64 = AtomicU64::new(0);
+/// The chunk whose end vCPU 0 has marked (vCPU 1 may leave ring 3).
+static SMP_ENDED: AtomicU64 = AtomicU64::new(0);
+/// The chunk vCPU 1 saw last, stored just before each VCPU_HALT (`u64::MAX`: not up yet).
+static SMP_IDLE: AtomicU64 = AtomicU64::new(u64::MAX);
 
 fn pv() -> Pvabi<PortTransport> {
     Pvabi::new(PortTransport::new(DOORBELL.load(Ordering::Relaxed) as u16))
@@ -149,6 +182,160 @@ fn out_loop(arg: u64) -> u64 {
     }
     FAILED.store(failed, Ordering::Relaxed);
     rdtsc().wrapping_sub(start)
+}
+
+/// `n` GET_SPEC_VERSION calls through the doorbell (the same `out` as [`out_loop`]);
+/// returns how many did not succeed. It writes no `static`, so that both vCPUs can run it
+/// at once; both SMP phases use it, so that one vCPU calling and two run the same loop.
+#[inline(never)]
+fn call_loop(n: u64) -> u64 {
+    let n = core::hint::black_box(n);
+    let port = DOORBELL.load(Ordering::Relaxed) as u16;
+    let mut failed = 0u64;
+    for _ in 0..n {
+        let status: u64;
+        // SAFETY: GET_SPEC_VERSION (code 0) has no effect. The result registers are
+        // clobbered.
+        unsafe {
+            asm!("out dx, eax",
+                 inout("rax") 0u64 => status, inout("rdi") 0u64 => _, inout("rsi") 0u64 => _,
+                 inout("r8") 0u64 => _, inout("r9") 0u64 => _, in("r10") 0u64, in("r11") 0u64,
+                 in("dx") port, options(nostack));
+        }
+        failed += u64::from(status != 0);
+    }
+    failed
+}
+
+/// Spins (in ring 3: at native speed) until `value` holds `seq`; false after a stall.
+fn wait_for(value: &AtomicU64, seq: u64) -> bool {
+    let start = rdtsc();
+    while value.load(Ordering::Acquire) != seq {
+        if rdtsc().wrapping_sub(start) > STALL_TICKS {
+            return false;
+        }
+        pause();
+    }
+    true
+}
+
+/// Ring 3, vCPU 0 alone (vCPU 1 is halted): `arg` = `n | round << 32`; a start mark, `n`
+/// calls, an end mark. Returns 0.
+fn smp_solo(arg: u64) -> u64 {
+    let (n, round) = (arg & 0xffff_ffff, (arg >> 32) as u32);
+    mark(PHASE_SMP_1, round, false, 0, 0, 0);
+    let start = rdtsc();
+    let failed = call_loop(n);
+    let ticks = rdtsc().wrapping_sub(start);
+    mark(PHASE_SMP_1, round, true, n, ticks, failed);
+    0
+}
+
+/// Ring 3, vCPU 0 with vCPU 1 (`arg` as for [`smp_solo`]; chunk `SMP_SEQ`): waits until
+/// vCPU 1 is ready, marks the start, lets both go, makes its `n` calls, waits until vCPU 1
+/// has made its `n`, marks the end (operations: both vCPUs' calls), lets vCPU 1 go back and
+/// waits until it is about to halt. Returns 0, or 1 when vCPU 1 did not take part.
+fn smp_pair(arg: u64) -> u64 {
+    let (n, round) = (arg & 0xffff_ffff, (arg >> 32) as u32);
+    let seq = SMP_SEQ.load(Ordering::Relaxed);
+    if !wait_for(&SMP_READY, seq) {
+        return 1;
+    }
+    mark(PHASE_SMP_2, round, false, 0, 0, 0);
+    let start = rdtsc();
+    SMP_GO.store(seq, Ordering::Release);
+    let mut failed = call_loop(n);
+    if !wait_for(&SMP_DONE, seq) {
+        return 1;
+    }
+    let ticks = rdtsc().wrapping_sub(start);
+    failed += SMP_FAILED.load(Ordering::Relaxed);
+    mark(PHASE_SMP_2, round, true, 2 * n, ticks, failed);
+    SMP_ENDED.store(seq, Ordering::Release);
+    u64::from(!wait_for(&SMP_IDLE, seq))
+}
+
+/// Ring 3, vCPU 0: waits until vCPU 1 is about to halt having seen chunk `seq`. Returns 0, or
+/// 1 after a stall.
+fn wait_idle(seq: u64) -> u64 {
+    u64::from(!wait_for(&SMP_IDLE, seq))
+}
+
+/// Ring 3, vCPU 1: takes part in chunk `seq`: ready, wait for the go, `SMP_N` calls, done,
+/// wait for the end mark (so that nothing vCPU 1 does afterwards falls into the window).
+/// Returns 0, or 1 when the go or the end never came.
+fn smp_worker(seq: u64) -> u64 {
+    let n = SMP_N.load(Ordering::Relaxed);
+    SMP_READY.store(seq, Ordering::Release);
+    if !wait_for(&SMP_GO, seq) {
+        return 1;
+    }
+    let failed = call_loop(n);
+    SMP_FAILED.store(failed, Ordering::Relaxed);
+    SMP_DONE.store(seq, Ordering::Release);
+    u64::from(!wait_for(&SMP_ENDED, seq))
+}
+
+/// vCPU 1's entry: waits in VCPU_HALT (a kick wakes it; the host latches a kick that comes
+/// before the halt) and runs each new chunk in ring 3. Before each halt it says which chunk
+/// it saw last (`SMP_IDLE`).
+fn vcpu1_main(_: u64) -> ! {
+    let pv = pv();
+    let mut seen = 0;
+    loop {
+        let seq = SMP_SEQ.load(Ordering::Acquire);
+        if seq != seen {
+            seen = seq;
+            if run_at_cpl3(smp_worker, seq) != 0 {
+                fail("vCPU 1 got no go or no end");
+            }
+        } else {
+            SMP_IDLE.store(seen, Ordering::Release);
+            if pv.vcpu_halt(0).is_err() {
+                fail("VCPU_HALT failed on vCPU 1");
+            }
+        }
+    }
+}
+
+/// Starts vCPU 1 in [`vcpu1_main`] and waits until it is up and about to halt.
+fn start_vcpu1() {
+    let Some(launch) = ap_launch(1, vcpu1_main, 0) else {
+        fail("no AP launch record for vCPU 1")
+    };
+    let state = Block::new(VcpuStartState {
+        rip: launch.rip,
+        rsp: launch.rsp,
+        arg: launch.rdi,
+        cr3: 0,
+        ..VcpuStartState::default()
+    });
+    // SAFETY: vCPU 1 runs the runtime's AP entry on its own stack with the boot page tables;
+    // it only touches the `SMP_*` atomics and makes pvabi calls.
+    if unsafe { pv().vcpu_start(1, state.gpa()) }.is_err() {
+        fail("VCPU_START failed");
+    }
+    if run_at_cpl3(wait_idle, 0) != 0 {
+        fail("vCPU 1 did not come up");
+    }
+}
+
+/// One chunk of `n` calls per calling vCPU of an SMP phase.
+fn run_smp_phase(phase: u32, round: u32, n: u64) {
+    let arg = n | u64::from(round) << 32;
+    if phase == PHASE_SMP_1 {
+        run_at_cpl3(smp_solo, arg);
+        return;
+    }
+    SMP_N.store(n, Ordering::Relaxed);
+    let seq = SMP_SEQ.load(Ordering::Relaxed) + 1;
+    SMP_SEQ.store(seq, Ordering::Release);
+    if pv().vcpu_kick(1).is_err() {
+        fail("VCPU_KICK failed");
+    }
+    if run_at_cpl3(smp_pair, arg) != 0 {
+        fail("vCPU 1 did not take part");
+    }
 }
 
 fn pte_gpa(i: u64) -> u64 {
@@ -346,16 +533,19 @@ fn run_phase(phase: u32, round: u32, n: u64) {
     );
 }
 
-fn main(_boot: &BootInfo) -> ! {
+fn main(boot: &BootInfo) -> ! {
     let Some(found) = discover() else {
         fail("no pvabi host")
     };
+    if boot.vcpu_count < 2 {
+        fail("the bench needs 2 vCPUs");
+    }
     DOORBELL.store(u64::from(found.info.doorbell_port), Ordering::Relaxed);
     NOTIFY.store(u64::from(found.info.ring_notify_port), Ordering::Relaxed);
     let n = param().max(1);
     let rounds = param() as u32;
     let pv = pv();
-    let need = Features::SYSTEM | Features::MEMORY | Features::MULTICALL;
+    let need = Features::SYSTEM | Features::MEMORY | Features::MULTICALL | Features::VCPU;
     if pv
         .negotiate(NegotiateRequest::v1(
             need | Features::DEFERRED | Features::RING,
@@ -369,6 +559,7 @@ fn main(_boot: &BootInfo) -> ! {
     if unsafe { pv.defer_set_queue(QUEUE.get().gpa()) }.is_err() {
         fail("DEFER_SET_QUEUE failed");
     }
+    start_vcpu1();
     // Round 0 warms up (the host discards it).
     for round in 0..=rounds {
         let n = if round == 0 {
@@ -406,6 +597,23 @@ fn main(_boot: &BootInfo) -> ! {
             run_phase(phase, round, n);
         }
         set_rings(None);
+        // One vCPU calling and two at once take turns in chunks, in alternating order.
+        let chunk = (n / SMP_CHUNKS).max(1);
+        let mut done = 0;
+        let mut k = 0;
+        while done < n {
+            let ops = chunk.min(n - done);
+            let pair = if k % 2 == 0 {
+                [PHASE_SMP_1, PHASE_SMP_2]
+            } else {
+                [PHASE_SMP_2, PHASE_SMP_1]
+            };
+            for phase in pair {
+                run_smp_phase(phase, round, ops);
+            }
+            done += ops;
+            k += 1;
+        }
     }
     pv.shutdown(0)
 }
