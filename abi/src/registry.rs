@@ -34,6 +34,12 @@
 //! entries. The spec's tables follow registry order within a module, except where the spec
 //! puts an entry first (see `pvabi-spec`'s `constants` module).
 //!
+//! # Not in the C header
+//!
+//! The header (`include/pvabi.h`) already has every constant; the registry is for Rust tools.
+//! cbindgen writes a blank line for each `pub const` it cannot translate, so a non-integer
+//! `pub const` of this module carries `cbindgen:ignore` (as [`Module::ALL`] does).
+//!
 //! # Adding a constant
 //!
 //! Define it in its chapter module, then add one line here: [`Kind::Abi`] with the rule it
@@ -87,6 +93,8 @@ pub enum Module {
 
 impl Module {
     /// Every module that defines constants, in book order.
+    ///
+    /// cbindgen:ignore
     pub const ALL: [Module; 13] = [
         Module::Discovery,
         Module::Convention,
