@@ -18,8 +18,10 @@
 //! | [`batch`] | Batching, deferral and rings |
 //! | [`preview2`] | Major version 2, preview (not released) |
 //!
-//! [`calls`] holds the machine-readable call table built from the family modules, and
-//! [`layout`] the asserted layout of every structure.
+//! [`calls`] holds the machine-readable call table built from the family modules,
+//! [`layout`] the asserted layout of every structure, and [`registry`] every named constant
+//! with its display format and evolution rule (the one list the spec and the ABI snapshots
+//! read).
 //!
 //! ```
 //! use pvabi_abi::{calls::Call, features::Features, status::Status};
@@ -46,6 +48,7 @@ pub mod features;
 pub mod layout;
 pub mod memory;
 pub mod preview2;
+pub mod registry;
 pub mod status;
 pub mod system;
 pub mod time;

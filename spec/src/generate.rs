@@ -16,7 +16,7 @@ use pvabi_abi::layout::{StructLayout, STRUCTS};
 use pvabi_abi::status::{Status, CHECK_ORDER};
 
 use crate::chapters::{family_chapter, CHAPTERS};
-use crate::constants::{self, mask_text, Group};
+use crate::constants::{self, mask_text};
 use crate::fields::field_doc;
 use crate::requirements::{requirements, Level};
 
@@ -459,14 +459,14 @@ fn cpuid_file() -> String {
     out
 }
 
-/// `generated/constants.md`: one table per group.
+/// `generated/constants.md`: one table per module that has one, anchored by the module's name.
 fn constants_file() -> String {
     let mut out = String::from(HEADER);
     out.push('\n');
-    for g in Group::ALL {
-        anchor_start(&mut out, g.anchor());
-        out.push_str(&constants::table(g));
-        anchor_end(&mut out, g.anchor());
+    for m in constants::tables() {
+        anchor_start(&mut out, m.name());
+        out.push_str(&constants::table(m));
+        anchor_end(&mut out, m.name());
     }
     out
 }

@@ -175,7 +175,7 @@ pub fn substitute_constants(text_dir: &Path) -> Result<()> {
     }
     if !unknown.is_empty() {
         bail!(
-            "unknown constants in the spec sources:\n  {}\nuse a name from spec/src/constants.rs (or add the constant there)",
+            "unknown constants in the spec sources:\n  {}\nuse a name from the ABI crate's constant registry, abi/src/registry.rs (or add the constant there)",
             unknown.join("\n  ")
         );
     }

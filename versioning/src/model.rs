@@ -23,7 +23,7 @@ use pvabi_abi::status::Status;
 use pvabi_abi::version::{Version, VERSION_MAJOR, VERSION_MINOR};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::constants::CONSTANTS;
+use crate::constants;
 
 /// The version of the snapshot file format (the `format` field).
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -119,7 +119,8 @@ pub struct Snapshot {
     /// The values of the ABI's enumerations (`CallState`, `EventKind`, `Family`, `RingMode`,
     /// `WakeReason`), by enumeration name.
     pub enums: BTreeMap<String, Vec<NamedValue>>,
-    /// Every numeric constant of the ABI crate, in the order of the constants table.
+    /// Every numeric constant of the ABI crate, in the order of its constant registry
+    /// (`pvabi_abi::registry`).
     pub constants: Vec<ConstEntry>,
     /// The CPUID leaves.
     pub cpuid: CpuidEntry,
@@ -527,14 +528,7 @@ impl Snapshot {
                 })
                 .collect(),
             enums: enums(),
-            constants: CONSTANTS
-                .iter()
-                .map(|c| ConstEntry {
-                    name: c.name.to_owned(),
-                    value: c.value,
-                    rule: c.rule,
-                })
-                .collect(),
+            constants: constants::recorded().collect(),
             cpuid: cpuid_entry(),
         }
     }
