@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cmd;
 
 /// pvabi: an open, versioned paravirtual hypercall interface for x86-64 guests.

@@ -5,7 +5,8 @@
 //! the one attached before it, and an access nobody handles gets the bus's default: a write
 //! is ignored and a read returns zeros. So a device that adds one port, or changes how one
 //! port answers, implements only that, and everything else reaches the devices beneath it.
-//! The bus also counts the accesses to each attachment (the exits they cost).
+//! The bus also counts accesses (each one an exit): all of them, and those of the ports it
+//! was asked to [`watch`](PortBus::watch).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -23,13 +24,14 @@
 //!
 //! let mut bus = PortBus::new();
 //! bus.attach(0x80..=0x80, Arc::new(Seven));
+//! bus.watch(0x80);
 //! let access = PortAccess { vcpu: 0, cpl: 0, port: 0x80 };
 //! let mut data = [0u8; 1];
 //! assert_eq!(bus.read(&access, &mut data), Outcome::Resume);
 //! assert_eq!(data, [7]);
 //! // Writes fall through to the default (ignored), and are counted.
 //! bus.write(&access, &[1], &mut CallRegs::default());
-//! assert_eq!(bus.counts(0x80), (1, 1));
+//! assert_eq!(bus.counts(0x80), Some((1, 1)));
 //! ```
 
 use std::fmt;
@@ -73,17 +75,33 @@ pub trait PortDevice: Send + Sync {
 struct Attachment {
     ports: RangeInclusive<u16>,
     device: Arc<dyn PortDevice>,
+}
+
+/// Writes and reads of one port, or of all.
+#[derive(Debug, Default)]
+struct Counter {
     writes: AtomicU64,
     reads: AtomicU64,
 }
 
-/// Port devices by range, with per-attachment access counters.
+impl Counter {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.writes.load(Ordering::Relaxed),
+            self.reads.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Port devices by range, with access counters.
 #[derive(Default)]
 pub struct PortBus {
     /// In attachment order; lookups go from the last one back.
     attachments: Vec<Attachment>,
-    unclaimed_writes: AtomicU64,
-    unclaimed_reads: AtomicU64,
+    /// Every access.
+    total: Counter,
+    /// The watched ports' accesses.
+    watched: Vec<(u16, Counter)>,
 }
 
 impl fmt::Debug for PortBus {
@@ -102,12 +120,21 @@ impl PortBus {
 
     /// Attaches `device` to `ports`, in front of the devices attached before it.
     pub fn attach(&mut self, ports: RangeInclusive<u16>, device: Arc<dyn PortDevice>) {
-        self.attachments.push(Attachment {
-            ports,
-            device,
-            writes: AtomicU64::new(0),
-            reads: AtomicU64::new(0),
-        });
+        self.attachments.push(Attachment { ports, device });
+    }
+
+    /// Counts the accesses to `port` apart (see [`counts`](Self::counts)).
+    pub fn watch(&mut self, port: u16) {
+        if !self.watched.iter().any(|(p, _)| *p == port) {
+            self.watched.push((port, Counter::default()));
+        }
+    }
+
+    fn counter(&self, port: u16) -> Option<&Counter> {
+        self.watched
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, c)| c)
     }
 
     fn at(&self, port: u16) -> impl Iterator<Item = &Attachment> {
@@ -119,39 +146,25 @@ impl PortBus {
 
     /// An `out`: the first device (most recent first) that handles it answers.
     pub fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Outcome {
-        let mut counted = false;
-        for a in self.at(access.port) {
-            if !counted {
-                a.writes.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-            }
-            if let Some(outcome) = a.device.write(access, data, regs) {
-                return outcome;
-            }
+        self.total.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.counter(access.port) {
+            c.writes.fetch_add(1, Ordering::Relaxed);
         }
-        if !counted {
-            self.unclaimed_writes.fetch_add(1, Ordering::Relaxed);
-        }
-        Outcome::Resume
+        self.at(access.port)
+            .find_map(|a| a.device.write(access, data, regs))
+            .unwrap_or(Outcome::Resume)
     }
 
     /// An `in`: `data` is zeroed, then the first device that handles it fills it.
     pub fn read(&self, access: &PortAccess, data: &mut [u8]) -> Outcome {
         data.fill(0);
-        let mut counted = false;
-        for a in self.at(access.port) {
-            if !counted {
-                a.reads.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-            }
-            if let Some(outcome) = a.device.read(access, data) {
-                return outcome;
-            }
+        self.total.reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.counter(access.port) {
+            c.reads.fetch_add(1, Ordering::Relaxed);
         }
-        if !counted {
-            self.unclaimed_reads.fetch_add(1, Ordering::Relaxed);
-        }
-        Outcome::Resume
+        self.at(access.port)
+            .find_map(|a| a.device.read(access, data))
+            .unwrap_or(Outcome::Resume)
     }
 
     /// Tells every device that the VM has ended.
@@ -161,34 +174,14 @@ impl PortBus {
         }
     }
 
-    /// `(writes, reads)` of `port`: counted once per access, on the most recent attachment
-    /// whose range holds it, or on the unclaimed counters when none does.
-    pub fn counts(&self, port: u16) -> (u64, u64) {
-        match self.at(port).next() {
-            Some(a) => (
-                a.writes.load(Ordering::Relaxed),
-                a.reads.load(Ordering::Relaxed),
-            ),
-            None => (
-                self.unclaimed_writes.load(Ordering::Relaxed),
-                self.unclaimed_reads.load(Ordering::Relaxed),
-            ),
-        }
+    /// `(writes, reads)` of a [watched](Self::watch) port (`None` if it is not watched).
+    pub fn counts(&self, port: u16) -> Option<(u64, u64)> {
+        self.counter(port).map(Counter::get)
     }
 
     /// `(writes, reads)` over every port.
     pub fn totals(&self) -> (u64, u64) {
-        let sum = |f: fn(&Attachment) -> &AtomicU64, base: &AtomicU64| {
-            self.attachments
-                .iter()
-                .map(|a| f(a).load(Ordering::Relaxed))
-                .sum::<u64>()
-                + base.load(Ordering::Relaxed)
-        };
-        (
-            sum(|a| &a.writes, &self.unclaimed_writes),
-            sum(|a| &a.reads, &self.unclaimed_reads),
-        )
+        self.total.get()
     }
 }
 
@@ -237,6 +230,8 @@ mod tests {
         });
         bus.attach(0x10..=0x1f, low.clone());
         bus.attach(0x12..=0x12, Arc::new(Transparent));
+        bus.watch(0x12);
+        bus.watch(0x99);
         let mut regs = CallRegs::default();
         assert_eq!(bus.write(&access(0x12), &[0], &mut regs), Outcome::StopVcpu);
         assert_eq!(regs.rdi, 1, "the transparent device passed the write on");
@@ -257,12 +252,9 @@ mod tests {
         let mut regs = CallRegs::default();
         assert_eq!(bus.write(&access(0x99), &[1], &mut regs), Outcome::Resume);
         assert_eq!(regs, CallRegs::default());
-        assert_eq!(bus.counts(0x99), (1, 0));
-        assert_eq!(
-            bus.counts(0x12),
-            (1, 1),
-            "one write after the newest attach"
-        );
+        assert_eq!(bus.counts(0x99), Some((1, 0)));
+        assert_eq!(bus.counts(0x12), Some((2, 1)));
+        assert_eq!(bus.counts(0x10), None, "not watched");
         assert_eq!(bus.totals(), (3, 1));
         bus.vm_ending();
         assert!(*low.ended.lock().unwrap());

@@ -201,6 +201,8 @@ pub fn run_with(
     let pvabi = Arc::new(PvabiPorts::new(host_config, vm.ctl())?);
     let mut bus = PortBus::new();
     pvabi.attach_to(&mut bus);
+    bus.watch(doorbell);
+    bus.watch(ring_notify);
     add_devices(&mut bus, pvabi.dispatcher());
     let bus = Arc::new(bus);
 
@@ -213,8 +215,8 @@ pub fn run_with(
     let wall = started.elapsed();
     let console = std::mem::take(&mut *lock(&captured));
     let (outs, ins) = bus.totals();
-    let doorbell_outs = bus.counts(doorbell).0;
-    let notify_outs = bus.counts(ring_notify).0;
+    let doorbell_outs = bus.counts(doorbell).map_or(0, |c| c.0);
+    let notify_outs = bus.counts(ring_notify).map_or(0, |c| c.0);
     Ok(RunOutcome {
         end,
         report: pvabi.dispatcher().report(),
@@ -223,7 +225,7 @@ pub fn run_with(
         exits: ExitCounts {
             doorbell: doorbell_outs,
             ring_notify: notify_outs,
-            other_out: outs - doorbell_outs - notify_outs,
+            other_out: outs.saturating_sub(doorbell_outs + notify_outs),
             port_in: ins,
         },
     })

@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use crate::bench::{self, BenchConfig, BenchReport, PhaseResult};
 use anyhow::Context;
-use pvabi_host::bench::{self, BenchConfig, BenchReport, PhaseResult};
+use serde_json::{json, Value};
 
 /// Arguments of `pvabi bench`.
 #[derive(Debug, clap::Args)]
@@ -236,134 +237,85 @@ fn to_table(r: &BenchReport) -> String {
     s
 }
 
-/// A JSON number, or `null` for NaN and infinities (which JSON cannot represent).
-fn num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.3}")
-    } else {
-        "null".to_string()
-    }
-}
-
-/// A JSON string (the strings here are ASCII without quotes or backslashes, but escape anyway).
-fn string(v: &str) -> String {
-    let mut s = String::from("\"");
-    for c in v.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(s, "\\u{:04x}", c as u32);
-            }
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-    s
-}
-
 fn to_json(r: &BenchReport) -> String {
-    let mut s = String::from("{\n");
-    let _ = writeln!(s, "  \"iterations\": {},", r.config.iterations);
-    let _ = writeln!(s, "  \"rounds\": {},", r.config.rounds);
-    let _ = writeln!(s, "  \"clock\": \"host wall clock between guest marks\",");
-    s.push_str("  \"exit_cost\": [\n");
-    for (i, e) in r.exit_cost.iter().enumerate() {
-        let _ = write!(
-            s,
-            "    {{\"cpl\": {}, \"bare_out_ns\": {}, \"pvabi_call_ns\": {}, \
-             \"dispatch_overhead_ns\": {}, \"ratio\": {}, \"regs_out_ns\": {}, \
-             \"handler_bare_ns\": {}, \"handler_call_ns\": {}, \"handler_dispatch_ns\": {}}}",
-            e.cpl,
-            num(e.bare_out_ns),
-            num(e.pvabi_call_ns),
-            num(e.dispatch_overhead_ns),
-            num(e.ratio),
-            num(e.regs_out_ns),
-            num(e.handler_bare_ns),
-            num(e.handler_call_ns),
-            num(e.handler_call_ns - e.handler_bare_ns)
-        );
-        s.push_str(if i + 1 < r.exit_cost.len() {
-            ",\n"
-        } else {
-            "\n"
-        });
-    }
-    s.push_str("  ],\n  \"batching\": [\n");
-    for (i, b) in r.batching.iter().enumerate() {
-        let _ = write!(
-            s,
-            "    {{\"mode\": {}, \"cpl\": {}, \"exits_per_op\": {}, \"ns_per_op\": {}, \
-             \"speedup_vs_direct\": {}, \"exit_reduction_vs_direct\": {}}}",
-            string(b.phase.name),
-            b.phase.cpl,
-            num(b.exits_per_op),
-            num(b.ns_per_op),
-            num(b.speedup_vs_direct),
-            num(b.exit_reduction_vs_direct)
-        );
-        s.push_str(if i + 1 < r.batching.len() {
-            ",\n"
-        } else {
-            "\n"
-        });
-    }
-    s.push_str("  ],\n  \"phases\": [\n");
-    for (i, p) in r.phases.iter().enumerate() {
-        s.push_str("    ");
-        s.push_str(&phase_json(p));
-        s.push_str(if i + 1 < r.phases.len() { ",\n" } else { "\n" });
-    }
-    s.push_str("  ],\n");
+    let exit_cost: Vec<Value> = r
+        .exit_cost
+        .iter()
+        .map(|e| {
+            json!({
+                "cpl": e.cpl,
+                "bare_out_ns": e.bare_out_ns,
+                "pvabi_call_ns": e.pvabi_call_ns,
+                "dispatch_overhead_ns": e.dispatch_overhead_ns,
+                "ratio": e.ratio,
+                "regs_out_ns": e.regs_out_ns,
+                "handler_bare_ns": e.handler_bare_ns,
+                "handler_call_ns": e.handler_call_ns,
+                "handler_dispatch_ns": e.handler_call_ns - e.handler_bare_ns,
+            })
+        })
+        .collect();
+    let batching: Vec<Value> = r
+        .batching
+        .iter()
+        .map(|b| {
+            json!({
+                "mode": b.phase.name,
+                "cpl": b.phase.cpl,
+                "exits_per_op": b.exits_per_op,
+                "ns_per_op": b.ns_per_op,
+                "speedup_vs_direct": b.speedup_vs_direct,
+                "exit_reduction_vs_direct": b.exit_reduction_vs_direct,
+            })
+        })
+        .collect();
     let m = &r.smp;
-    let _ = writeln!(
-        s,
-        "  \"smp\": {{\"vcpus\": {}, \"cpl\": {}, \"call\": \"GET_SPEC_VERSION\", \
-         \"smp_1_calls_per_s\": {}, \"smp_2_calls_per_s\": {}, \"smp_scaling\": {}, \
-         \"phases\": [\n    {},\n    {}\n  ]}},",
-        m.vcpus,
-        m.pair.phase.cpl,
-        num(m.smp_1_calls_per_s),
-        num(m.smp_2_calls_per_s),
-        num(m.smp_scaling),
-        phase_json(&m.solo),
-        phase_json(&m.pair)
-    );
-    let _ = writeln!(s, "  \"host_pte_writes\": {},", r.host_pte_writes);
-    let _ = writeln!(s, "  \"total_seconds\": {}", num(r.total.as_secs_f64()));
-    s.push('}');
-    s
+    let report = json!({
+        "iterations": r.config.iterations,
+        "rounds": r.config.rounds,
+        "clock": "host wall clock between guest marks",
+        "exit_cost": exit_cost,
+        "batching": batching,
+        "phases": r.phases.iter().map(phase_json).collect::<Vec<_>>(),
+        "smp": {
+            "vcpus": m.vcpus,
+            "cpl": m.pair.phase.cpl,
+            "call": "GET_SPEC_VERSION",
+            "smp_1_calls_per_s": m.smp_1_calls_per_s,
+            "smp_2_calls_per_s": m.smp_2_calls_per_s,
+            "smp_scaling": m.smp_scaling,
+            "phases": [phase_json(&m.solo), phase_json(&m.pair)],
+        },
+        "host_pte_writes": r.host_pte_writes,
+        "total_seconds": r.total.as_secs_f64(),
+    });
+    // Non-finite figures (a phase that did not run) become null.
+    serde_json::to_string_pretty(&report).expect("a JSON value always serializes")
 }
 
-/// One phase as a JSON object (on one line).
-fn phase_json(p: &PhaseResult) -> String {
-    let samples: Vec<String> = p
+/// One phase as a JSON object.
+fn phase_json(p: &PhaseResult) -> Value {
+    let samples: Vec<Value> = p
         .samples
         .iter()
         .map(|x| {
-            format!(
-                "{{\"ops\": {}, \"exits\": {}, \"ns\": {}, \"handler_ns\": {}, \
-                 \"tsc_ticks\": {}}}",
-                x.ops,
-                x.exits,
-                x.elapsed.as_nanos(),
-                x.handler.as_nanos(),
-                x.tsc_ticks
-            )
+            json!({
+                "ops": x.ops,
+                "exits": x.exits,
+                "ns": x.elapsed.as_nanos() as u64,
+                "handler_ns": x.handler.as_nanos() as u64,
+                "tsc_ticks": x.tsc_ticks,
+            })
         })
         .collect();
-    format!(
-        "{{\"name\": {}, \"cpl\": {}, \"what\": {}, \"ns_per_op\": {}, \
-         \"exits_per_op\": {}, \"tsc_per_op\": {}, \"handler_ns_per_op\": {}, \
-         \"samples\": [{}]}}",
-        string(p.phase.name),
-        p.phase.cpl,
-        string(p.phase.what),
-        num(p.ns_per_op),
-        num(p.exits_per_op),
-        num(p.tsc_per_op),
-        num(p.handler_ns_per_op),
-        samples.join(", ")
-    )
+    json!({
+        "name": p.phase.name,
+        "cpl": p.phase.cpl,
+        "what": p.phase.what,
+        "ns_per_op": p.ns_per_op,
+        "exits_per_op": p.exits_per_op,
+        "tsc_per_op": p.tsc_per_op,
+        "handler_ns_per_op": p.handler_ns_per_op,
+        "samples": samples,
+    })
 }

@@ -10,7 +10,7 @@
 //!
 //! - **Exit cost**: the same `out dx, eax` loop with the registers of GET_SPEC_VERSION, once
 //!   to a port nobody handles (a bare exit to the VMM and back) and once to the doorbell (a
-//!   pvabi call through the [`Dispatcher`](crate::dispatch::Dispatcher)), at CPL0 and at
+//!   pvabi call through the [`Dispatcher`](pvabi_host::dispatch::Dispatcher)), at CPL0 and at
 //!   CPL3, in alternating chunks. The difference is the host's own dispatch overhead per
 //!   call. Exits cost tens of microseconds on some hosts and vary by more than that
 //!   overhead, so the host also times its port handler itself (the work between the exit
@@ -32,19 +32,25 @@
 //! Ring-0 guest code may be emulated instruction by instruction (PVM hosts), so loops that
 //! must be fast run at CPL3; each figure says which ring it was measured in. Calls from
 //! ring 3 break rule CONV-013 (a host must not perform them), so the bench's host is built
-//! with [`PvabiHost::allowing_user_mode_calls`]; the exit and the dispatch work are the same
+//! with [`HostConfig::allow_user_mode_calls`]; the exit and the dispatch work are the same
 //! as for a call from ring 0.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{ConsoleSink, HostConfig, PvabiHost};
-use crate::vm::{CallRegs, FaultReport, Next, Vm, VmConfig, VmCtl, VmEnd, VmError, VmHost};
+use pvabi_host::bus::{PortAccess, PortDevice};
+use pvabi_host::dispatch::sync::lock;
+use pvabi_host::dispatch::{CallRegs, ConsoleSink, HostConfig, Outcome};
+use pvabi_host::runner::{self, RunConfig, RunError};
+use pvabi_host::vm::{VmConfig, VmEnd};
+use pvabi_host::KvmDispatcher;
 
 /// The bench guest's ELF image.
-pub const BENCH_GUEST: &[u8] = include_bytes!(env!("PVABI_GUEST_BENCH"));
+pub fn bench_guest() -> &'static [u8] {
+    pvabi_guest_images::bench()
+}
 
 const PORT_MARK: u16 = 0x5680;
 const PORT_PARAM: u16 = 0x5681;
@@ -184,7 +190,7 @@ pub struct Sample {
     pub exits: u64,
     /// Wall-clock time between the phase's marks, as the host saw them.
     pub elapsed: Duration,
-    /// Time the host spent inside its port handler ([`PvabiHost`]) for those exits: the
+    /// Time the host spent inside its port handler (the dispatcher) for those exits: the
     /// host's own work, without the exit itself.
     pub handler: Duration,
     /// The guest's TSC ticks for the phase's loop.
@@ -284,7 +290,8 @@ pub struct BenchReport {
     pub batching: Vec<BatchMode>,
     /// One vCPU calling against two (the SMP phases).
     pub smp: SmpResult,
-    /// MEM_UPDATE_PTE writes the host recorded (all rounds, warm-up included).
+    /// MEM_UPDATE_PTE calls that succeeded, as the host counted them (all rounds, warm-up
+    /// included).
     pub host_pte_writes: u64,
     /// Wall-clock time of the whole run, VM creation included.
     pub total: Duration,
@@ -293,12 +300,9 @@ pub struct BenchReport {
 /// Why the bench could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// The VM could not be created or run (no KVM, ...).
+    /// The VM could not be created or run (no KVM, a refused configuration, ...).
     #[error(transparent)]
-    Vm(#[from] VmError),
-    /// The host configuration was refused.
-    #[error(transparent)]
-    Config(#[from] crate::dispatch::ConfigError),
+    Run(#[from] RunError),
     /// The guest did not finish cleanly.
     #[error("the bench guest did not finish: {end}{console}")]
     Guest {
@@ -327,9 +331,10 @@ struct Mark {
 
 type Progress = Box<dyn Fn(&str) + Send + Sync>;
 
-/// The [`PvabiHost`] with the bench guest's test ports in front of it; counts exits.
+/// The bench guest's test ports, in front of the pvabi ports on every port: it counts the
+/// exits and times the handlers of the pvabi ports and the bare ports.
 struct BenchHost {
-    pv: PvabiHost,
+    pv: Arc<KvmDispatcher>,
     params: Mutex<VecDeque<u32>>,
     exits: AtomicU64,
     handler_ns: AtomicU64,
@@ -361,15 +366,12 @@ impl BenchHost {
             tsc: regs.rsi,
             failed: regs.r8,
         };
-        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut marks = lock(&self.marks);
         marks.push(mark);
         // Progress: one line per phase and round, once the group of phases that take turns
         // in chunks (or the single phase) is over, that is, when another group begins.
         let key = (group(mark.phase), mark.round);
-        let mut current = self
-            .progress_group
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut current = lock(&self.progress_group);
         if *current != Some(key) {
             if let Some(done) = current.replace(key) {
                 self.report_group(&marks, done);
@@ -428,24 +430,10 @@ fn all_phases() -> impl Iterator<Item = &'static PhaseInfo> {
     PHASES.iter().chain(SMP_PHASES.iter())
 }
 
-impl VmHost for BenchHost {
-    fn cpuid_leaves(&self) -> Vec<(u32, u32, [u32; 4])> {
-        self.pv.cpuid_leaves()
-    }
-
-    fn port_out(
-        &self,
-        vcpu: u32,
-        port: u16,
-        data: &[u8],
-        regs: &mut CallRegs,
-        ctl: &VmCtl,
-    ) -> Next {
-        match port {
-            PORT_MARK => {
-                self.mark(regs);
-                Next::Resume
-            }
+impl PortDevice for BenchHost {
+    fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
+        match access.port {
+            PORT_MARK => self.mark(regs),
             PORT_BARE_REGS => {
                 // A bare exit whose handler changes a register, so that the VM layer writes
                 // the registers back before the vCPU resumes, as after every pvabi call.
@@ -453,56 +441,37 @@ impl VmHost for BenchHost {
                 let start = Instant::now();
                 regs.rdi = !regs.rdi;
                 self.add_handler_time(start);
-                Next::Resume
             }
-            PORT_CONSOLE => {
-                self.console
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(data);
-                Next::Resume
-            }
-            _ => {
+            PORT_CONSOLE => lock(&self.console).extend_from_slice(data),
+            port => {
+                // The pvabi ports, and the bare port nobody answers.
                 self.exits.fetch_add(1, Ordering::Relaxed);
                 let start = Instant::now();
-                let next = self.pv.port_out(vcpu, port, data, regs, ctl);
+                let outcome = self.pv.port_out(access.vcpu, access.cpl, port, data, regs);
                 self.add_handler_time(start);
-                next
+                return Some(outcome.unwrap_or(Outcome::Resume));
             }
         }
+        Some(Outcome::Resume)
     }
 
-    fn port_in(&self, vcpu: u32, port: u16, data: &mut [u8], ctl: &VmCtl) -> Next {
-        if port == PORT_PARAM {
-            let value = self
-                .params
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-                .unwrap_or(0);
+    fn read(&self, access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {
+        if access.port == PORT_PARAM {
+            let value = lock(&self.params).pop_front().unwrap_or(0);
             let n = data.len().min(4);
             data[..n].copy_from_slice(&value.to_le_bytes()[..n]);
-            return Next::Resume;
+            return Some(Outcome::Resume);
         }
         self.exits.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
-        let next = self.pv.port_in(vcpu, port, data, ctl);
+        self.pv.port_in(access.port, data);
         self.add_handler_time(start);
-        next
+        Some(Outcome::Resume)
     }
 
-    fn vcpu_started(&self, vcpu: u32, ctl: &VmCtl) {
-        self.pv.vcpu_started(vcpu, ctl);
-    }
-
-    fn vm_ending(&self, how: &VmEnd, ctl: &VmCtl) {
-        self.pv.vm_ending(how, ctl);
-        let marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        let last = self
-            .progress_group
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    fn vm_ending(&self) {
+        let marks = lock(&self.marks);
+        let last = lock(&self.progress_group).take();
         if let Some(done) = last {
             self.report_group(&marks, done);
         }
@@ -528,43 +497,41 @@ pub fn run(
     let host_config = HostConfig {
         console: ConsoleSink::Discard,
         vcpus: BENCH_VCPUS,
-        ..HostConfig::default()
-    };
-    let host = Arc::new(BenchHost {
         // The loops run in ring 3 (see the module docs), which CONV-013 forbids for real
         // guests: this host is told to perform such calls anyway.
-        pv: PvabiHost::new(host_config)?.allowing_user_mode_calls(),
-        params: Mutex::new([config.iterations.max(1), config.rounds.max(1)].into()),
-        exits: AtomicU64::new(0),
-        handler_ns: AtomicU64::new(0),
-        marks: Mutex::new(Vec::new()),
-        console: Mutex::new(Vec::new()),
-        rounds: config.rounds.max(1),
-        progress: Box::new(progress),
-        progress_group: Mutex::new(None),
-    });
-    let vm_config = VmConfig {
-        vcpus: BENCH_VCPUS,
-        ..VmConfig::default()
+        allow_user_mode_calls: true,
+        // Nobody reads the effects: count calls only, as an embedding VMM would.
+        record_effects: false,
+        ..HostConfig::default()
     };
-    let vm = Vm::new(&vm_config, BENCH_GUEST, host.clone())?;
-    let ctl = vm.ctl();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(DEADLINE) {
-            ctl.end(VmEnd::Fault(FaultReport {
-                vcpu: 0,
-                reason: format!("the bench did not finish within {DEADLINE:?}"),
-                regs: None,
-            }));
-        }
-    });
-    let end = vm.run();
-    drop(done_tx);
-    let _ = watchdog.join();
-    let end = end?;
-    let console = String::from_utf8_lossy(&host.console.lock().unwrap_or_else(|e| e.into_inner()))
-        .into_owned();
+    let run_config = RunConfig {
+        host: host_config,
+        vm: VmConfig {
+            vcpus: BENCH_VCPUS,
+            ..VmConfig::default()
+        },
+        timeout: Some(DEADLINE),
+    };
+    let progress: Progress = Box::new(progress);
+    let mut bench_host = None;
+    let outcome = runner::run_with(bench_guest(), run_config, |bus, dispatcher| {
+        let host = Arc::new(BenchHost {
+            pv: dispatcher.clone(),
+            params: Mutex::new([config.iterations.max(1), config.rounds.max(1)].into()),
+            exits: AtomicU64::new(0),
+            handler_ns: AtomicU64::new(0),
+            marks: Mutex::new(Vec::new()),
+            console: Mutex::new(Vec::new()),
+            rounds: config.rounds.max(1),
+            progress,
+            progress_group: Mutex::new(None),
+        });
+        bus.attach(0..=u16::MAX, host.clone());
+        bench_host = Some(host);
+    })?;
+    let host = bench_host.expect("the bench device was attached");
+    let end = outcome.end;
+    let console = String::from_utf8_lossy(&lock(&host.console)).into_owned();
     if end != VmEnd::Shutdown(0) {
         return Err(BenchError::Guest {
             end: end.to_string(),
@@ -575,7 +542,7 @@ pub fn run(
             },
         });
     }
-    let marks = host.marks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let marks = lock(&host.marks).clone();
     let rounds = config.rounds.max(1);
     let phases = PHASES
         .iter()
@@ -641,7 +608,10 @@ pub fn run(
         exit_cost,
         batching,
         smp,
-        host_pte_writes: host.pv.report().pte_write_count,
+        host_pte_writes: host.pv.report().count(
+            pvabi_abi::calls::Call::MemUpdatePte,
+            pvabi_abi::status::Status::Success,
+        ),
         total: started.elapsed(),
     })
 }
@@ -832,6 +802,75 @@ mod tests {
             assert!(PHASES.iter().all(|q| q.id != p.id && q.name != p.name));
             assert_eq!(group(p.id), 111);
             assert_eq!(p.cpl, 3);
+        }
+    }
+}
+
+/// The engine on a real `/dev/kvm`, with a handful of iterations: every phase is measured,
+/// and the SMP figures (one vCPU calling against two) are there and sane. No timing is
+/// asserted.
+#[cfg(test)]
+mod on_kvm {
+    use super::{BenchConfig, BENCH_VCPUS, PHASES, SMP_PHASES};
+    use pvabi_host::vm::testing::kvm_or_skip;
+
+    #[test]
+    fn bench_reports_the_smp_scenario_beside_the_existing_phases() {
+        if !kvm_or_skip("bench_reports_the_smp_scenario_beside_the_existing_phases") {
+            return;
+        }
+        let config = BenchConfig {
+            iterations: 48,
+            rounds: 2,
+        };
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let r = super::run(&config, move |l| sink.lock().unwrap().push(l.to_string()))
+            .unwrap_or_else(|e| panic!("the bench failed: {e}"));
+
+        // The existing phases are all there, in their order, and the SMP ones are not among them.
+        let names: Vec<&str> = r.phases.iter().map(|p| p.phase.name).collect();
+        let expected: Vec<&str> = PHASES.iter().map(|p| p.name).collect();
+        assert_eq!(names, expected);
+
+        let smp = &r.smp;
+        assert_eq!(smp.vcpus, BENCH_VCPUS);
+        assert_eq!(smp.solo.phase, SMP_PHASES[0]);
+        assert_eq!(smp.pair.phase, SMP_PHASES[1]);
+        for (what, v) in [
+            ("smp_1_calls_per_s", smp.smp_1_calls_per_s),
+            ("smp_2_calls_per_s", smp.smp_2_calls_per_s),
+            ("smp_scaling", smp.smp_scaling),
+        ] {
+            assert!(v.is_finite() && v > 0.0, "{what} = {v}: {smp:?}");
+        }
+        let ratio = smp.smp_2_calls_per_s / smp.smp_1_calls_per_s;
+        assert!((smp.smp_scaling - ratio).abs() <= 1e-9 * ratio, "{smp:?}");
+        // Every round: each calling vCPU made `iterations` calls, none failed, one exit each
+        // (in smp_1 vCPU 1's VCPU_HALT, entered just before, may still fall into a chunk on a
+        // loaded host: at most one per chunk, 8 chunks).
+        for (p, vcpus_calling) in [(&smp.solo, 1), (&smp.pair, 2)] {
+            assert_eq!(p.samples.len(), 2, "{p:?}");
+            for s in &p.samples {
+                assert_eq!(s.ops, 48 * vcpus_calling, "{p:?}");
+                assert_eq!(s.failed, 0, "{p:?}");
+                if vcpus_calling == 2 {
+                    assert_eq!(s.exits, s.ops, "one doorbell exit per call: {p:?}");
+                } else {
+                    assert!(s.exits >= s.ops && s.exits <= s.ops + 8, "{p:?}");
+                }
+                assert!(s.elapsed.as_nanos() > 0 && s.tsc_ticks > 0, "{p:?}");
+            }
+            assert!(p.ns_per_op.is_finite() && p.ns_per_op > 0.0, "{p:?}");
+        }
+        let lines = lines.lock().unwrap();
+        for name in ["smp_1", "smp_2"] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains("round 2/2") && l.contains(name)),
+                "a progress line for {name}: {lines:?}"
+            );
         }
     }
 }
