@@ -52,11 +52,15 @@ pub fn bench_guest() -> &'static [u8] {
     pvabi_guest_images::bench()
 }
 
-const PORT_MARK: u16 = 0x5680;
-const PORT_PARAM: u16 = 0x5681;
-const PORT_CONSOLE: u16 = 0x5683;
-const PORT_BARE_REGS: u16 = 0x5684;
-const MARK_END: u32 = 1 << 31;
+/// The bench guest's test protocol, shared with the guest.
+#[allow(dead_code)]
+mod protocol {
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guest-ref/bare/bench/src/protocol.rs"
+    ));
+}
+use protocol::*;
 /// vCPUs of the bench VM: vCPU 1 calls in the SMP phase only.
 pub const BENCH_VCPUS: u32 = 2;
 
@@ -79,67 +83,67 @@ pub struct PhaseInfo {
 /// The phases, in the order they are reported.
 pub const PHASES: [PhaseInfo; 11] = [
     PhaseInfo {
-        id: 0,
+        id: PHASE_CPL0_BARE,
         name: "bare_out_cpl0",
         cpl: 0,
         what: "out to a port nobody handles",
     },
     PhaseInfo {
-        id: 9,
+        id: PHASE_CPL0_REGS,
         name: "regs_out_cpl0",
         cpl: 0,
         what: "out to a port whose handler changes rdi (registers written back)",
     },
     PhaseInfo {
-        id: 1,
+        id: PHASE_CPL0_CALL,
         name: "pvabi_call_cpl0",
         cpl: 0,
         what: "GET_SPEC_VERSION through the doorbell",
     },
     PhaseInfo {
-        id: 2,
+        id: PHASE_CPL3_BARE,
         name: "bare_out_cpl3",
         cpl: 3,
         what: "out to a port nobody handles",
     },
     PhaseInfo {
-        id: 10,
+        id: PHASE_CPL3_REGS,
         name: "regs_out_cpl3",
         cpl: 3,
         what: "out to a port whose handler changes rdi (registers written back)",
     },
     PhaseInfo {
-        id: 3,
+        id: PHASE_CPL3_CALL,
         name: "pvabi_call_cpl3",
         cpl: 3,
         what: "GET_SPEC_VERSION through the doorbell",
     },
     PhaseInfo {
-        id: 4,
+        id: PHASE_DIRECT,
         name: "direct",
         cpl: 3,
         what: "MEM_UPDATE_PTE, one doorbell call each",
     },
     PhaseInfo {
-        id: 5,
+        id: PHASE_MULTICALL,
         name: "multicall",
         cpl: 3,
         what: "MEM_UPDATE_PTE in MULTICALL batches of 32",
     },
     PhaseInfo {
-        id: 6,
+        id: PHASE_DEFERRED,
         name: "deferred",
         cpl: 3,
         what: "MEM_UPDATE_PTE through the deferred queue (64 entries per flush)",
     },
     PhaseInfo {
-        id: 7,
+        id: PHASE_RING_DOORBELL,
         name: "ring_doorbell",
         cpl: 3,
         what: "MEM_UPDATE_PTE through the ring, RING_ENTER per 32 submissions",
     },
     PhaseInfo {
-        id: 8,
+        id: PHASE_RING_POLLED,
         name: "ring_host_polled",
         cpl: 3,
         what: "MEM_UPDATE_PTE through the ring, host-polled (notify only on SQ_NEED_WAKEUP)",
@@ -150,13 +154,13 @@ pub const PHASES: [PhaseInfo; 11] = [
 /// operation is one call, whichever vCPU made it.
 pub const SMP_PHASES: [PhaseInfo; 2] = [
     PhaseInfo {
-        id: 11,
+        id: PHASE_SMP_1,
         name: "smp_1",
         cpl: 3,
         what: "GET_SPEC_VERSION through the doorbell, vCPU 0 alone (vCPU 1 halted)",
     },
     PhaseInfo {
-        id: 12,
+        id: PHASE_SMP_2,
         name: "smp_2",
         cpl: 3,
         what: "GET_SPEC_VERSION through the doorbell, vCPUs 0 and 1 at the same time",
@@ -415,12 +419,13 @@ impl BenchHost {
     }
 }
 
-/// The group a phase belongs to: the phases that take turns in chunks share one.
+/// The group a phase belongs to: the phases that take turns in chunks share one (named by
+/// its first phase, plus 100).
 fn group(phase: u32) -> u32 {
     match phase {
-        0 | 1 | 9 => 100,
-        2 | 3 | 10 => 103,
-        11 | 12 => 111,
+        PHASE_CPL0_BARE | PHASE_CPL0_CALL | PHASE_CPL0_REGS => 100 + PHASE_CPL0_BARE,
+        PHASE_CPL3_BARE | PHASE_CPL3_CALL | PHASE_CPL3_REGS => 100 + PHASE_CPL3_BARE,
+        PHASE_SMP_1 | PHASE_SMP_2 => 100 + PHASE_SMP_1,
         other => other,
     }
 }
@@ -800,7 +805,7 @@ mod tests {
     fn smp_phases_have_their_own_ids_and_a_progress_group() {
         for p in SMP_PHASES {
             assert!(PHASES.iter().all(|q| q.id != p.id && q.name != p.name));
-            assert_eq!(group(p.id), 111);
+            assert_eq!(group(p.id), 100 + PHASE_SMP_1);
             assert_eq!(p.cpl, 3);
         }
     }

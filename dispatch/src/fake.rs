@@ -8,6 +8,7 @@ use pvabi_abi::vcpu::VcpuStartState;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::machine::Machine;
+use crate::sync::lock;
 
 /// A hook run inside [`Machine::start_vcpu`], with guest RAM (tests use it to change guest
 /// memory while the dispatcher handles a call).
@@ -63,17 +64,17 @@ impl FakeMachine {
 
     /// What the machine was asked so far.
     pub fn log(&self) -> MutexGuard<'_, FakeLog> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.log)
     }
 
     /// Makes every later `start_vcpu` fail with `status` (`None`: accept again).
     pub fn refuse_starts(&self, status: Option<Status>) {
-        *self.refuse_starts.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *lock(&self.refuse_starts) = status;
     }
 
     /// Runs `hook` inside every later `start_vcpu`, before it records the start.
     pub fn on_start(&self, hook: MemoryHook) {
-        *self.start_hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        *lock(&self.start_hook) = Some(hook);
     }
 }
 
@@ -93,10 +94,10 @@ impl Machine for FakeMachine {
     }
 
     fn start_vcpu(&self, vcpu: u32, state: &VcpuStartState) -> Result<(), Status> {
-        if let Some(hook) = &*self.start_hook.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(hook) = &*lock(&self.start_hook) {
             hook(&self.memory);
         }
-        if let Some(s) = *self.refuse_starts.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(s) = *lock(&self.refuse_starts) {
             return Err(s);
         }
         self.log().starts.push((vcpu, *state));

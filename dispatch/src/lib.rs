@@ -88,7 +88,7 @@
 //!
 //! # Features
 //!
-//! `test-util` adds [`FakeMachine`], a [`Machine`] over plain memory that logs what it was
+//! `test-util` adds `FakeMachine`, a [`Machine`] over plain memory that logs what it was
 //! asked to do, for tests of code built on the dispatcher. It is not in the default build.
 //!
 //! [`CHECK_ORDER`]: pvabi_abi::status::CHECK_ORDER

@@ -103,6 +103,7 @@ mod error;
 #[cfg(test)]
 mod irqchip_probe;
 mod loader;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod vcpu_thread;
 

@@ -1,4 +1,5 @@
-//! Benchmark guest for `pvabi bench` (`host-ref/src/bench.rs` drives it).
+//! Benchmark guest for `pvabi bench` (`src/bench.rs` drives it; the port and phase numbers
+//! are in `protocol.rs`, which the host includes).
 //!
 //! It runs a fixed list of phases, each `n` operations long, and marks the start and end of
 //! each phase on a test port; the host timestamps the marks and counts the exits in between.
@@ -14,7 +15,7 @@
 //! | 0x5683 | `out` 8-bit | raw console byte (panic messages) |
 //! | 0x5684 | `out` 32-bit | a port whose handler only changes `rdi`: a bare exit plus the write-back of the registers |
 //!
-//! Phases (the `PHASE_*` constants; the host mirrors them): the same `out` loop to the bare
+//! Phases (the `PHASE_*` constants of `protocol.rs`): the same `out` loop to the bare
 //! port, to the register-changing port and to the doorbell (GET_SPEC_VERSION) at CPL0 and at
 //! CPL3, in rotating chunks
 //! (several start/end mark pairs per phase and round; the host adds them up); then, at CPL3,
@@ -50,27 +51,8 @@ use pvabi_guest_rt::cpu::{pause, rdtsc};
 use pvabi_guest_rt::port::{inl, RawConsole};
 use pvabi_guest_rt::{ap_launch, halt_forever, run_at_cpl3, BootInfo};
 
-const PORT_MARK: u16 = 0x5680;
-const PORT_PARAM: u16 = 0x5681;
-const PORT_BARE: u16 = 0x5682;
-const PORT_CONSOLE: u16 = 0x5683;
-const PORT_BARE_REGS: u16 = 0x5684;
-
-const PHASE_CPL0_BARE: u32 = 0;
-const PHASE_CPL0_CALL: u32 = 1;
-const PHASE_CPL3_BARE: u32 = 2;
-const PHASE_CPL3_CALL: u32 = 3;
-const PHASE_DIRECT: u32 = 4;
-const PHASE_MULTICALL: u32 = 5;
-const PHASE_DEFERRED: u32 = 6;
-const PHASE_RING_DOORBELL: u32 = 7;
-const PHASE_RING_POLLED: u32 = 8;
-const PHASE_CPL0_REGS: u32 = 9;
-const PHASE_CPL3_REGS: u32 = 10;
-const PHASE_SMP_1: u32 = 11;
-const PHASE_SMP_2: u32 = 12;
-
-const MARK_END: u32 = 1 << 31;
+mod protocol;
+use protocol::*;
 /// MULTICALL batch size.
 const BATCH: usize = 32;
 /// Chunks the bare-exit and pvabi-call phases are cut into, alternately.
