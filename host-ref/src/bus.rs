@@ -185,6 +185,42 @@ impl PortBus {
     }
 }
 
+/// A device that answers `in`s from its port with the given values, in order (the last one
+/// repeats, 0 when none were given): how a test hands a guest its scenario or parameters.
+/// (Feature `test-util`.)
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug)]
+pub struct PortFeed {
+    values: std::sync::Mutex<std::collections::VecDeque<u32>>,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl PortFeed {
+    /// A device that feeds `values`; attach it to the port with [`PortBus::attach`].
+    pub fn new(values: impl IntoIterator<Item = u32>) -> Self {
+        PortFeed {
+            values: std::sync::Mutex::new(values.into_iter().collect()),
+        }
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl PortDevice for PortFeed {
+    fn read(&self, _access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {
+        let value = {
+            let mut values = pvabi_dispatch::sync::lock(&self.values);
+            match values.len() {
+                0 => 0,
+                1 => values[0],
+                _ => values.pop_front().unwrap_or(0),
+            }
+        };
+        let n = data.len().min(4);
+        data[..n].copy_from_slice(&value.to_le_bytes()[..n]);
+        Some(Outcome::Resume)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -28,7 +28,6 @@
 //! answers one port differently) to the bus in front of the pvabi ports. The built-in
 //! guests are in the `pvabi-guest-images` crate.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -36,9 +35,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pvabi_dispatch::sync::lock;
-use pvabi_dispatch::{ConfigError, ConsoleSink, HostConfig, Outcome, Report};
+use pvabi_dispatch::{ConfigError, ConsoleSink, HostConfig, Report};
 
-use crate::bus::{PortAccess, PortBus, PortDevice};
+use crate::bus::PortBus;
 use crate::machine::{KvmDispatcher, PvabiPorts};
 use crate::vm::{self, Fault, FaultReport, VmConfig, VmCtl, VmEnd, VmError};
 
@@ -229,38 +228,6 @@ pub fn run_with(
             port_in: ins,
         },
     })
-}
-
-/// A device that answers `in`s from its port with the given values, in order (the last one
-/// repeats, 0 when none were given): how a test hands a guest its scenario or parameters.
-#[derive(Debug)]
-pub struct PortFeed {
-    values: Mutex<VecDeque<u32>>,
-}
-
-impl PortFeed {
-    /// A device that feeds `values`; attach it to the port with [`PortBus::attach`].
-    pub fn new(values: impl IntoIterator<Item = u32>) -> Self {
-        PortFeed {
-            values: Mutex::new(values.into_iter().collect()),
-        }
-    }
-}
-
-impl PortDevice for PortFeed {
-    fn read(&self, _access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {
-        let value = {
-            let mut values = lock(&self.values);
-            match values.len() {
-                0 => 0,
-                1 => values[0],
-                _ => values.pop_front().unwrap_or(0),
-            }
-        };
-        let n = data.len().min(4);
-        data[..n].copy_from_slice(&value.to_le_bytes()[..n]);
-        Some(Outcome::Resume)
-    }
 }
 
 /// A sink that captures every byte into `buffer` and then hands it to `sink`.

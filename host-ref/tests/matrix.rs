@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use pvabi_abi::features::Features;
 use pvabi_abi::version::Version;
+use pvabi_host::bus::PortFeed;
 use pvabi_host::dispatch::{ConsoleSink, HostConfig};
-use pvabi_host::runner::{self, PortFeed, RunConfig};
+use pvabi_host::runner::{self, RunConfig};
 use pvabi_host::vm::{testing::kvm_or_skip, VmConfig, VmEnd};
 use pvabi_versioning::matrix::{cases, GuestProfile, HostProfile, Outcome};
 
