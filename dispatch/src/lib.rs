@@ -490,7 +490,7 @@ impl<M: Machine> Inner<M> {
         code: u64,
         args: [u64; 6],
     ) -> Result<Reply, Status> {
-        let result = self.check_and_handle(vcpu, ctx, code, args);
+        let result = self.check_and_handle(vcpu, ctx, code, &args);
         let status = match &result {
             Ok(reply) => reply.status,
             Err(s) => *s,
@@ -504,19 +504,19 @@ impl<M: Machine> Inner<M> {
         vcpu: u32,
         ctx: Ctx,
         code: u64,
-        args: [u64; 6],
+        args: &[u64; 6],
     ) -> Result<Reply, Status> {
         let d = self.gate(code, ctx)?; // checks 1-4
-        check::register_args(d, &args, self.vcpu_count())?; // check 5
+        check::register_args(d, args, self.vcpu_count())?; // check 5
         if d.sync_point && ctx != Ctx::Deferred && d.call != Call::DeferFlush {
             // DEFER_FLUSH drains in its handler, to count what it ran.
             self.drain_deferred(vcpu);
         }
-        let block = self.fetch_block(d, &args)?; // checks 6-9 and the one copy
+        let block = self.fetch_block(d, args)?; // checks 6-9 and the one copy
         let req = Req {
             vcpu,
             call: d.call,
-            args,
+            args: *args,
             block,
         };
         // Checks 10 (block contents) and 11 (call-specific) are the handlers'.

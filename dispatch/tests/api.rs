@@ -20,20 +20,10 @@ struct Guest {
 
 impl Guest {
     fn call(&self, vcpu: u32, call: Call, args: &[u64]) -> (Status, [u64; 4], Outcome) {
-        let mut a = [0u64; 6];
-        a[..args.len()].copy_from_slice(args);
-        let mut regs = CallRegs {
-            rax: u64::from(call.code()),
-            rdi: a[0],
-            rsi: a[1],
-            r8: a[2],
-            r9: a[3],
-            r10: a[4],
-            r11: a[5],
-        };
+        let mut regs = CallRegs::new(call, args);
         let outcome = self.d.call(Doorbell::ring0(vcpu), &mut regs);
-        let status = Status::from_raw(regs.rax).expect("defined status");
-        (status, [regs.rdi, regs.rsi, regs.r8, regs.r9], outcome)
+        let status = regs.status().expect("defined status");
+        (status, regs.results(), outcome)
     }
 
     fn ok(&self, vcpu: u32, call: Call, args: &[u64]) -> [u64; 4] {

@@ -83,17 +83,7 @@ impl H {
 
     /// Registers for `code` with `args` (missing args 0).
     pub fn regs(code: u64, args: &[u64]) -> CallRegs {
-        let mut a = [0u64; 6];
-        a[..args.len()].copy_from_slice(args);
-        CallRegs {
-            rax: code,
-            rdi: a[0],
-            rsi: a[1],
-            r8: a[2],
-            r9: a[3],
-            r10: a[4],
-            r11: a[5],
-        }
+        CallRegs::raw(code, args)
     }
 
     /// Makes a call by raw code; returns the status, the result registers and the outcome.
@@ -101,7 +91,7 @@ impl H {
         let mut regs = H::regs(code, args);
         let outcome = self.d.call(Doorbell::ring0(vcpu), &mut regs);
         let status = Status::from_raw(regs.rax).expect("a defined status in rax");
-        (status, [regs.rdi, regs.rsi, regs.r8, regs.r9], outcome)
+        (status, regs.results(), outcome)
     }
 
     /// Makes a call that returns; returns the status and the result registers.
