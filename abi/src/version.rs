@@ -66,6 +66,9 @@ pub const SPEC_VERSION: u32 = 0x0001_0001;
 pub const V1_0: Version = Version::new(1, 0);
 /// Version 1.1: adds the steal-time page.
 pub const V1_1: Version = Version::new(1, 1);
+/// Version 1.2 (in preparation, not yet released): the spec-precision release. ABI additions
+/// made for it carry `since: V1_2`; the release makes it [`SPEC_VERSION`].
+pub const V1_2: Version = Version::new(1, 2);
 /// Version 2.0, a preview of the next major version (see [`crate::preview2`]). It is not a
 /// release: hosts may serve it beside 1.x so that the path of a major bump can be tried.
 pub const V2_0_PREVIEW: Version = Version::new(2, 0);
