@@ -146,6 +146,16 @@ impl Eval<'_> {
     }
 }
 
+/// Whether the registry says that no snapshot records the constant `name`: a
+/// [`Kind::Quoted`](pvabi_abi::registry::Kind::Quoted) value (derived from other constants,
+/// such as `CPUID_LAST_BASE`, or text, such as `SIGNATURE`) or a
+/// [`Kind::Preview`](pvabi_abi::registry::Kind::Preview) constant of the 2.0 preview. The
+/// header has them; the snapshot, by design, does not.
+fn not_recorded(name: &str) -> bool {
+    use pvabi_abi::registry::{get, Kind};
+    get(name).is_some_and(|c| matches!(c.kind, Kind::Quoted | Kind::Preview))
+}
+
 #[test]
 fn every_header_constant_is_in_the_snapshot_with_its_value() {
     let h = header();
@@ -163,6 +173,9 @@ fn every_header_constant_is_in_the_snapshot_with_its_value() {
         .collect();
     let mut missing = Vec::new();
     for (name, text) in &defs {
+        if not_recorded(name) {
+            continue;
+        }
         let value = Eval::value(text, &defs, 0);
         match table.get(name.as_str()) {
             None => missing.push(format!("PVABI_{name} = {value:#x}")),
@@ -325,7 +338,7 @@ fn every_integer_constant_of_the_abi_sources_is_in_the_table() {
                 continue;
             }
             found += 1;
-            if !snap.constants.iter().any(|c| c.name == name) {
+            if !not_recorded(name) && !snap.constants.iter().any(|c| c.name == name) {
                 missing.push(format!("{}: {name}", file.display()));
             }
         }
