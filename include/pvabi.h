@@ -12,24 +12,30 @@
 #include <stddef.h>
 
 /**
+ * The interface signature, in ebx, ecx, edx of the signature leaf.
+ * As a string literal: its 12 characters, then the NUL that the registers do not hold.
+ */
+#define PVABI_SIGNATURE "pvabi-x86-64"
+
+/**
  * The implementation id of the pvabi reference host.
  */
-#define PVABI_IMPL_ID_REFERENCE 1
+#define PVABI_IMPL_ID_REFERENCE 0x1u
 
 /**
  * Implementation ids from this value up are free for vendors to choose.
  */
-#define PVABI_IMPL_ID_VENDOR_FIRST 2147483648
+#define PVABI_IMPL_ID_VENDOR_FIRST 0x80000000u
 
 /**
  * The bits of NEGOTIATE's `requested` argument that carry a version; bits 63:32 are reserved.
  */
-#define PVABI_NEGOTIATE_REQUESTED_MASK 4294967295
+#define PVABI_NEGOTIATE_REQUESTED_MASK 0xffffffffull
 
 /**
  * NEGOTIATE defines no flag in this version: `flags` must be zero.
  */
-#define PVABI_NEGOTIATE_FLAGS_MASK 0
+#define PVABI_NEGOTIATE_FLAGS_MASK 0x0ull
 
 /**
  * The most entries one MULTICALL takes (one page of entries, rounded down to a power of two).
@@ -99,12 +105,12 @@
 /**
  * The default doorbell port (advertised in the transport CPUID leaf).
  */
-#define PVABI_DOORBELL_PORT 22096
+#define PVABI_DOORBELL_PORT 0x5650
 
 /**
  * The default ring-notify port (advertised in the transport CPUID leaf).
  */
-#define PVABI_RING_NOTIFY_PORT 22100
+#define PVABI_RING_NOTIFY_PORT 0x5654
 
 /**
  * The width, in bytes, of the doorbell access (`out dx, eax`).
@@ -134,17 +140,22 @@
 /**
  * The first base a guest scans.
  */
-#define PVABI_CPUID_FIRST_BASE 1073741824
+#define PVABI_CPUID_FIRST_BASE 0x40000000u
 
 /**
  * The distance between two candidate bases.
  */
-#define PVABI_CPUID_BASE_STRIDE 256
+#define PVABI_CPUID_BASE_STRIDE 0x100u
 
 /**
  * The number of candidate bases (`k` runs over `0..CPUID_BASE_COUNT`).
  */
 #define PVABI_CPUID_BASE_COUNT 256
+
+/**
+ * The last base a guest scans: `CPUID_FIRST_BASE + (CPUID_BASE_COUNT - 1) * CPUID_BASE_STRIDE`.
+ */
+#define PVABI_CPUID_LAST_BASE 0x4000ff00u
 
 /**
  * Offset of the signature leaf: `eax` = highest pvabi leaf, `ebx:ecx:edx` = [`SIGNATURE`].
@@ -177,17 +188,17 @@
 /**
  * [`SIGNATURE`] bytes 0..4 as read from `ebx`.
  */
-#define PVABI_SIGNATURE_EBX 1650554480
+#define PVABI_SIGNATURE_EBX 0x62617670u
 
 /**
  * [`SIGNATURE`] bytes 4..8 as read from `ecx`.
  */
-#define PVABI_SIGNATURE_ECX 947400041
+#define PVABI_SIGNATURE_ECX 0x38782d69u
 
 /**
  * [`SIGNATURE`] bytes 8..12 as read from `edx`.
  */
-#define PVABI_SIGNATURE_EDX 875965750
+#define PVABI_SIGNATURE_EDX 0x34362d36u
 
 /**
  * Transport bit: the port-I/O doorbell binding (always set).
@@ -227,7 +238,7 @@
 /**
  * The mask bits EVENTS_SET_MASK accepts: one bit per [`EventKind`] (bit `kind`).
  */
-#define PVABI_EVENT_MASK_VALID 30
+#define PVABI_EVENT_MASK_VALID 0x1eull
 
 /**
  * The console family (debug console output).
@@ -317,7 +328,7 @@
 /**
  * This release of the specification, `VERSION_MAJOR << 16 | VERSION_MINOR`.
  */
-#define PVABI_SPEC_VERSION 65537
+#define PVABI_SPEC_VERSION 0x10001u
 
 /**
  * How the host learns of new submissions.

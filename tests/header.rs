@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pvabi_abi::registry::{Format, CONSTANTS};
 use pvabi_abi::{calls, features::FEATURES, layout::STRUCTS, status::Status};
 
 fn root() -> &'static Path {
@@ -120,13 +121,21 @@ fn test_unit(cxx: bool) -> String {
 }
 
 fn compile(compiler: &str, std: &str, cxx: bool) {
+    let mut unit = test_unit(cxx);
+    unit.push_str(&registry_assertions());
+    compile_unit(compiler, std, cxx, "t", &unit);
+}
+
+/// Compiles `unit` (which may include `pvabi.h`) with `compiler -std=std -Wall -Wextra -Werror
+/// -pedantic` to an object file.
+fn compile_unit(compiler: &str, std: &str, cxx: bool, name: &str, unit: &str) {
     let dir = std::env::temp_dir().join(format!(
-        "pvabi-header-{}-{compiler}-{std}",
+        "pvabi-header-{}-{name}-{compiler}-{std}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let src: PathBuf = dir.join(if cxx { "t.cpp" } else { "t.c" });
-    std::fs::write(&src, test_unit(cxx)).unwrap();
+    std::fs::write(&src, unit).unwrap();
     let out = Command::new(compiler)
         .arg(format!("-std={std}"))
         .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-o"])
@@ -140,7 +149,7 @@ fn compile(compiler: &str, std: &str, cxx: bool) {
         });
     assert!(
         out.status.success(),
-        "{compiler} -std={std} rejected include/pvabi.h:\n{}",
+        "{compiler} -std={std} rejected include/pvabi.h ({name}):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -184,4 +193,158 @@ fn a_wrong_layout_fails_the_static_assertions() {
     assert!(!out.status.success(), "a wrong layout compiled");
     assert!(String::from_utf8_lossy(&out.stderr).contains("pvabi_time_page"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Registry entries that are deliberately not in the header, each with the reason.
+const NOT_IN_HEADER: &[(&str, &str)] = &[
+    (
+        "SPEC_VERSION_RAW",
+        "another spelling of SPEC_VERSION, which the header writes in hex (0x10001u)",
+    ),
+    (
+        "TIME_PAGE_V2_TSC_VALID",
+        "the 2.0 preview's constants are not in the header",
+    ),
+];
+
+/// The C name of a registry entry: `PVABI_` + the name, or for an enumerator `Type::Variant`
+/// the enumerator's C name, `PVABI_TYPE_VARIANT`.
+fn c_name(name: &str) -> String {
+    fn screaming(s: &str) -> String {
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if ch.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_uppercase());
+        }
+        out
+    }
+    match name.split_once("::") {
+        Some((ty, variant)) => format!("PVABI_{}_{}", screaming(ty), screaming(variant)),
+        None => format!("PVABI_{name}"),
+    }
+}
+
+/// The value of `#define NAME value` in the header, if the header defines `NAME`.
+fn define_value<'h>(h: &'h str, c_name: &str) -> Option<&'h str> {
+    let prefix = format!("#define {c_name} ");
+    h.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::trim)
+}
+
+/// The value of a C integer literal such as `0x5650`, `0x62617670u`, `4096`, `0xffull`.
+fn c_literal(text: &str) -> Option<u64> {
+    let digits = text.trim_end_matches(['u', 'l', 'U', 'L']);
+    match digits.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => digits.parse().ok(),
+    }
+}
+
+/// Static assertions, at file scope, that every registry entry the header has (every entry
+/// but [`NOT_IN_HEADER`]) has the registry's value in C.
+fn registry_assertions() -> String {
+    let mut s = String::from("\n/* The registry's values. */\n");
+    for c in CONSTANTS {
+        if NOT_IN_HEADER.iter().any(|(n, _)| *n == c.name) {
+            continue;
+        }
+        let name = c_name(c.name);
+        match c.format {
+            Format::Text(text) => s.push_str(&format!(
+                "PVABI_STATIC_ASSERT(sizeof({name}) == {}, \"{name}\");\n",
+                text.len() + 1
+            )),
+            _ => s.push_str(&format!(
+                "PVABI_STATIC_ASSERT({name} == {:#x}ull, \"{name}\");\n",
+                c.value
+            )),
+        }
+    }
+    s
+}
+
+#[test]
+fn every_registry_constant_is_in_the_header_or_excluded_with_a_reason() {
+    // The spec's constants tables are rendered from the registry (the tabulated modules), and
+    // the chapters quote any entry; the header has them all, with the registry's values (the
+    // compile tests assert each value in C, see `registry_assertions`).
+    let h = header_text();
+    let mut tabulated = 0;
+    for c in CONSTANTS {
+        let name = c_name(c.name);
+        let excluded = NOT_IN_HEADER.iter().find(|(n, _)| *n == c.name);
+        let present = match c.format {
+            Format::Text(text) => define_value(&h, &name) == Some(&format!("\"{text}\"")),
+            _ if c.name.contains("::") => h.contains(&format!("  {name} = {},", c.value)),
+            _ => define_value(&h, &name).is_some(),
+        };
+        if let Some((_, reason)) = excluded {
+            assert!(!present, "{name} is in the header but excluded ({reason})");
+        } else {
+            assert!(present, "header lacks {name} (registry entry {})", c.name);
+        }
+        if pvabi_spec::constants::tabulated(c.module) {
+            tabulated += 1;
+        }
+    }
+    assert!(tabulated > 50, "only {tabulated} tabulated constants");
+    for (n, _) in NOT_IN_HEADER {
+        assert!(
+            CONSTANTS.iter().any(|c| c.name == *n),
+            "NOT_IN_HEADER names {n}, which the registry lacks"
+        );
+    }
+    // The ones the issue found missing, by name.
+    for name in [
+        "PVABI_CPUID_LAST_BASE",
+        "PVABI_VERSION_MAJOR",
+        "PVABI_VERSION_MINOR",
+        "PVABI_SIGNATURE",
+    ] {
+        assert!(define_value(&h, name).is_some(), "header lacks {name}");
+    }
+}
+
+#[test]
+fn constants_the_spec_writes_in_hex_are_hex_in_the_header() {
+    let h = header_text();
+    let mut hex = 0;
+    for c in CONSTANTS {
+        if NOT_IN_HEADER.iter().any(|(n, _)| *n == c.name) || c.name.contains("::") {
+            continue;
+        }
+        let name = c_name(c.name);
+        let Some(value) = define_value(&h, &name) else {
+            continue; // the completeness test reports it
+        };
+        match c.format {
+            // The spec writes `0x5650`: the header writes the same digits, with a C suffix.
+            Format::Hex => {
+                assert!(
+                    value.starts_with("0x") && c_literal(value) == Some(c.value),
+                    "{name} is `{value}` in the header, the spec writes {:#x}",
+                    c.value
+                );
+                hex += 1;
+            }
+            // The spec writes bit ranges or `major.minor`: the header writes hex, or an
+            // expression of other constants and bits, never a decimal number.
+            Format::Mask | Format::Version => assert!(
+                !value.bytes().all(|b| b.is_ascii_digit()),
+                "{name} is the decimal `{value}` in the header"
+            ),
+            Format::Dec | Format::Bit | Format::Text(_) => {}
+        }
+    }
+    assert!(hex >= 10, "only {hex} hex constants checked");
+    // The examples of the issue.
+    assert_eq!(define_value(&h, "PVABI_DOORBELL_PORT"), Some("0x5650"));
+    assert_eq!(define_value(&h, "PVABI_SIGNATURE_EBX"), Some("0x62617670u"));
+    assert_eq!(
+        define_value(&h, "PVABI_NEGOTIATE_REQUESTED_MASK"),
+        Some("0xffffffffull")
+    );
 }

@@ -10,6 +10,14 @@ pub const CPUID_FIRST_BASE: u32 = 0x4000_0000;
 pub const CPUID_BASE_STRIDE: u32 = 0x100;
 /// The number of candidate bases (`k` runs over `0..CPUID_BASE_COUNT`).
 pub const CPUID_BASE_COUNT: u32 = 256;
+/// The last base a guest scans: `CPUID_FIRST_BASE + (CPUID_BASE_COUNT - 1) * CPUID_BASE_STRIDE`.
+// Derived from the three above, so its registry entry is quoted: the ABI snapshots do not
+// record it as a constant of its own.
+pub const CPUID_LAST_BASE: u32 = 0x4000_ff00;
+static_assertions::const_assert_eq!(
+    CPUID_LAST_BASE,
+    CPUID_FIRST_BASE + (CPUID_BASE_COUNT - 1) * CPUID_BASE_STRIDE
+);
 
 /// Offset of the signature leaf: `eax` = highest pvabi leaf, `ebx:ecx:edx` = [`SIGNATURE`].
 pub const CPUID_LEAF_SIGNATURE: u32 = 0;

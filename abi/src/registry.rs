@@ -34,9 +34,14 @@
 //! entries. The spec's tables follow registry order within a module, except where the spec
 //! puts an entry first (see `pvabi-spec`'s `constants` module).
 //!
-//! # Not in the C header
+//! # The C header
 //!
-//! The header (`include/pvabi.h`) already has every constant; the registry is for Rust tools.
+//! cbindgen writes the header's constants (`include/pvabi.h`) from the `pub const`s of the
+//! chapter modules; `pvabi header` then writes each in its [`Format`] (hex for
+//! [`Format::Hex`], [`Format::Mask`] and [`Format::Version`] entries) and adds the
+//! [`Format::Text`] entries as strings, and `tests/header.rs` checks that every entry is in the
+//! header with its value. A value the spec quotes is therefore best a `pub const` of its
+//! chapter module, even when derived (`CPUID_LAST_BASE`); its entry stays [`Kind::Quoted`].
 //! cbindgen writes a blank line for each `pub const` it cannot translate, so a non-integer
 //! `pub const` of this module carries `cbindgen:ignore` (as [`Module::ALL`] does).
 //!
@@ -57,7 +62,7 @@
 //! assert_eq!(registry::get("CallState::Ready").unwrap().evolution(), None);
 //! ```
 
-use crate::discovery::{CPUID_BASE_COUNT, CPUID_BASE_STRIDE, CPUID_FIRST_BASE, SIGNATURE};
+use crate::discovery::SIGNATURE;
 
 /// The module of the ABI crate that defines a constant; each module is a chapter of the spec,
 /// or part of one (`version` and `features` are both in "Versioning and negotiation").
@@ -346,7 +351,7 @@ pub static CONSTANTS: &[Constant] = &[
     quoted!(
         discovery,
         "CPUID_LAST_BASE",
-        CPUID_FIRST_BASE + (CPUID_BASE_COUNT - 1) * CPUID_BASE_STRIDE,
+        crate::discovery::CPUID_LAST_BASE,
         Format::Hex,
         "The last candidate base leaf."
     ),

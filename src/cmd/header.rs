@@ -1,16 +1,26 @@
 //! `pvabi header`: generates `include/pvabi.h` from the ABI crate with cbindgen.
 //!
 //! cbindgen reads `abi/src` with `abi/cbindgen.toml`; this module adds what the ABI crate's
-//! tables know: the C name of every type (`pvabi_` + snake case) and a trailer of static
-//! assertions of every structure's size and field offsets, so a C compiler checks the layout
-//! the spec promises.
+//! tables know:
+//!
+//! - the C name of every type (`pvabi_` + snake case);
+//! - each constant written as the spec writes it: the registry
+//!   ([`pvabi_abi::registry::CONSTANTS`]) gives every constant a [`Format`], and a constant the
+//!   spec writes in hex (a [`Format::Hex`], [`Format::Mask`] or [`Format::Version`] entry) is
+//!   written in hex here too, with the C suffix of its Rust type (`0x5650`, `0x62617670u`,
+//!   `0xffffffffull`), where cbindgen would write the decimal `22096`;
+//! - the registry's [`Format::Text`] entries (the signature), which are not integers and so
+//!   not constants cbindgen can translate, as string macros;
+//! - a trailer of static assertions of every structure's size and field offsets, so a C
+//!   compiler checks the layout the spec promises.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use pvabi_abi::layout::STRUCTS;
+use pvabi_abi::layout::{StructLayout, STRUCTS};
+use pvabi_abi::registry::{Format, CONSTANTS};
 
 /// Arguments of `pvabi header`.
 #[derive(Debug, clap::Args)]
@@ -70,22 +80,138 @@ fn layout_assertions() -> String {
          #endif\n\n",
     );
     for layout in STRUCTS.iter() {
-        let c = layout.c_name;
-        let _ = writeln!(
-            s,
-            "PVABI_STATIC_ASSERT(sizeof({c}) == {}, \"size of {c}\");",
-            layout.size
-        );
-        for f in layout.fields {
-            let _ = writeln!(
-                s,
-                "PVABI_STATIC_ASSERT(offsetof({c}, {}) == {}, \"offset of {c}.{}\");",
-                f.name, f.offset, f.name
-            );
-        }
+        struct_assertions(&mut s, layout);
     }
     s.push_str("#endif /* PVABI_H_LAYOUT_ASSERTIONS */\n");
     s
+}
+
+/// The static assertions of one structure's size and field offsets.
+fn struct_assertions(s: &mut String, layout: &StructLayout) {
+    let c = layout.c_name;
+    let _ = writeln!(
+        s,
+        "PVABI_STATIC_ASSERT(sizeof({c}) == {}, \"size of {c}\");",
+        layout.size
+    );
+    for f in layout.fields {
+        let _ = writeln!(
+            s,
+            "PVABI_STATIC_ASSERT(offsetof({c}, {}) == {}, \"offset of {c}.{}\");",
+            f.name, f.offset, f.name
+        );
+    }
+}
+
+/// The Rust type of every `pub const NAME: TYPE` in `src` (one file of the ABI crate).
+fn const_types(src: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in src.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("pub const ") else {
+            continue;
+        };
+        let Some((name, rest)) = rest.split_once(':') else {
+            continue;
+        };
+        let ty = rest
+            .trim_start()
+            .split([' ', '=', ';'])
+            .next()
+            .unwrap_or("");
+        out.push((name.trim().to_owned(), ty.to_owned()));
+    }
+    out
+}
+
+/// The C suffix that gives a hexadecimal literal the type of the Rust constant (after C's
+/// integer promotions, under which `u8` and `u16` become `int`).
+fn c_suffix(rust_type: &str) -> anyhow::Result<&'static str> {
+    Ok(match rust_type {
+        "u8" | "u16" | "i8" | "i16" | "i32" => "",
+        "u32" => "u",
+        "u64" | "usize" => "ull",
+        "i64" | "isize" => "ll",
+        _ => anyhow::bail!("no C suffix for a constant of Rust type `{rust_type}`"),
+    })
+}
+
+/// Whether the spec writes a constant of this format in hexadecimal (masks and versions are
+/// written as bit ranges and `major.minor` in the spec, and in C as the hex that shows them).
+fn hex_format(format: Format) -> bool {
+    matches!(format, Format::Hex | Format::Mask | Format::Version)
+}
+
+/// Rewrites cbindgen's decimal `#define PVABI_NAME 22096` of every registry constant the spec
+/// writes in hex as `#define PVABI_NAME 0x5650` (with the suffix of its Rust type). A value
+/// cbindgen writes as an expression (`(1 << 0)`, another constant's name) is left alone.
+fn registry_formats(header: &str, abi_src: &Path) -> anyhow::Result<String> {
+    let mut types = std::collections::HashMap::new();
+    let mut out = String::with_capacity(header.len() + 256);
+    for line in header.split_inclusive('\n') {
+        let rewritten = (|| {
+            let rest = line.strip_prefix("#define PVABI_")?;
+            let (name, value) = rest.trim_end().split_once(' ')?;
+            let c = CONSTANTS.iter().find(|c| c.name == name)?;
+            if !hex_format(c.format) || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some((c, value))
+        })();
+        let Some((c, value)) = rewritten else {
+            out.push_str(line);
+            continue;
+        };
+        anyhow::ensure!(
+            value.parse::<u64>().ok() == Some(c.value),
+            "cbindgen wrote PVABI_{} as {value}, the registry has {}",
+            c.name,
+            c.value
+        );
+        let file = abi_src.join(format!("{}.rs", c.module.name()));
+        if !types.contains_key(&file) {
+            let src = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            types.insert(file.clone(), const_types(&src));
+        }
+        let ty = types[&file]
+            .iter()
+            .find(|(n, _)| n == c.name)
+            .map(|(_, t)| t.as_str())
+            .with_context(|| format!("no `pub const {}` in {}", c.name, file.display()))?;
+        let _ = writeln!(
+            out,
+            "#define PVABI_{} 0x{:x}{}",
+            c.name,
+            c.value,
+            c_suffix(ty)?
+        );
+    }
+    Ok(out)
+}
+
+/// The registry's [`Format::Text`] entries as string macros (after the includes).
+fn text_constants() -> anyhow::Result<String> {
+    let mut s = String::new();
+    for c in CONSTANTS {
+        let Format::Text(text) = c.format else {
+            continue;
+        };
+        anyhow::ensure!(
+            text.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+            "{} is not plain ASCII text",
+            c.name
+        );
+        let _ = write!(
+            s,
+            "\n/**\n * {}\n * As a string literal: its {} characters, then the NUL that the registers \
+             do not hold.\n */\n#define PVABI_{} \"{text}\"",
+            c.doc,
+            text.len(),
+            c.name,
+        );
+    }
+    Ok(s)
 }
 
 /// Generates the header text from the ABI crate's sources.
@@ -110,6 +236,7 @@ pub fn generate() -> anyhow::Result<String> {
             .rename
             .insert((*name).to_owned(), format!("pvabi_{}", snake_case(name)));
     }
+    config.after_includes = Some(text_constants()?);
     config.trailer = Some(layout_assertions());
     let bindings = cbindgen::Builder::new()
         .with_config(config)
@@ -118,7 +245,7 @@ pub fn generate() -> anyhow::Result<String> {
         .context("cbindgen could not generate the header from abi/src")?;
     let mut out = Vec::new();
     bindings.write(&mut out);
-    Ok(String::from_utf8(out)?)
+    registry_formats(&String::from_utf8(out)?, &abi.join("src"))
 }
 
 /// Runs `pvabi header`.
