@@ -348,3 +348,187 @@ fn constants_the_spec_writes_in_hex_are_hex_in_the_header() {
         Some("0xffffffffull")
     );
 }
+
+/// The C code blocks (```` ```c ````) of the doc comment that precedes `typedef struct
+/// {c_name}` in the header, comment markers stripped.
+fn doc_c_blocks(h: &str, c_name: &str) -> Vec<String> {
+    let at = h
+        .find(&format!("typedef struct {c_name} {{"))
+        .unwrap_or_else(|| panic!("header lacks struct {c_name}"));
+    let comment = &h[h[..at].rfind("/**").expect("a doc comment")..at];
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in comment.lines() {
+        let line = line.trim_start().trim_start_matches('*');
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        match (&mut current, line.trim_end()) {
+            (None, "```c") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), code) => {
+                block.push_str(code);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(
+        current.is_none(),
+        "unterminated code block in {c_name}'s comment"
+    );
+    blocks
+}
+
+/// Compiles `unit` (a hosted C program that includes `pvabi.h`) with `compiler`, runs it and
+/// returns its standard output. `-std=c11 -Wall -Wextra -Werror`, without `-pedantic`: the
+/// documented formula uses `unsigned __int128`, an extension of GCC and Clang.
+fn compile_and_run(compiler: &str, name: &str, unit: &str) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "pvabi-header-run-{}-{name}-{compiler}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("t.c"), unit).unwrap();
+    let out = Command::new(compiler)
+        .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(dir.join("t"))
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(dir.join("t.c"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{compiler}` ({e})"));
+    assert!(
+        out.status.success(),
+        "{compiler} rejected the documented formula ({name}):\n{}\n{unit}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(dir.join("t")).output().unwrap();
+    assert!(run.status.success(), "{name} failed to run");
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8(run.stdout).unwrap()
+}
+
+/// The documented formulas as C functions `formula0`, `formula1`, ... of `(const c_name *t,
+/// uint64_t tsc)`, each returning the block's `now_ns`.
+fn formula_functions(blocks: &[String], c_name: &str) -> String {
+    let mut s = String::new();
+    for (i, block) in blocks.iter().enumerate() {
+        assert!(
+            block.contains("uint64_t now_ns ="),
+            "block {i} sets no now_ns:\n{block}"
+        );
+        s.push_str(&format!(
+            "static uint64_t formula{i}(const {c_name} *t, uint64_t tsc) {{\n{block}    return now_ns;\n}}\n"
+        ));
+    }
+    s
+}
+
+/// The reference of PVABI-TIME-015 in Rust: wrapping 64-bit delta, the shift on 64 bits, the
+/// product in 128 bits, then `>> 32` and a wrapping add.
+fn time_page_ns(p: &pvabi_abi::time::TimePage, tsc: u64) -> u64 {
+    let delta = tsc.wrapping_sub(p.tsc_timestamp);
+    let delta = if p.tsc_shift >= 0 {
+        delta << p.tsc_shift
+    } else {
+        delta >> -p.tsc_shift
+    };
+    let product = u128::from(delta) * u128::from(p.tsc_mul);
+    p.monotonic_ns.wrapping_add((product >> 32) as u64)
+}
+
+#[test]
+fn the_documented_time_formula_is_c_that_agrees_with_the_reference() {
+    use pvabi_abi::time::TimePage;
+    let blocks = doc_c_blocks(&header_text(), "pvabi_time_page");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "expected the __int128 and the split formula"
+    );
+    assert!(blocks[0].contains("unsigned __int128"));
+    let m = u64::MAX;
+    let stamps_tscs = [
+        (0, 0),
+        (100, m),                             // the largest delta
+        (m - 5, 10),                          // the TSC wrapped: delta 16
+        (10, 5),                              // tsc before the stamp: delta wraps
+        (1 << 40, (1 << 40) + 3_000_000_000), // a second at 3 GHz
+        (0, 1 << 63),
+        (12345, 12345 + 0xffff_ffff),
+    ];
+    let shifts = [-63, -33, -32, -1, 0, 1, 31, 32, 63];
+    let muls = [
+        0,
+        1,
+        1 << 31,
+        ((1u64 << 33) / 3) as u32,
+        0xffff_fffe,
+        0xffff_ffff,
+    ];
+    let bases = [0, 123_456_789, m - 1000];
+    let mut pages = Vec::new();
+    for &(stamp, tsc) in &stamps_tscs {
+        for &shift in &shifts {
+            for &mul in &muls {
+                for &base in &bases {
+                    let page = TimePage {
+                        monotonic_ns: base,
+                        tsc_timestamp: stamp,
+                        tsc_shift: shift,
+                        tsc_mul: mul,
+                        ..TimePage::default()
+                    };
+                    pages.push((page, tsc));
+                }
+            }
+        }
+    }
+    // The cases need the 96 bits: some products do not fit in 64.
+    let wide = pages
+        .iter()
+        .filter(|(p, tsc)| {
+            let d = tsc.wrapping_sub(p.tsc_timestamp);
+            let d = if p.tsc_shift >= 0 {
+                d << p.tsc_shift
+            } else {
+                d >> -p.tsc_shift
+            };
+            u128::from(d) * u128::from(p.tsc_mul) > u128::from(u64::MAX)
+        })
+        .count();
+    assert!(wide > 100, "only {wide} cases need more than 64 bits");
+
+    let mut unit =
+        String::from("#include <inttypes.h>\n#include <stdio.h>\n#include \"pvabi.h\"\n\n");
+    unit.push_str(&formula_functions(&blocks, "pvabi_time_page"));
+    unit.push_str("\nstatic const struct { uint64_t base, stamp, tsc; int32_t shift; uint32_t mul; } cases[] = {\n");
+    for (p, tsc) in &pages {
+        unit.push_str(&format!(
+            "    {{ {:#x}ull, {:#x}ull, {tsc:#x}ull, {}, {:#x}u }},\n",
+            p.monotonic_ns, p.tsc_timestamp, p.tsc_shift, p.tsc_mul
+        ));
+    }
+    unit.push_str(
+        "};\n\nint main(void) {\n    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {\n        \
+         pvabi_time_page page = {0};\n        page.flags = PVABI_TIME_PAGE_TSC_VALID;\n        \
+         page.monotonic_ns = cases[i].base;\n        page.tsc_timestamp = cases[i].stamp;\n        \
+         page.tsc_shift = cases[i].shift;\n        page.tsc_mul = cases[i].mul;\n        \
+         printf(\"%\" PRIu64 \" %\" PRIu64 \"\\n\", formula0(&page, cases[i].tsc), formula1(&page, cases[i].tsc));\n    \
+         }\n    return 0;\n}\n",
+    );
+    for compiler in ["gcc", "clang"] {
+        let out = compile_and_run(compiler, "time-formula", &unit);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), pages.len());
+        for ((p, tsc), line) in pages.iter().zip(lines) {
+            let expected = time_page_ns(p, *tsc);
+            let got: Vec<u64> = line.split(' ').map(|v| v.parse().unwrap()).collect();
+            assert_eq!(
+                got,
+                [expected, expected],
+                "{compiler}: the documented formulas (__int128, split) disagree with the \
+                 reference for tsc {tsc:#x}, {p:?}"
+            );
+        }
+    }
+}

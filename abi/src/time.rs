@@ -14,9 +14,27 @@ pub const TIME_PAGE_TSC_VALID: u32 = 1 << 0;
 ///
 /// The host updates it under a sequence lock: it makes `sequence` odd, writes the other
 /// fields, then makes `sequence` even again. A reader retries while `sequence` is odd or
-/// changed during its read. Current monotonic time is
-/// `monotonic_ns + (((tsc - tsc_timestamp) << tsc_shift) * tsc_mul) >> 32` (a negative
-/// `tsc_shift` shifts right), when `flags` has [`TIME_PAGE_TSC_VALID`].
+/// changed during its read (PVABI-TIME-014).
+///
+/// When `flags` has [`TIME_PAGE_TSC_VALID`], the monotonic time at TSC value `tsc` is, in C,
+/// for a consistent snapshot `t` (a `const pvabi_time_page *`): the TSC delta wraps at 64 bits
+/// and the product of the shifted delta and `tsc_mul` keeps 96 bits (PVABI-TIME-015). The
+/// shifts are defined C for `tsc_shift` from -63 to 63.
+///
+/// ```c
+/// uint64_t delta = tsc - t->tsc_timestamp;
+/// delta = t->tsc_shift >= 0 ? delta << t->tsc_shift : delta >> -t->tsc_shift;
+/// uint64_t now_ns = t->monotonic_ns + (uint64_t)(((unsigned __int128)delta * t->tsc_mul) >> 32);
+/// ```
+///
+/// Without `unsigned __int128`, the same 96-bit product from two 64-bit ones:
+///
+/// ```c
+/// uint64_t delta = tsc - t->tsc_timestamp;
+/// delta = t->tsc_shift >= 0 ? delta << t->tsc_shift : delta >> -t->tsc_shift;
+/// uint64_t now_ns = t->monotonic_ns + (delta >> 32) * t->tsc_mul
+///                   + (((delta & 0xffffffffu) * t->tsc_mul) >> 32);
+/// ```
 #[repr(C)]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
