@@ -306,6 +306,11 @@
 #define PVABI_SHARE_MAX_PAGES (1 << 20)
 
 /**
+ * 2.0 preview, not a released ABI: `TimePageV2::flags`, the TSC fields are valid.
+ */
+#define PVABI_TIME_PAGE_V2_TSC_VALID (1 << 0)
+
+/**
  * The most bytes of a crash message.
  */
 #define PVABI_CRASH_MESSAGE_MAX 4096
@@ -1116,6 +1121,56 @@ typedef struct pvabi_completion_entry {
 } pvabi_completion_entry;
 
 /**
+ * 2.0 preview, not a released ABI: the shared time page in major version 2 (TIME_SET_PAGE
+ * writes this layout, instead of `TimePage`'s, only when NEGOTIATE accepted major 2:
+ * PVABI-COMPAT-003).
+ *
+ * The sequence lock works as in 1.x, on a 64-bit counter. When `flags` has
+ * [`TIME_PAGE_V2_TSC_VALID`], the monotonic time at TSC value `tsc` is, in C, for a
+ * consistent snapshot `t` (a `const pvabi_v2_time_page *`): there is no shift, and the product
+ * of the 64-bit delta and the 64-bit `tsc_mul` needs 128 bits.
+ *
+ * ```c
+ * uint64_t delta = tsc - t->tsc_timestamp;
+ * uint64_t now_ns = t->monotonic_ns + (uint64_t)(((unsigned __int128)delta * t->tsc_mul) >> 32);
+ * ```
+ */
+typedef struct pvabi_v2_time_page {
+  /**
+   * Sequence lock: odd while the host updates the page.
+   */
+  uint64_t sequence;
+  /**
+   * Monotonic nanoseconds at `tsc_timestamp`.
+   */
+  uint64_t monotonic_ns;
+  /**
+   * Wall-clock nanoseconds since the Unix epoch at `tsc_timestamp`.
+   */
+  uint64_t wallclock_ns;
+  /**
+   * TSC value at the last update.
+   */
+  uint64_t tsc_timestamp;
+  /**
+   * Multiplier, in 2^-32 nanoseconds per TSC tick.
+   */
+  uint64_t tsc_mul;
+  /**
+   * `TIME_PAGE_V2_*` flags.
+   */
+  uint32_t flags;
+  /**
+   * Reserved, written as 0 by the host.
+   */
+  uint32_t reserved0;
+  /**
+   * Reserved, written as 0 by the host.
+   */
+  uint64_t reserved[2];
+} pvabi_v2_time_page;
+
+/**
  * A set of feature bits.
  *
  * ```
@@ -1234,4 +1289,16 @@ PVABI_STATIC_ASSERT(offsetof(pvabi_completion_entry, user_data) == 0, "offset of
 PVABI_STATIC_ASSERT(offsetof(pvabi_completion_entry, status) == 8, "offset of pvabi_completion_entry.status");
 PVABI_STATIC_ASSERT(offsetof(pvabi_completion_entry, reserved) == 12, "offset of pvabi_completion_entry.reserved");
 PVABI_STATIC_ASSERT(offsetof(pvabi_completion_entry, results) == 16, "offset of pvabi_completion_entry.results");
+
+/* The 2.0 preview (not a released ABI): a host writes these layouts only for a guest
+ * whose NEGOTIATE accepted major 2 (PVABI-COMPAT-003). */
+PVABI_STATIC_ASSERT(sizeof(pvabi_v2_time_page) == 64, "size of pvabi_v2_time_page");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, sequence) == 0, "offset of pvabi_v2_time_page.sequence");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, monotonic_ns) == 8, "offset of pvabi_v2_time_page.monotonic_ns");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, wallclock_ns) == 16, "offset of pvabi_v2_time_page.wallclock_ns");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, tsc_timestamp) == 24, "offset of pvabi_v2_time_page.tsc_timestamp");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, tsc_mul) == 32, "offset of pvabi_v2_time_page.tsc_mul");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, flags) == 40, "offset of pvabi_v2_time_page.flags");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, reserved0) == 44, "offset of pvabi_v2_time_page.reserved0");
+PVABI_STATIC_ASSERT(offsetof(pvabi_v2_time_page, reserved) == 48, "offset of pvabi_v2_time_page.reserved");
 #endif /* PVABI_H_LAYOUT_ASSERTIONS */

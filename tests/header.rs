@@ -4,11 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pvabi_abi::layout::StructLayout;
 use pvabi_abi::registry::{Format, CONSTANTS};
-use pvabi_abi::{calls, features::FEATURES, layout::STRUCTS, status::Status};
+use pvabi_abi::{calls, features::FEATURES, layout::STRUCTS, preview2, status::Status};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every structure in the header: the released ABI's, then the 2.0 preview's.
+fn all_structs() -> impl Iterator<Item = &'static StructLayout> {
+    STRUCTS.iter().chain(preview2::STRUCTS).copied()
 }
 
 fn header_text() -> String {
@@ -49,7 +55,7 @@ fn header_names_every_call_status_feature_and_structure() {
         );
         assert!(h.contains(&name), "header lacks `{name}`");
     }
-    for l in STRUCTS {
+    for l in all_structs() {
         assert!(
             h.contains(&format!("typedef struct {} {{", l.c_name)),
             "header lacks struct {}",
@@ -109,7 +115,7 @@ fn test_unit(cxx: bool) -> String {
     s.push_str(
         "int pvabi_header_test(void);\nint pvabi_header_test(void) {\n  unsigned long total = 0;\n",
     );
-    for l in STRUCTS {
+    for l in all_structs() {
         let init = if cxx { "{}" } else { "{0}" };
         s.push_str(&format!(
             "  {{ {} v = {init}; total += sizeof v; (void)v; }}\n",
@@ -196,16 +202,10 @@ fn a_wrong_layout_fails_the_static_assertions() {
 }
 
 /// Registry entries that are deliberately not in the header, each with the reason.
-const NOT_IN_HEADER: &[(&str, &str)] = &[
-    (
-        "SPEC_VERSION_RAW",
-        "another spelling of SPEC_VERSION, which the header writes in hex (0x10001u)",
-    ),
-    (
-        "TIME_PAGE_V2_TSC_VALID",
-        "the 2.0 preview's constants are not in the header",
-    ),
-];
+const NOT_IN_HEADER: &[(&str, &str)] = &[(
+    "SPEC_VERSION_RAW",
+    "another spelling of SPEC_VERSION, which the header writes in hex (0x10001u)",
+)];
 
 /// The C name of a registry entry: `PVABI_` + the name, or for an enumerator `Type::Variant`
 /// the enumerator's C name, `PVABI_TYPE_VARIANT`.
@@ -528,6 +528,99 @@ fn the_documented_time_formula_is_c_that_agrees_with_the_reference() {
                 [expected, expected],
                 "{compiler}: the documented formulas (__int128, split) disagree with the \
                  reference for tsc {tsc:#x}, {p:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_2_0_preview_time_page_is_in_the_header_marked_as_the_preview() {
+    let h = header_text();
+    for l in preview2::STRUCTS {
+        let at = h
+            .find(&format!("typedef struct {} {{", l.c_name))
+            .unwrap_or_else(|| panic!("header lacks {}", l.c_name));
+        let comment = &h[h[..at].rfind("/**").unwrap()..at];
+        assert!(
+            comment.contains("2.0 preview, not a released ABI"),
+            "{}'s comment does not mark it as the 2.0 preview",
+            l.c_name
+        );
+        // Its assertions sit in the preview's block of the trailer.
+        let block = h
+            .find("/* The 2.0 preview (not a released ABI)")
+            .expect("no preview block of assertions");
+        let size = h
+            .find(&format!("sizeof({}) == {}", l.c_name, l.size))
+            .unwrap();
+        assert!(
+            size > block,
+            "{}'s assertions are outside the preview block",
+            l.c_name
+        );
+    }
+    let flag = h
+        .find("#define PVABI_TIME_PAGE_V2_TSC_VALID")
+        .expect("no TIME_PAGE_V2_TSC_VALID");
+    assert!(h[h[..flag].rfind("/**").unwrap()..flag].contains("2.0 preview"));
+}
+
+#[test]
+fn the_documented_2_0_time_formula_is_c_that_agrees_with_the_reference() {
+    use pvabi_abi::preview2::TimePageV2;
+    let blocks = doc_c_blocks(&header_text(), "pvabi_v2_time_page");
+    assert_eq!(blocks.len(), 1, "expected one formula for the 2.0 page");
+    let m = u64::MAX;
+    let mut pages = Vec::new();
+    for (stamp, tsc) in [
+        (0, 0),
+        (100, m),
+        (m - 5, 10),
+        (10, 5),
+        (1 << 40, (1 << 41) + 7),
+    ] {
+        for mul in [0, 1, 1 << 31, 0xffff_ffff, 1 << 32, (1 << 40) + 3, m - 1, m] {
+            for base in [0, 123_456_789, m - 1000] {
+                let page = TimePageV2 {
+                    monotonic_ns: base,
+                    tsc_timestamp: stamp,
+                    tsc_mul: mul,
+                    ..TimePageV2::default()
+                };
+                pages.push((page, tsc));
+            }
+        }
+    }
+    let mut unit =
+        String::from("#include <inttypes.h>\n#include <stdio.h>\n#include \"pvabi.h\"\n\n");
+    unit.push_str(&formula_functions(&blocks, "pvabi_v2_time_page"));
+    unit.push_str("\nstatic const struct { uint64_t base, stamp, tsc, mul; } cases[] = {\n");
+    for (p, tsc) in &pages {
+        unit.push_str(&format!(
+            "    {{ {:#x}ull, {:#x}ull, {tsc:#x}ull, {:#x}ull }},\n",
+            p.monotonic_ns, p.tsc_timestamp, p.tsc_mul
+        ));
+    }
+    unit.push_str(
+        "};\n\nint main(void) {\n    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {\n        \
+         pvabi_v2_time_page page = {0};\n        page.flags = PVABI_TIME_PAGE_V2_TSC_VALID;\n        \
+         page.monotonic_ns = cases[i].base;\n        page.tsc_timestamp = cases[i].stamp;\n        \
+         page.tsc_mul = cases[i].mul;\n        \
+         printf(\"%\" PRIu64 \"\\n\", formula0(&page, cases[i].tsc));\n    }\n    return 0;\n}\n",
+    );
+    for compiler in ["gcc", "clang"] {
+        let out = compile_and_run(compiler, "time-formula-v2", &unit);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), pages.len());
+        for ((p, tsc), line) in pages.iter().zip(lines) {
+            // The reference: wrapping 64-bit delta, 128-bit product, `>> 32`, wrapping add.
+            let delta = tsc.wrapping_sub(p.tsc_timestamp);
+            let product = u128::from(delta) * u128::from(p.tsc_mul);
+            let expected = p.monotonic_ns.wrapping_add((product >> 32) as u64);
+            assert_eq!(
+                line.parse::<u64>().unwrap(),
+                expected,
+                "{compiler}: the documented 2.0 formula disagrees for tsc {tsc:#x}, {p:?}"
             );
         }
     }

@@ -12,12 +12,19 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// The shared time page in major version 2 (TIME_SET_PAGE writes this layout when
-/// NEGOTIATE accepted major 2).
+/// 2.0 preview, not a released ABI: the shared time page in major version 2 (TIME_SET_PAGE
+/// writes this layout, instead of `TimePage`'s, only when NEGOTIATE accepted major 2:
+/// PVABI-COMPAT-003).
 ///
-/// The sequence lock works as in 1.x, on a 64-bit counter. Current monotonic time is
-/// `monotonic_ns + ((tsc - tsc_timestamp) * tsc_mul) >> 32` when `flags` has
-/// [`TIME_PAGE_V2_TSC_VALID`].
+/// The sequence lock works as in 1.x, on a 64-bit counter. When `flags` has
+/// [`TIME_PAGE_V2_TSC_VALID`], the monotonic time at TSC value `tsc` is, in C, for a
+/// consistent snapshot `t` (a `const pvabi_v2_time_page *`): there is no shift, and the product
+/// of the 64-bit delta and the 64-bit `tsc_mul` needs 128 bits.
+///
+/// ```c
+/// uint64_t delta = tsc - t->tsc_timestamp;
+/// uint64_t now_ns = t->monotonic_ns + (uint64_t)(((unsigned __int128)delta * t->tsc_mul) >> 32);
+/// ```
 #[repr(C)]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -41,9 +48,7 @@ pub struct TimePageV2 {
     pub reserved: [u64; 2],
 }
 
-/// `TimePageV2::flags`: the TSC fields are valid.
-///
-/// cbindgen:ignore
+/// 2.0 preview, not a released ABI: `TimePageV2::flags`, the TSC fields are valid.
 pub const TIME_PAGE_V2_TSC_VALID: u32 = 1 << 0;
 
 crate::abi_layout!(TimePageV2 as "pvabi_v2_time_page", size 64, align 8 {

@@ -3,7 +3,8 @@
 //! cbindgen reads `abi/src` with `abi/cbindgen.toml`; this module adds what the ABI crate's
 //! tables know:
 //!
-//! - the C name of every type (`pvabi_` + snake case);
+//! - the C name of every type (`pvabi_` + snake case), the 2.0 preview's structures
+//!   (`pvabi_v2_...`, marked as the preview in their comments) included;
 //! - each constant written as the spec writes it: the registry
 //!   ([`pvabi_abi::registry::CONSTANTS`]) gives every constant a [`Format`], and a constant the
 //!   spec writes in hex (a [`Format::Hex`], [`Format::Mask`] or [`Format::Version`] entry) is
@@ -12,7 +13,7 @@
 //! - the registry's [`Format::Text`] entries (the signature), which are not integers and so
 //!   not constants cbindgen can translate, as string macros;
 //! - a trailer of static assertions of every structure's size and field offsets, so a C
-//!   compiler checks the layout the spec promises.
+//!   compiler checks the layout the spec promises (the preview's in a block of their own).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,13 @@ fn layout_assertions() -> String {
          #endif\n\n",
     );
     for layout in STRUCTS.iter() {
+        struct_assertions(&mut s, layout);
+    }
+    s.push_str(
+        "\n/* The 2.0 preview (not a released ABI): a host writes these layouts only for a guest\n \
+         * whose NEGOTIATE accepted major 2 (PVABI-COMPAT-003). */\n",
+    );
+    for layout in pvabi_abi::preview2::STRUCTS.iter() {
         struct_assertions(&mut s, layout);
     }
     s.push_str("#endif /* PVABI_H_LAYOUT_ASSERTIONS */\n");
@@ -223,6 +231,14 @@ pub fn generate() -> anyhow::Result<String> {
     // cbindgen exports only what functions use or what is listed; an ABI crate has no
     // functions, so every type is listed, with its C name.
     for layout in STRUCTS {
+        config.export.include.push(layout.name.to_owned());
+        config
+            .export
+            .rename
+            .insert(layout.name.to_owned(), layout.c_name.to_owned());
+    }
+    // The 2.0 preview's structures, under their own C names (`pvabi_v2_...`).
+    for layout in pvabi_abi::preview2::STRUCTS {
         config.export.include.push(layout.name.to_owned());
         config
             .export
