@@ -24,8 +24,9 @@
 //!    [`CallDescriptor`] and a per-call table compiled from the [`HostConfig`]: code known
 //!    and implemented, negotiated, feature granted, allowed in this context, register
 //!    arguments, then the memory block: alignment, page crossing, guest RAM, not host-owned,
-//!    and the one copy of its bytes. Sync-point calls drain the caller's deferred queue after
-//!    the register checks and before the block is copied.
+//!    and the one copy of its bytes. A sync-point call made directly drains the caller's
+//!    deferred queue after the register checks (step 5) and before the block checks and copy
+//!    (steps 6-9), whatever it returns afterwards (DEFER-003).
 //! 3. The family handler (`base.rs`, `console.rs`, `time.rs`, `events.rs`, `memory.rs`,
 //!    `vcpu.rs`, `system.rs`, `batch.rs`, `ring.rs`) parses the copy with zerocopy's
 //!    `TryFromBytes` and checks the call-specific conditions, then acts.
