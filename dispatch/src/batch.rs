@@ -12,7 +12,6 @@ use pvabi_abi::status::Status;
 use zerocopy::{IntoBytes, TryFromBytes};
 
 use crate::check::Ctx;
-use crate::config::POISON;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{DeferredQueue, Inner, Owner};
@@ -83,14 +82,10 @@ fn multicall<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         };
         let entry_gpa = gpa + (next * MC_SIZE) as u64;
         guest_mem::write(mem, entry_gpa + MC_STATUS, &(status as u32).to_le_bytes());
-        match results {
-            Some(res) => {
-                guest_mem::write(mem, entry_gpa + MC_RESULTS, res.as_bytes());
-            }
-            None if h.config.strict => {
-                guest_mem::write(mem, entry_gpa + MC_RESULTS, [POISON; 4].as_bytes());
-            }
-            None => {}
+        // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
+        // `results` are left as the guest wrote them, strict or not (BATCH-010).
+        if let Some(res) = results {
+            guest_mem::write(mem, entry_gpa + MC_RESULTS, res.as_bytes());
         }
         processed += 1;
         next += 1;
@@ -147,9 +142,10 @@ fn defer_set_queue<M: Machine>(
 
 impl<M: Machine> Inner<M> {
     /// Drains `vcpu`'s deferred queue: runs entries `head..tail` in order (each entry copied
-    /// once), at most the capacity, then sets `head := tail`. A `tail - head` beyond the
-    /// capacity is malformed: at most a capacity of entries run and INVALID_PARAMETER is
-    /// recorded. Failures are recorded in the header (`error_count`, `first_error_*`).
+    /// once), then sets `head := tail`. A `tail - head` beyond the capacity is malformed
+    /// (BATCH-013, DEFER-012): no entry runs, `error_count` grows by the difference, the first error
+    /// (if none yet) is `(head, INVALID_PARAMETER)`, and `head := tail`. Failures are
+    /// recorded in the header (`error_count`, `first_error_*`), from the host's own copies.
     /// Returns `(entries run, entries failed)`.
     pub(crate) fn drain_deferred(&self, vcpu: u32) -> (u32, u32) {
         let Some(slot) = self.vcpus.get(vcpu as usize) else {
@@ -166,10 +162,10 @@ impl<M: Machine> Inner<M> {
         };
         let pending = tail.wrapping_sub(q.head);
         let malformed = pending > DEFERRED_QUEUE_CAPACITY;
-        let run = pending.min(DEFERRED_QUEUE_CAPACITY);
+        let run = if malformed { 0 } else { pending };
         let mut failed = 0u32;
-        let record_error = |q: &mut DeferredQueue, index: u32, status: Status| {
-            q.error_count = q.error_count.wrapping_add(1);
+        let record_error = |q: &mut DeferredQueue, index: u32, status: Status, n: u32| {
+            q.error_count = q.error_count.wrapping_add(n);
             q.first_error.get_or_insert((index, status as u32));
         };
         for i in 0..run {
@@ -195,16 +191,13 @@ impl<M: Machine> Inner<M> {
             };
             if status != Status::Success {
                 failed += 1;
-                record_error(q, index, status);
+                // The free-running queue index, not the slot (DEFER-007).
+                record_error(q, index, status, 1);
             }
         }
         if malformed {
-            // The first index that cannot hold a valid entry.
-            record_error(
-                q,
-                q.head.wrapping_add(DEFERRED_QUEUE_CAPACITY),
-                Status::InvalidParameter,
-            );
+            // Every index from head to tail counts as failed; the first is `head`.
+            record_error(q, q.head, Status::InvalidParameter, pending);
         }
         q.head = tail;
         let (first_index, first_status) = q.first_error.unwrap_or((0, 0));

@@ -3,11 +3,13 @@
 //!
 //! | step | check | status |
 //! |---|---|---|
+//! | entry | an entry's own `flags`/`reserved` (MULTICALL, deferred, ring; STAT-011): `batch.rs`, `ring.rs` | INVALID_PARAMETER |
 //! | 1 | code known and implemented (for the served / negotiated version) | NOT_SUPPORTED |
 //! | 2 | NEGOTIATE succeeded (Base exempt) | NOT_NEGOTIATED |
 //! | 3 | feature granted | NOT_GRANTED |
 //! | 4 | allowed in this context ([`Ctx`]) | NOT_ALLOWED_HERE |
 //! | 5 | register arguments ([`ArgCheck::accepts`], plus MULTICALL `start <= count`) | INVALID_PARAMETER |
+//! | - | direct sync-point calls: the drain of the deferred queue (DEFER-003, in `lib.rs`) | |
 //! | 6 | block aligned | MISALIGNED |
 //! | 7 | block within one page | CROSSES_PAGE |
 //! | 8 | block in guest RAM | INVALID_ADDRESS |

@@ -24,8 +24,9 @@
 //!    [`CallDescriptor`] and a per-call table compiled from the [`HostConfig`]: code known
 //!    and implemented, negotiated, feature granted, allowed in this context, register
 //!    arguments, then the memory block: alignment, page crossing, guest RAM, not host-owned,
-//!    and the one copy of its bytes. Sync-point calls drain the caller's deferred queue after
-//!    the register checks and before the block is copied.
+//!    and the one copy of its bytes. A sync-point call made directly drains the caller's
+//!    deferred queue after the register checks (step 5) and before the block checks and copy
+//!    (steps 6-9), whatever it returns afterwards (DEFER-003).
 //! 3. The family handler (`base.rs`, `console.rs`, `time.rs`, `events.rs`, `memory.rs`,
 //!    `vcpu.rs`, `system.rs`, `batch.rs`, `ring.rs`) parses the copy with zerocopy's
 //!    `TryFromBytes` and checks the call-specific conditions, then acts.
@@ -508,7 +509,11 @@ impl<M: Machine> Inner<M> {
     ) -> Result<Reply, Status> {
         let d = self.gate(code, ctx)?; // checks 1-4
         check::register_args(d, args, self.vcpu_count())?; // check 5
-        if d.sync_point && ctx != Ctx::Deferred && d.call != Call::DeferFlush {
+                                                           // The drain point (DEFER-003): a sync-point call made directly drains the
+                                                           // caller's queue once it has passed step 5, before step 6 and the block copy, whatever
+                                                           // status it then returns; a call that fails at steps 1-5 does not drain. MULTICALL
+                                                           // entries, ring submissions and deferred entries are never drain points (DEFER-011).
+        if d.sync_point && ctx == Ctx::Direct && d.call != Call::DeferFlush {
             // DEFER_FLUSH drains in its handler, to count what it ran.
             self.drain_deferred(vcpu);
         }
@@ -520,7 +525,7 @@ impl<M: Machine> Inner<M> {
             block,
         };
         // Checks 10 (block contents) and 11 (call-specific) are the handlers'.
-        match d.family() {
+        let mut reply = match d.family() {
             Family::Base => base::handle(self, &req),
             Family::Console => console::handle(self, &req),
             Family::Time => time::handle(self, &req),
@@ -532,6 +537,14 @@ impl<M: Machine> Inner<M> {
                 Call::RingSetup | Call::RingEnter => ring::handle(self, &req),
                 _ => batch::handle(self, &req),
             },
+        }?;
+        // Result slots the call does not define are 0 (BATCH-003, RING-019), whatever the handler left.
+        let defined = d.results.len();
+        reply.results.iter_mut().skip(defined).for_each(|r| *r = 0);
+        if matches!(reply.then, Outcome::End(_)) {
+            // The VM ends: no ring submission is consumed from now on (RING-023, RING-027).
+            self.stop_rings();
         }
+        Ok(reply)
     }
 }

@@ -8,6 +8,7 @@
 //! counts it.
 
 use std::mem::offset_of;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,7 +24,6 @@ use pvabi_abi::status::Status;
 use zerocopy::{IntoBytes, TryFromBytes};
 
 use crate::check::Ctx;
-use crate::config::POISON;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{Inner, Owner, Ring};
@@ -152,6 +152,10 @@ impl<M: Machine> Inner<M> {
     /// One pass over `vcpu`'s submission ring: consumes what is queued, as far as the
     /// completion ring has room. Returns the submissions consumed.
     pub(crate) fn process_ring(&self, vcpu: u32, ring: &mut Ring) -> u32 {
+        if self.rings_stopped.load(Ordering::SeqCst) {
+            // The VM ended (RING-023): nothing more is consumed.
+            return 0;
+        }
         let mem = self.machine.memory();
         // The guest-written indices, each read once.
         let Some(sq_tail) = guest_mem::load_u32(mem, ring.sq + TAIL) else {
@@ -159,7 +163,8 @@ impl<M: Machine> Inner<M> {
         };
         let pending = sq_tail.wrapping_sub(ring.sq_head);
         if pending > SQ_CAPACITY {
-            // RING-005: `dropped` grows by the difference.
+            // Malformed (RING-005, BATCH-013): nothing runs, `dropped` grows by the
+            // difference, and the host's own head moves to the guest's tail.
             ring.dropped = ring.dropped.wrapping_add(pending);
             guest_mem::store_u32(mem, ring.sq + DROPPED, ring.dropped);
             ring.sq_head = sq_tail;
@@ -173,7 +178,9 @@ impl<M: Machine> Inner<M> {
         let Some(cq_head) = guest_mem::load_u32(mem, ring.cq + HEAD) else {
             return 0;
         };
-        // A CQ head "ahead" of the tail leaves no room either: never overwrite.
+        // A CQ whose `tail - head` exceeds the capacity (a head ahead of the tail, or more
+        // than a capacity behind it) is malformed and treated as full (BATCH-014): no room,
+        // nothing is overwritten, nothing is consumed.
         let room = CQ_CAPACITY.saturating_sub(ring.cq_tail.wrapping_sub(cq_head));
         let n = pending.min(room);
         let mut failed = 0u64;
@@ -185,11 +192,8 @@ impl<M: Machine> Inner<M> {
                 user_data,
                 status: status as u32,
                 reserved: 0,
-                results: results.unwrap_or(if self.config.strict {
-                    [POISON; 4]
-                } else {
-                    [0; 4]
-                }),
+                // On failure every result is 0 (RING-019), strict or not.
+                results: results.unwrap_or([0; 4]),
             };
             let cqe =
                 ring.cq + RING_ENTRIES_OFFSET + u64::from(ring.cq_tail % CQ_CAPACITY) * CQE_SIZE;
@@ -237,6 +241,17 @@ impl<M: Machine> Inner<M> {
                 self.count_call(vcpu, code, Status::InvalidParameter);
                 (word(0), Status::InvalidParameter, None)
             }
+        }
+    }
+
+    /// The VM ended (SYSTEM_SHUTDOWN, SYSTEM_REBOOT, SYSTEM_CRASH): from now on no ring
+    /// consumes a submission (RING-023). Taking each ring's lock once waits for a pass in
+    /// progress (a poller's, or a notify's on another thread), so the completion of every
+    /// submission consumed before is written when this returns.
+    pub(crate) fn stop_rings(&self) {
+        self.rings_stopped.store(true, Ordering::SeqCst);
+        for slot in &self.vcpus {
+            drop(lock(&slot.ring));
         }
     }
 

@@ -256,6 +256,8 @@ pub(crate) struct Inner<M: Machine> {
     pub time_page: Mutex<Option<TimePageReg>>,
     pub time_cv: Condvar,
     pub ring_generation: AtomicU64,
+    /// Set when the VM ends (a system call took effect): no ring consumes any more.
+    pub rings_stopped: AtomicBool,
     pub stopping: AtomicBool,
     pub workers: Mutex<Workers>,
 }
@@ -283,6 +285,7 @@ impl<M: Machine> Inner<M> {
                 time_page: Mutex::new(None),
                 time_cv: Condvar::new(),
                 ring_generation: AtomicU64::new(0),
+                rings_stopped: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 workers: Mutex::new(Workers::default()),
             }

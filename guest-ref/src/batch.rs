@@ -30,7 +30,8 @@ use core::sync::atomic::Ordering;
 use pvabi_abi::batch::{
     CompletionEntry, DeferredEntry, DeferredQueueHeader, MulticallEntry, RingHeader, RingMode,
     RingSetup, SubmissionEntry, CQ_CAPACITY, DEFERRED_ENTRIES_OFFSET, DEFERRED_QUEUE_CAPACITY,
-    MULTICALL_MAX_ENTRIES, RING_ENTRIES_OFFSET, SQ_CAPACITY, SQ_NEED_WAKEUP,
+    MULTICALL_MAX_ENTRIES, MULTICALL_STOP_ON_ERROR, RING_ENTRIES_OFFSET, SQ_CAPACITY,
+    SQ_NEED_WAKEUP,
 };
 use pvabi_abi::calls::{Call, DeferClass};
 use pvabi_abi::convention::{ReservedU32, ReservedU64};
@@ -156,8 +157,9 @@ impl<const N: usize> Multicall<N> {
         gpa_of(&self.entries)
     }
 
-    /// Entry `index`'s outcome after a run: its results on SUCCESS, its error otherwise.
-    /// Entries the run did not reach keep status 0 and zero results, so check
+    /// Entry `index`'s outcome after a run: its results on SUCCESS (0 in the slots the call
+    /// does not define), its error otherwise (the host does not write a failed entry's
+    /// results). Entries the run did not reach keep status 0 and zero results, so check
     /// [`MulticallOutcome::next`] first. `None` if there is no such entry.
     pub fn result(&self, index: usize) -> Option<Result<[u64; 4]>> {
         self.entries()
@@ -203,7 +205,8 @@ impl From<Full> for DeferError {
 pub struct DeferErrors {
     /// Entries that failed.
     pub count: u32,
-    /// Queue index of the first entry that failed.
+    /// Free-running queue index (not slot) of the first entry that failed; for a queue the
+    /// host found malformed (more than 64 entries waiting), the host's `head` at that drain.
     pub first_index: u32,
     /// Raw status of the first entry that failed.
     pub first_status: u32,
@@ -231,8 +234,10 @@ pub struct DeferFlush {
 
 /// A deferred-queue page: 4 KiB, 4 KiB-aligned, zeroed; register it with
 /// [`Pvabi::defer_set_queue`]. The guest writes entries and `tail`; the host runs entries
-/// `head..tail` on `DEFER_FLUSH` and before any sync-point call of the vCPU (so at most 64
-/// entries wait). Pushing fails with [`Full`] when 64 entries wait: flush, then push again
+/// `head..tail` on `DEFER_FLUSH` and when a sync-point call made directly by the vCPU has passed
+/// its register checks (not for MULTICALL entries or ring submissions), so at most 64 entries
+/// wait. A `tail` more than 64 ahead of `head` makes the host run nothing and count every
+/// index as failed. Pushing fails with [`Full`] when 64 entries wait: flush, then push again
 /// ([`Pvabi::defer`] does both).
 ///
 /// ```
@@ -620,11 +625,22 @@ impl<T: Transport> Pvabi<T> {
             Error::check(raw.status)?;
         }
         let [next, processed, ..] = raw.results;
-        if next > u64::from(count) || next < u64::from(start) {
+        let (count64, start64) = (u64::from(count), u64::from(start));
+        if next > count64 || next < start64 {
             return Err(Error::UnexpectedResult(next));
         }
-        if processed > u64::from(count) {
+        // BATCH-006: `processed` is `next - start`.
+        if processed != next - start64 {
             return Err(Error::UnexpectedResult(processed));
+        }
+        // BATCH-006/007/008: INCOMPLETE leaves entries (`next < count`) after progress; SUCCESS
+        // with entries left is only a stop on error, which processed at least one entry.
+        let stop_on_error = flags & MULTICALL_STOP_ON_ERROR != 0;
+        let ended_early = next < count64;
+        if (incomplete && (!ended_early || processed == 0))
+            || (!incomplete && ended_early && (!stop_on_error || processed == 0))
+        {
+            return Err(Error::UnexpectedResult(next));
         }
         Ok(MulticallStep {
             next: next as u32,

@@ -398,6 +398,43 @@ fn batch_calls() {
     assert_eq!(r, Err(Error::UnexpectedResult(5)));
 }
 
+/// BATCH-006, BATCH-007, BATCH-008: the guest library rejects MULTICALL answers a conforming
+/// host never gives: INCOMPLETE at the end or without progress, SUCCESS with entries left and
+/// no stop on error, `processed` other than `next - start`.
+#[test]
+fn multicall_answers_are_checked() {
+    let answer = |status: Status, next: u64, processed: u64| {
+        Mock::with(move |_, _| RawResult {
+            status: status.raw(),
+            results: [next, processed, 0, 0],
+        })
+    };
+    // (status, next, processed, start, flags) -> accepted?
+    let cases = [
+        (Status::Incomplete, 2, 2, 0, 0, true),
+        (Status::Incomplete, 4, 4, 0, 0, false), // INCOMPLETE after the last entry
+        (Status::Incomplete, 1, 0, 1, 0, false), // INCOMPLETE without progress
+        (Status::Success, 4, 3, 1, 0, true),
+        (Status::Success, 2, 2, 0, MULTICALL_STOP_ON_ERROR, true),
+        (Status::Success, 2, 2, 0, 0, false), // entries left, no stop on error
+        (Status::Success, 4, 0, 4, 0, true),  // start == count
+        (Status::Success, 4, 3, 0, 0, false), // processed != next - start
+    ];
+    for (status, next, processed, start, flags, ok) in cases {
+        let pv = client(answer(status, next, processed));
+        // SAFETY: the mock host touches no memory.
+        let r = unsafe { pv.multicall(0xb000, 4, start, flags) };
+        assert_eq!(
+            r.is_ok(),
+            ok,
+            "{status:?} next {next} processed {processed}: {r:?}"
+        );
+        if let Ok(step) = r {
+            assert_eq!(step.incomplete, status == Status::Incomplete);
+        }
+    }
+}
+
 #[test]
 fn statuses_map_to_errors() {
     for status in Status::ALL.into_iter().filter(|s| *s != Status::Success) {

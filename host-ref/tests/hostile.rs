@@ -955,11 +955,23 @@ fn hostile_non_deferrable_calls_in_deferred_queue() {
         "error_count, head after the drain\n{}",
         run.dump()
     );
-    // A tail far beyond head: at most a capacity of entries run, then head = tail.
+    // A tail far beyond head is malformed (BATCH-013, DEFER-012): nothing runs, every index
+    // counts as failed, then head = tail.
     let m = run.expect("defer_flush_malformed_tail", Status::Success);
-    assert_eq!(m.r0, 64, "at most `capacity` entries run\n{}", run.dump());
+    assert_eq!(
+        (m.r0, m.r1),
+        (0, 0),
+        "a malformed queue runs nothing\n{}",
+        run.dump()
+    );
     let h = run.get("header_after_malformed");
     assert_eq!(h.extra, 1009, "head = tail\n{}", run.dump());
+    assert_eq!(
+        h.r1,
+        8 + 1000,
+        "error_count grows by the occupancy\n{}",
+        run.dump()
+    );
     let e = run.expect("defer_flush_empty", Status::Success);
     assert_eq!((e.r0, e.r1), (0, 0));
     // What the host recorded: each refused entry as NOT_ALLOWED_HERE, none took effect.
@@ -978,7 +990,7 @@ fn hostile_non_deferrable_calls_in_deferred_queue() {
     assert!(run.code(0x0999).1[Status::NotSupported as usize] >= 1);
     assert!(!run.report.console_text().contains("BAD!"));
     assert!(run.report.vcpu_stops.is_empty());
-    assert_eq!(run.report.deferred_drained, 8 + 1 + 64, "{}", run.dump());
+    assert_eq!(run.report.deferred_drained, 8 + 1, "{}", run.dump());
     assert_eq!(run.report.multicall_entries, 0);
 }
 

@@ -1,14 +1,17 @@
 //! MULTICALL and the deferred queue.
 
-use pvabi_abi::batch::{DeferredEntry, DeferredQueueHeader, MulticallEntry};
+use pvabi_abi::batch::{
+    DeferredEntry, DeferredQueueHeader, MulticallEntry, DEFERRED_QUEUE_CAPACITY,
+};
 use pvabi_abi::calls::Call;
 use pvabi_abi::convention::ReservedU32;
 use pvabi_abi::events::EventKind;
+use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use zerocopy::IntoBytes;
 
 use super::{config, BUF, BUF2, H, PAGE1, PAGE2};
-use crate::{HostConfig, POISON};
+use crate::HostConfig;
 
 const SENTINEL: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 
@@ -167,17 +170,103 @@ fn multicall_preemption_and_resume() {
     assert_eq!((s, r[0], r[1]), (Status::Success, 4, 2));
 }
 
+/// BATCH-010, STAT-012: a failed entry's `results` are not written, strict or not.
 #[test]
-fn multicall_strict_poisons_failed_entries() {
-    let h = H::ready_with(HostConfig {
-        strict: true,
-        ..config(1)
-    });
-    h.write(BUF, &[entry(Call::ConsoleWriteRegs, &[99])]);
-    h.call(0, Call::Multicall, &[BUF, 1, 0, 0]);
-    assert_eq!(results_of(&h, BUF, 0), [POISON; 4]);
+fn failed_entries_keep_their_results_even_when_strict() {
+    for strict in [false, true] {
+        let h = H::ready_with(HostConfig {
+            strict,
+            ..config(1)
+        });
+        h.write(
+            BUF,
+            &[
+                entry(Call::ConsoleWriteRegs, &[99]),
+                entry(Call::Negotiate, &[0x10000]),
+            ],
+        );
+        assert_eq!(h.call(0, Call::Multicall, &[BUF, 2, 0, 0]).1[..2], [2, 2]);
+        assert_eq!(status_of(&h, BUF, 0), Status::InvalidParameter as u32);
+        assert_eq!(results_of(&h, BUF, 0), [SENTINEL; 4], "strict: {strict}");
+        assert_eq!(results_of(&h, BUF, 1), [SENTINEL; 4], "strict: {strict}");
+    }
 }
 
+/// BATCH-003: on SUCCESS all four slots are written, 0 where the call defines no result.
+#[test]
+fn undefined_result_slots_of_a_successful_entry_are_zero() {
+    let h = H::ready(2);
+    h.write(
+        BUF,
+        &[
+            entry(Call::VcpuInfo, &[]),
+            entry(Call::VcpuYield, &[]),
+            entry(Call::TimeMonotonic, &[]),
+        ],
+    );
+    assert_eq!(h.call(1, Call::Multicall, &[BUF, 3, 0, 0]).1[..2], [3, 3]);
+    assert_eq!(results_of(&h, BUF, 0), [1, 2, 0, 0]);
+    assert_eq!(results_of(&h, BUF, 1), [0; 4]);
+    assert_eq!(results_of(&h, BUF, 2)[1..], [0; 3]);
+}
+
+/// BATCH-006, BATCH-007: a batch that ends (last entry, or a stop on error) is SUCCESS even
+/// where the host's budget would preempt it; INCOMPLETE only with entries left.
+#[test]
+fn a_batch_that_ends_at_the_budget_is_success_not_incomplete() {
+    let h = H::ready_with(HostConfig {
+        max_multicall: 2,
+        ..config(1)
+    });
+    let entries = [
+        entry(Call::VcpuYield, &[]),
+        entry(Call::ConsoleWriteRegs, &[99]),
+        entry(Call::VcpuYield, &[]),
+        entry(Call::VcpuYield, &[]),
+    ];
+    h.write(BUF, &entries);
+    // STOP_ON_ERROR stops at entry 1, which is also where the budget ends.
+    let (s, r) = h.call(0, Call::Multicall, &[BUF, 4, 0, 1]);
+    assert_eq!((s, r[0], r[1]), (Status::Success, 2, 2));
+    // Without STOP_ON_ERROR the same point is a preemption: entries remain.
+    h.write(BUF, &entries);
+    let (s, r) = h.call(0, Call::Multicall, &[BUF, 4, 0, 0]);
+    assert_eq!((s, r[0], r[1]), (Status::Incomplete, 2, 2));
+    // The last entry at the budget's end: SUCCESS.
+    let (s, r) = h.call(0, Call::Multicall, &[BUF, 4, 2, 0]);
+    assert_eq!((s, r[0], r[1]), (Status::Success, 4, 2));
+    // start == count: SUCCESS, nothing processed.
+    let (s, r) = h.call(0, Call::Multicall, &[BUF, 4, 4, 0]);
+    assert_eq!((s, r[0], r[1]), (Status::Success, 4, 0));
+}
+
+/// STAT-011, BATCH-004: an entry's own fields are checked before step 1 of its call.
+#[test]
+fn multicall_entry_fields_are_checked_before_the_call() {
+    let h = H::ready(1);
+    let bad = [
+        MulticallEntry {
+            call: 0x0fff, // unknown: NOT_SUPPORTED at step 1 otherwise
+            ..entry(Call::VcpuInfo, &[])
+        },
+        entry(Call::Negotiate, &[0x10000]), // not batchable: step 4 otherwise
+        entry(Call::ConsoleWriteRegs, &[99]), // bad argument: step 5 otherwise
+    ];
+    for (field, value) in [(8u64, 1u32), (12, 1), (12, 0x8000_0000)] {
+        h.write(BUF, &bad);
+        for i in 0..3u64 {
+            h.write(BUF + 96 * i + field, &value);
+        }
+        assert_eq!(h.call(0, Call::Multicall, &[BUF, 3, 0, 0]).1[..2], [3, 3]);
+        for i in 0..3 {
+            assert_eq!(
+                status_of(&h, BUF, i),
+                Status::InvalidParameter as u32,
+                "entry {i}, field at {field}"
+            );
+        }
+    }
+}
 #[test]
 fn multicall_entries_run_from_the_one_copy() {
     let h = H::ready(1);
@@ -359,35 +448,198 @@ fn sync_points_drain_first_and_before_their_block_is_copied() {
     assert_eq!(h.call(1, Call::DeferFlush, &[]).1[0], 1);
 }
 
+/// BATCH-013, DEFER-012: a `tail` more than a capacity ahead of the host's `head` is
+/// malformed: nothing runs, the occupancy is counted as failures, `head` moves to `tail`.
 #[test]
-fn garbage_deferred_indices_are_bounded() {
+fn malformed_deferred_queue_runs_nothing_and_resynchronises() {
     let h = with_deferred();
     for e in 0..64u64 {
         h.write(
             PAGE1 + 64 + e * 32,
-            &dentry(Call::MemUpdatePte, [BUF, e, 1]),
+            &dentry(Call::MemUpdatePte, [BUF, e + 1, 1]),
         );
     }
-    // tail - head = 1000: at most a capacity of entries run, INVALID_PARAMETER recorded.
     h.write(PAGE1 + 4, &1000u32);
-    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [64, 0]);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [0, 0]);
+    assert_eq!(h.read::<u64>(BUF), 0, "no entry of a malformed queue runs");
     let q = dq(&h, PAGE1);
     assert_eq!(q.head, 1000);
     assert_eq!(
         (q.error_count, q.first_error_index, q.first_error_status),
-        (1, 64, Status::InvalidParameter as u32)
+        (1000, 0, Status::InvalidParameter as u32)
     );
-    // The host keeps its own head: a garbage head written by the guest is ignored.
-    h.write(PAGE1, &u32::MAX);
-    h.write(PAGE1 + 4, &1001u32);
+    // Usable again from the new head.
+    push(&h, PAGE1, &[dentry(Call::MemUpdatePte, [BUF, 5, 1])]);
     assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [1, 0]);
-    // Tail behind head (wraps to a huge count).
+    assert_eq!(h.read::<u64>(BUF), 5);
+    // Tail behind head (a huge occupancy): malformed too.
     h.write(PAGE1 + 4, &0u32);
-    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[0], 64);
-    assert_eq!(dq(&h, PAGE1).head, 0);
-    assert_eq!(h.d.report().deferred_drained, 129);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [0, 0]);
+    let q = dq(&h, PAGE1);
+    assert_eq!((q.head, q.error_count), (0, u32::MAX));
+    // Exactly a capacity is not malformed.
+    push(&h, PAGE1, &[dentry(Call::MemUpdatePte, [BUF, 7, 1]); 64]);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [64, 0]);
+    assert_eq!(h.d.report().deferred_drained, 65);
 }
 
+/// BATCH-012: the host acts on its own copies of `head` and the error record, never on what
+/// the guest wrote over them.
+#[test]
+fn host_written_deferred_fields_are_never_read_back() {
+    let h = with_deferred();
+    push(&h, PAGE1, &[dentry(Call::ConsoleWriteRegs, [0; 3])]);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [1, 1]);
+    // The guest scribbles over every host-written field.
+    h.write(PAGE1, &77u32); // head
+    h.write(PAGE1 + 12, &[500u32, 9, 9]); // error_count, first_error_*
+    push(
+        &h,
+        PAGE1,
+        &[
+            dentry(Call::MemUpdatePte, [BUF, 3, 1]),
+            dentry(Call::ConsoleWriteRegs, [0; 3]),
+        ],
+    );
+    // tail is 3 (written from the guest's tail 1 + 2): the host runs from its own head 1.
+    assert_eq!(h.u32_at(PAGE1 + 4), 3);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [2, 1]);
+    let q = dq(&h, PAGE1);
+    assert_eq!(
+        (
+            q.head,
+            q.error_count,
+            q.first_error_index,
+            q.first_error_status
+        ),
+        (3, 2, 0, Status::NotAllowedHere as u32)
+    );
+    assert_eq!(h.read::<u64>(BUF), 3);
+}
+
+/// DEFER-007: `first_error_index` is the free-running queue index, not the slot.
+#[test]
+fn first_error_index_is_the_free_running_index() {
+    let h = with_deferred();
+    let mask = |m: u64| dentry(Call::EventsSetMask, [m, 0, 0]);
+    push(&h, PAGE1, &[mask(0); 64]);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [64, 0]);
+    push(&h, PAGE1, &[mask(0), mask(0), mask(1)]);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [3, 1]);
+    let q = dq(&h, PAGE1);
+    assert_eq!(
+        (q.error_count, q.first_error_index, q.first_error_status),
+        (1, 66, Status::InvalidParameter as u32)
+    );
+}
+
+/// Capacities are powers of two: the slot sequence runs on across the 2^32 wrap.
+#[test]
+fn deferred_indices_wrap_without_a_jump() {
+    assert!(DEFERRED_QUEUE_CAPACITY.is_power_of_two());
+    let h = with_deferred();
+    // Resynchronise the host's head just below the wrap (a malformed tail), then queue across it.
+    let start = u32::MAX - 9;
+    h.write(PAGE1 + 4, &start);
+    h.call(0, Call::DeferFlush, &[]);
+    assert_eq!(dq(&h, PAGE1).head, start);
+    let entries: Vec<_> = (0..20u64)
+        .map(|i| dentry(Call::MemUpdatePte, [BUF, 100 + i, 1]))
+        .collect();
+    push(&h, PAGE1, &entries);
+    assert_eq!(h.u32_at(PAGE1 + 4), 10);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [20, 0]);
+    assert_eq!(dq(&h, PAGE1).head, 10);
+    let values: Vec<u64> = h.d.report().pte_writes.iter().map(|w| w.value).collect();
+    assert_eq!(values, (100..120).collect::<Vec<_>>());
+}
+
+/// STAT-011, DEFER-006: a deferred entry's `flags` are checked before step 1 of its call.
+#[test]
+fn deferred_entry_flags_are_checked_before_the_call() {
+    let h = with_deferred();
+    let raw = |code: u32| {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(code.as_bytes());
+        b[4] = 1;
+        b
+    };
+    for (i, code) in [0x0fffu32, Call::VcpuInfo.code(), Call::MemUpdatePte.code()]
+        .into_iter()
+        .enumerate()
+    {
+        h.write(PAGE1 + 64 + i as u64 * 32, &raw(code));
+    }
+    h.write(PAGE1 + 4, &3u32);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [3, 3]);
+    let q = dq(&h, PAGE1);
+    assert_eq!(
+        (q.error_count, q.first_error_index, q.first_error_status),
+        (3, 0, Status::InvalidParameter as u32)
+    );
+}
+
+/// DEFER-003: a direct sync-point call that passed step 5 drains, whatever it returns next.
+#[test]
+fn a_sync_point_call_that_fails_after_step_5_still_drains() {
+    let h = with_deferred();
+    let cases: [(Call, Vec<u64>, Status); 4] = [
+        // step 6
+        (Call::DeferSetQueue, vec![PAGE2 + 8, 0], Status::Misaligned),
+        (Call::Multicall, vec![BUF + 4, 1, 0, 0], Status::Misaligned),
+        // step 10 (RingSetup contents)
+        (Call::RingSetup, vec![BUF2], Status::InvalidParameter),
+        // step 11: NEGOTIATE is locked
+        (Call::Negotiate, vec![0x10000], Status::Locked),
+    ];
+    h.write(BUF2, &[0xffu8; 32]);
+    for (n, (call, args, want)) in cases.into_iter().enumerate() {
+        let value = 10 + n as u64;
+        push(&h, PAGE1, &[dentry(Call::MemUpdatePte, [BUF, value, 1])]);
+        assert_eq!(h.status(0, call, &args), want, "{call:?}");
+        assert_eq!(h.read::<u64>(BUF), value, "{call:?} drained");
+        assert_eq!(dq(&h, PAGE1).head, n as u32 + 1);
+    }
+}
+
+/// DEFER-003: a sync-point call rejected at steps 1 to 5 does not drain (the reference
+/// host drains nowhere else, DEFER-011).
+#[test]
+fn a_sync_point_call_that_fails_at_steps_1_to_5_does_not_drain() {
+    let h = H::new(1);
+    // DEFERRED and EVENTS granted, MEMORY not.
+    h.negotiate(Features::DEFERRED | Features::EVENTS);
+    assert_eq!(
+        h.status(0, Call::DeferSetQueue, &[PAGE1, 0]),
+        Status::Success
+    );
+    push(&h, PAGE1, &[dentry(Call::EventsSetMask, [0b10, 0, 0])]);
+    let cases: [(Call, Vec<u64>, Status); 4] = [
+        // step 3 (VCPU is not granted either)
+        (Call::MemFlushTlbAll, vec![], Status::NotGranted),
+        // step 5
+        (
+            Call::DeferSetQueue,
+            vec![PAGE2, 1],
+            Status::InvalidParameter,
+        ),
+        (
+            Call::Negotiate,
+            vec![0x10000, 0, 0, 1 << 63],
+            Status::InvalidParameter,
+        ),
+        (Call::VcpuStop, vec![], Status::NotGranted),
+    ];
+    for (call, args, want) in cases {
+        let (s, _, _) = h.raw(0, u64::from(call.code()), &args);
+        assert_eq!(s, want, "{call:?}");
+        assert_eq!(dq(&h, PAGE1).head, 0, "{call:?} must not drain");
+    }
+    // An unknown code (step 1) names no sync point; it drains nothing either.
+    assert_eq!(h.raw(0, 0x0fff, &[]).0, Status::NotSupported);
+    assert_eq!(dq(&h, PAGE1).head, 0);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [1, 0]);
+}
 #[test]
 fn re_registering_drains_the_old_queue() {
     let h = with_deferred();

@@ -8,8 +8,11 @@ use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use pvabi_abi::vcpu::VcpuStartState;
 
-use super::{config, BUF, H, MEM, PAGE1, PAGE2};
+use zerocopy::IntoBytes;
+
+use super::{config, BUF, BUF2, H, MEM, PAGE1, PAGE2, PAGE3};
 use crate::Doorbell;
+use crate::HostConfig;
 use crate::{Dispatcher, FakeMachine, Outcome};
 
 #[test]
@@ -353,4 +356,106 @@ fn multicall_context_checks_come_in_order() {
             Status::NotSupported as u32
         ]
     );
+}
+
+/// STAT-003: "known" is "implemented" (served and not left out), whatever the features
+/// offered: a call of a feature not offered is known and fails NOT_NEGOTIATED / NOT_GRANTED.
+#[test]
+fn known_means_implemented_whatever_is_offered() {
+    let v11 = pvabi_abi::version::V1_1;
+    let base = HostConfig {
+        vcpus: 1,
+        console: crate::ConsoleSink::Discard,
+        ..HostConfig::acting_as(v11)
+    };
+    let h = H::with(HostConfig {
+        features: base
+            .features
+            .iter()
+            .copied()
+            .filter(|f| f.flag != Features::RING)
+            .collect(),
+        disabled_calls: vec![Call::VcpuYield],
+        ..base.clone()
+    });
+    // Before NEGOTIATE, against the highest version served (1.1).
+    assert_eq!(h.status(0, Call::RingEnter, &[]), Status::NotNegotiated);
+    assert_eq!(
+        h.status(0, Call::TimeSetStealPage, &[0]),
+        Status::NotNegotiated
+    );
+    assert_eq!(h.status(0, Call::VcpuYield, &[]), Status::NotSupported);
+    h.negotiate(Features::VCPU);
+    assert_eq!(h.status(0, Call::RingEnter, &[]), Status::NotGranted);
+    assert_eq!(
+        h.status(0, Call::TimeSetStealPage, &[0]),
+        Status::NotGranted
+    );
+    assert_eq!(h.status(0, Call::VcpuYield, &[]), Status::NotSupported);
+    // A 1.0 host does not implement a 1.1 call.
+    let h = H::ready(1);
+    assert_eq!(
+        h.status(0, Call::TimeSetStealPage, &[0]),
+        Status::NotSupported
+    );
+}
+
+/// STAT-007: before NEGOTIATE, only statuses every served version defines (all of 1.x's are
+/// 1.0's): a host serving 1.0 and 1.1 answers every code with one of them.
+#[test]
+fn statuses_before_negotiate_are_common_to_every_served_version() {
+    // Serves 1.0 and 1.1 (one version per major; `lowest` is 1.0).
+    let h = H::with(HostConfig {
+        vcpus: 1,
+        console: crate::ConsoleSink::Discard,
+        ..HostConfig::acting_as(pvabi_abi::version::V1_1)
+    });
+    assert_eq!(h.d.config().lowest, pvabi_abi::version::V1_0);
+    for code in 0..0x0a00u64 {
+        let mut regs = crate::CallRegs::raw(code, &[BUF, 1, 0, 0, 0, 0]);
+        if matches!(
+            pvabi_abi::calls::Call::from_code(code).map(|c| c.descriptor().returns),
+            Some(false)
+        ) {
+            continue;
+        }
+        h.d.call(crate::Doorbell::ring0(0), &mut regs);
+        let status = Status::from_raw(regs.rax).expect("a defined status");
+        assert!(
+            status.raw() <= Status::Incomplete.raw(),
+            "{code:#x}: {status:?}"
+        );
+    }
+}
+
+/// STAT-012: a failed call leaves its memory block as it was, even in strict mode.
+#[test]
+fn a_failed_call_does_not_write_its_block() {
+    let h = H::ready_with(HostConfig {
+        strict: true,
+        ..config(1)
+    });
+    // RING_SETUP fails at step 11 (INVALID_STATE): its block is untouched.
+    let setup = |sq: u64, cq: u64| {
+        let mut b = Vec::new();
+        b.extend_from_slice(sq.as_bytes());
+        b.extend_from_slice(cq.as_bytes());
+        b.extend_from_slice(&[0u8; 16]);
+        h.write(BUF, b.as_slice());
+        h.status(0, Call::RingSetup, &[BUF])
+    };
+    assert_eq!(setup(PAGE1, PAGE2), Status::Success);
+    assert_eq!(setup(BUF2, PAGE3), Status::InvalidState);
+    let mut want = Vec::new();
+    want.extend_from_slice(BUF2.as_bytes());
+    want.extend_from_slice(PAGE3.as_bytes());
+    want.extend_from_slice(&[0u8; 16]);
+    assert_eq!(h.read_bytes(BUF, 32), want);
+    // MEM_UPDATE_PTE rejected at step 5 leaves the entry it names alone.
+    h.write(BUF2, &0x1234u64);
+    assert_eq!(
+        h.status(0, Call::MemUpdatePte, &[BUF2, 0xdead, 5]),
+        Status::InvalidParameter
+    );
+    assert_eq!(h.read::<u64>(BUF2), 0x1234);
 }

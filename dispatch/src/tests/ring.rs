@@ -4,15 +4,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pvabi_abi::batch::{
-    CompletionEntry, RingHeader, RingMode, RingSetup, SubmissionEntry, SQ_NEED_WAKEUP,
+    CompletionEntry, DeferredEntry, RingHeader, RingMode, RingSetup, SubmissionEntry, CQ_CAPACITY,
+    SQ_CAPACITY, SQ_NEED_WAKEUP,
 };
 use pvabi_abi::calls::Call;
 use pvabi_abi::convention::{ReservedU32, ReservedU64};
 use pvabi_abi::events::{Event, EventKind};
+use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use zerocopy::IntoBytes;
 
-use super::{config, BUF, H, MEM, PAGE1, PAGE2, PAGE3};
+use super::{config, BUF, BUF2, H, MEM, PAGE1, PAGE2, PAGE3};
 use crate::HostConfig;
 
 const SQ: u64 = PAGE1;
@@ -265,4 +267,357 @@ fn host_polled_ring_sleeps_with_need_wakeup_and_wakes_on_notify() {
         Status::Success
     );
     h.d.shutdown();
+}
+
+/// A `RingSetup` block with both page addresses 0 and the given mode, flags and reserved.
+fn raw_setup(h: &H, sq: u64, cq: u64, mode: u32, flags: u32, reserved: u64) -> Status {
+    let mut b = Vec::new();
+    b.extend_from_slice(sq.as_bytes());
+    b.extend_from_slice(cq.as_bytes());
+    b.extend_from_slice(mode.as_bytes());
+    b.extend_from_slice(flags.as_bytes());
+    b.extend_from_slice(reserved.as_bytes());
+    h.write(BUF, b.as_slice());
+    h.status(0, Call::RingSetup, &[BUF])
+}
+
+/// RING-026, RING-012: both addresses 0 unregisters (or does nothing), but the block's other
+/// fields are still checked at step 10; RING-013's conditions do not apply.
+#[test]
+fn unregistering_rings() {
+    let h = H::ready(1);
+    // No rings: SUCCESS, nothing to do.
+    assert_eq!(raw_setup(&h, 0, 0, 0, 0, 0), Status::Success);
+    assert_eq!(raw_setup(&h, 0, 0, 1, 1, 0), Status::Success);
+    // Step 10 holds whatever the addresses.
+    assert_eq!(raw_setup(&h, 0, 0, 2, 0, 0), Status::InvalidParameter);
+    assert_eq!(raw_setup(&h, 0, 0, 0, 2, 0), Status::InvalidParameter);
+    assert_eq!(raw_setup(&h, 0, 0, 0, 0, 1), Status::InvalidParameter);
+    // With rings: unregistering is not INVALID_STATE, and frees both pages.
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+    assert_eq!(raw_setup(&h, 0, 0, 0, 0, 0), Status::Success);
+    assert_eq!(h.status(0, Call::ConsoleWrite, &[SQ, 4]), Status::Success);
+    assert_eq!(h.status(0, Call::ConsoleWrite, &[CQ, 4]), Status::Success);
+    assert_eq!(h.status(0, Call::RingEnter, &[]), Status::InvalidState);
+    // And a new pair can be registered.
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+}
+
+/// RING-012, RING-013, CONV-022/023 for ring pages: page fields are step 10
+/// (INVALID_PARAMETER, never MISALIGNED); RAM, ownership and state are step 11, lowest wins.
+#[test]
+fn ring_page_checks_sit_at_steps_10_and_11() {
+    let h = H::ready(1);
+    // Not page-aligned: INVALID_PARAMETER, even with the other page outside RAM.
+    assert_eq!(
+        raw_setup(&h, SQ + 8, MEM, 0, 0, 0),
+        Status::InvalidParameter
+    );
+    assert_eq!(
+        raw_setup(&h, SQ, CQ + 0x800, 0, 0, 0),
+        Status::InvalidParameter
+    );
+    // Step 10 beats step 11: bad flags with a host-owned page.
+    assert_eq!(h.status(0, Call::TimeSetPage, &[PAGE3]), Status::Success);
+    assert_eq!(raw_setup(&h, SQ, PAGE3, 0, 2, 0), Status::InvalidParameter);
+    // Step 11: INVALID_ADDRESS (8) < ACCESS_DENIED (9) < INVALID_STATE (13).
+    assert_eq!(raw_setup(&h, MEM, PAGE3, 0, 0, 0), Status::InvalidAddress);
+    assert_eq!(raw_setup(&h, SQ, PAGE3, 0, 0, 0), Status::AccessDenied);
+    assert_eq!(raw_setup(&h, SQ, CQ, 0, 0, 0), Status::Success);
+    assert_eq!(raw_setup(&h, SQ, CQ, 0, 0, 0), Status::AccessDenied);
+    assert_eq!(raw_setup(&h, BUF2, PAGE3, 0, 0, 0), Status::AccessDenied);
+    assert_eq!(raw_setup(&h, BUF2, MEM, 0, 0, 0), Status::InvalidAddress);
+    assert_eq!(
+        raw_setup(&h, BUF2, BUF2 + 0x1000, 0, 0, 0),
+        Status::InvalidState
+    );
+}
+
+/// RING-016, RING-025, VCPU-008: after the unregistering call returns, nothing of the old
+/// pair is consumed or written, by RING_SETUP or by VCPU_STOP.
+#[test]
+fn nothing_runs_after_rings_are_unregistered() {
+    let h = H::ready(2);
+    assert_eq!(setup(&h, 1, RingMode::Doorbell, 0), Status::Success);
+    submit(&h, &[sqe(1, Call::VcpuYield, &[])]);
+    assert_eq!(h.call(1, Call::RingSetup, &[BUF2]).0, Status::Success); // BUF2 is all 0
+    h.d.ring_notify(1);
+    assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (0, 0));
+    assert_eq!(h.status(1, Call::RingEnter, &[]), Status::InvalidState);
+    // VCPU_STOP unregisters too.
+    assert_eq!(setup(&h, 1, RingMode::Doorbell, 0), Status::Success);
+    submit(&h, &[sqe(2, Call::VcpuYield, &[])]);
+    assert_eq!(
+        h.raw(1, u64::from(Call::VcpuStop.code()), &[]).2,
+        crate::Outcome::StopVcpu
+    );
+    h.d.ring_notify(1);
+    assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (0, 0));
+    assert_eq!(h.status(0, Call::ConsoleWrite, &[SQ, 4]), Status::Success);
+}
+
+/// RING-023, RING-027: once a system call that ends the VM is handled, no ring consumes.
+#[test]
+fn no_submission_is_consumed_after_the_vm_ends() {
+    for mode in [RingMode::Doorbell, RingMode::HostPolled] {
+        let h = H::ready_with(HostConfig {
+            poll_idle: Duration::from_secs(60),
+            ..config(2)
+        });
+        assert_eq!(setup(&h, 1, mode, 0), Status::Success);
+        submit(&h, &[sqe(1, Call::VcpuYield, &[])]);
+        if mode == RingMode::Doorbell {
+            assert_eq!(h.call(1, Call::RingEnter, &[]).1[0], 1);
+        } else {
+            wait_for("the poller", || hdr(&h, CQ).tail == 1);
+        }
+        let end = h.raw(0, u64::from(Call::SystemShutdown.code()), &[3]).2;
+        assert_eq!(end, crate::Outcome::End(crate::End::Shutdown(3)));
+        submit(&h, &[sqe(2, Call::VcpuYield, &[])]);
+        h.d.ring_notify(1);
+        assert_eq!(h.call(1, Call::RingEnter, &[]), (Status::Success, [0; 4]));
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (1, 1), "{mode:?}");
+        h.d.shutdown();
+    }
+}
+
+/// RING-017: RING_ENTER alongside a polling thread consumes whatever the poller did not;
+/// every submission is consumed once, in order, and `consumed` counts the call's own.
+#[test]
+fn ring_enter_alongside_the_poller() {
+    let h = H::ready_with(HostConfig {
+        poll_idle: Duration::from_secs(60),
+        ..config(1)
+    });
+    assert_eq!(setup(&h, 0, RingMode::HostPolled, 0), Status::Success);
+    let mut consumed = 0;
+    for round in 0..20u64 {
+        let entries: Vec<_> = (0..32)
+            .map(|i| sqe(round * 32 + i, Call::VcpuYield, &[]))
+            .collect();
+        submit(&h, &entries);
+        let (s, r) = h.call(0, Call::RingEnter, &[]);
+        assert_eq!(s, Status::Success);
+        consumed += r[0];
+        // Everything submitted before the call is consumed when it returns (the CQ had room).
+        let tail = hdr(&h, SQ).tail;
+        assert_eq!(hdr(&h, SQ).head, tail);
+        for i in 0..32 {
+            let c = cqe(&h, (round * 32 + i) as u32);
+            assert_eq!((c.user_data, c.status), (round * 32 + i, 0));
+        }
+        // The guest consumes the completions.
+        h.write(CQ, &hdr(&h, CQ).tail);
+    }
+    assert!(consumed <= 640);
+    assert_eq!(hdr(&h, CQ).tail, 640);
+    h.d.shutdown();
+}
+
+/// RING-022, RING-024: other writes to the notify port do nothing; reads return all ones,
+/// whether or not RING is offered.
+#[test]
+fn notify_port_writes_and_reads() {
+    let no_ring = HostConfig {
+        features: config(1)
+            .features
+            .into_iter()
+            .filter(|f| f.flag != Features::RING)
+            .collect(),
+        ..config(1)
+    };
+    for cfg in [config(1), no_ring] {
+        let h = H::with(cfg);
+        h.negotiate(Features::defined_in(pvabi_abi::version::V1_0) - Features::RING);
+        let port = h.d.config().ring_notify_port;
+        for width in [1usize, 2, 4] {
+            let mut data = vec![0u8; width];
+            assert!(h.d.port_in(port, &mut data));
+            assert!(data.iter().all(|&b| b == 0xff), "width {width}");
+        }
+        // A write naming a vCPU without rings, or out of range: nothing happens.
+        let mut regs = crate::CallRegs::default();
+        for data in [
+            &0u32.to_le_bytes()[..],
+            &[0u8][..],
+            &[0, 0][..],
+            &99u32.to_le_bytes()[..],
+        ] {
+            assert_eq!(
+                h.d.port_out(0, 0, port, data, &mut regs),
+                Some(crate::Outcome::Resume)
+            );
+        }
+        assert_eq!(regs, crate::CallRegs::default());
+    }
+    // With rings, a write of another width does not process them.
+    let h = H::ready(1);
+    let port = h.d.config().ring_notify_port;
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+    submit(&h, &[sqe(1, Call::VcpuYield, &[])]);
+    let mut regs = crate::CallRegs::default();
+    h.d.port_out(0, 0, port, &[0, 0], &mut regs);
+    h.d.port_out(0, 0, port, &0u64.to_le_bytes(), &mut regs);
+    assert_eq!(hdr(&h, CQ).tail, 0);
+    h.d.port_out(0, 0, port, &0u32.to_le_bytes(), &mut regs);
+    assert_eq!(hdr(&h, CQ).tail, 1);
+}
+
+/// RING-019: a failed submission's completion has 0 in every result (strict or not); a
+/// successful one has 0 in the slots its call does not define; `reserved` is 0.
+#[test]
+fn completion_results_are_zero_where_undefined() {
+    for strict in [false, true] {
+        let h = H::ready_with(HostConfig {
+            strict,
+            ..config(1)
+        });
+        assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+        // Garbage in the CQ slots the host will write.
+        h.write(CQ + 64, &[0xeeu8; 3 * 48]);
+        submit(
+            &h,
+            &[
+                sqe(1, Call::ConsoleWriteRegs, &[99]),
+                sqe(2, Call::VcpuInfo, &[]),
+                sqe(3, Call::VcpuYield, &[]),
+            ],
+        );
+        assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], 3);
+        let c: Vec<_> = (0..3).map(|i| cqe(&h, i)).collect();
+        assert_eq!(c[0].status, Status::InvalidParameter as u32);
+        assert_eq!(c[0].results, [0; 4], "strict: {strict}");
+        assert_eq!(c[1].results, [0, 1, 0, 0]);
+        assert_eq!(c[2].results, [0; 4]);
+        assert!(c.iter().all(|c| c.reserved == 0));
+    }
+}
+
+/// RING-020: submissions run as calls of the ring's owner, whoever notifies.
+#[test]
+fn submissions_run_as_the_owner() {
+    let h = H::ready(3);
+    assert_eq!(setup(&h, 2, RingMode::Doorbell, 0), Status::Success);
+    submit(&h, &[sqe(1, Call::VcpuInfo, &[])]);
+    let mut regs = crate::CallRegs::default();
+    let port = h.d.config().ring_notify_port;
+    h.d.port_out(0, 0, port, &2u32.to_le_bytes(), &mut regs);
+    assert_eq!(cqe(&h, 0).results[..2], [2, 3]);
+}
+
+/// STAT-011, RING-002: a submission's `flags` are checked before step 1 of its call.
+#[test]
+fn submission_flags_are_checked_before_the_call() {
+    let h = H::ready(1);
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+    let entries = [
+        SubmissionEntry {
+            call: 0x0fff,
+            ..sqe(1, Call::VcpuYield, &[])
+        },
+        sqe(2, Call::Negotiate, &[0x10000]),
+        sqe(3, Call::ConsoleWriteRegs, &[99]),
+    ];
+    submit(&h, &entries);
+    for i in 0..3u64 {
+        h.write(SQ + 64 + i * 64 + 12, &1u32);
+    }
+    assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], 3);
+    for i in 0..3 {
+        let c = cqe(&h, i);
+        assert_eq!(
+            (c.user_data, c.status),
+            (u64::from(i) + 1, Status::InvalidParameter as u32)
+        );
+    }
+}
+
+/// BATCH-014: a completion-ring head more than a capacity behind (or ahead of) the host's
+/// tail makes the ring full: nothing is consumed or overwritten, and the host keeps its tail.
+/// BATCH-012: guest writes over the host's SQ head, CQ tail and `dropped` change nothing.
+#[test]
+fn corrupt_completion_head_and_host_fields() {
+    let h = H::ready(1);
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+    submit(&h, &[sqe(1, Call::VcpuYield, &[])]);
+    assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], 1);
+    // Head far behind the tail: occupancy 1 + 1000 > 64.
+    h.write(CQ, &0u32.wrapping_sub(1000));
+    submit(&h, &[sqe(2, Call::VcpuYield, &[])]);
+    assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], 0);
+    assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (1, 1));
+    // The guest scribbles over host-written fields; a valid head resumes the ring.
+    h.write(SQ, &40u32);
+    h.write(CQ + 4, &50u32);
+    h.write(SQ + 16, &60u32);
+    h.write(CQ, &1u32);
+    assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], 1);
+    assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (2, 2));
+    assert_eq!(cqe(&h, 1).user_data, 2);
+    // A malformed SQ counts from the host's `dropped` (0), not the guest's 60.
+    h.write(SQ + 4, &200u32);
+    h.call(0, Call::RingEnter, &[]);
+    assert_eq!((hdr(&h, SQ).head, hdr(&h, SQ).dropped), (200, 198));
+}
+
+/// Capacities are powers of two: a ring's slot sequence runs on across the 2^32 wrap.
+#[test]
+fn ring_indices_wrap_without_a_jump() {
+    assert!(SQ_CAPACITY.is_power_of_two() && CQ_CAPACITY.is_power_of_two());
+    let h = H::ready(1);
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+    let start = u32::MAX - 9;
+    h.write(SQ + 4, &start); // malformed: the host's head jumps to it
+    h.call(0, Call::RingEnter, &[]);
+    assert_eq!(hdr(&h, SQ).head, start);
+    let entries: Vec<_> = (0..20).map(|i| sqe(i, Call::VcpuYield, &[])).collect();
+    submit(&h, &entries);
+    assert_eq!(hdr(&h, SQ).tail, 10);
+    assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], 20);
+    assert_eq!(hdr(&h, SQ).head, 10);
+    assert_eq!(
+        (0..20).map(|i| cqe(&h, i).user_data).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
+}
+
+/// DEFER-011: ring submissions never drain the owner's deferred queue, even sync points,
+/// in doorbell mode (RING_ENTER, notify) and from the polling thread.
+#[test]
+fn ring_submissions_do_not_drain_the_deferred_queue() {
+    for mode in [RingMode::Doorbell, RingMode::HostPolled] {
+        let h = H::ready_with(HostConfig {
+            poll_idle: Duration::from_secs(60),
+            ..config(1)
+        });
+        const DQ: u64 = 0x20_3000;
+        assert_eq!(h.status(0, Call::DeferSetQueue, &[DQ, 0]), Status::Success);
+        let entry = DeferredEntry {
+            call: Call::MemUpdatePte.code(),
+            flags: ReservedU32::Zero,
+            args: [BUF2, 9, 1],
+        };
+        // RING_SETUP is a sync point itself: queue after it.
+        assert_eq!(setup(&h, 0, mode, 0), Status::Success);
+        h.write(DQ + 64, &entry);
+        h.write(DQ + 4, &1u32);
+        submit(
+            &h,
+            &[
+                sqe(1, Call::MemFlushTlbAll, &[]),
+                sqe(2, Call::MemShare, &[BUF2, 1]),
+            ],
+        );
+        if mode == RingMode::Doorbell {
+            assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], 2);
+        } else {
+            wait_for("the poller", || hdr(&h, CQ).tail == 2);
+        }
+        assert_eq!((cqe(&h, 0).status, cqe(&h, 1).status), (0, 0));
+        assert_eq!(h.read::<u64>(BUF2), 0, "{mode:?}: not drained");
+        assert_eq!(h.u32_at(DQ), 0);
+        assert_eq!(h.call(0, Call::DeferFlush, &[]).1[0], 1);
+        h.d.shutdown();
+    }
 }
