@@ -324,6 +324,19 @@ impl Vcpu {
             .map_err(kvm_fault("KVM_SET_SREGS"))?;
         let regs = boot::entry_regs(start.rip, start.rsp, start.rdi, start.rsi, start.rdx);
         self.fd.set_regs(&regs).map_err(kvm_fault("KVM_SET_REGS"))?;
+        // A vCPU started again after VCPU_STOP gets the entry state, not what it had
+        // (PVABI-VCPU-016): x87/SSE, XCR0 and the system-call MSRs are reset too.
+        self.fd
+            .set_fpu(&boot::entry_fpu())
+            .map_err(kvm_fault("KVM_SET_FPU"))?;
+        if self.fd.get_xcrs().is_ok() {
+            self.fd
+                .set_xcrs(&boot::entry_xcrs())
+                .map_err(kvm_fault("KVM_SET_XCRS"))?;
+        }
+        self.fd
+            .set_msrs(&boot::entry_msrs())
+            .map_err(kvm_fault("KVM_SET_MSRS"))?;
         let run = self.fd.get_kvm_run();
         run.request_interrupt_window = 0;
         run.ready_for_interrupt_injection = 0;
