@@ -5,7 +5,7 @@
 //! with `hlt` at IF=0, which ends the VM with a fault report that carries the registers the
 //! halting vCPU had: the registers it started with, except what its instructions changed.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use pvabi_abi::platform::{
@@ -93,13 +93,15 @@ fn image(code: &[(usize, &[u8])], entry: u64) -> Vec<u8> {
 
 /// Ports 0x7001 (start vCPU 1 at offset 0x100) and 0x7002 (stop the caller, then start
 /// vCPU 1 again at offset 0x200).
+/// Other ports' writes are recorded.
 #[derive(Default)]
 struct Starter {
     ctl: OnceLock<VmCtl>,
+    writes: Mutex<Vec<(u16, Vec<u8>)>>,
 }
 
 impl PortDevice for Starter {
-    fn write(&self, access: &PortAccess, _data: &[u8], _regs: &mut CallRegs) -> Option<Outcome> {
+    fn write(&self, access: &PortAccess, data: &[u8], _regs: &mut CallRegs) -> Option<Outcome> {
         let ctl = self.ctl.get().expect("set before the VM runs").clone();
         Some(match access.port {
             0x7001 => {
@@ -122,19 +124,25 @@ impl PortDevice for Starter {
                 });
                 Outcome::StopVcpu
             }
-            _ => Outcome::Resume,
+            port => {
+                self.writes.lock().unwrap().push((port, data.to_vec()));
+                Outcome::Resume
+            }
         })
     }
 }
 
 fn run(image: &[u8], vcpus: u32, mem_bytes: u64) -> FaultReport {
+    run_with(image, vcpus, mem_bytes, Arc::new(Starter::default()))
+}
+
+fn run_with(image: &[u8], vcpus: u32, mem_bytes: u64, starter: Arc<Starter>) -> FaultReport {
     let config = VmConfig {
         vcpus,
         mem_bytes,
         cpuid: Vec::new(),
     };
     let vm = Vm::new(&config, image).expect("VM setup");
-    let starter = Arc::new(Starter::default());
     assert!(starter.ctl.set(vm.ctl()).is_ok());
     let watchdog_ctl = vm.ctl();
     std::thread::spawn(move || {
@@ -239,5 +247,37 @@ fn cpuid_leaf_1_reports_a_hypervisor_and_no_local_apic() {
         r.rbx >> 24 & 0xff,
         0,
         "APIC ID = index (PVABI-PLAT-009)\n{r}"
+    );
+}
+
+/// `mov dx, 0x7003; lea rsi, [rip + 0x35]; mov ecx, 4; rep outsb; mov dx, 0x7004;
+/// mov ecx, 2; rep outsd; hlt`, with the bytes 1..=8 at offset 0x40.
+const STRING_OUT: &[u8] = &[
+    0x66, 0xba, 0x03, 0x70, 0x48, 0x8d, 0x35, 0x35, 0x00, 0x00, 0x00, 0xb9, 0x04, 0x00, 0x00, 0x00,
+    0xf3, 0x6e, 0x66, 0xba, 0x04, 0x70, 0xb9, 0x02, 0x00, 0x00, 0x00, 0xf3, 0x6f, 0xf4,
+];
+
+#[test]
+fn a_string_output_is_one_write_per_element() {
+    // PVABI-CONV-031: devices (the doorbell among them) judge the width of each element, so
+    // `rep outsb` of four bytes to the doorbell is never a 4-byte write, that is, a call.
+    if !kvm_or_skip("a_string_output_is_one_write_per_element") {
+        return;
+    }
+    let starter = Arc::new(Starter::default());
+    let code = [(0, STRING_OUT), (0x40, &[1u8, 2, 3, 4, 5, 6, 7, 8][..])];
+    let r = halted_regs(&run_with(&image(&code, 0), 1, 32 * MIB, starter.clone()), 0);
+    assert_eq!(r.rcx, 0, "both rep prefixes ran out\n{r}");
+    assert_eq!(
+        *starter.writes.lock().unwrap(),
+        [
+            (0x7003, vec![1]),
+            (0x7003, vec![2]),
+            (0x7003, vec![3]),
+            (0x7003, vec![4]),
+            (0x7004, vec![5, 6, 7, 8]),
+            (0x7004, vec![0, 0, 0, 0]),
+        ],
+        "one write per element"
     );
 }

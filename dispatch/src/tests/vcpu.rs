@@ -409,3 +409,20 @@ fn registering_the_page_that_already_is_the_queue_is_access_denied() {
         Status::Misaligned
     );
 }
+
+#[test]
+fn the_ports_after_the_doorbell_are_not_the_doorbell() {
+    // PVABI-CONV-029: only the doorbell port itself performs calls; P+1..P+3 are not the
+    // dispatcher's (a VMM then treats them as ports no device claims), and nothing changes.
+    let h = H::ready(1);
+    let p = h.d.config().doorbell_port;
+    for port in [p + 1, p + 2, p + 3] {
+        let mut regs = H::regs(Call::SystemShutdown.code().into(), &[7]);
+        let before = regs;
+        assert_eq!(h.d.port_out(0, 0, port, &[0; 4], &mut regs), None);
+        assert_eq!(regs, before, "port {port:#x}");
+        let mut data = [0u8; 4];
+        assert!(!h.d.port_in(port, &mut data));
+    }
+    assert_eq!(h.d.report().end, None, "no call was made");
+}
