@@ -150,7 +150,7 @@ fn run_with(image: &[u8], vcpus: u32, mem_bytes: u64, starter: Arc<Starter>) -> 
         watchdog_ctl.end(VmEnd::Crash("watchdog: 60 s".into()));
     });
     let mut bus = PortBus::new();
-    bus.attach(0..=u16::MAX, starter);
+    bus.attach(0x7000..=0x70ff, starter);
     match vm.run(Arc::new(bus)).expect("VM run") {
         VmEnd::Fault(report) => report,
         other => panic!("expected the hlt at IF=0 to end the VM, got {other}"),
@@ -280,4 +280,20 @@ fn a_string_output_is_one_write_per_element() {
         ],
         "one write per element"
     );
+}
+
+/// `mov dx, 0x80; mov eax, 0xffffffff; out dx, eax; in eax, dx; hlt`.
+const UNCLAIMED_PORT: &[u8] = &[
+    0x66, 0xba, 0x80, 0x00, 0xb8, 0xff, 0xff, 0xff, 0xff, 0xef, 0xed, 0xf4,
+];
+
+#[test]
+fn a_port_without_a_device_ignores_writes_and_reads_zero() {
+    // PVABI-PLAT-015, on the bus every reference-host VM starts from (PortBus::new).
+    if !kvm_or_skip("a_port_without_a_device_ignores_writes_and_reads_zero") {
+        return;
+    }
+    let r = halted_regs(&run(&image(&[(0, UNCLAIMED_PORT)], 0), 1, 32 * MIB), 0);
+    assert_eq!(r.rax, 0, "{r}");
+    assert_eq!(r.rip, IMAGE_BASE + UNCLAIMED_PORT.len() as u64, "{r}");
 }
