@@ -17,6 +17,7 @@
 //! | [`console`], [`time`], [`events`], [`memory`], [`vcpu`], [`system`] | the optional families |
 //! | [`batch`] | Batching, deferral and rings |
 //! | [`preview2`] | Major version 2, preview (not released) |
+//! | [`platform`] | The reference platform (an appendix: not part of the ABI) |
 //!
 //! [`calls`] holds the machine-readable call table built from the family modules,
 //! [`layout`] the asserted layout of every structure, and [`registry`] every named constant
@@ -47,6 +48,8 @@ pub mod events;
 pub mod features;
 pub mod layout;
 pub mod memory;
+/// cbindgen:ignore
+pub mod platform;
 pub mod preview2;
 pub mod registry;
 pub mod status;

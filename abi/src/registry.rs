@@ -94,13 +94,15 @@ pub enum Module {
     Batch,
     /// [`crate::preview2`]: the major-2 preview (not released).
     Preview2,
+    /// [`crate::platform`]: the reference platform's boot contract (not part of the ABI).
+    Platform,
 }
 
 impl Module {
     /// Every module that defines constants, in book order.
     ///
     /// cbindgen:ignore
-    pub const ALL: [Module; 13] = [
+    pub const ALL: [Module; 14] = [
         Module::Discovery,
         Module::Convention,
         Module::Version,
@@ -114,6 +116,7 @@ impl Module {
         Module::System,
         Module::Batch,
         Module::Preview2,
+        Module::Platform,
     ];
 
     /// The module's name in the crate, which is also its file name: `discovery` for
@@ -133,6 +136,7 @@ impl Module {
             Module::System => "system",
             Module::Batch => "batch",
             Module::Preview2 => "preview2",
+            Module::Platform => "platform",
         }
     }
 }
@@ -184,6 +188,9 @@ pub enum Kind {
     /// A constant of the major-2 preview ([`crate::preview2`]): not part of any released 1.x
     /// ABI, so no 1.x snapshot records it.
     Preview,
+    /// A constant of the reference platform ([`crate::platform`]): the boot contract of one
+    /// host, not part of the ABI, so no snapshot records it.
+    Platform,
 }
 
 /// One named constant.
@@ -210,7 +217,7 @@ impl Constant {
     pub const fn evolution(&self) -> Option<Evolution> {
         match self.kind {
             Kind::Abi(rule) => Some(rule),
-            Kind::Quoted | Kind::Preview => None,
+            Kind::Quoted | Kind::Preview | Kind::Platform => None,
         }
     }
 }
@@ -267,6 +274,9 @@ macro_rules! module {
     (preview2) => {
         Module::Preview2
     };
+    (platform) => {
+        Module::Platform
+    };
 }
 
 /// A constant of the released ABI: `abi!(module::NAME, Format, Evolution, "doc")`.
@@ -321,6 +331,20 @@ macro_rules! preview {
             module: module!($module),
             format: Format::$format,
             kind: Kind::Preview,
+            doc: $doc,
+        }
+    };
+}
+
+/// A constant of the reference platform: `platform!(NAME, Format, "doc")`.
+macro_rules! platform {
+    ($name:ident, $format:ident, $doc:literal $(,)?) => {
+        Constant {
+            name: stringify!($name),
+            value: crate::platform::$name as u64,
+            module: Module::Platform,
+            format: Format::$format,
+            kind: Kind::Platform,
             doc: $doc,
         }
     };
@@ -788,5 +812,92 @@ pub static CONSTANTS: &[Constant] = &[
         preview2::TIME_PAGE_V2_TSC_VALID,
         Bit,
         "Version-2 time page flag: the TSC fields are valid."
+    ),
+    // The reference platform (not ABI: no snapshot records these).
+    platform!(
+        BOOT_GDT_ADDR,
+        Hex,
+        "Guest-physical address of the boot GDT."
+    ),
+    platform!(BOOT_GDT_LIMIT, Hex, "The boot GDT's limit (GDTR.limit)."),
+    platform!(CODE_SELECTOR, Hex, "CS at entry: the 64-bit code segment."),
+    platform!(
+        DATA_SELECTOR,
+        Hex,
+        "DS, ES, FS, GS and SS at entry: the data segment."
+    ),
+    platform!(
+        TSS_SELECTOR,
+        Hex,
+        "TR at entry: a busy 64-bit TSS at base 0, limit 0x67."
+    ),
+    platform!(
+        BOOT_STACK_TOP,
+        Hex,
+        "`rsp` of the boot vCPU at entry (a scratch stack below it)."
+    ),
+    platform!(
+        PML4_ADDR,
+        Hex,
+        "Guest-physical address of the PML4: CR3 at entry."
+    ),
+    platform!(PDPT_ADDR, Hex, "Guest-physical address of the PDPT."),
+    platform!(
+        PD_ADDR,
+        Hex,
+        "Guest-physical address of the first page directory (one per GiB mapped)."
+    ),
+    platform!(
+        IMAGE_MIN_ADDR,
+        Hex,
+        "The lowest address a loadable segment of the image may occupy."
+    ),
+    platform!(
+        IMAGE_BASE,
+        Hex,
+        "Where the project's guest images are linked."
+    ),
+    platform!(
+        MIN_MAPPED_BYTES,
+        Hex,
+        "The boot page tables map at least this many bytes."
+    ),
+    platform!(
+        BOOT_MAP_PAGE_SIZE,
+        Hex,
+        "The page size of the boot identity map."
+    ),
+    platform!(
+        BOOT_PTE_FLAGS,
+        Hex,
+        "Flags of every boot page-table entry: present, writable, user."
+    ),
+    platform!(
+        BOOT_PTE_PS,
+        Hex,
+        "Page-size bit of the boot page-directory entries."
+    ),
+    platform!(
+        MIN_MEM_BYTES,
+        Hex,
+        "The smallest guest RAM the reference host runs with."
+    ),
+    platform!(
+        MAX_MEM_BYTES,
+        Hex,
+        "The largest guest RAM the reference host runs with."
+    ),
+    platform!(MAX_VCPUS, Dec, "The most vCPUs of one virtual machine."),
+    platform!(BOOT_CR0, Hex, "CR0 at entry: PE, MP, ET, NE, WP, PG."),
+    platform!(BOOT_CR4, Hex, "CR4 at entry: PAE, OSFXSR, OSXMMEXCPT."),
+    platform!(BOOT_EFER, Hex, "EFER at entry: LME, LMA."),
+    platform!(BOOT_RFLAGS, Hex, "RFLAGS at entry: interrupts disabled."),
+    platform!(BOOT_XCR0, Hex, "XCR0 at entry: x87 state only."),
+    platform!(BOOT_FCW, Hex, "The x87 control word at entry."),
+    platform!(BOOT_MXCSR, Hex, "MXCSR at entry."),
+    platform!(
+        BOOT_APIC_BASE,
+        Hex,
+        "IA32_APIC_BASE at entry: the local APIC is disabled."
     ),
 ];

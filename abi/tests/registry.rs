@@ -204,6 +204,12 @@ fn every_entry_is_defined_where_it_says() {
                 c.name
             ));
         }
+        if (c.kind == Kind::Platform) != (c.module == Module::Platform) {
+            problems.push(format!(
+                "{}: platform entries, and only they, belong to module platform (not the ABI)",
+                c.name
+            ));
+        }
         let text = texts.get(module).map(String::as_str).unwrap_or("");
         match (c.kind, c.name.split_once("::")) {
             (Kind::Quoted, Some((ty, variant))) => {
@@ -221,7 +227,7 @@ fn every_entry_is_defined_where_it_says() {
                 }
             }
             (Kind::Quoted, None) => {} // derived values and other spellings
-            (Kind::Abi(_) | Kind::Preview, _) => {
+            (Kind::Abi(_) | Kind::Preview | Kind::Platform, _) => {
                 if !consts
                     .get(module)
                     .is_some_and(|names| names.iter().any(|n| n == c.name))

@@ -99,6 +99,13 @@ pub static CHAPTERS: &[Chapter] = &[
     ),
     chapter!("changelog.md", "Changelog", [], None, false),
     chapter!(
+        "reference-platform.md",
+        "Appendix: the reference platform",
+        ["PLAT"],
+        None,
+        true
+    ),
+    chapter!(
         "design-notes.md",
         "Design notes: how pvabi compares",
         [],

@@ -87,7 +87,7 @@ pub const fn tabulated(module: Module) -> bool {
         | Module::Vcpu
         | Module::System
         | Module::Batch => true,
-        Module::Features | Module::Preview2 => false,
+        Module::Features | Module::Preview2 | Module::Platform => false,
     }
 }
 

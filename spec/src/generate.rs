@@ -624,6 +624,10 @@ pub fn all() -> Vec<(String, String)> {
         ("generated/contexts.md".to_string(), contexts_file()),
         ("generated/cpuid.md".to_string(), cpuid_file()),
         ("generated/features.md".to_string(), features_file()),
+        (
+            "generated/platform.md".to_string(),
+            crate::platform::platform_file(),
+        ),
         ("generated/registers.md".to_string(), registers_file()),
         ("generated/requirements.md".to_string(), requirements_file()),
         ("generated/status.md".to_string(), status_file()),

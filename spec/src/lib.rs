@@ -24,6 +24,7 @@ pub mod constants;
 mod fields;
 pub mod generate;
 pub mod links;
+pub mod platform;
 pub mod render;
 pub mod requirements;
 

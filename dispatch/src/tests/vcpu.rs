@@ -262,3 +262,167 @@ fn stop_releases_the_vcpus_shared_areas_and_disarms_its_timer() {
     assert_eq!(first.kind, 0);
     assert_eq!(h.d.report().timers_fired, 0);
 }
+
+#[test]
+fn stop_releases_the_steal_page_and_a_restart_starts_without_one() {
+    // PVABI-VCPU-008 (the steal-time page is one of the stopping vCPU's areas) and
+    // PVABI-VCPU-016 (a started vCPU has none registered).
+    use pvabi_abi::version::V1_1;
+    let h = H::with(crate::HostConfig {
+        vcpus: 2,
+        console: crate::ConsoleSink::Discard,
+        ..crate::HostConfig::acting_as(V1_1)
+    });
+    h.negotiate(pvabi_abi::features::Features::defined_in(V1_1));
+    h.write(BUF, &state(0x20_0000));
+    assert_eq!(h.status(0, Call::VcpuStart, &[1, BUF]), Status::Success);
+    assert_eq!(
+        h.status(1, Call::TimeSetStealPage, &[PAGE1]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[PAGE1, 1]),
+        Status::AccessDenied,
+        "host-owned while registered"
+    );
+    assert_eq!(
+        h.raw(1, Call::VcpuStop.code().into(), &[]).2,
+        Outcome::StopVcpu
+    );
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[PAGE1, 1]),
+        Status::Success,
+        "the steal page is the guest's again"
+    );
+    assert_eq!(h.status(0, Call::VcpuStart, &[1, BUF]), Status::Success);
+    // Fresh: the same page registers again (it would be ACCESS_DENIED if still owned).
+    assert_eq!(
+        h.status(1, Call::TimeSetStealPage, &[PAGE1]),
+        Status::Success
+    );
+}
+
+#[test]
+fn a_start_block_whose_last_byte_wraps_the_address_space_crosses_a_page() {
+    // PVABI-CONV-035: the last byte is computed without wrapping around.
+    let h = H::ready(2);
+    let size = std::mem::size_of::<VcpuStartState>() as u64;
+    let last_page = 0u64.wrapping_sub(0x1000);
+    // Ends at exactly 2^64 - 1: one page, but not RAM.
+    assert_eq!(
+        h.status(0, Call::VcpuStart, &[1, 0u64.wrapping_sub(size)]),
+        Status::InvalidAddress
+    );
+    // Its last byte would be at 2^64 + 7: it does not fit the page it starts in.
+    assert_eq!(
+        h.status(0, Call::VcpuStart, &[1, 0u64.wrapping_sub(size) + 8]),
+        Status::CrossesPage
+    );
+    assert!(last_page < 0u64.wrapping_sub(size));
+    assert!(h.m.log().starts.is_empty());
+}
+
+#[test]
+fn guest_ram_ends_where_the_platform_says() {
+    // PVABI-CONV-033: the fake platform's RAM is [0, MEM); a block that ends at MEM is RAM,
+    // one byte further is not.
+    let h = H::ready(3);
+    let size = std::mem::size_of::<VcpuStartState>() as u64;
+    h.write(MEM - size, &state(0x20_0000));
+    assert_eq!(
+        h.status(0, Call::VcpuStart, &[1, MEM - size]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::VcpuStart, &[2, MEM]),
+        Status::InvalidAddress
+    );
+    assert_eq!(h.m.log().starts.len(), 1);
+}
+
+#[test]
+fn failed_calls_leave_no_host_data_in_result_registers() {
+    // PVABI-CONV-027: after an error, a result register holds what it held, or 0, or a
+    // constant of the configuration (strict mode's poison): never a value of the host's.
+    for strict in [false, true] {
+        let h = H::ready_with(crate::HostConfig {
+            strict,
+            ..super::config(2)
+        });
+        h.write(BUF, &state(0x20_0000));
+        let mut seen = Vec::new();
+        for fill in [0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888] {
+            // VCPU_START of vCPU 0: INVALID_STATE at step 11, after the block was read.
+            let mut regs = H::regs(Call::VcpuStart.code().into(), &[0, BUF, fill, fill]);
+            regs.rdi = 0;
+            regs.rsi = BUF;
+            let before = regs.results();
+            let _ = h.d.call(crate::Doorbell::ring0(0), &mut regs);
+            assert_eq!(Status::from_raw(regs.rax), Some(Status::InvalidState));
+            for (after, before) in regs.results().into_iter().zip(before) {
+                assert!(
+                    after == before || after == 0 || after == crate::config::POISON,
+                    "strict={strict}: {after:#x} in a result register (was {before:#x})"
+                );
+            }
+            seen.push(regs.results());
+        }
+        if strict {
+            assert_eq!(seen[0], seen[1], "the poison does not depend on the call");
+        }
+    }
+}
+
+#[test]
+fn results_are_full_64_bit_values() {
+    // PVABI-CONV-028: VCPU_INFO's index and count are written whole, with bits 63:32 clear.
+    let h = H::ready(3);
+    let mut regs = H::regs(Call::VcpuInfo.code().into(), &[]);
+    regs.rdi = u64::MAX;
+    regs.rsi = u64::MAX;
+    let _ = h.d.call(crate::Doorbell::ring0(2), &mut regs);
+    assert_eq!(regs.rax, 0);
+    assert_eq!((regs.rdi, regs.rsi), (2, 3));
+}
+
+#[test]
+fn registering_the_page_that_already_is_the_queue_is_access_denied() {
+    // PVABI-CONV-023: the vCPU's own current event queue is host-owned; registering it again
+    // is ACCESS_DENIED (step 9) and keeps the registration.
+    let h = H::ready(2);
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1, 0x40]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1, 0x41]),
+        Status::AccessDenied
+    );
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[PAGE1, 1]),
+        Status::AccessDenied,
+        "still registered"
+    );
+    // Misaligned wins over host-owned (step 6 before step 9).
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1 + 8, 0x40]),
+        Status::Misaligned
+    );
+}
+
+#[test]
+fn the_ports_after_the_doorbell_are_not_the_doorbell() {
+    // PVABI-CONV-029: only the doorbell port itself performs calls; P+1..P+3 are not the
+    // dispatcher's (a VMM then treats them as ports no device claims), and nothing changes.
+    let h = H::ready(1);
+    let p = h.d.config().doorbell_port;
+    for port in [p + 1, p + 2, p + 3] {
+        let mut regs = H::regs(Call::SystemShutdown.code().into(), &[7]);
+        let before = regs;
+        assert_eq!(h.d.port_out(0, 0, port, &[0; 4], &mut regs), None);
+        assert_eq!(regs, before, "port {port:#x}");
+        let mut data = [0u8; 4];
+        assert!(!h.d.port_in(port, &mut data));
+    }
+    assert_eq!(h.d.report().end, None, "no call was made");
+}

@@ -57,6 +57,22 @@ pub(super) fn merge(
     entries
 }
 
+/// Leaf 1 `ecx`: x2APIC (bit 21) and "a hypervisor is present" (bit 31).
+const LEAF1_ECX_X2APIC: u32 = 1 << 21;
+const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 `edx`: on-chip local APIC (bit 9).
+const LEAF1_EDX_APIC: u32 = 1 << 9;
+
+/// The reference platform's view of leaf 1: a hypervisor is present (PVABI-DISC-013) and
+/// there is no local APIC, neither xAPIC nor x2APIC (PVABI-PLAT-010): interrupts arrive by
+/// `KVM_INTERRUPT`, without an in-kernel irqchip.
+pub(super) fn platform_leaves(entries: &mut [kvm_cpuid_entry2]) {
+    for e in entries.iter_mut().filter(|e| e.function == 1) {
+        e.ecx = (e.ecx | LEAF1_ECX_HYPERVISOR) & !LEAF1_ECX_X2APIC;
+        e.edx &= !LEAF1_EDX_APIC;
+    }
+}
+
 /// The table for vCPU `vcpu`: `base` with its APIC ID in leaf 1 (`EBX[31:24]`) and in
 /// the x2APIC topology leaves 0xB and 0x1F (EDX).
 pub(super) fn for_vcpu(base: &[kvm_cpuid_entry2], vcpu: u32) -> Result<CpuId, VmError> {
@@ -99,6 +115,19 @@ mod tests {
         assert_eq!(merged[1].function, 0x4000_0000);
         assert_eq!(merged[1].eax, 0x4000_0010);
         assert_eq!(merged[1].ebx, 1);
+    }
+
+    #[test]
+    fn the_platform_has_a_hypervisor_and_no_apic() {
+        let mut entries = [kvm_cpuid_entry2 {
+            function: 1,
+            ecx: LEAF1_ECX_X2APIC,
+            edx: LEAF1_EDX_APIC | 1,
+            ..Default::default()
+        }];
+        platform_leaves(&mut entries);
+        assert_eq!(entries[0].ecx, LEAF1_ECX_HYPERVISOR);
+        assert_eq!(entries[0].edx, 1);
     }
 
     #[test]

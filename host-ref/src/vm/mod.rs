@@ -12,46 +12,22 @@
 //! builds what serves the guest (the pvabi dispatcher over a `KvmMachine`) and the devices
 //! on a [`PortBus`]; [`Vm::run`] runs the guest with that bus until it ends.
 //!
-//! # Guest memory map
+//! # The boot contract
 //!
+//! How this layer lays out guest memory and starts a vCPU (load address, entry registers,
+//! GDT, identity map, CPUID, interrupt delivery) is the *reference platform*, written down
+//! in the spec's appendix "The reference platform" (`spec/text/reference-platform.md`).
+//! Its numbers live in [`pvabi_abi::platform`], which this layer and the spec both read.
 //! Guest RAM is one region from guest-physical address 0 (default 64 MiB, see
 //! [`VmConfig`]), always accessed through `vm_memory` ([`VmCtl::memory`]).
-//!
-//! | guest-physical | what |
-//! | --- | --- |
-//! | `0x0000..0x0500` | unused |
-//! | [`BOOT_GDT_ADDR`] `0x0500` | boot GDT: null, code 0x08, data 0x10, TSS 0x18 |
-//! | `..`[`BOOT_STACK_TOP`] `0x8000` | scratch stack the boot vCPU starts with (guests should switch) |
-//! | [`PML4_ADDR`] `0x9000` | PML4 (this is the boot CR3) |
-//! | [`PDPT_ADDR`] `0xa000` | PDPT |
-//! | [`PD_ADDR`] `0xb000..` | one page directory per GiB mapped (at most 64) |
-//! | `0xb000 + 4 KiB * GiB ..` [`IMAGE_MIN_ADDR`] `0x10_0000` | free (not used by the host) |
-//! | [`IMAGE_BASE`] `0x20_0000` | the guest ELF (`linux_loader`), PT_LOAD segments at their physical addresses; nothing may load below [`IMAGE_MIN_ADDR`] |
-//!
-//! The boot page tables identity-map all of RAM, and at least the first GiB, with
-//! 2 MiB pages that are present, writable and user-accessible (so ring-3 guest code
-//! can run and touch memory anywhere). Addresses that are mapped but beyond RAM have
-//! no device behind them: an access ends the VM with a fault.
-//!
-//! # Entry state
-//!
-//! Every vCPU starts in 64-bit mode at CPL0: CR0 = PE|MP|ET|NE|WP|PG, CR4 =
-//! PAE|OSFXSR|OSXMMEXCPT, EFER = LME|LMA, flat code/data segments from the boot GDT,
-//! no IDT (the guest must load its own before it enables interrupts), RFLAGS = 0x2
-//! (interrupts off).
-//!
-//! * Boot vCPU (vCPU 0): `rip` = the ELF entry, `rsp` = [`BOOT_STACK_TOP`], `rdi` =
-//!   0 (its index), `rsi` = guest RAM size in bytes, `rdx` = number of vCPUs.
-//! * Secondary vCPUs wait, parked, until [`VmCtl::start_vcpu`]: then `rip`, `rsp` and
-//!   `rdi` are the values given there, CR3 is the given page table root (0 = the boot
-//!   tables), the other registers are zero.
 //!
 //! # CPUID
 //!
 //! Each vCPU gets KVM's supported CPUID set with the host's leaves
 //! ([`VmConfig::cpuid`]) merged over it, and its index as APIC ID (leaf 1
-//! `EBX[31:24]`, leaves 0xB/0x1F EDX). If the host supplies any leaf in the hypervisor
-//! range 0x4000_0000..=0x4000_00FF, KVM's own hypervisor leaves are dropped.
+//! `EBX[31:24]`, leaves 0xB/0x1F EDX). Leaf 1 reports a hypervisor (`ECX[31]`) and no local
+//! APIC (`EDX[9]` and the x2APIC bit `ECX[21]` clear). If the host supplies any leaf in the
+//! hypervisor range 0x4000_0000..=0x4000_00FF, KVM's own hypervisor leaves are dropped.
 //!
 //! # Interrupts: `KVM_INTERRUPT`, no in-kernel irqchip
 //!
@@ -130,25 +106,10 @@ pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 /// Guest RAM when the configuration does not say otherwise.
 pub const DEFAULT_MEM_BYTES: u64 = 64 * MIB;
-/// Most guest RAM the boot page tables can map.
-pub const MAX_MEM_BYTES: u64 = 64 * GIB;
-/// Most vCPUs one VM may have (KVM's own limit may be lower).
-pub const MAX_VCPUS: u32 = 64;
-
-/// Guest-physical address of the boot GDT.
-pub const BOOT_GDT_ADDR: u64 = 0x500;
-/// The boot vCPU's initial stack pointer (a scratch stack below the page tables).
-pub const BOOT_STACK_TOP: u64 = 0x8000;
-/// Guest-physical address of the PML4: the boot CR3.
-pub const PML4_ADDR: u64 = 0x9000;
-/// Guest-physical address of the PDPT.
-pub const PDPT_ADDR: u64 = 0xa000;
-/// Guest-physical address of the first page directory (one per GiB mapped).
-pub const PD_ADDR: u64 = 0xb000;
-/// The lowest address a guest image may load at: below it lie the host's tables.
-pub const IMAGE_MIN_ADDR: u64 = 0x10_0000;
-/// Where guest images are linked (the bare guest runtime's linker script).
-pub const IMAGE_BASE: u64 = 0x20_0000;
+pub use pvabi_abi::platform::{
+    BOOT_GDT_ADDR, BOOT_STACK_TOP, IMAGE_BASE, IMAGE_MIN_ADDR, MAX_MEM_BYTES, MAX_VCPUS,
+    MIN_MEM_BYTES, PDPT_ADDR, PD_ADDR, PML4_ADDR,
+};
 
 /// Size and shape of a VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -535,7 +496,8 @@ impl Vm {
     /// [`run`](Self::run) runs it.
     pub fn new(config: &VmConfig, elf_image: &[u8]) -> Result<Self, VmError> {
         let mem_bytes = config.mem_bytes;
-        if !mem_bytes.is_multiple_of(4096) || !(4 * MIB..=MAX_MEM_BYTES).contains(&mem_bytes) {
+        if !mem_bytes.is_multiple_of(4096) || !(MIN_MEM_BYTES..=MAX_MEM_BYTES).contains(&mem_bytes)
+        {
             return Err(VmError::MemorySize {
                 bytes: mem_bytes,
                 max_gib: MAX_MEM_BYTES / GIB,
@@ -590,7 +552,8 @@ impl Vm {
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let base_cpuid = cpuid::merge(supported.as_slice(), &config.cpuid);
+        let mut base_cpuid = cpuid::merge(supported.as_slice(), &config.cpuid);
+        cpuid::platform_leaves(&mut base_cpuid);
 
         let mut vcpu_fds = Vec::with_capacity(config.vcpus as usize);
         for i in 0..config.vcpus {

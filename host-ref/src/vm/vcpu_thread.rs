@@ -324,6 +324,19 @@ impl Vcpu {
             .map_err(kvm_fault("KVM_SET_SREGS"))?;
         let regs = boot::entry_regs(start.rip, start.rsp, start.rdi, start.rsi, start.rdx);
         self.fd.set_regs(&regs).map_err(kvm_fault("KVM_SET_REGS"))?;
+        // A vCPU started again after VCPU_STOP gets the entry state, not what it had
+        // (PVABI-VCPU-016): x87/SSE, XCR0 and the system-call MSRs are reset too.
+        self.fd
+            .set_fpu(&boot::entry_fpu())
+            .map_err(kvm_fault("KVM_SET_FPU"))?;
+        if self.fd.get_xcrs().is_ok() {
+            self.fd
+                .set_xcrs(&boot::entry_xcrs())
+                .map_err(kvm_fault("KVM_SET_XCRS"))?;
+        }
+        self.fd
+            .set_msrs(&boot::entry_msrs())
+            .map_err(kvm_fault("KVM_SET_MSRS"))?;
         let run = self.fd.get_kvm_run();
         run.request_interrupt_window = 0;
         run.ready_for_interrupt_injection = 0;
@@ -461,7 +474,7 @@ impl Vcpu {
                         data_copy = data.to_vec();
                         &data_copy
                     };
-                    self.port_out(port, data)
+                    self.port_out_elements(port, data)
                 }
                 Ok(VcpuExit::IoIn(port, data)) => {
                     // `data` borrows the vCPU file, so the level comes from `kvm_run` directly.
@@ -503,6 +516,26 @@ impl Vcpu {
                 Err(fault) => return self.fault(fault),
             }
         }
+    }
+
+    /// An `out` or a string `outs`: a string output of several elements is that many
+    /// writes of one element each, as on hardware, so that a device judges the width of
+    /// each access by its element size (PVABI-CONV-031: `rep outsb` of 4 bytes to the
+    /// doorbell is four 1-byte writes, none of which is a call). Stops at the first write
+    /// that does not resume the vCPU.
+    fn port_out_elements(&mut self, port: u16, data: &[u8]) -> Result<Outcome, Fault> {
+        // SAFETY: on a KVM_EXIT_IO exit the `io` member of the exit union is the active one.
+        let size = usize::from(unsafe { self.fd.get_kvm_run().__bindgen_anon_1.io.size });
+        if size == 0 || data.len() <= size {
+            return self.port_out(port, data);
+        }
+        for element in data.chunks(size) {
+            let outcome = self.port_out(port, element)?;
+            if outcome != Outcome::Resume {
+                return Ok(outcome);
+            }
+        }
+        Ok(Outcome::Resume)
     }
 
     /// An `out`: the exit's registers become the one [`CallRegs`], the bus answers in it,
