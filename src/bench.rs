@@ -452,7 +452,7 @@ impl PortDevice for BenchHost {
                 // The pvabi ports, and the bare port nobody answers.
                 self.exits.fetch_add(1, Ordering::Relaxed);
                 let start = Instant::now();
-                let outcome = self.pv.port_out(access.vcpu, access.cpl, port, data, regs);
+                let outcome = self.pv.port_out(access.caller(), port, data, regs);
                 self.add_handler_time(start);
                 return Some(outcome.unwrap_or(Outcome::Resume));
             }

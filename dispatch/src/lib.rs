@@ -211,24 +211,44 @@ impl CallRegs {
     }
 }
 
+/// Who made a port access, as the VMM knows it from the exit: the vCPU and the mode it ran in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The vCPU that made the access (0-based index).
+    pub vcpu: u32,
+    /// Its privilege level (0 to 3; SS.DPL in 64-bit mode). Only ring 0 may call (CONV-013),
+    /// unless [`HostConfig::allow_user_mode_calls`] is set.
+    pub cpl: u8,
+    /// Whether it ran in 64-bit mode (EFER.LMA and CS.L): a call from compatibility mode
+    /// performs nothing (CONV-032).
+    pub long_mode: bool,
+}
+
+impl Caller {
+    /// Ring 0 of `vcpu` in 64-bit mode: where every call comes from.
+    pub const fn kernel(vcpu: u32) -> Self {
+        Caller {
+            vcpu,
+            cpl: 0,
+            long_mode: true,
+        }
+    }
+}
+
 /// What the VMM knows about a doorbell access from the exit itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Doorbell {
-    /// The vCPU that made the access (0-based index).
-    pub vcpu: u32,
-    /// Its privilege level (0 to 3; CS.RPL or SS.DPL in 64-bit mode). Only ring 0 may call
-    /// (CONV-013), unless [`HostConfig::allow_user_mode_calls`] is set.
-    pub cpl: u8,
+    /// Who made it.
+    pub caller: Caller,
     /// The access width in bytes (only [`DOORBELL_WIDTH`] performs a call: CONV-008).
     pub width: u8,
 }
 
 impl Doorbell {
-    /// A 32-bit doorbell write from ring 0 of `vcpu`: the access every call is.
+    /// A 32-bit doorbell write from ring 0 of `vcpu` in 64-bit mode: the access every call is.
     pub const fn ring0(vcpu: u32) -> Self {
         Doorbell {
-            vcpu,
-            cpl: 0,
+            caller: Caller::kernel(vcpu),
             width: DOORBELL_WIDTH as u8,
         }
     }
@@ -342,18 +362,22 @@ impl<M: Machine> Dispatcher<M> {
     /// event, the timeout, or [`shutdown`](Self::shutdown).
     pub fn call(&self, exit: Doorbell, regs: &mut CallRegs) -> Outcome {
         let inner = &self.inner;
-        if exit.vcpu >= inner.vcpu_count() {
+        let Caller {
+            vcpu,
+            cpl,
+            long_mode,
+        } = exit.caller;
+        if vcpu >= inner.vcpu_count() {
             // A VMM bug (it passes real indices), answered without panicking.
             regs.rax = Status::InvalidState.raw();
             return Outcome::Resume;
         }
-        let user_mode = exit.cpl != 0 && !inner.config.allow_user_mode_calls;
-        if user_mode || u32::from(exit.width) != DOORBELL_WIDTH {
-            // No call, and nothing else changes (CONV-008, CONV-013).
+        let user_mode = cpl != 0 && !inner.config.allow_user_mode_calls;
+        if user_mode || !long_mode || u32::from(exit.width) != DOORBELL_WIDTH {
+            // No call, and nothing else changes (CONV-008, CONV-013, CONV-032).
             regs.rax = Status::NotSupported.raw();
             return Outcome::Resume;
         }
-        let vcpu = exit.vcpu;
         let started = Instant::now();
         let code = regs.rax;
         let call = Call::from_code(code);
@@ -398,14 +422,13 @@ impl<M: Machine> Dispatcher<M> {
         self.inner.ring_notify(vcpu);
     }
 
-    /// An `out` of `data` to `port` by `vcpu` at privilege level `cpl`, for a VMM that hands
-    /// every port write to the dispatcher: the doorbell port performs a [`call`](Self::call),
-    /// a 32-bit write to the ring-notify port a [`ring_notify`](Self::ring_notify) (other
-    /// widths there are ignored). `None`: the port is not one of pvabi's.
+    /// An `out` of `data` to `port` by `caller`, for a VMM that hands every port write to the
+    /// dispatcher: the doorbell port performs a [`call`](Self::call), a 32-bit write to the
+    /// ring-notify port a [`ring_notify`](Self::ring_notify) (other widths there are
+    /// ignored). `None`: the port is not one of pvabi's.
     pub fn port_out(
         &self,
-        vcpu: u32,
-        cpl: u8,
+        caller: Caller,
         port: u16,
         data: &[u8],
         regs: &mut CallRegs,
@@ -413,7 +436,7 @@ impl<M: Machine> Dispatcher<M> {
         let c = &self.inner.config;
         if port == c.doorbell_port {
             let width = u8::try_from(data.len()).unwrap_or(u8::MAX);
-            return Some(self.call(Doorbell { vcpu, cpl, width }, regs));
+            return Some(self.call(Doorbell { caller, width }, regs));
         }
         if port == c.ring_notify_port {
             if let Ok(index) = <[u8; 4]>::try_from(data) {

@@ -16,7 +16,7 @@ use kvm_ioctls::{Kvm, VcpuExit};
 use pvabi_abi::status::Status;
 use pvabi_abi::vcpu::VcpuStartState;
 use pvabi_dispatch::{
-    CallRegs, ConsoleSink, Dispatcher, Doorbell, End, HostConfig, Machine, Outcome,
+    CallRegs, Caller, ConsoleSink, Dispatcher, Doorbell, End, HostConfig, Machine, Outcome,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -157,16 +157,15 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
                     r10: r.r10,
                     r11: r.r11,
                 };
-                let cpl = vcpu.get_sregs()?.ss.dpl;
+                // Who called: the privilege level, and 64-bit mode (EFER.LMA and CS.L).
+                let sregs = vcpu.get_sregs()?;
+                let caller = Caller {
+                    vcpu: 0,
+                    cpl: sregs.ss.dpl,
+                    long_mode: sregs.efer & (1 << 10) != 0 && sregs.cs.l != 0,
+                };
                 let code = call.rax;
-                let outcome = dispatcher.call(
-                    Doorbell {
-                        vcpu: 0,
-                        cpl,
-                        width,
-                    },
-                    &mut call,
-                );
+                let outcome = dispatcher.call(Doorbell { caller, width }, &mut call);
                 println!(
                     "call {code:#06x}: status {} results {:x?}",
                     call.status().map_or("undefined", |s| s.name()),

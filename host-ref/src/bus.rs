@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use pvabi_dispatch::{CallRegs, Outcome};
+//! use pvabi_dispatch::{CallRegs, Caller, Outcome};
 //! use pvabi_host::bus::{PortAccess, PortBus, PortDevice};
 //!
 //! /// Answers reads of its port with 7.
@@ -25,7 +25,7 @@
 //! let mut bus = PortBus::new();
 //! bus.attach(0x80..=0x80, Arc::new(Seven));
 //! bus.watch(0x80);
-//! let access = PortAccess { vcpu: 0, cpl: 0, port: 0x80 };
+//! let access = PortAccess { vcpu: 0, cpl: 0, long_mode: true, port: 0x80 };
 //! let mut data = [0u8; 1];
 //! assert_eq!(bus.read(&access, &mut data), Outcome::Resume);
 //! assert_eq!(data, [7]);
@@ -39,7 +39,7 @@ use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pvabi_dispatch::{CallRegs, Outcome};
+use pvabi_dispatch::{CallRegs, Caller, Outcome};
 
 /// One port access, as the vCPU exit reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +48,21 @@ pub struct PortAccess {
     pub vcpu: u32,
     /// Its privilege level (0 to 3).
     pub cpl: u8,
+    /// Whether it ran in 64-bit mode (EFER.LMA and CS.L), not compatibility mode.
+    pub long_mode: bool,
     /// The port.
     pub port: u16,
+}
+
+impl PortAccess {
+    /// The caller, as the dispatcher takes it.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            vcpu: self.vcpu,
+            cpl: self.cpl,
+            long_mode: self.long_mode,
+        }
+    }
 }
 
 /// A device on the [`PortBus`]. Every method has a default that does not handle the access,
@@ -253,6 +266,7 @@ mod tests {
         PortAccess {
             vcpu: 0,
             cpl: 0,
+            long_mode: true,
             port,
         }
     }

@@ -101,7 +101,7 @@ impl PvabiPorts {
 impl PortDevice for PvabiPorts {
     fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
         self.dispatcher
-            .port_out(access.vcpu, access.cpl, access.port, data, regs)
+            .port_out(access.caller(), access.port, data, regs)
     }
 
     fn read(&self, access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {

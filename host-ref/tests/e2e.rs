@@ -642,7 +642,7 @@ impl PortDevice for BackwardsClock {
         let code = regs.rax;
         let outcome = self
             .dispatcher
-            .port_out(access.vcpu, access.cpl, access.port, data, regs)?;
+            .port_out(access.caller(), access.port, data, regs)?;
         if code == u64::from(Call::TimeMonotonic.code()) && regs.rax == 0 {
             let mut t = self.next.lock().unwrap();
             *t -= 1_000_000;

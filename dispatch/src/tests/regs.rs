@@ -5,7 +5,7 @@ use pvabi_abi::status::Status;
 
 use super::{config, H};
 use crate::CallRegs;
-use crate::Doorbell;
+use crate::{Caller, Doorbell};
 use crate::{HostConfig, Outcome, POISON};
 
 const SENTINEL: u64 = 0x5555_aaaa_5555_aaaa;
@@ -90,4 +90,87 @@ fn report_counts_calls_by_status() {
     );
     assert_eq!(rep.calls[&0xdead].status(Status::NotSupported), 1);
     assert_eq!(rep.count(Call::Negotiate, Status::Success), 1);
+}
+
+/// CONV-008, CONV-013, CONV-032: a doorbell access of another width, from outside ring 0, or
+/// from outside 64-bit mode performs no call: NOT_SUPPORTED in `rax`, nothing else changes,
+/// and the host records no call. `allow_user_mode_calls` lifts only the ring rule.
+#[test]
+fn accesses_that_are_not_calls_change_nothing() {
+    for allow_user_mode_calls in [false, true] {
+        let h = H::ready_with(HostConfig {
+            allow_user_mode_calls,
+            ..super::config(1)
+        });
+        let exits = [
+            (
+                Doorbell {
+                    caller: Caller {
+                        vcpu: 0,
+                        cpl: 3,
+                        long_mode: true,
+                    },
+                    width: 4,
+                },
+                !allow_user_mode_calls,
+            ),
+            (
+                Doorbell {
+                    caller: Caller {
+                        vcpu: 0,
+                        cpl: 1,
+                        long_mode: true,
+                    },
+                    width: 4,
+                },
+                !allow_user_mode_calls,
+            ),
+            (
+                Doorbell {
+                    caller: Caller {
+                        vcpu: 0,
+                        cpl: 0,
+                        long_mode: false,
+                    },
+                    width: 4,
+                },
+                true,
+            ),
+            (
+                Doorbell {
+                    caller: Caller::kernel(0),
+                    width: 1,
+                },
+                true,
+            ),
+            (
+                Doorbell {
+                    caller: Caller::kernel(0),
+                    width: 2,
+                },
+                true,
+            ),
+        ];
+        for (exit, refused) in exits {
+            // VCPU_INFO would answer SUCCESS with the vCPU index and count.
+            let before = CallRegs::new(Call::VcpuInfo, &[7, 7, 7, 7, 7, 7]);
+            let mut regs = before;
+            let calls = h.d.report().total(Call::VcpuInfo);
+            assert_eq!(h.d.call(exit, &mut regs), Outcome::Resume, "{exit:?}");
+            if refused {
+                assert_eq!(
+                    regs,
+                    CallRegs {
+                        rax: Status::NotSupported.raw(),
+                        ..before
+                    },
+                    "{exit:?}"
+                );
+                assert_eq!(h.d.report().total(Call::VcpuInfo), calls, "{exit:?}");
+            } else {
+                assert_eq!(regs.status(), Some(Status::Success), "{exit:?}");
+                assert_eq!(regs.results()[..2], [0, 1], "{exit:?}");
+            }
+        }
+    }
 }

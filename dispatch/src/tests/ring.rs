@@ -445,7 +445,7 @@ fn notify_port_writes_and_reads() {
             &99u32.to_le_bytes()[..],
         ] {
             assert_eq!(
-                h.d.port_out(0, 0, port, data, &mut regs),
+                h.d.port_out(crate::Caller::kernel(0), port, data, &mut regs),
                 Some(crate::Outcome::Resume)
             );
         }
@@ -457,10 +457,20 @@ fn notify_port_writes_and_reads() {
     assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
     submit(&h, &[sqe(1, Call::VcpuYield, &[])]);
     let mut regs = crate::CallRegs::default();
-    h.d.port_out(0, 0, port, &[0, 0], &mut regs);
-    h.d.port_out(0, 0, port, &0u64.to_le_bytes(), &mut regs);
+    h.d.port_out(crate::Caller::kernel(0), port, &[0, 0], &mut regs);
+    h.d.port_out(
+        crate::Caller::kernel(0),
+        port,
+        &0u64.to_le_bytes(),
+        &mut regs,
+    );
     assert_eq!(hdr(&h, CQ).tail, 0);
-    h.d.port_out(0, 0, port, &0u32.to_le_bytes(), &mut regs);
+    h.d.port_out(
+        crate::Caller::kernel(0),
+        port,
+        &0u32.to_le_bytes(),
+        &mut regs,
+    );
     assert_eq!(hdr(&h, CQ).tail, 1);
 }
 
@@ -502,7 +512,12 @@ fn submissions_run_as_the_owner() {
     submit(&h, &[sqe(1, Call::VcpuInfo, &[])]);
     let mut regs = crate::CallRegs::default();
     let port = h.d.config().ring_notify_port;
-    h.d.port_out(0, 0, port, &2u32.to_le_bytes(), &mut regs);
+    h.d.port_out(
+        crate::Caller::kernel(0),
+        port,
+        &2u32.to_le_bytes(),
+        &mut regs,
+    );
     assert_eq!(cqe(&h, 0).results[..2], [2, 3]);
 }
 

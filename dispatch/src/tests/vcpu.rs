@@ -419,7 +419,10 @@ fn the_ports_after_the_doorbell_are_not_the_doorbell() {
     for port in [p + 1, p + 2, p + 3] {
         let mut regs = H::regs(Call::SystemShutdown.code().into(), &[7]);
         let before = regs;
-        assert_eq!(h.d.port_out(0, 0, port, &[0; 4], &mut regs), None);
+        assert_eq!(
+            h.d.port_out(crate::Caller::kernel(0), port, &[0; 4], &mut regs),
+            None
+        );
         assert_eq!(regs, before, "port {port:#x}");
         let mut data = [0u8; 4];
         assert!(!h.d.port_in(port, &mut data));

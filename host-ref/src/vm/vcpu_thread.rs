@@ -478,9 +478,15 @@ impl Vcpu {
                 }
                 Ok(VcpuExit::IoIn(port, data)) => {
                     // `data` borrows the vCPU file, so the level comes from `kvm_run` directly.
+                    let (cpl, long_mode) = if self.sync_regs {
+                        synced_mode()
+                    } else {
+                        UNKNOWN_MODE
+                    };
                     let access = PortAccess {
                         vcpu: self.index,
-                        cpl: if self.sync_regs { synced_cpl() } else { 3 },
+                        cpl,
+                        long_mode,
                         port,
                     };
                     Ok(self.bus.read(&access, data))
@@ -541,9 +547,11 @@ impl Vcpu {
     /// An `out`: the exit's registers become the one [`CallRegs`], the bus answers in it,
     /// and what changed goes back to the vCPU.
     fn port_out(&mut self, port: u16, data: &[u8]) -> Result<Outcome, Fault> {
+        let (cpl, long_mode) = exit_mode(&self.fd, self.sync_regs);
         let access = PortAccess {
             vcpu: self.index,
-            cpl: exit_cpl(&self.fd, self.sync_regs),
+            cpl,
+            long_mode,
             port,
         };
         let mut regs = self.exit_regs()?;
@@ -607,29 +615,43 @@ impl Vcpu {
     }
 }
 
-/// The privilege level of the exit being handled: SS.DPL, which is the CPL in 64-bit mode
-/// (from the registers KVM synced into `kvm_run`, or one `KVM_GET_SREGS`). An unreadable
-/// level counts as ring 3: never more privilege than known.
-fn exit_cpl(fd: &VcpuFd, sync_regs: bool) -> u8 {
+/// EFER.LMA: long mode is active.
+const EFER_LMA: u64 = 1 << 10;
+
+/// The mode of an exit whose registers could not be read: ring 3, not 64-bit (never more
+/// privilege than known).
+const UNKNOWN_MODE: (u8, bool) = (3, false);
+
+/// The mode of the vCPU at the exit being handled: its privilege level (SS.DPL, which is the
+/// CPL in 64-bit mode) and whether it ran 64-bit code (EFER.LMA and CS.L) rather than
+/// compatibility mode. From the registers KVM synced into `kvm_run`, or one `KVM_GET_SREGS`.
+fn exit_mode(fd: &VcpuFd, sync_regs: bool) -> (u8, bool) {
+    let mode = |s: &kvm_bindings::kvm_sregs| (s.ss.dpl, s.efer & EFER_LMA != 0 && s.cs.l != 0);
     if sync_regs {
-        fd.sync_regs().sregs.ss.dpl
+        mode(&fd.sync_regs().sregs)
     } else {
-        fd.get_sregs().map_or(3, |s| s.ss.dpl)
+        fd.get_sregs().map_or(UNKNOWN_MODE, |s| mode(&s))
     }
 }
 
-/// The privilege level in this thread's `kvm_run` as KVM synced it on the current exit
+/// [`exit_mode`] from this thread's `kvm_run` as KVM synced it on the current exit
 /// (KVM_CAP_SYNC_REGS), for exits whose data borrows the vCPU file (`in`).
-fn synced_cpl() -> u8 {
+fn synced_mode() -> (u8, bool) {
     let run = KVM_RUN.with(Cell::get);
     if run.is_null() {
-        return 3;
+        return UNKNOWN_MODE;
     }
     // SAFETY: `run` is this thread's mapped `kvm_run` (set while its `VcpuFd` lives); KVM
     // wrote the synced registers before returning from KVM_RUN and does not touch them until
-    // the next one. The read goes through a raw pointer to one byte, disjoint from the I/O
+    // the next one. The reads go through raw pointers to single fields, disjoint from the I/O
     // data the exit's slice borrows, so no reference to the whole struct is created.
-    unsafe { addr_of!((*run).s.regs.sregs.ss.dpl).read_volatile() }
+    unsafe {
+        let sregs = addr_of!((*run).s.regs.sregs);
+        let dpl = addr_of!((*sregs).ss.dpl).read_volatile();
+        let efer = addr_of!((*sregs).efer).read_volatile();
+        let l = addr_of!((*sregs).cs.l).read_volatile();
+        (dpl, efer & EFER_LMA != 0 && l != 0)
+    }
 }
 
 /// A failed vCPU ioctl as a [`Fault`].
