@@ -328,12 +328,12 @@
 /**
  * The minor number of this release of the specification.
  */
-#define PVABI_VERSION_MINOR 1
+#define PVABI_VERSION_MINOR 2
 
 /**
  * This release of the specification, `VERSION_MAJOR << 16 | VERSION_MINOR`.
  */
-#define PVABI_SPEC_VERSION 0x10001u
+#define PVABI_SPEC_VERSION 0x10002u
 
 /**
  * How the host learns of new submissions.

@@ -58,16 +58,17 @@ impl core::fmt::Display for Version {
 /// The major number of this release of the specification.
 pub const VERSION_MAJOR: u16 = 1;
 /// The minor number of this release of the specification.
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 /// This release of the specification, `VERSION_MAJOR << 16 | VERSION_MINOR`.
-pub const SPEC_VERSION: u32 = 0x0001_0001;
+pub const SPEC_VERSION: u32 = 0x0001_0002;
 
 /// Version 1.0, the first release.
 pub const V1_0: Version = Version::new(1, 0);
 /// Version 1.1: adds the steal-time page.
 pub const V1_1: Version = Version::new(1, 1);
-/// Version 1.2 (in preparation, not yet released): the spec-precision release. ABI additions
-/// made for it carry `since: V1_2`; the release makes it [`SPEC_VERSION`].
+/// Version 1.2: the spec-precision release. Every rule is exact and testable (the drain point,
+/// entry checks, result slots, one policy for corrupt indices, ring unregistering, the
+/// reference platform); a guest that relies on those guarantees asks for minor 2.
 pub const V1_2: Version = Version::new(1, 2);
 /// Version 2.0, a preview of the next major version (see [`crate::preview2`]). It is not a
 /// release: hosts may serve it beside 1.x so that the path of a major bump can be tried.

@@ -403,16 +403,17 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use crate::*;
-    use pvabi_abi::version::{V1_0, V1_1};
+    use pvabi_abi::version::{V1_0, V1_1, V1_2};
 
     #[test]
     fn default_is_a_valid_host_of_the_current_release() {
         let c = HostConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.highest(), V1_1);
+        assert_eq!(c.highest(), V1_2);
         assert_eq!(c.lowest, V1_0);
         assert_eq!(c.offered_at(V1_0), Features::all() - Features::STEAL_TIME);
         assert_eq!(c.offered_at(V1_1), Features::all());
+        assert_eq!(c.offered_at(V1_2), Features::all());
         let old = HostConfig::acting_as(V1_0);
         old.validate().unwrap();
         assert_eq!(old.offered_at(V1_1), Features::all() - Features::STEAL_TIME);

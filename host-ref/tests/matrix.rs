@@ -103,7 +103,10 @@ fn every_guest_version_meets_every_host_version_as_the_spec_says() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(ran, 18);
+    assert_eq!(
+        ran,
+        pvabi_versioning::matrix::GUESTS.len() * pvabi_versioning::matrix::HOSTS.len()
+    );
 }
 
 /// Two majors side by side: a 1.x guest and a 2.0 guest on the same host build and the same
@@ -123,7 +126,7 @@ fn a_1x_guest_and_a_2_0_guest_run_on_the_same_host() {
     let line1 = run_cell(v1, both);
     let line2 = run_cell(v2, both);
     assert!(
-        line1.contains(&format!("accepted={:#x}", Version::new(1, 1).0)),
+        line1.contains(&format!("accepted={:#x}", both.serves[0].0)),
         "{line1}"
     );
     assert!(line1.ends_with("timepage=v1"), "{line1}");

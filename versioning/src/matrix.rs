@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
-use pvabi_abi::version::{Version, V1_0, V1_1, V2_0_PREVIEW};
+use pvabi_abi::version::{Version, V1_0, V1_1, V1_2, V2_0_PREVIEW};
 
 /// The features every guest of the matrix requires (present in every version).
 pub const BASE_REQUIRED: Features = Features::CONSOLE
@@ -104,6 +104,15 @@ pub const GUESTS: &[GuestProfile] = &[
         tries_steal_time: true,
     },
     GuestProfile {
+        name: "1.2 guest, minimum minor 2",
+        description: "Relies on the precise rules of 1.2, so it asks for minor 2 or later.",
+        major: 1,
+        min_minor: 2,
+        required: BASE_REQUIRED,
+        optional: Features::STEAL_TIME,
+        tries_steal_time: true,
+    },
+    GuestProfile {
         name: "2.0 guest",
         description: "Built against the 2.0 preview (time page in the 2.0 layout).",
         major: 2,
@@ -124,7 +133,7 @@ pub const GUESTS: &[GuestProfile] = &[
 ];
 
 /// The hosts of the matrix: the reference host acting as each released minor, and serving
-/// the 2.0 preview beside 1.1.
+/// the 2.0 preview beside the current release.
 pub const HOSTS: &[HostProfile] = &[
     HostProfile {
         name: "1.0 host",
@@ -135,8 +144,12 @@ pub const HOSTS: &[HostProfile] = &[
         serves: &[V1_1],
     },
     HostProfile {
-        name: "1.1 + 2.0 host",
-        serves: &[V1_1, V2_0_PREVIEW],
+        name: "1.2 host",
+        serves: &[V1_2],
+    },
+    HostProfile {
+        name: "1.2 + 2.0 host",
+        serves: &[V1_2, V2_0_PREVIEW],
     },
 ];
 
@@ -161,40 +174,53 @@ const fn refused(status: Status) -> Outcome {
 /// The expected outcome of every pair: `EXPECTED[guest][host]`, in the order of [`GUESTS`]
 /// and [`HOSTS`]. Written out by hand from the spec's rules, not computed, so that the KVM
 /// test checks the host against an independent statement.
-pub const EXPECTED: [[Outcome; 3]; 6] = [
+pub const EXPECTED: [[Outcome; 4]; 7] = [
     // 1.0 guest: accepted at the host's highest minor of major 1; never touches steal time.
     [
         ok(V1_0, false, None),
         ok(V1_1, false, None),
-        ok(V1_1, false, None),
+        ok(V1_2, false, None),
+        ok(V1_2, false, None),
     ],
     // 1.1 guest, steal time optional: degrades on a 1.0 host, where the call does not exist.
     [
         ok(V1_0, false, Some(Status::NotSupported)),
         ok(V1_1, true, Some(Status::Success)),
-        ok(V1_1, true, Some(Status::Success)),
+        ok(V1_2, true, Some(Status::Success)),
+        ok(V1_2, true, Some(Status::Success)),
     ],
     // 1.1 guest, steal time required: refused cleanly by a 1.0 host.
     [
         refused(Status::FeatureUnavailable),
         ok(V1_1, true, Some(Status::Success)),
-        ok(V1_1, true, Some(Status::Success)),
+        ok(V1_2, true, Some(Status::Success)),
+        ok(V1_2, true, Some(Status::Success)),
     ],
     // 1.1 guest, minimum minor 1: a 1.0 host cannot serve it; without asking for steal time
     // it is not granted it.
     [
         refused(Status::VersionUnsupported),
         ok(V1_1, false, Some(Status::NotGranted)),
-        ok(V1_1, false, Some(Status::NotGranted)),
+        ok(V1_2, false, Some(Status::NotGranted)),
+        ok(V1_2, false, Some(Status::NotGranted)),
+    ],
+    // 1.2 guest, minimum minor 2: only hosts of 1.2 or later serve it; it then uses steal time.
+    [
+        refused(Status::VersionUnsupported),
+        refused(Status::VersionUnsupported),
+        ok(V1_2, true, Some(Status::Success)),
+        ok(V1_2, true, Some(Status::Success)),
     ],
     // 2.0 guest: only the host that serves major 2 accepts it.
     [
+        refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         ok(V2_0_PREVIEW, true, Some(Status::Success)),
     ],
     // 3.0 guest: no host serves major 3.
     [
+        refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
