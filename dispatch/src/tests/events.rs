@@ -337,3 +337,24 @@ fn events_of_successive_calls_are_posted_in_call_order() {
         ]
     );
 }
+
+/// PVABI-EVT-026 and PVABI-EVT-018: an event posted without a queue only sets the latch; a
+/// queue registered afterwards starts empty, and registering clears the latch.
+#[test]
+fn an_event_without_a_queue_is_not_kept_for_a_later_queue() {
+    let h = H::ready(2);
+    h.call(0, Call::EventsSend, &[1, 77]);
+    h.write(PAGE1, &[0xffu8; 4096]);
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE1, VECTOR]),
+        Status::Success
+    );
+    let hd = header(&h, PAGE1);
+    assert_eq!((hd.head, hd.tail, hd.dropped), (0, 0, 0));
+    assert!(h.m.log().interrupts.is_empty());
+    // The latch is gone with the registration: HALT waits for its timeout.
+    assert_eq!(
+        h.call(1, Call::VcpuHalt, &[1_000_000]).1[0],
+        pvabi_abi::vcpu::WakeReason::Timeout as u64
+    );
+}
