@@ -88,7 +88,7 @@ pub const CALLS: &[CallDescriptor] = &[
             ),
             res(
                 "feature",
-                "The feature bit the call needs (0 for Base calls).",
+                "The mask of the feature the call needs (one bit set); 0 for Base calls and absent ones.",
             ),
         ],
         batchable: true,

@@ -28,9 +28,10 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
 }
 
 /// MEM_SHARE / MEM_UNSHARE of `pages` pages from `start` (page-aligned, 1..=2^20 pages:
-/// check 5). The whole range must be RAM (INVALID_ADDRESS) and must not overlap a host-owned
-/// page (ACCESS_DENIED). Sharing a shared page and unsharing a page that is not shared are
-/// harmless.
+/// check 5). The whole range must be RAM (INVALID_ADDRESS; a range past 2^64 is not: MEM-017),
+/// must not overlap a host-owned page (ACCESS_DENIED) and, to share, must hold no released
+/// page (INVALID_STATE: MEM-018). Sharing a shared page and unsharing a page that is not shared
+/// are harmless; a released page is never shared.
 fn share<M: Machine>(h: &Inner<M>, share: bool, start: u64, pages: u64) -> Result<Reply, Status> {
     if !guest_mem::pages_in_ram(h.machine.memory(), start, pages) {
         return Err(Status::InvalidAddress);
@@ -41,6 +42,9 @@ fn share<M: Machine>(h: &Inner<M>, share: bool, start: u64, pages: u64) -> Resul
         return Err(Status::AccessDenied);
     }
     let first = start / PAGE_SIZE;
+    if share && vm.released.range(first..first + pages).next().is_some() {
+        return Err(Status::InvalidState);
+    }
     if share {
         vm.share(first, first + pages);
     } else {
@@ -53,7 +57,8 @@ fn share<M: Machine>(h: &Inner<M>, share: bool, start: u64, pages: u64) -> Resul
 /// entry is checked before any page changes state. Duplicate entries make the list malformed
 /// (INVALID_PARAMETER, block contents). Then, over all entries, the lowest applicable status
 /// wins: INVALID_ADDRESS (not RAM), ACCESS_DENIED (host-owned), INVALID_STATE (release: already
-/// released; reclaim: not released).
+/// released or shared, MEM-020; reclaim: not released). A released page is still RAM for these
+/// checks (MEM-004).
 fn balloon<M: Machine>(h: &Inner<M>, release: bool, list: &[u8]) -> Result<Reply, Status> {
     let pfns: Vec<u64> = list
         .chunks_exact(8)
@@ -74,7 +79,9 @@ fn balloon<M: Machine>(h: &Inner<M>, release: bool, list: &[u8]) -> Result<Reply
                 Some(gpa) if guest_mem::in_ram(mem, gpa, PAGE_SIZE) => {
                     if vm.overlaps_owned(gpa, PAGE_SIZE) {
                         Some(Status::AccessDenied)
-                    } else if vm.released.contains(&pfn) == release {
+                    } else if vm.released.contains(&pfn) == release
+                        || (release && is_shared(&vm.shared, pfn))
+                    {
                         Some(Status::InvalidState)
                     } else {
                         None
@@ -118,7 +125,16 @@ fn balloon<M: Machine>(h: &Inner<M>, release: bool, list: &[u8]) -> Result<Reply
     done(&[n])
 }
 
-/// MEM_UPDATE_PTE: one atomic 64-bit store to the checked, 8-aligned word.
+/// Whether page frame `pfn` is in one of the disjoint shared ranges `start -> end`.
+fn is_shared(shared: &std::collections::BTreeMap<u64, u64>, pfn: u64) -> bool {
+    shared
+        .range(..=pfn)
+        .next_back()
+        .is_some_and(|(_, &end)| pfn < end)
+}
+
+/// MEM_UPDATE_PTE: one atomic 64-bit store to the checked, 8-aligned word, of `value` as given
+/// whatever `level` says (MEM-021).
 fn update_pte<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     let crate::check::Block::Word(gpa) = r.block else {
         return Err(Status::InvalidParameter);

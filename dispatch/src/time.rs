@@ -21,6 +21,11 @@ use crate::{done, Reply, Req};
 /// How long the timer thread sleeps at most when no timer is armed (it is woken on arm).
 const TIMER_IDLE_WAIT: Duration = Duration::from_millis(100);
 
+/// The longest the host waits between two updates of a time page without `TSC_VALID`
+/// (PVABI-TIME-027 allows 10 ms; half of it leaves room for the thread's scheduling delay).
+/// A longer `time_refresh` is cut to this.
+pub(crate) const TIME_PAGE_MAX_REFRESH: Duration = Duration::from_millis(5);
+
 pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     match r.call {
         Call::TimeMonotonic => done(&[h.now_ns()]),
@@ -164,7 +169,9 @@ impl<M: Machine> Inner<M> {
         let page = TimePage {
             sequence: 0,
             // The host cannot know the guest's TSC offset: no TSC_VALID, readers use
-            // `monotonic_ns` (refreshed every `time_refresh`) or TIME_MONOTONIC.
+            // `monotonic_ns` (refreshed every `time_refresh`, at most TIME_PAGE_MAX_REFRESH)
+            // or TIME_MONOTONIC. The TSC fields are 0 (TIME-026); `monotonic_ns` is read
+            // before the update is published, so it is never ahead (TIME-028).
             flags: 0,
             monotonic_ns: self.now_ns(),
             tsc_timestamp: 0,
@@ -217,7 +224,8 @@ impl<M: Machine> Inner<M> {
     }
 }
 
-/// Refreshes the time page every `time_refresh` until shutdown.
+/// Refreshes the time page every `time_refresh` (at most [`TIME_PAGE_MAX_REFRESH`]) until
+/// shutdown.
 fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
     let mut reg = lock(&h.time_page);
     while !h.stopping() {
@@ -225,7 +233,7 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
         let wait = match reg.as_mut() {
             Some(r) => {
                 h.write_time_page(r);
-                h.config.time_refresh
+                h.config.time_refresh.min(TIME_PAGE_MAX_REFRESH)
             }
             None => TIMER_IDLE_WAIT,
         };

@@ -64,8 +64,11 @@ impl<T: Transport> Pvabi<T> {
     }
 
     /// `MEM_UPDATE_PTE`: writes `value` atomically to the 8-aligned page-table entry at
-    /// guest-physical `entry_gpa`, at level `level` (1 = PTE to 4 = PML4E). Deferrable:
-    /// see [`DeferredQueue::push_update_pte`].
+    /// guest-physical `entry_gpa`, at level `level` (1 = PTE to 4 = PML4E, with 4-level and
+    /// 5-level paging alike). The host writes `value` as given, whatever its bits
+    /// (PVABI-MEM-021). There is no level for a PML5 entry: with 5-level paging, write PML5
+    /// entries directly (PVABI-MEM-022). The entry must not be on a released page
+    /// (PVABI-MEM-019). Deferrable: see [`DeferredQueue::push_update_pte`].
     ///
     /// [`DeferredQueue::push_update_pte`]: crate::batch::DeferredQueue::push_update_pte
     ///

@@ -384,11 +384,14 @@ impl TimeSnapshot {
         self.0.flags & TIME_PAGE_TSC_VALID != 0
     }
 
-    /// Nanoseconds elapsed since the page's `tsc_timestamp` at TSC value `tsc`:
-    /// `((tsc - tsc_timestamp) << tsc_shift) * tsc_mul >> 32`, a negative shift shifting
-    /// right, in 128-bit integer arithmetic. A `tsc` before `tsc_timestamp` counts as 0.
+    /// Nanoseconds elapsed since the page's `tsc_timestamp` at TSC value `tsc`, by the spec's
+    /// formula (PVABI-TIME-015): the delta `tsc - tsc_timestamp` in wrapping 64-bit arithmetic,
+    /// shifted in 64 bits by `tsc_shift` (a negative shift shifting right), then multiplied by
+    /// `tsc_mul` in 128 bits and shifted right by 32. The host keeps `tsc_shift` within -63..=63
+    /// and the shifted delta within 64 bits (PVABI-TIME-030/031); a shift beyond that range is
+    /// clamped to 63 rather than trusted.
     pub const fn elapsed_ns(&self, tsc: u64) -> u64 {
-        let delta = tsc.saturating_sub(self.0.tsc_timestamp) as u128;
+        let delta = tsc.wrapping_sub(self.0.tsc_timestamp);
         let shift = self.0.tsc_shift;
         let scaled = if shift >= 0 {
             let s = if shift > 63 { 63 } else { shift as u32 };
@@ -401,7 +404,7 @@ impl TimeSnapshot {
             };
             delta >> s
         };
-        (scaled.wrapping_mul(self.0.tsc_mul as u128) >> 32) as u64
+        ((scaled as u128 * self.0.tsc_mul as u128) >> 32) as u64
     }
 
     /// Monotonic nanoseconds at TSC value `tsc`; `None` unless [`tsc_valid`](Self::tsc_valid).
@@ -490,7 +493,15 @@ mod tests {
         });
         assert_eq!(snap.now_ns(10_000), Some(1_000));
         assert_eq!(snap.now_ns(12_500), Some(3_500));
-        assert_eq!(snap.now_ns(9_000), Some(1_000), "TSC before the timestamp");
+        // The delta wraps (PVABI-TIME-015): a TSC that passed 2^64 after the timestamp.
+        let wrapped = TimeSnapshot(TimePage {
+            tsc_timestamp: u64::MAX - 999,
+            ..snap.0
+        });
+        assert_eq!(wrapped.now_ns(1_500), Some(3_500));
+        // The 96-bit product: a delta of 2^40 ticks times tsc_mul 2^31 with shift 1 would
+        // overflow 64 bits.
+        assert_eq!(snap.now_ns(10_000 + (1 << 40)), Some(1_000 + (1 << 40)));
         assert_eq!(
             snap.wallclock_at(12_000),
             Some(WallClock {

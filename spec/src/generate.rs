@@ -124,7 +124,18 @@ pub fn check_text(check: ArgCheck) -> String {
         ArgCheck::Any => "any".to_string(),
         ArgCheck::Range { min, max } => format!("{min} to {max}"),
         ArgCheck::Mask(0) => "0 (reserved)".to_string(),
-        ArgCheck::Mask(mask) => format!("{} must be 0", mask_text(!mask)),
+        ArgCheck::Mask(mask) => {
+            // "bits 63:5, bit 0" reads as two clauses; join the parts with "and", and for a
+            // mask of several parts also say which bits may be set.
+            let reserved = mask_text(!mask);
+            match reserved.rsplit_once(", ") {
+                None => format!("{reserved} must be 0"),
+                Some((head, last)) => format!(
+                    "{head} and {last} must be 0 (only {} may be set)",
+                    mask_text(mask)
+                ),
+            }
+        }
         ArgCheck::VcpuIndex => "below the vCPU count".to_string(),
     }
 }
@@ -669,6 +680,10 @@ mod tests {
             "bits 63:32 must be 0"
         );
         assert_eq!(check_text(ArgCheck::Mask(!0xfff)), "bits 11:0 must be 0");
+        assert_eq!(
+            check_text(ArgCheck::Mask(0b1_1110)),
+            "bits 63:5 and bit 0 must be 0 (only bits 4:1 may be set)"
+        );
         assert_eq!(check_text(ArgCheck::Range { min: 1, max: 512 }), "1 to 512");
     }
 }

@@ -262,3 +262,114 @@ fn base_calls_work_before_negotiate_and_other_families_do_not() {
         assert_eq!(s, expected, "{}", d.name);
     }
 }
+
+/// PVABI-BASE-007 and the meaning of "implements": a feature the host does not offer leaves
+/// its calls known (AVAILABLE, NOT_GRANTED), unlike a call the host was configured to leave
+/// out (ABSENT, NOT_SUPPORTED).
+#[test]
+fn calls_of_a_feature_not_offered_are_known_and_not_granted() {
+    let mut c = config(1);
+    c.features.retain(|f| f.flag != Features::TIME);
+    c.disabled_calls = vec![Call::VcpuYield];
+    let h = H::with(c);
+    let probe = |code: Call| h.call(0, Call::ProbeCall, &[code as u64]).1;
+    assert_eq!(
+        h.call(0, Call::ProbeFeatures, &[]).1[0] & Features::TIME.bits(),
+        0
+    );
+    assert_eq!(
+        probe(Call::TimeMonotonic)[..2],
+        [CallState::Available as u64, Features::TIME.bits()]
+    );
+    assert_eq!(probe(Call::VcpuYield)[..2], [CallState::Absent as u64, 0]);
+    // Before NEGOTIATE: known, so NOT_NEGOTIATED (step 2), not NOT_SUPPORTED.
+    assert_eq!(h.status(0, Call::TimeMonotonic, &[]), Status::NotNegotiated);
+    assert_eq!(h.status(0, Call::VcpuYield, &[]), Status::NotSupported);
+    // NEGOTIATE cannot grant it; optional asks are ignored.
+    assert_eq!(
+        h.status(0, Call::Negotiate, &[V1_0, Features::TIME.bits()]),
+        Status::FeatureUnavailable
+    );
+    assert_eq!(
+        h.call(
+            0,
+            Call::Negotiate,
+            &[V1_0, Features::VCPU.bits(), Features::TIME.bits()]
+        )
+        .1[1],
+        Features::VCPU.bits()
+    );
+    assert_eq!(h.status(0, Call::TimeMonotonic, &[]), Status::NotGranted);
+    assert_eq!(
+        probe(Call::TimeMonotonic)[..2],
+        [CallState::Available as u64, Features::TIME.bits()]
+    );
+    assert_eq!(h.status(0, Call::VcpuYield, &[]), Status::NotSupported);
+}
+
+/// PVABI-BASE-008: `feature` is the mask of the call's feature (one bit set), 0 for Base;
+/// CONSOLE's mask is 1, not 0.
+#[test]
+fn probe_call_feature_is_the_mask_of_one_bit() {
+    let h = H::new(1);
+    for d in pvabi_abi::calls::all() {
+        if !h.d.config().implements(d.call) || d.since > pvabi_abi::version::V1_0 {
+            continue;
+        }
+        let r = h.call(0, Call::ProbeCall, &[d.call as u64]).1;
+        let want = d.feature.map_or(0, |f| f.bits());
+        assert_eq!(r[1], want, "{:?}", d.call);
+        if d.feature.is_some() {
+            assert_eq!(r[1].count_ones(), 1, "{:?}", d.call);
+        }
+    }
+    assert_eq!(
+        h.call(0, Call::ProbeCall, &[Call::ConsoleWriteRegs as u64])
+            .1[1],
+        1
+    );
+    assert_eq!(
+        h.call(0, Call::ProbeCall, &[Call::Negotiate as u64]).1[1],
+        0
+    );
+}
+
+/// PVABI-BASE-018: the packing of the implementation version, each number in its own bits.
+#[test]
+fn impl_version_packing() {
+    let h = H::with(HostConfig {
+        impl_version: ImplVersion {
+            major: 7,
+            minor: u16::MAX,
+            patch: u16::MAX,
+        },
+        ..config(1)
+    });
+    assert_eq!(
+        h.call(0, Call::GetImplVersion, &[]).1[0],
+        7 << 32 | 0xffff << 16 | 0xffff
+    );
+}
+
+/// PVABI-BASE-019 and PVABI-BASE-020: INVALID_PARAMETER (step 5) before any call-specific
+/// condition, even after the lock; then VERSION_UNSUPPORTED < FEATURE_UNAVAILABLE < LOCKED.
+#[test]
+fn negotiate_check_order() {
+    let h = H::new(1);
+    let neg = |requested: u64, required: u64, flags: u64| {
+        h.status(0, Call::Negotiate, &[requested, required, 0, flags])
+    };
+    assert_eq!(
+        neg(1 << 63 | 0x0002_0000, 1 << 40, 0),
+        Status::InvalidParameter
+    );
+    assert_eq!(neg(0x0002_0000, 1 << 40, 1 << 63), Status::InvalidParameter);
+    assert_eq!(neg(0x0002_0000, 1 << 40, 0), Status::VersionUnsupported);
+    assert_eq!(neg(V1_0, 1 << 40, 0), Status::FeatureUnavailable);
+    h.negotiate(Features::CONSOLE);
+    assert_eq!(neg(1 << 32 | V1_0, 0, 0), Status::InvalidParameter);
+    assert_eq!(neg(V1_0, 0, 1), Status::InvalidParameter);
+    assert_eq!(neg(0x0002_0000, 1 << 40, 0), Status::VersionUnsupported);
+    assert_eq!(neg(V1_0, 1 << 40, 0), Status::FeatureUnavailable);
+    assert_eq!(neg(V1_0, 0, 0), Status::Locked);
+}

@@ -108,3 +108,39 @@ fn console_needs_its_feature() {
         Status::NotGranted
     );
 }
+
+/// PVABI-CON-004: a sink that is not a terminal (here, the embedding program) gets every
+/// byte as the guest wrote it, control bytes included.
+#[test]
+fn a_non_terminal_sink_gets_control_bytes_unaltered() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let h = H::ready_with(HostConfig {
+        console: ConsoleSink::Custom(Arc::new(move |_, bytes: &[u8]| {
+            sink.lock().unwrap().extend_from_slice(bytes);
+        })),
+        ..config(1)
+    });
+    let all: Vec<u8> = (0..=255).collect();
+    h.write(BUF, &all[..]);
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[BUF, 256]),
+        Status::Success
+    );
+    assert_eq!(*seen.lock().unwrap(), all);
+}
+
+/// PVABI-CON-007: what a terminal sink gets: control bytes escaped, tab, LF, CR and every
+/// other byte as they are.
+#[test]
+fn control_bytes_are_escaped_for_a_terminal() {
+    use crate::console::escape_controls;
+    assert_eq!(
+        &*escape_controls(b"a\x1b[2Jb\tc\r\n\x00\x7f\xc3\xa9"),
+        b"a\\x1b[2Jb\tc\r\n\\x00\\x7f\xc3\xa9"
+    );
+    assert!(matches!(
+        escape_controls(b"plain text\n"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}

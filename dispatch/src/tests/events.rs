@@ -227,3 +227,134 @@ fn concurrent_senders_lose_nothing() {
     assert_eq!(hd.dropped, 400 - 128);
     assert_eq!(h.m.log().interrupts.len(), 1);
 }
+
+/// PVABI-EVT-015 and PVABI-EVT-023: unmasking raises only for queued entries of the kinds the
+/// call unmasks, and only while `interrupt_pending` is 0.
+#[test]
+fn unmasking_raises_only_for_queued_entries_of_the_unmasked_kinds() {
+    let h = with_queue();
+    let user = EventKind::User.mask_bit();
+    let kick = EventKind::Kick.mask_bit();
+    h.call(1, Call::EventsSetMask, &[user | kick]);
+    h.call(0, Call::VcpuKick, &[1]);
+    assert_eq!(header(&h, PAGE1).tail, 1);
+    // Unmasking USER with only a KICK queued: nothing.
+    h.call(1, Call::EventsSetMask, &[kick]);
+    assert!(h.m.log().interrupts.is_empty());
+    // An unmasked USER event raises as it is posted; the queue now holds KICK, USER.
+    h.call(0, Call::EventsSend, &[1, 1]);
+    assert_eq!(h.m.log().interrupts.len(), 1);
+    // The guest re-arms without draining; masking and unmasking USER again (USER queued)
+    // raises, although USER was not the only kind queued.
+    h.write(PAGE1 + 12, &0u32);
+    h.call(1, Call::EventsSetMask, &[user | kick]);
+    h.call(1, Call::EventsSetMask, &[kick]);
+    assert_eq!(h.m.log().interrupts.len(), 2);
+    // With `interrupt_pending` 1, unmasking KICK (queued) raises nothing.
+    h.call(1, Call::EventsSetMask, &[0]);
+    assert_eq!(h.m.log().interrupts.len(), 2);
+    // Entries the guest consumed do not count: head past both, KICK masked and unmasked.
+    h.write(PAGE1, &2u32);
+    h.write(PAGE1 + 12, &0u32);
+    h.call(1, Call::EventsSetMask, &[kick]);
+    h.call(1, Call::EventsSetMask, &[0]);
+    assert_eq!(h.m.log().interrupts.len(), 2);
+    assert_eq!(header(&h, PAGE1).interrupt_pending, 0);
+}
+
+/// PVABI-EVT-020: registering the page that already is the caller's queue fails with
+/// ACCESS_DENIED and leaves the queue as it was.
+#[test]
+fn registering_the_current_queue_again_is_denied_and_changes_nothing() {
+    let h = with_queue();
+    h.call(0, Call::EventsSend, &[1, 11]);
+    let before: [u8; 4096] = h.read(PAGE1);
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE1, 0x41]),
+        Status::AccessDenied
+    );
+    assert_eq!(h.read::<[u8; 4096]>(PAGE1), before);
+    // Still the queue, same vector, appending at the host's tail.
+    h.write(PAGE1 + 12, &0u32);
+    h.call(0, Call::EventsSend, &[1, 12]);
+    let hd = header(&h, PAGE1);
+    assert_eq!(hd.tail, 2);
+    assert_eq!(event(&h, PAGE1, 1).data, 12);
+    assert_eq!(h.m.log().interrupts.last(), Some(&(1, VECTOR as u8)));
+}
+
+/// PVABI-EVT-021: every vCPU starts with the mask 0, and a stopped vCPU's mask is 0 again.
+#[test]
+fn the_initial_mask_is_zero() {
+    let h = H::ready(2);
+    assert_eq!(h.call(0, Call::EventsSetMask, &[0b10]).1[0], 0);
+    assert_eq!(h.call(1, Call::EventsSetMask, &[0b100]).1[0], 0);
+    assert_eq!(h.call(0, Call::EventsSetMask, &[0]).1[0], 0b10);
+    h.call(1, Call::EventsSetMask, &[0b1000]);
+    let _ = h.raw(1, Call::VcpuStop as u64, &[]);
+    let start = pvabi_abi::vcpu::VcpuStartState {
+        rip: 0x20_0000,
+        rsp: 0x8000,
+        ..Default::default()
+    };
+    h.write(super::BUF, &start);
+    assert_eq!(
+        h.status(0, Call::VcpuStart, &[1, super::BUF]),
+        Status::Success
+    );
+    assert_eq!(h.call(1, Call::EventsSetMask, &[0]).1[0], 0);
+}
+
+/// PVABI-EVT-022: a KICK event carries the kicker's index and data 0.
+#[test]
+fn a_kick_event_has_the_kicker_as_source_and_data_zero() {
+    let h = with_queue();
+    h.write(PAGE1 + 64, &[0xffu8; 16]);
+    assert_eq!(h.status(0, Call::VcpuKick, &[1]), Status::Success);
+    let e = event(&h, PAGE1, 0);
+    assert_eq!((e.kind, e.source, e.data), (EventKind::Kick as u32, 0, 0));
+}
+
+/// PVABI-EVT-004: an event is in the queue when the call that posts it returns, so calls made
+/// one after the other post in that order, whichever vCPU makes them.
+#[test]
+fn events_of_successive_calls_are_posted_in_call_order() {
+    let h = with_queue();
+    h.call(0, Call::EventsSend, &[1, 1]);
+    assert_eq!(header(&h, PAGE1).tail, 1, "posted before the call returned");
+    h.call(1, Call::VcpuKick, &[1]);
+    h.call(0, Call::EventsSend, &[1, 3]);
+    let kinds: Vec<_> = (0..3).map(|i| event(&h, PAGE1, i)).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .map(|e| (e.kind, e.source, e.data))
+            .collect::<Vec<_>>(),
+        [
+            (EventKind::User as u32, 0, 1),
+            (EventKind::Kick as u32, 1, 0),
+            (EventKind::User as u32, 0, 3)
+        ]
+    );
+}
+
+/// PVABI-EVT-026 and PVABI-EVT-018: an event posted without a queue only sets the latch; a
+/// queue registered afterwards starts empty, and registering clears the latch.
+#[test]
+fn an_event_without_a_queue_is_not_kept_for_a_later_queue() {
+    let h = H::ready(2);
+    h.call(0, Call::EventsSend, &[1, 77]);
+    h.write(PAGE1, &[0xffu8; 4096]);
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE1, VECTOR]),
+        Status::Success
+    );
+    let hd = header(&h, PAGE1);
+    assert_eq!((hd.head, hd.tail, hd.dropped), (0, 0, 0));
+    assert!(h.m.log().interrupts.is_empty());
+    // The latch is gone with the registration: HALT waits for its timeout.
+    assert_eq!(
+        h.call(1, Call::VcpuHalt, &[1_000_000]).1[0],
+        pvabi_abi::vcpu::WakeReason::Timeout as u64
+    );
+}

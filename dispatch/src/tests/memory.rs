@@ -258,3 +258,111 @@ fn tlb_flushes() {
         ]
     );
 }
+
+/// PVABI-MEM-017: a range that runs past 2^64 is not guest RAM, and nothing changes.
+#[test]
+fn a_share_range_past_the_top_of_the_address_space_is_invalid_address() {
+    let h = H::ready(1);
+    let top = 0u64.wrapping_sub(P);
+    for call in [Call::MemShare, Call::MemUnshare] {
+        assert_eq!(h.status(0, call, &[top, 2]), Status::InvalidAddress);
+        assert_eq!(h.status(0, call, &[top, 1 << 20]), Status::InvalidAddress);
+    }
+    assert!(h.d.report().shared_ranges.is_empty());
+}
+
+/// PVABI-MEM-004, MEM-018, MEM-020: a released page is still RAM for the checks (a second
+/// release is INVALID_STATE); sharing and ballooning exclude each other.
+#[test]
+fn sharing_and_ballooning_exclude_each_other() {
+    let h = H::ready(1);
+    // Release 0x300; releasing it again is INVALID_STATE, not INVALID_ADDRESS.
+    pfns(&h, BUF, &[0x300]);
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 1]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 1]),
+        Status::InvalidState
+    );
+    // Sharing a range that holds it: INVALID_STATE, nothing shared; unsharing: harmless.
+    assert_eq!(
+        h.status(0, Call::MemShare, &[0x2ff * P, 3]),
+        Status::InvalidState
+    );
+    assert!(h.d.report().shared_ranges.is_empty());
+    assert_eq!(
+        h.status(0, Call::MemUnshare, &[0x2ff * P, 3]),
+        Status::Success
+    );
+    // Lowest value first: a host-owned page in the range gives ACCESS_DENIED.
+    assert_eq!(
+        h.status(0, Call::TimeSetPage, &[0x301 * P]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::MemShare, &[0x300 * P, 2]),
+        Status::AccessDenied
+    );
+    // Releasing a shared page: INVALID_STATE, nothing released.
+    assert_eq!(
+        h.status(0, Call::MemShare, &[0x350 * P, 4]),
+        Status::Success
+    );
+    pfns(&h, BUF, &[0x360, 0x352]);
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 2]),
+        Status::InvalidState
+    );
+    assert_eq!(h.d.report().balloon_outstanding, 1);
+    // Unshared, it can go; reclaimed, it comes back not shared.
+    assert_eq!(
+        h.status(0, Call::MemUnshare, &[0x352 * P, 1]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 2]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::MemBalloonReclaim, &[BUF, 2]),
+        Status::Success
+    );
+    assert_eq!(h.d.report().shared_ranges, [(0x350 * P, 2), (0x353 * P, 1)]);
+}
+
+/// PVABI-MEM-021: `value` is written as given, whatever its bits and whatever `level`.
+#[test]
+fn update_pte_writes_any_value_at_any_level() {
+    let h = H::ready(1);
+    for level in 1..=4 {
+        for value in [
+            0,
+            u64::MAX,
+            0x8000_0000_0000_0001,
+            0x0000_0000_0000_0080,
+            0x1234_5000,
+        ] {
+            let gpa = BUF + 8 * level;
+            assert_eq!(
+                h.status(0, Call::MemUpdatePte, &[gpa, value, level]),
+                Status::Success
+            );
+            assert_eq!(h.read::<u64>(gpa), value, "level {level}");
+        }
+    }
+}
+
+/// PVABI-MEM-023: a flush range past the top of the virtual address space succeeds and
+/// flushes (here: everything).
+#[test]
+fn a_flush_range_past_the_top_of_the_address_space_succeeds() {
+    let h = H::ready(2);
+    let top = 0u64.wrapping_sub(P);
+    assert_eq!(
+        h.status(0, Call::MemFlushTlbRange, &[top, 512]),
+        Status::Success
+    );
+    assert_eq!(h.m.log().flushes, [None]);
+}

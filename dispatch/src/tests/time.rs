@@ -265,3 +265,106 @@ fn the_time_page_layout_follows_the_negotiated_major() {
     );
     assert!(q.wallclock_nsec < 1_000_000_000);
 }
+
+/// PVABI-TIME-026 and PVABI-TIME-027: without TSC_VALID the TSC fields are 0, and the page is
+/// refreshed at least every 10 ms even when the host is configured to refresh less often.
+#[test]
+fn a_time_page_without_tsc_valid_has_zero_tsc_fields_and_is_refreshed_within_10_ms() {
+    let h = H::ready_with(HostConfig {
+        time_refresh: Duration::from_secs(3600),
+        ..config(1)
+    });
+    assert_eq!(h.status(0, Call::TimeSetPage, &[PAGE1]), Status::Success);
+    let first = h.d.report().time_page_updates;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(100) {
+        let p: TimePage = h.read(PAGE1);
+        if p.sequence.is_multiple_of(2) {
+            assert_eq!(p.flags, 0);
+            assert_eq!((p.tsc_timestamp, p.tsc_shift, p.tsc_mul), (0, 0, 0));
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    // At one update per 10 ms there are 10 in 100 ms (the host aims at 5 ms); with an hour's
+    // refresh there would be none. Half of the minimum leaves room for a loaded test machine.
+    let updates = h.d.report().time_page_updates - first;
+    assert!(updates >= 5, "only {updates} updates in 100 ms");
+}
+
+/// PVABI-TIME-028 and PVABI-TIME-027: a snapshot's `monotonic_ns` is never ahead of a later
+/// TIME_MONOTONIC, and never more than 10 ms behind an earlier one.
+#[test]
+fn time_page_monotonic_lies_between_earlier_and_later_time_monotonic() {
+    let h = H::ready(1);
+    assert_eq!(h.status(0, Call::TimeSetPage, &[PAGE1]), Status::Success);
+    for _ in 0..50 {
+        let t0 = h.call(0, Call::TimeMonotonic, &[]).1[0];
+        let p: TimePage = h.read(PAGE1);
+        let t1 = h.call(0, Call::TimeMonotonic, &[]).1[0];
+        if p.sequence.is_multiple_of(2) {
+            assert!(
+                p.monotonic_ns <= t1,
+                "page {} ahead of {t1}",
+                p.monotonic_ns
+            );
+            assert!(
+                p.monotonic_ns + 10_000_000 >= t0,
+                "page {} more than 10 ms behind {t0}",
+                p.monotonic_ns
+            );
+            assert!(p.wallclock_nsec < 1_000_000_000);
+        }
+        thread::sleep(Duration::from_micros(300));
+    }
+}
+
+/// PVABI-TIME-033: a vCPU that stops loses its steal-time page: the page is the guest's
+/// again and is no longer written; a new registration starts from 0.
+#[test]
+fn stopping_a_vcpu_unregisters_its_steal_page() {
+    use pvabi_abi::features::Features;
+    use pvabi_abi::time::StealTimePage;
+    use pvabi_abi::version::V1_1;
+
+    let h = H::with(HostConfig {
+        console: crate::ConsoleSink::Discard,
+        vcpus: 2,
+        ..HostConfig::acting_as(V1_1)
+    });
+    let granted = (Features::STEAL_TIME | Features::VCPU | Features::CONSOLE).bits();
+    assert_eq!(
+        h.status(0, Call::Negotiate, &[u64::from(V1_1.0), granted]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(1, Call::TimeSetStealPage, &[PAGE1]),
+        Status::Success
+    );
+    h.call(1, Call::VcpuInfo, &[]);
+    assert!(h.read::<StealTimePage>(PAGE1).preemptions > 0);
+    let _ = h.raw(1, Call::VcpuStop as u64, &[]);
+    let stopped: StealTimePage = h.read(PAGE1);
+    // The page is guest memory again: a block may use it, and the host leaves it alone.
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[PAGE1, 8]),
+        Status::Success
+    );
+    h.call(0, Call::VcpuInfo, &[]);
+    assert_eq!(h.read::<StealTimePage>(PAGE1), stopped);
+    let start = pvabi_abi::vcpu::VcpuStartState {
+        rip: 0x20_0000,
+        rsp: 0x8000,
+        ..Default::default()
+    };
+    h.write(super::BUF, &start);
+    assert_eq!(
+        h.status(0, Call::VcpuStart, &[1, super::BUF]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(1, Call::TimeSetStealPage, &[PAGE2]),
+        Status::Success
+    );
+    let fresh: StealTimePage = h.read(PAGE2);
+    assert_eq!((fresh.steal_ns, fresh.preemptions), (0, 0));
+}
