@@ -65,10 +65,11 @@ pub type ConsoleFn = dyn Fn(u32, &[u8]) + Send + Sync;
 pub enum ConsoleSink {
     /// Nowhere (the report still records it).
     Discard,
-    /// The host's standard output.
+    /// The host's standard output (control bytes escaped as `\xNN` when it is a terminal,
+    /// unaltered otherwise: CON-004).
     #[default]
     Stdout,
-    /// The host's standard error.
+    /// The host's standard error (escaped like [`Stdout`](Self::Stdout)).
     Stderr,
     /// A function of the embedding program.
     Custom(Arc<ConsoleFn>),
@@ -149,7 +150,8 @@ pub struct HostConfig {
     pub tsc_hz: u64,
     /// Resolution of the one-shot timer reported by TIME_FREQUENCY, in nanoseconds.
     pub timer_resolution_ns: u64,
-    /// How often a host thread refreshes the shared time page.
+    /// How often a host thread refreshes the shared time page. Capped at 5 ms whatever the
+    /// value, so that the page is never older than TIME-027's 10 ms.
     pub time_refresh: Duration,
     /// How long a HOST_POLLED ring poller spins without work before it sets
     /// `SQ_NEED_WAKEUP` and sleeps.

@@ -355,3 +355,25 @@ fn claims_the_prose_makes_about_descriptors_hold() {
         );
     }
 }
+
+#[test]
+fn every_requirement_has_exactly_one_level() {
+    // A paragraph states one rule at one strength: a MUST rule that also says MAY (or MUST
+    // NOT) is two rules, and gets two IDs.
+    let keyword = Regex::new(r"\b(MUST NOT|MUST|SHOULD NOT|SHOULD|MAY)\b").unwrap();
+    let code = Regex::new(r"`[^`]*`").unwrap();
+    let mixed: Vec<String> = requirements()
+        .iter()
+        .filter_map(|r| {
+            let text = code.replace_all(&r.text, "");
+            let levels: BTreeSet<&str> = keyword.find_iter(&text).map(|m| m.as_str()).collect();
+            (levels.iter().any(|k| *k != r.level.keyword()))
+                .then(|| format!("{} ({}): also says {:?}", r.id, r.level, levels))
+        })
+        .collect();
+    assert!(
+        mixed.is_empty(),
+        "requirements that mix levels (split each into one rule per level):\n{}",
+        mixed.join("\n")
+    );
+}

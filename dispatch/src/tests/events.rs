@@ -358,3 +358,26 @@ fn an_event_without_a_queue_is_not_kept_for_a_later_queue() {
         pvabi_abi::vcpu::WakeReason::Timeout as u64
     );
 }
+
+/// PVABI-EVT-027: the host computes `tail` and `dropped` from its own copies, whatever the
+/// guest wrote over them.
+#[test]
+fn host_written_queue_fields_come_from_the_hosts_copies() {
+    let h = with_queue();
+    for i in 0..128 {
+        h.call(0, Call::EventsSend, &[1, i]);
+    }
+    h.call(0, Call::EventsSend, &[1, 128]); // full: dropped 1
+                                            // The guest scribbles over the host's fields (head stays 0: still full).
+    h.write(PAGE1 + 4, &9999u32); // tail
+    h.write(PAGE1 + 16, &5555u32); // dropped
+    h.call(0, Call::EventsSend, &[1, 129]); // full again: dropped 2
+    let hd = header(&h, PAGE1);
+    assert_eq!(hd.dropped, 2, "dropped counts from the host's copy");
+    // Room for one: the host appends at its own tail, 128, and publishes 129.
+    h.write(PAGE1, &1u32);
+    h.call(0, Call::EventsSend, &[1, 130]);
+    let hd = header(&h, PAGE1);
+    assert_eq!(hd.tail, 129, "tail counts from the host's copy");
+    assert_eq!(event(&h, PAGE1, 128).data, 130);
+}
