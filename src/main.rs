@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cmd;
+mod conform;
 
 /// pvabi: an open, versioned paravirtual hypercall interface for x86-64 guests.
 #[derive(Debug, Parser)]
@@ -27,6 +28,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Measure the cost of pvabi calls against bare exits on this machine's KVM.
     Bench(cmd::bench::Args),
+    /// Run the conformance suite against the reference host on KVM.
+    Conform(cmd::conform::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Abi(args) => cmd::abi::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Conform(args) => cmd::conform::run(args),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 
 pub mod abi;
 pub mod bench;
+pub mod conform;
 pub mod header;
 pub mod run;
 pub mod spec;

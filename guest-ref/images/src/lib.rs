@@ -37,6 +37,12 @@ pub fn matrix() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_MATRIX"))
 }
 
+/// The conformance test `base` (`guest-ref/bare/conform/src/base.rs`): discovery and the Base
+/// family, reported over the conformance suite's verdict channel.
+pub fn conform_base() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_BASE"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -47,6 +53,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("probe", probe),
     ("bench", bench),
     ("matrix", matrix),
+    ("conform-base", conform_base),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

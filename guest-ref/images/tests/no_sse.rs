@@ -10,6 +10,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("probe", env!("PVABI_GUEST_PROBE")),
     ("bench", env!("PVABI_GUEST_BENCH")),
     ("matrix", env!("PVABI_GUEST_MATRIX")),
+    ("conform-base", env!("PVABI_GUEST_CONFORM_BASE")),
 ];
 
 #[test]

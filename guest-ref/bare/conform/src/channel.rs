@@ -1,0 +1,175 @@
+//! The verdict channel, guest side (the format is the conformance suite's:
+//! `conformance/src/channel.rs`): `pvabi-conform: BEGIN <test>`, one line per check,
+//! `pvabi-conform: END <test> <verdict>`, then SYSTEM_SHUTDOWN with the verdict's code.
+//!
+//! Lines are built without `core::fmt` (ring-0 code stays SSE-free) in one page-aligned page,
+//! and written with CONSOLE_WRITE once NEGOTIATE has granted CONSOLE; checks made before
+//! NEGOTIATE wait in the page until then. A guest that cannot negotiate cannot report: it
+//! halts, and the runner's verdict is CRASH, never PASS.
+
+use core::cell::UnsafeCell;
+
+use pvabi_guest::transport::Transport;
+use pvabi_guest::{gpa_of, Call, PortTransport};
+use pvabi_guest_rt::halt_forever;
+
+/// A check's verdict, in the channel's order of severity. (SKIP and ERROR join when a test
+/// needs them; the channel defines them.)
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+impl Verdict {
+    const fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+        }
+    }
+
+    /// The shutdown code for a run with this worst verdict.
+    const fn exit_code(self) -> u64 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Fail => 5,
+        }
+    }
+}
+
+#[repr(C, align(4096))]
+struct Page {
+    buf: [u8; 4096],
+    len: usize,
+    worst: Verdict,
+    live: bool,
+    port: u16,
+}
+
+struct Global(UnsafeCell<Page>);
+
+// SAFETY: the test guests run on vCPU 0 only and never re-enter the channel.
+unsafe impl Sync for Global {}
+
+static OUT: Global = Global(UnsafeCell::new(Page {
+    buf: [0; 4096],
+    len: 0,
+    worst: Verdict::Pass,
+    live: false,
+    port: pvabi_guest::abi::convention::DOORBELL_PORT,
+}));
+
+fn out() -> &'static mut Page {
+    // SAFETY: one vCPU, no re-entrancy (see `Global`).
+    unsafe { &mut *OUT.0.get() }
+}
+
+fn transport() -> PortTransport {
+    PortTransport::new(out().port)
+}
+
+/// Uses the doorbell port discovery found.
+pub fn set_doorbell(port: u16) {
+    out().port = port;
+}
+
+/// Writes what is buffered (one CONSOLE_WRITE; the buffer is one page, so it never crosses).
+fn flush() {
+    let o = out();
+    if o.live && o.len > 0 {
+        // SAFETY: CONSOLE_WRITE only reads the buffer.
+        unsafe {
+            transport().call(
+                Call::ConsoleWrite.code(),
+                [gpa_of(&o.buf), o.len as u64, 0, 0, 0, 0],
+            );
+        }
+        o.len = 0;
+    }
+}
+
+fn push(bytes: &[u8]) {
+    let o = out();
+    if o.len + bytes.len() > o.buf.len() {
+        flush();
+    }
+    let n = bytes.len().min(o.buf.len() - o.len);
+    o.buf[o.len..o.len + n].copy_from_slice(&bytes[..n]);
+    o.len += n;
+}
+
+fn hex(v: u64) {
+    let mut digits = [0u8; 18];
+    digits[0] = b'0';
+    digits[1] = b'x';
+    let mut n = 2;
+    let mut started = false;
+    for i in (0..16).rev() {
+        let d = ((v >> (i * 4)) & 0xf) as u8;
+        if d != 0 || started || i == 0 {
+            started = true;
+            digits[n] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+            n += 1;
+        }
+    }
+    push(&digits[..n]);
+}
+
+/// The start of a test.
+pub fn begin(test: &str) {
+    push(b"pvabi-conform: BEGIN ");
+    push(test.as_bytes());
+    push(b"\n");
+}
+
+/// One check: `ok` decides PASS or FAIL; on a FAIL the line says what was seen and expected.
+pub fn check(name: &str, requirements: &[&str], ok: bool, seen: u64, expected: u64) {
+    let verdict = if ok { Verdict::Pass } else { Verdict::Fail };
+    report(verdict, name, requirements);
+    if !ok {
+        push(b" -- got ");
+        hex(seen);
+        push(b", want ");
+        hex(expected);
+    }
+    push(b"\n");
+}
+
+fn report(verdict: Verdict, name: &str, requirements: &[&str]) {
+    let o = out();
+    o.worst = o.worst.max(verdict);
+    push(b"pvabi-conform: ");
+    push(verdict.word().as_bytes());
+    push(b" ");
+    push(name.as_bytes());
+    for r in requirements {
+        push(b" ");
+        push(r.as_bytes());
+    }
+}
+
+/// From now on lines go to the console: NEGOTIATE granted CONSOLE.
+pub fn go_live() {
+    out().live = true;
+    flush();
+}
+
+/// The end of the test: the END line, then SYSTEM_SHUTDOWN with the worst verdict's code.
+pub fn end(test: &str) -> ! {
+    let worst = out().worst;
+    push(b"pvabi-conform: END ");
+    push(test.as_bytes());
+    push(b" ");
+    push(worst.word().as_bytes());
+    push(b"\n");
+    flush();
+    // SAFETY: SYSTEM_SHUTDOWN ends the VM.
+    unsafe {
+        transport().call(
+            Call::SystemShutdown.code(),
+            [worst.exit_code(), 0, 0, 0, 0, 0],
+        );
+    }
+    halt_forever()
+}

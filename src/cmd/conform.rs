@@ -1,0 +1,111 @@
+//! `pvabi conform`: runs the conformance suite against the reference host and reports each
+//! test's verdict, traced to the specification's requirements.
+
+use std::process::ExitCode;
+
+use pvabi_conformance::report::{self, RequirementVerdict};
+use pvabi_conformance::Verdict;
+use pvabi_host::dispatch::HostConfig;
+
+use crate::conform::{self, TESTS};
+
+/// How `pvabi conform` prints its results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A readable summary.
+    Text,
+    /// The full report (tests, checks, and every requirement with its verdict).
+    Json,
+    /// TAP version 13, one test point per check.
+    Tap,
+    /// JUnit XML, one test case per check.
+    Junit,
+}
+
+/// Arguments of `pvabi conform`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// List the tests and exit.
+    #[arg(long)]
+    list: bool,
+    /// Run only the tests whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// Output format on stdout (progress goes to stderr).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Runs `pvabi conform`; the exit status is the worst verdict's (0 PASS, 3 SKIP, 4 ERROR,
+/// 5 FAIL, 6 CRASH).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let selected: Vec<_> = TESTS
+        .iter()
+        .filter(|t| args.filter.as_deref().is_none_or(|f| t.name.contains(f)))
+        .collect();
+    if args.list {
+        for t in &selected {
+            println!("{:<12} {}", t.name, t.what);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if selected.is_empty() {
+        anyhow::bail!(
+            "no test matches --filter {:?}; `pvabi conform --list` shows them",
+            args.filter.unwrap_or_default()
+        );
+    }
+    let host = HostConfig::default();
+    let mut results = Vec::new();
+    for (i, t) in selected.iter().enumerate() {
+        eprint!("[{}/{}] {} ... ", i + 1, selected.len(), t.name);
+        let r = conform::run_test(t, &host);
+        eprintln!("{} ({} checks)", r.verdict, r.checks.len());
+        results.push(r);
+    }
+    let report = conform::report(results, &host);
+    match args.format {
+        Format::Json => println!("{}", report.to_json()),
+        Format::Tap => print!("{}", report::tap(&report.tests)),
+        Format::Junit => print!("{}", report::junit(&report.tests)),
+        Format::Text => print!("{}", summary(&report)),
+    }
+    Ok(ExitCode::from(report.verdict.exit_code() as u8))
+}
+
+fn summary(r: &report::Report) -> String {
+    let mut s = String::new();
+    for t in &r.tests {
+        s += &format!("{:<6} {}\n", t.verdict.name(), t.test);
+        for c in t.checks.iter().filter(|c| c.verdict != Verdict::Pass) {
+            s += &format!(
+                "         {} {} {}{}\n",
+                c.verdict,
+                c.name,
+                c.requirements.join(" "),
+                c.message
+                    .as_deref()
+                    .map(|m| format!(" -- {m}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(reason) = &t.reason {
+            s += &format!("         {reason}\n");
+        }
+    }
+    let count = |v: RequirementVerdict| r.requirements.iter().filter(|q| q.verdict == v).count();
+    let checks: usize = r.tests.iter().map(|t| t.checks.len()).sum();
+    s += &format!(
+        "pvabi conform: {} against spec {} ({} tests, {checks} checks); requirements: {} pass, {} fail, {} warning, {} untested, {} not applicable (process rules), of {}\n",
+        r.verdict,
+        r.spec_version,
+        r.tests.len(),
+        count(RequirementVerdict::Pass),
+        count(RequirementVerdict::Fail),
+        count(RequirementVerdict::Warning),
+        count(RequirementVerdict::Untested),
+        count(RequirementVerdict::NotApplicable),
+        r.requirements.len()
+    );
+    s
+}
