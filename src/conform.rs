@@ -6,7 +6,10 @@
 //! VM's end to the channel's parser, so nothing here can turn a run without its verdict into
 //! a PASS.
 
-use std::time::Duration;
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use pvabi_conformance::channel::{self, RunEnd, TestResult};
 use pvabi_conformance::report::{self, Report, Requirement};
@@ -69,6 +72,179 @@ pub fn run_test(test: &TestInfo, host: &HostConfig) -> TestResult {
     }
 }
 
+/// Where a test runs: the reference host in this process, or an external VMM.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The reference host serving this configuration.
+    Reference(HostConfig),
+    /// An external VMM: a shell command in which `{image}` stands for the test image's path.
+    /// It must print the guest's console on stdout and exit with the guest's SYSTEM_SHUTDOWN
+    /// code when the guest shut down (`pvabi run --exit-with-guest-code` does); any other exit
+    /// status cannot match a verdict's code, so it is never taken for a PASS.
+    Command {
+        /// The command template.
+        template: String,
+        /// A directory to write the images to.
+        scratch: std::path::PathBuf,
+    },
+}
+
+impl Target {
+    /// Runs `test` here.
+    pub fn run(&self, test: &TestInfo) -> TestResult {
+        match self {
+            Target::Reference(host) => run_test(test, host),
+            Target::Command { template, scratch } => run_external(test, template, scratch),
+        }
+    }
+}
+
+/// Quotes `s` for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Runs `test` under the external VMM `template` (see [`Target::Command`]).
+pub fn run_external(test: &TestInfo, template: &str, scratch: &Path) -> TestResult {
+    let error = |why: String| TestResult {
+        test: test.name.to_owned(),
+        verdict: Verdict::Error,
+        checks: Vec::new(),
+        reason: Some(why.clone()),
+        end: RunEnd::Fault(why),
+    };
+    let image = scratch.join(format!("{}.elf", test.name));
+    if let Err(e) = std::fs::write(&image, (test.image)()) {
+        return error(format!("cannot write {}: {e}", image.display()));
+    }
+    let command = template.replace("{image}", &shell_quote(&image.to_string_lossy()));
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return error(format!("cannot run `{command}`: {e}")),
+    };
+    // Read the console on a thread, so that a full pipe cannot stall the VMM.
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut console = Vec::new();
+        let _ = stdout.read_to_end(&mut console);
+        console
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() > TEST_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return error(format!("waiting for `{command}`: {e}")),
+        }
+    };
+    let console = reader.join().unwrap_or_default();
+    let end = match status.and_then(|s| s.code()) {
+        Some(code) => RunEnd::Shutdown(code as u32),
+        None if status.is_none() => {
+            RunEnd::Fault(format!("`{command}` ran longer than {TEST_TIMEOUT:?}"))
+        }
+        None => RunEnd::Fault(format!("`{command}` was killed by a signal")),
+    };
+    channel::parse(test.name, &console, end)
+}
+
+/// Writes the suite to `dir` for a machine without the Rust toolchain: the test images, a
+/// manifest (each test, its image, and the checks and requirement IDs a conforming host
+/// reports, from a run on the reference host) and `run.sh`, which runs every image under
+/// `$HOST_CMD` and decides each verdict from the channel as `pvabi conform` does.
+pub fn export(dir: &Path) -> std::io::Result<serde_json::Value> {
+    std::fs::create_dir_all(dir.join("images"))?;
+    let mut tests = Vec::new();
+    for t in TESTS {
+        let image = format!("images/{}.elf", t.name);
+        std::fs::write(dir.join(&image), (t.image)())?;
+        let reference = run_test(t, &HostConfig::default());
+        tests.push(serde_json::json!({
+            "test": t.name,
+            "what": t.what,
+            "image": image,
+            "channel": {
+                "begin": format!("{}BEGIN {}", channel::PREFIX, t.name),
+                "end": format!("{}END {} <VERDICT>", channel::PREFIX, t.name),
+                "shutdown_codes": {"PASS": 0, "SKIP": 3, "ERROR": 4, "FAIL": 5},
+            },
+            "checks": reference.checks.iter().map(|c| serde_json::json!({
+                "check": c.name,
+                "requirements": c.requirements,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let manifest = serde_json::json!({
+        "suite_version": env!("CARGO_PKG_VERSION"),
+        "spec_version": pvabi_abi::version::Version(pvabi_abi::version::SPEC_VERSION).to_string(),
+        "host_cmd": "a shell command with {image}: prints the guest console on stdout, exits with the guest's SYSTEM_SHUTDOWN code",
+        "tests": tests,
+    });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).expect("a manifest always serializes"),
+    )?;
+    let names: Vec<&str> = TESTS.iter().map(|t| t.name).collect();
+    let script = RUN_SH.replace("@TESTS@", &names.join(" "));
+    let path = dir.join("run.sh");
+    std::fs::write(&path, script)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(manifest)
+}
+
+/// The exported suite's runner: POSIX shell, grep and sed only.
+const RUN_SH: &str = r#"#!/bin/sh
+# The pvabi conformance suite, exported by `pvabi conform --export`. Runs every test image
+# under your VMM and prints one verdict per test; exits with the worst (0 PASS, 3 SKIP,
+# 4 ERROR, 5 FAIL, 6 CRASH).
+#
+#   HOST_CMD='my-vmm --kernel {image}' ./run.sh
+#
+# HOST_CMD must print the guest's console on stdout and exit with the guest's
+# SYSTEM_SHUTDOWN code. A test that prints no END line is a CRASH; an END whose verdict
+# does not match the exit status is an ERROR. (`pvabi conform --host-cmd` decides the same way
+# and also checks every line; manifest.json lists the checks a conforming host reports.)
+set -u
+cd "$(dirname "$0")"
+: "${HOST_CMD:?set HOST_CMD to your VMM command, with {image} for the image path}"
+worst=0
+rank() { case "$1" in PASS) echo 0;; SKIP) echo 3;; ERROR) echo 4;; FAIL) echo 5;; *) echo 6;; esac; }
+for t in @TESTS@; do
+    image="images/$t.elf"
+    cmd=$(printf '%s' "$HOST_CMD" | sed "s|{image}|$image|g")
+    out=$(sh -c "$cmd" 2>/dev/null); code=$?
+    end=$(printf '%s\n' "$out" | sed -n "s/^pvabi-conform: END $t \([A-Z]*\)$/\1/p" | tail -n 1)
+    if [ -z "$end" ]; then
+        verdict=CRASH
+    elif [ "$(rank "$end")" != "$code" ]; then
+        verdict=ERROR
+    else
+        verdict=$end
+    fi
+    printf '%s\n' "$out" | grep '^pvabi-conform: \(FAIL\|ERROR\|SKIP\) ' | sed 's/^/    /'
+    echo "$verdict $t"
+    r=$(rank "$verdict")
+    [ "$r" -gt "$worst" ] && worst=$r
+done
+exit "$worst"
+"#;
+
 /// The specification's requirements, as the suite traces them.
 pub fn requirements() -> Vec<Requirement> {
     pvabi_spec::requirements()
@@ -81,22 +257,34 @@ pub fn requirements() -> Vec<Requirement> {
         .collect()
 }
 
-/// The report of a run.
-pub fn report(results: Vec<TestResult>, host: &HostConfig) -> Report {
+/// The report of a run on `target`.
+pub fn report(results: Vec<TestResult>, target: &Target) -> Report {
     let (requirements, _) = report::trace(&requirements(), &results);
-    let name_len = host.impl_name.iter().position(|&b| b == 0).unwrap_or(16);
+    let (implementation, profile) = match target {
+        Target::Reference(host) => {
+            let name_len = host.impl_name.iter().position(|&b| b == 0).unwrap_or(16);
+            (
+                serde_json::json!({
+                    "id": host.impl_id,
+                    "name": String::from_utf8_lossy(&host.impl_name[..name_len]),
+                    "version": host.impl_version.packed(),
+                    "host": "reference host (pvabi-host)",
+                }),
+                serde_json::json!({
+                    "serves": host.served.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+                }),
+            )
+        }
+        Target::Command { template, .. } => (
+            serde_json::json!({ "host_cmd": template }),
+            serde_json::json!({}),
+        ),
+    };
     Report {
         suite_version: env!("CARGO_PKG_VERSION").to_owned(),
         spec_version: pvabi_abi::version::Version(pvabi_abi::version::SPEC_VERSION).to_string(),
-        implementation: serde_json::json!({
-            "id": host.impl_id,
-            "name": String::from_utf8_lossy(&host.impl_name[..name_len]),
-            "version": host.impl_version.packed(),
-            "host": "reference host (pvabi-host)",
-        }),
-        profile: serde_json::json!({
-            "serves": host.served.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-        }),
+        implementation,
+        profile,
         verdict: Verdict::worst(results.iter().map(|r| r.verdict)),
         requirements,
         tests: results,

@@ -34,6 +34,15 @@ pub struct Args {
     /// Output format on stdout (progress goes to stderr).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Run each test image under this VMM command instead of the reference host: `{image}`
+    /// stands for the image's path; the command prints the guest console on stdout and exits
+    /// with the guest's SYSTEM_SHUTDOWN code (e.g. 'pvabi run --exit-with-guest-code {image}').
+    #[arg(long, value_name = "TEMPLATE")]
+    host_cmd: Option<String>,
+    /// Write the test images, a manifest and a runner script to DIR (for a machine without
+    /// the Rust toolchain) instead of running the suite.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["host_cmd", "list"])]
+    export: Option<std::path::PathBuf>,
 }
 
 /// Runs `pvabi conform`; the exit status is the worst verdict's (0 PASS, 3 SKIP, 4 ERROR,
@@ -49,6 +58,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(dir) = &args.export {
+        let manifest = conform::export(dir)
+            .map_err(|e| anyhow::anyhow!("cannot export to {}: {e}", dir.display()))?;
+        println!(
+            "wrote {} test images, manifest.json and run.sh to {}; run them with \
+             HOST_CMD='your-vmm {{image}}' {}/run.sh",
+            manifest["tests"].as_array().map_or(0, Vec::len),
+            dir.display(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if selected.is_empty() {
         anyhow::bail!(
             "no test matches --filter {:?}; `pvabi conform --list` shows them",
@@ -56,14 +77,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let host = HostConfig::default();
+    let target = match &args.host_cmd {
+        Some(template) => {
+            let scratch =
+                std::env::temp_dir().join(format!("pvabi-conform-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch)?;
+            conform::Target::Command {
+                template: template.clone(),
+                scratch: scratch.clone(),
+            }
+        }
+        None => conform::Target::Reference(host.clone()),
+    };
     let mut results = Vec::new();
     for (i, t) in selected.iter().enumerate() {
         eprint!("[{}/{}] {} ... ", i + 1, selected.len(), t.name);
-        let r = conform::run_test(t, &host);
+        let r = target.run(t);
         eprintln!("{} ({} checks)", r.verdict, r.checks.len());
         results.push(r);
     }
-    let report = conform::report(results, &host);
+    if let conform::Target::Command { scratch, .. } = &target {
+        let _ = std::fs::remove_dir_all(scratch);
+    }
+    let report = conform::report(results, &target);
     match args.format {
         Format::Json => println!("{}", report.to_json()),
         Format::Tap => print!("{}", report::tap(&report.tests)),

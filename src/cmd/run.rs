@@ -36,7 +36,10 @@ Exit status (how the guest ended):
   5  the VM faulted: triple fault, unexpected exit, stuck vCPU (e.g. HLT with interrupts
      off), or --timeout passed; printed with the vCPU's registers
   6  the host could not run the guest: no /dev/kvm or no permission, image missing or not
-     a loadable ELF (the path is named), bad --mem/--vcpus, too little memory";
+     a loadable ELF (the path is named), bad --mem/--vcpus, too little memory
+With --exit-with-guest-code: the guest's SYSTEM_SHUTDOWN code (its low 8 bits) when it shut
+down, and 128 plus the status above (131, 132, 133, 134) when it ended otherwise; this is the
+contract `pvabi conform --host-cmd` expects of a VMM.";
 
 /// Arguments of `pvabi run`.
 #[derive(Debug, clap::Args)]
@@ -66,6 +69,9 @@ pub struct Args {
     /// current release).
     #[arg(long, value_name = "VERSIONS", value_parser = parse_versions)]
     pub serve: Option<Versions>,
+    /// Exit with the guest's shutdown code (see below), as `pvabi conform --host-cmd` needs.
+    #[arg(long)]
+    pub exit_with_guest_code: bool,
 }
 
 /// The versions `--serve` names.
@@ -162,11 +168,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("pvabi run: error: {e}{}", flag_advice(&e));
-            return Ok(ExitCode::from(EXIT_HOST_ERROR));
+            let offset = if args.exit_with_guest_code { 128 } else { 0 };
+            return Ok(ExitCode::from(offset + EXIT_HOST_ERROR));
         }
     };
     let status = exit_status(&outcome.end);
     eprintln!("{}", summary(&what, &args, &outcome, status));
+    if args.exit_with_guest_code {
+        return Ok(ExitCode::from(guest_code_status(&outcome.end)));
+    }
     Ok(ExitCode::from(status))
 }
 
@@ -183,6 +193,15 @@ fn flag_advice(e: &RunError) -> String {
         VmError::VcpuCount { max, .. } => format!("; pass --vcpus N with N from 1 to {max}"),
         VmError::Thread(_) => "; pass a lower --vcpus".into(),
         _ => String::new(),
+    }
+}
+
+/// The exit status under `--exit-with-guest-code`: the shutdown code, or 128 + the usual
+/// status for any other end (so that no other end can pass for a shutdown with a small code).
+pub fn guest_code_status(end: &VmEnd) -> u8 {
+    match end {
+        VmEnd::Shutdown(code) => (code & 0xff) as u8,
+        other => 128 + exit_status(other),
     }
 }
 
