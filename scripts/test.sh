@@ -28,8 +28,9 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy (workspace, all targets, warnings are errors)"
+echo "==> cargo clippy (workspace, all targets, warnings are errors; default features, then the self-test build)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features pvabi/self-test -- -D warnings
 echo "==> bare-metal guests (guest-ref/bare, a workspace of its own): fmt and clippy"
 # The guests are built without SSE; rustc notes that `-sse2` will one day be an error for
 # this target (rust-lang/rust#116344). That notice is expected and is not a lint.
@@ -40,5 +41,5 @@ echo "==> bare-metal guests (guest-ref/bare, a workspace of its own): fmt and cl
         cargo clippy --locked --release --target x86_64-unknown-linux-gnu \
         --target-dir ../../target/bare-clippy -- -D warnings
 )
-echo "==> cargo test (workspace)"
-cargo test --workspace --locked
+echo "==> cargo test (workspace; with the self-test feature, so that pvabi conform --self-test runs)"
+cargo test --workspace --locked --features pvabi/self-test

@@ -140,3 +140,20 @@ fn export_writes_a_suite_that_runs_without_the_toolchain() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("CRASH base"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The suite tests itself: against the reference host with each named fault injected, some
+/// test must not PASS. (Only in builds with the `self-test` feature, which the README's test
+/// command enables.)
+#[cfg(feature = "self-test")]
+#[test]
+fn self_test_catches_every_injected_fault() {
+    if !kvm_or_skip("self_test_catches_every_injected_fault") {
+        return;
+    }
+    let out = pvabi(&["conform", "--self-test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("MISSED"), "{stdout}");
+    let caught = stdout.lines().filter(|l| l.starts_with("caught")).count();
+    assert!(caught >= 9, "{stdout}");
+}

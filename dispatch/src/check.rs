@@ -27,6 +27,7 @@ use pvabi_abi::status::Status;
 use pvabi_abi::version::Version;
 use zerocopy::TryFromBytes;
 
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::Inner;
@@ -128,10 +129,18 @@ impl<M: Machine> Inner<M> {
     /// Checks 1-4.
     pub(crate) fn gate(&self, code: u64, ctx: Ctx) -> Result<&'static CallDescriptor, Status> {
         let negotiated = self.negotiated();
+        let unknown = if injected!(self, UnknownCodeIsInvalidParameter) {
+            Status::InvalidParameter
+        } else {
+            Status::NotSupported
+        };
         let d = self
             .known(code, negotiated.map(|n| n.version))
-            .ok_or(Status::NotSupported)?;
+            .ok_or(unknown)?;
         if let Some(feature) = d.feature {
+            if negotiated.is_none() && injected!(self, UngatedBeforeNegotiate) {
+                return Ok(d);
+            }
             let n = negotiated.ok_or(Status::NotNegotiated)?;
             if !n.granted.contains(feature) {
                 return Err(Status::NotGranted);

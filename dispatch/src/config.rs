@@ -139,6 +139,10 @@ pub struct HostConfig {
     /// counts are always kept (per-vCPU atomics); the effect records take a lock per call
     /// that has one, so a VMM that never reads the report can turn them off.
     pub record_effects: bool,
+    /// A defect to inject (feature `fault-injection` only), for proving that the conformance
+    /// suite catches it.
+    #[cfg(feature = "fault-injection")]
+    pub inject: Option<crate::faults::InjectedFault>,
     /// Number of vCPUs (CPUID `B+3` edx, `VcpuIndex` checks). Must match the machine.
     pub vcpus: u32,
     /// How many MULTICALL entries one exit runs before the host preempts the batch with
@@ -224,6 +228,8 @@ impl HostConfig {
             strict: false,
             allow_user_mode_calls: false,
             record_effects: true,
+            #[cfg(feature = "fault-injection")]
+            inject: None,
             vcpus: 1,
             max_multicall: MULTICALL_MAX_ENTRIES as u32,
             console: ConsoleSink::default(),

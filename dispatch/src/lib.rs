@@ -104,6 +104,10 @@ mod console;
 mod events;
 #[cfg(any(test, feature = "test-util"))]
 mod fake;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
+#[cfg(not(feature = "fault-injection"))]
+mod faults;
 mod guest_mem;
 mod machine;
 mod memory;

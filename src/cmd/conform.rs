@@ -43,6 +43,11 @@ pub struct Args {
     /// the Rust toolchain) instead of running the suite.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["host_cmd", "list"])]
     export: Option<std::path::PathBuf>,
+    /// Run the suite against the reference host once per injected fault, and fail unless a
+    /// test catches every one (only in builds with the `self-test` feature).
+    #[cfg(feature = "self-test")]
+    #[arg(long, conflicts_with_all = ["host_cmd", "export", "list"])]
+    self_test: bool,
 }
 
 /// Runs `pvabi conform`; the exit status is the worst verdict's (0 PASS, 3 SKIP, 4 ERROR,
@@ -57,6 +62,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{:<12} {}", t.name, t.what);
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    #[cfg(feature = "self-test")]
+    if args.self_test {
+        return self_test(&selected);
     }
     if let Some(dir) = &args.export {
         let manifest = conform::export(dir)
@@ -107,6 +116,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => print!("{}", summary(&report)),
     }
     Ok(ExitCode::from(report.verdict.exit_code() as u8))
+}
+
+/// `--self-test`: one run of the selected tests per injected fault; a fault is caught when a
+/// test's verdict is not PASS. Prints the catch table and exits 0 only if every fault is caught.
+#[cfg(feature = "self-test")]
+fn self_test(tests: &[&conform::TestInfo]) -> anyhow::Result<ExitCode> {
+    use pvabi_dispatch::faults::InjectedFault;
+    let mut caught = 0;
+    for fault in InjectedFault::ALL {
+        let host = HostConfig {
+            inject: Some(fault),
+            ..HostConfig::default()
+        };
+        let results: Vec<_> = tests.iter().map(|t| conform::run_test(t, &host)).collect();
+        let by: Vec<String> = results
+            .iter()
+            .filter(|r| r.verdict != Verdict::Pass)
+            .map(|r| {
+                let checks: Vec<&str> = r
+                    .checks
+                    .iter()
+                    .filter(|c| c.verdict != Verdict::Pass)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                format!("{} {} ({})", r.test, r.verdict, checks.join(", "))
+            })
+            .collect();
+        if by.is_empty() {
+            println!("MISSED  {}", fault.name());
+        } else {
+            caught += 1;
+            println!("caught  {:<40} by {}", fault.name(), by.join("; "));
+        }
+    }
+    let total = InjectedFault::ALL.len();
+    println!("pvabi conform --self-test: {caught} of {total} injected faults caught");
+    Ok(if caught == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(Verdict::Fail.exit_code() as u8)
+    })
 }
 
 fn summary(r: &report::Report) -> String {

@@ -1,0 +1,82 @@
+//! Fault injection (feature `fault-injection`, never in a default build): named defects of
+//! the kinds real implementations have, switched on one at a time through
+//! [`HostConfig::inject`](crate::HostConfig::inject), so that the conformance suite can prove
+//! it catches each (`pvabi conform --self-test`).
+
+/// A defect the dispatcher can be told to have.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InjectedFault {
+    /// GET_SPEC_VERSION keeps answering `negotiated` 0 after NEGOTIATE (a stale field).
+    SpecVersionForgetsNegotiated,
+    /// PROBE_FEATURES reports every offered feature as granted before NEGOTIATE.
+    ProbeFeaturesGrantsBeforeNegotiate,
+    /// PROBE_CALL reports an unknown code as AVAILABLE instead of ABSENT.
+    ProbeCallUnknownIsAvailable,
+    /// An unknown call code gets INVALID_PARAMETER instead of NOT_SUPPORTED (a wrong status).
+    UnknownCodeIsInvalidParameter,
+    /// A second NEGOTIATE succeeds again instead of LOCKED.
+    NegotiateNotLocked,
+    /// NEGOTIATE grants every offered feature, whatever `optional` asked for.
+    NegotiateGrantsEverythingOffered,
+    /// NEGOTIATE accepts the requested minimum minor instead of the highest it serves.
+    NegotiateAcceptsTheMinimumMinor,
+    /// GET_IMPL_ID's name has bytes after its NUL terminator.
+    ImplNameNotPadded,
+    /// Feature calls are performed before NEGOTIATE (the feature gate is missing).
+    UngatedBeforeNegotiate,
+}
+
+#[cfg(feature = "fault-injection")]
+impl InjectedFault {
+    /// Every fault.
+    pub const ALL: [InjectedFault; 9] = [
+        InjectedFault::SpecVersionForgetsNegotiated,
+        InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
+        InjectedFault::ProbeCallUnknownIsAvailable,
+        InjectedFault::UnknownCodeIsInvalidParameter,
+        InjectedFault::NegotiateNotLocked,
+        InjectedFault::NegotiateGrantsEverythingOffered,
+        InjectedFault::NegotiateAcceptsTheMinimumMinor,
+        InjectedFault::ImplNameNotPadded,
+        InjectedFault::UngatedBeforeNegotiate,
+    ];
+
+    /// A short name (kebab case).
+    pub const fn name(self) -> &'static str {
+        match self {
+            InjectedFault::SpecVersionForgetsNegotiated => "spec-version-forgets-negotiated",
+            InjectedFault::ProbeFeaturesGrantsBeforeNegotiate => {
+                "probe-features-grants-before-negotiate"
+            }
+            InjectedFault::ProbeCallUnknownIsAvailable => "probe-call-unknown-is-available",
+            InjectedFault::UnknownCodeIsInvalidParameter => "unknown-code-is-invalid-parameter",
+            InjectedFault::NegotiateNotLocked => "negotiate-not-locked",
+            InjectedFault::NegotiateGrantsEverythingOffered => {
+                "negotiate-grants-everything-offered"
+            }
+            InjectedFault::NegotiateAcceptsTheMinimumMinor => "negotiate-accepts-the-minimum-minor",
+            InjectedFault::ImplNameNotPadded => "impl-name-not-padded",
+            InjectedFault::UngatedBeforeNegotiate => "ungated-before-negotiate",
+        }
+    }
+}
+
+/// Whether fault `$f` is injected into the dispatcher behind `$h` (always false without the
+/// feature, so the check costs nothing in a default build).
+#[cfg(feature = "fault-injection")]
+macro_rules! injected {
+    ($h:expr, $f:ident) => {
+        $h.config.inject == Some($crate::faults::InjectedFault::$f)
+    };
+}
+
+#[cfg(not(feature = "fault-injection"))]
+macro_rules! injected {
+    ($h:expr, $f:ident) => {
+        false
+    };
+}
+
+pub(crate) use injected;
