@@ -30,11 +30,18 @@ pub struct TestInfo {
 }
 
 /// Every test, in the order they run.
-pub const TESTS: &[TestInfo] = &[TestInfo {
-    name: "base",
-    what: "discovery (CPUID leaves) and the Base family: versions, identity, probing, NEGOTIATE and its refusals",
-    image: pvabi_guest_images::conform_base,
-}];
+pub const TESTS: &[TestInfo] = &[
+    TestInfo {
+        name: "base",
+        what: "discovery (CPUID leaves) and the Base family: versions, identity, probing, NEGOTIATE and its refusals",
+        image: pvabi_guest_images::conform_base,
+    },
+    TestInfo {
+        name: "time",
+        what: "the clocks and the shared time page: monotonic order, wall-clock range, page initialisation, seqlock, refresh, unregistering",
+        image: pvabi_guest_images::conform_time,
+    },
+];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -60,7 +60,7 @@ fn the_json_report_traces_every_requirement() {
         (Some("base"), Some("PASS"))
     );
     // Progress goes to stderr.
-    assert!(String::from_utf8_lossy(&out.stderr).contains("[1/1] base ... PASS"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("] base ... PASS"));
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn host_cmd_runs_the_images_under_an_external_vmm() {
     // A "VMM" that fakes the channel without running the guest: END PASS with no check is
     // an ERROR.
     let liar = "printf 'pvabi-conform: BEGIN base\\npvabi-conform: END base PASS\\n' # {image}";
-    let out = pvabi(&["conform", "--host-cmd", liar]);
+    let out = pvabi(&["conform", "--filter", "base", "--host-cmd", liar]);
     assert_eq!(
         out.status.code(),
         Some(4),

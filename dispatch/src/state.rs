@@ -254,6 +254,9 @@ pub(crate) struct Inner<M: Machine> {
     pub timers: Mutex<Vec<Option<u64>>>,
     pub timers_cv: Condvar,
     pub time_page: Mutex<Option<TimePageReg>>,
+    /// The `monotonic_ns` of the last time-page update (0: no page), read without a lock by
+    /// TIME_MONOTONIC to catch a page the refresh thread has not kept up with.
+    pub time_page_written_ns: AtomicU64,
     pub time_cv: Condvar,
     pub ring_generation: AtomicU64,
     /// Set when the VM ends (a system call took effect): no ring consumes any more.
@@ -283,6 +286,7 @@ impl<M: Machine> Inner<M> {
                 timers: Mutex::new(vec![None; n]),
                 timers_cv: Condvar::new(),
                 time_page: Mutex::new(None),
+                time_page_written_ns: AtomicU64::new(0),
                 time_cv: Condvar::new(),
                 ring_generation: AtomicU64::new(0),
                 rings_stopped: AtomicBool::new(false),

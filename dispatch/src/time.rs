@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pvabi_abi::calls::Call;
+use pvabi_abi::convention::PAGE_SIZE;
 use pvabi_abi::events::EventKind;
 use pvabi_abi::preview2::TimePageV2;
 use pvabi_abi::status::Status;
@@ -28,7 +29,11 @@ pub(crate) const TIME_PAGE_MAX_REFRESH: Duration = Duration::from_millis(5);
 
 pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     match r.call {
-        Call::TimeMonotonic => done(&[h.now_ns()]),
+        Call::TimeMonotonic => {
+            let now = h.now_ns();
+            h.refresh_stale_time_page(now);
+            done(&[now])
+        }
         Call::TimeWallclock => {
             let (sec, nsec) = wallclock();
             done(&[sec, u64::from(nsec)])
@@ -64,7 +69,13 @@ fn set_page<M: Machine>(h: &Inner<M>, page: Option<u64>) -> Result<Reply, Status
     let old = {
         let mut reg = lock(&h.time_page);
         let old = reg.take();
+        if page.is_none() {
+            h.time_page_written_ns
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(gpa) = page {
+            // TIME-008: the rest of the page reads 0, whatever the guest left there.
+            guest_mem::write(h.machine.memory(), gpa, &[0u8; PAGE_SIZE as usize]);
             let mut new = TimePageReg { gpa, seq: 0 };
             h.write_time_page(&mut new);
             *reg = Some(new);
@@ -158,9 +169,30 @@ fn set_timer<M: Machine>(h: &Inner<M>, vcpu: u32, deadline: u64) -> Result<Reply
 }
 
 impl<M: Machine> Inner<M> {
+    /// Brings the time page up to date if the refresh thread has let it grow older than
+    /// TIME_PAGE_MAX_REFRESH (a loaded host can starve that thread): so a snapshot read after
+    /// a TIME_MONOTONIC call is never older than TIME-027 allows. Takes no lock when the page
+    /// is fresh, and never waits for one (the refresh thread holding it is refreshing).
+    fn refresh_stale_time_page(&self, now: u64) {
+        let written = self
+            .time_page_written_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let max = TIME_PAGE_MAX_REFRESH.as_nanos() as u64;
+        if written == 0 || now.saturating_sub(written) <= max {
+            return;
+        }
+        if let Ok(mut reg) = self.time_page.try_lock() {
+            if let Some(r) = reg.as_mut() {
+                self.write_time_page(r);
+            }
+        }
+    }
+
     /// Writes the time page under the seqlock: sequence odd, fields, sequence even. Only
     /// the host's own sequence counter is used, never the value in guest memory.
     pub(crate) fn write_time_page(&self, reg: &mut TimePageReg) {
+        self.time_page_written_ns
+            .store(self.now_ns().max(1), std::sync::atomic::Ordering::Relaxed);
         if self.negotiated().is_some_and(|n| n.version.major() == 2) {
             return self.write_time_page_v2(reg);
         }

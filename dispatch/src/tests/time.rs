@@ -368,3 +368,18 @@ fn stopping_a_vcpu_unregisters_its_steal_page() {
     let fresh: StealTimePage = h.read(PAGE2);
     assert_eq!((fresh.steal_ns, fresh.preemptions), (0, 0));
 }
+
+/// TIME-008: before TIME_SET_PAGE succeeds, the rest of the page (after the `TimePage`) is 0,
+/// whatever the guest left there. (Found by the conformance suite's `time` test.)
+#[test]
+fn set_page_zeroes_the_rest_of_the_page() {
+    let h = H::ready(1);
+    h.write(PAGE1, &[0xffu8; 4096]);
+    assert_eq!(h.status(0, Call::TimeSetPage, &[PAGE1]), Status::Success);
+    let page: [u8; 4096] = h.read(PAGE1);
+    let body = std::mem::size_of::<TimePage>();
+    assert!(
+        page[body..].iter().all(|&b| b == 0),
+        "rest of the page not zeroed"
+    );
+}

@@ -43,6 +43,12 @@ pub fn conform_base() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_BASE"))
 }
 
+/// The conformance test `time` (`guest-ref/bare/conform/src/time.rs`): the clocks and the
+/// shared time page.
+pub fn conform_time() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_TIME"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -54,6 +60,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("bench", bench),
     ("matrix", matrix),
     ("conform-base", conform_base),
+    ("conform-time", conform_time),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

@@ -11,6 +11,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("bench", env!("PVABI_GUEST_BENCH")),
     ("matrix", env!("PVABI_GUEST_MATRIX")),
     ("conform-base", env!("PVABI_GUEST_CONFORM_BASE")),
+    ("conform-time", env!("PVABI_GUEST_CONFORM_TIME")),
 ];
 
 #[test]
