@@ -26,12 +26,20 @@ pub enum InjectedFault {
     ImplNameNotPadded,
     /// Feature calls are performed before NEGOTIATE (the feature gate is missing).
     UngatedBeforeNegotiate,
+    /// TIME_SET_PAGE leaves the rest of the page as the guest had it.
+    TimePageRestNotZeroed,
+    /// TIME_WALLCLOCK's nanoseconds run past one second (an off-by-one bound).
+    WallclockNanosecondsOverflow,
+    /// The time page is written once and never refreshed.
+    TimePageNotRefreshed,
+    /// An unregistered time page goes on being written.
+    TimePageWrittenAfterUnregister,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 9] = [
+    pub const ALL: [InjectedFault; 13] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -41,6 +49,10 @@ impl InjectedFault {
         InjectedFault::NegotiateAcceptsTheMinimumMinor,
         InjectedFault::ImplNameNotPadded,
         InjectedFault::UngatedBeforeNegotiate,
+        InjectedFault::TimePageRestNotZeroed,
+        InjectedFault::WallclockNanosecondsOverflow,
+        InjectedFault::TimePageNotRefreshed,
+        InjectedFault::TimePageWrittenAfterUnregister,
     ];
 
     /// A short name (kebab case).
@@ -59,6 +71,10 @@ impl InjectedFault {
             InjectedFault::NegotiateAcceptsTheMinimumMinor => "negotiate-accepts-the-minimum-minor",
             InjectedFault::ImplNameNotPadded => "impl-name-not-padded",
             InjectedFault::UngatedBeforeNegotiate => "ungated-before-negotiate",
+            InjectedFault::TimePageRestNotZeroed => "time-page-rest-not-zeroed",
+            InjectedFault::WallclockNanosecondsOverflow => "wallclock-nanoseconds-overflow",
+            InjectedFault::TimePageNotRefreshed => "time-page-not-refreshed",
+            InjectedFault::TimePageWrittenAfterUnregister => "time-page-written-after-unregister",
         }
     }
 }

@@ -13,6 +13,7 @@ use pvabi_abi::status::Status;
 use pvabi_abi::time::{StealTimePage, TimePage};
 use zerocopy::IntoBytes;
 
+use crate::faults::injected;
 use crate::guest_mem::{self, SeqWidth};
 use crate::machine::Machine;
 use crate::state::{Inner, Owner, StealPageReg, TimePageReg};
@@ -36,6 +37,11 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         }
         Call::TimeWallclock => {
             let (sec, nsec) = wallclock();
+            let nsec = if injected!(h, WallclockNanosecondsOverflow) {
+                nsec + 1_000_000_000
+            } else {
+                nsec
+            };
             done(&[sec, u64::from(nsec)])
         }
         Call::TimeFrequency => done(&[h.config.tsc_hz, h.config.timer_resolution_ns]),
@@ -68,6 +74,10 @@ fn set_page<M: Machine>(h: &Inner<M>, page: Option<u64>) -> Result<Reply, Status
     }
     let old = {
         let mut reg = lock(&h.time_page);
+        if page.is_none() && injected!(h, TimePageWrittenAfterUnregister) {
+            // The registration stays (the page is released below all the same).
+            return done(&[]);
+        }
         let old = reg.take();
         if page.is_none() {
             h.time_page_written_ns
@@ -75,7 +85,9 @@ fn set_page<M: Machine>(h: &Inner<M>, page: Option<u64>) -> Result<Reply, Status
         }
         if let Some(gpa) = page {
             // TIME-008: the rest of the page reads 0, whatever the guest left there.
-            guest_mem::write(h.machine.memory(), gpa, &[0u8; PAGE_SIZE as usize]);
+            if !injected!(h, TimePageRestNotZeroed) {
+                guest_mem::write(h.machine.memory(), gpa, &[0u8; PAGE_SIZE as usize]);
+            }
             let mut new = TimePageReg { gpa, seq: 0 };
             h.write_time_page(&mut new);
             *reg = Some(new);
@@ -174,6 +186,9 @@ impl<M: Machine> Inner<M> {
     /// a TIME_MONOTONIC call is never older than TIME-027 allows. Takes no lock when the page
     /// is fresh, and never waits for one (the refresh thread holding it is refreshing).
     fn refresh_stale_time_page(&self, now: u64) {
+        if injected!(self, TimePageNotRefreshed) {
+            return;
+        }
         let written = self
             .time_page_written_ns
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -263,6 +278,7 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
     while !h.stopping() {
         // Without a page, sleep until TIME_SET_PAGE (or shutdown) wakes the thread.
         let wait = match reg.as_mut() {
+            Some(_) if injected!(h, TimePageNotRefreshed) => TIMER_IDLE_WAIT,
             Some(r) => {
                 h.write_time_page(r);
                 h.config.time_refresh.min(TIME_PAGE_MAX_REFRESH)
