@@ -258,6 +258,13 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
 /// calibration is off, and the page is written without `TSC_VALID` instead.
 const MAX_CLAMP_WAIT_NS: u64 = 20_000;
 
+/// A TSC sample whose monotonic bracket is wider than this (the thread was preempted while
+/// taking it) is not used while the page's last parameters are younger than
+/// [`STALE_PARAMS_NS`]: the update is skipped instead.
+const MAX_SAMPLE_WIDTH_NS: u64 = 10_000;
+/// See [`MAX_SAMPLE_WIDTH_NS`].
+const STALE_PARAMS_NS: u64 = 4_000_000;
+
 /// Baseline after which the TSC rate is measured instead of taken from the nominal one.
 const RATE_BASELINE_NS: u64 = 100_000_000;
 
@@ -317,6 +324,12 @@ pub(crate) fn scale(ns: u64, ticks: u64) -> Option<(i32, u32)> {
 }
 
 impl TscClock {
+    /// Whether the last parameters are younger than [`STALE_PARAMS_NS`] at `now`.
+    fn is_fresh(&self, now: u64) -> bool {
+        self.last
+            .is_some_and(|p| now.saturating_sub(p.monotonic_ns) < STALE_PARAMS_NS)
+    }
+
     /// The parameters for a new update from `sample`, taken now: the rate measured since the
     /// first sample (after [`RATE_BASELINE_NS`]) or else the nominal `hz`; `monotonic_ns` is
     /// raised to what the last parameters give at the new timestamp if they run ahead, so the
@@ -353,8 +366,9 @@ impl TscClock {
 
 impl<M: Machine> Inner<M> {
     /// A TSC reading bracketed by two monotonic readings: of three tries, the one with the
-    /// narrowest bracket, timed at its middle. `None` without a machine TSC.
-    fn tsc_sample(&self) -> Option<(TscSample, u64)> {
+    /// narrowest bracket, timed at its middle, with the nominal rate and the bracket's width.
+    /// `None` without a machine TSC.
+    fn tsc_sample(&self) -> Option<(TscSample, u64, u64)> {
         let mut best: Option<(TscSample, u64, u64)> = None;
         for _ in 0..3 {
             let a = self.now_ns();
@@ -366,7 +380,7 @@ impl<M: Machine> Inner<M> {
                 best = Some((TscSample { tsc: t.tsc, ns }, t.hz, width));
             }
         }
-        best.map(|(s, hz, _)| (s, hz))
+        best
     }
 
     /// Writes the time page with `TIME_PAGE_TSC_VALID` from a fresh TSC sample; `false` (and
@@ -376,9 +390,13 @@ impl<M: Machine> Inner<M> {
         if self.negotiated().is_some_and(|n| n.version.major() == 2) {
             return false;
         }
-        let Some((sample, hz)) = self.tsc_sample() else {
+        let Some((sample, hz, width)) = self.tsc_sample() else {
             return false;
         };
+        if width > MAX_SAMPLE_WIDTH_NS && clock.is_fresh(sample.ns) {
+            // A poor sample; the page's parameters are still good: try again next time.
+            return true;
+        }
         let (wall_sec, wall_nsec) = wallclock();
         let wall_at = self.now_ns();
         let Some(p) = clock.next(sample, hz) else {
