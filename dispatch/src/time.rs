@@ -263,7 +263,7 @@ const MAX_CLAMP_WAIT_NS: u64 = 20_000;
 /// [`STALE_PARAMS_NS`]: the update is skipped instead.
 const MAX_SAMPLE_WIDTH_NS: u64 = 10_000;
 /// See [`MAX_SAMPLE_WIDTH_NS`].
-const STALE_PARAMS_NS: u64 = 4_000_000;
+const STALE_PARAMS_NS: u64 = 8_000_000;
 
 /// Baseline after which the TSC rate is measured instead of taken from the nominal one.
 const RATE_BASELINE_NS: u64 = 100_000_000;

@@ -313,8 +313,8 @@ struct Shared {
     ended: AtomicBool,
     /// vCPUs running or being started; the VM ends when this drops to zero.
     active: Mutex<u32>,
-    /// The guest TSC from the host's, if it could be established at creation.
-    tsc: Option<TscLink>,
+    /// The guest TSC from the host's, or why it could not be established at creation.
+    tsc: Result<TscLink, &'static str>,
 }
 
 /// A cloneable handle the host uses, from any thread, to act on a VM.
@@ -353,7 +353,12 @@ impl VmCtl {
     /// How to compute every vCPU's TSC from the host's (`None`: not known, see
     /// [`TscLink`]).
     pub fn tsc(&self) -> Option<TscLink> {
-        self.shared.tsc
+        self.shared.tsc.ok()
+    }
+
+    /// Why [`tsc`](Self::tsc) is `None` (for diagnostics), or `None` if it is not.
+    pub fn tsc_unavailable(&self) -> Option<&'static str> {
+        self.shared.tsc.err()
     }
 
     /// The boot page table root (the CR3 `start_vcpu` uses for `cr3 == 0`).

@@ -81,21 +81,25 @@ fn msr_bracket(fd: &VcpuFd) -> Option<(u64, u64, u64)> {
     (n == 1).then(|| (before, msrs.as_slice()[0].data, after))
 }
 
-/// The link for these vCPUs, or `None` if it cannot be established (see the module docs).
-pub(super) fn link(fds: &[VcpuFd]) -> Option<TscLink> {
+/// The link for these vCPUs, or why it cannot be established (see the module docs).
+pub(super) fn link(fds: &[VcpuFd]) -> Result<TscLink, &'static str> {
     if !host_clocksource_is_tsc() {
-        return None;
+        return Err("the host's clocksource is not tsc");
     }
     let mut link: Option<TscLink> = None;
     for fd in fds {
-        let khz = fd.get_tsc_khz().ok().filter(|&k| k != 0)?;
-        let offset = kvm_offset(fd)?;
+        let khz = fd
+            .get_tsc_khz()
+            .ok()
+            .filter(|&k| k != 0)
+            .ok_or("KVM_GET_TSC_KHZ failed")?;
+        let offset = kvm_offset(fd).ok_or("KVM_VCPU_TSC_OFFSET is not readable")?;
         // Two readings: the offset must put the guest TSC inside both brackets.
         for _ in 0..2 {
-            let (before, guest, after) = msr_bracket(fd)?;
+            let (before, guest, after) = msr_bracket(fd).ok_or("KVM_GET_MSRS(IA32_TSC) failed")?;
             let (lo, hi) = (before.wrapping_add(offset), after.wrapping_add(offset));
             if guest.wrapping_sub(lo) > hi.wrapping_sub(lo) {
-                return None;
+                return Err("IA32_TSC does not match the host TSC plus KVM's offset");
             }
         }
         let this = TscLink {
@@ -103,9 +107,9 @@ pub(super) fn link(fds: &[VcpuFd]) -> Option<TscLink> {
             hz: u64::from(khz) * 1000,
         };
         if link.is_some_and(|l| l != this) {
-            return None;
+            return Err("the vCPUs' TSC rates or offsets differ");
         }
         link = Some(this);
     }
-    link
+    link.ok_or("no vCPU")
 }
