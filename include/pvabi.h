@@ -316,7 +316,10 @@
 #define PVABI_CRASH_MESSAGE_MAX 4096
 
 /**
- * `TimePage::flags`: the TSC fields are valid and may be used to interpolate.
+ * `TimePage::flags`: the TSC fields are valid and may be used to interpolate. A host sets it
+ * only while every vCPU's TSC advances at one constant rate from a common origin
+ * (PVABI-TIME-011), with a `tsc_timestamp` the counters had reached before the update and
+ * fresh values at least every 10 ms (PVABI-TIME-036, PVABI-TIME-037).
  */
 #define PVABI_TIME_PAGE_TSC_VALID (1 << 0)
 

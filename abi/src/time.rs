@@ -7,7 +7,10 @@ use crate::calls::{
 };
 use crate::features::Features;
 
-/// `TimePage::flags`: the TSC fields are valid and may be used to interpolate.
+/// `TimePage::flags`: the TSC fields are valid and may be used to interpolate. A host sets it
+/// only while every vCPU's TSC advances at one constant rate from a common origin
+/// (PVABI-TIME-011), with a `tsc_timestamp` the counters had reached before the update and
+/// fresh values at least every 10 ms (PVABI-TIME-036, PVABI-TIME-037).
 pub const TIME_PAGE_TSC_VALID: u32 = 1 << 0;
 
 /// The shared time page, at offset 0 of the page registered with TIME_SET_PAGE.

@@ -137,7 +137,7 @@ pub use config::{
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use fake::{FakeLog, FakeMachine, MemoryHook};
-pub use machine::Machine;
+pub use machine::{GuestTsc, Machine};
 pub use report::Report;
 
 use check::{Block, Ctx};

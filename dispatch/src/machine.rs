@@ -37,4 +37,22 @@ pub trait Machine: Send + Sync + 'static {
     /// the machine may drop their backing. The dispatcher zeroes them again when they are
     /// reclaimed, so a machine may also do nothing.
     fn release_pages(&self, gpas: &[u64]);
+
+    /// The vCPUs' time-stamp counter now, read without stopping any vCPU, or `None` (the
+    /// default) if the machine cannot read it or the counters do not advance at one constant
+    /// rate from a common origin on every vCPU (PVABI-TIME-011). With `Some`, the dispatcher
+    /// sets `TIME_PAGE_TSC_VALID` and interpolation fields in the time page. The value must
+    /// be no later than the TSC any vCPU reads after this returns.
+    fn guest_tsc(&self) -> Option<GuestTsc> {
+        None
+    }
+}
+
+/// A reading of the vCPUs' time-stamp counter ([`Machine::guest_tsc`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestTsc {
+    /// The counter's value at the moment of the call.
+    pub tsc: u64,
+    /// The counter's nominal rate in Hz (not 0). The dispatcher refines it by measurement.
+    pub hz: u64,
 }

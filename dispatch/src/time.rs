@@ -10,7 +10,7 @@ use pvabi_abi::convention::PAGE_SIZE;
 use pvabi_abi::events::EventKind;
 use pvabi_abi::preview2::TimePageV2;
 use pvabi_abi::status::Status;
-use pvabi_abi::time::{StealTimePage, TimePage};
+use pvabi_abi::time::{StealTimePage, TimePage, TIME_PAGE_TSC_VALID};
 use zerocopy::IntoBytes;
 
 use crate::faults::injected;
@@ -44,12 +44,20 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
             };
             done(&[sec, u64::from(nsec)])
         }
-        Call::TimeFrequency => done(&[h.config.tsc_hz, h.config.timer_resolution_ns]),
+        Call::TimeFrequency => done(&[tsc_hz(h), h.config.timer_resolution_ns]),
         Call::TimeSetPage => set_page(h, r.block.page_arg()),
         Call::TimeSetTimer => set_timer(h, r.vcpu, r.args[0]),
         Call::TimeSetStealPage => set_steal_page(h, r.vcpu, r.block.page_arg()),
         _ => Err(Status::NotSupported),
     }
+}
+
+/// TIME_FREQUENCY's `tsc_hz`: the configured rate, or else the machine's (0 if neither).
+fn tsc_hz<M: Machine>(h: &Inner<M>) -> u64 {
+    if h.config.tsc_hz != 0 {
+        return h.config.tsc_hz;
+    }
+    h.machine.guest_tsc().map_or(0, |t| t.hz)
 }
 
 /// Wall-clock time since the Unix epoch (0 if the host clock is before it).
@@ -215,10 +223,11 @@ impl<M: Machine> Inner<M> {
         let (wallclock_sec, wallclock_nsec) = wallclock();
         let page = TimePage {
             sequence: 0,
-            // The host cannot know the guest's TSC offset: no TSC_VALID, readers use
-            // `monotonic_ns` (refreshed every `time_refresh`, at most TIME_PAGE_MAX_REFRESH)
-            // or TIME_MONOTONIC. The TSC fields are 0 (TIME-026); `monotonic_ns` is read
-            // before the update is published, so it is never ahead (TIME-028).
+            // Without TSC_VALID (the first write at TIME_SET_PAGE, or a machine without a
+            // TSC reading): readers use `monotonic_ns` (refreshed every `time_refresh`, at
+            // most TIME_PAGE_MAX_REFRESH) or TIME_MONOTONIC. The TSC fields are 0 (TIME-026);
+            // `monotonic_ns` is read before the update is published, so it is never ahead
+            // (TIME-028).
             flags: 0,
             monotonic_ns: self.now_ns(),
             tsc_timestamp: 0,
@@ -274,18 +283,212 @@ impl<M: Machine> Inner<M> {
 /// Refreshes the time page every `time_refresh` (at most [`TIME_PAGE_MAX_REFRESH`]) until
 /// shutdown.
 fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
+    let mut tsc = TscClock::default();
     let mut reg = lock(&h.time_page);
     while !h.stopping() {
         // Without a page, sleep until TIME_SET_PAGE (or shutdown) wakes the thread.
         let wait = match reg.as_mut() {
             Some(_) if injected!(h, TimePageNotRefreshed) => TIMER_IDLE_WAIT,
             Some(r) => {
-                h.write_time_page(r);
+                if !h.write_time_page_tsc(r, &mut tsc) {
+                    h.write_time_page(r);
+                }
                 h.config.time_refresh.min(TIME_PAGE_MAX_REFRESH)
             }
             None => TIMER_IDLE_WAIT,
         };
         reg = wait_timeout(&h.time_cv, reg, wait);
+    }
+}
+
+/// The longest the refresh thread waits for monotonic time to reach a `monotonic_ns` that the
+/// monotonicity clamp moved ahead of it (PVABI-TIME-028); a longer wait means the
+/// calibration is off, and the page is written without `TSC_VALID` instead.
+const MAX_CLAMP_WAIT_NS: u64 = 20_000;
+
+/// A TSC sample whose monotonic bracket is wider than this (the thread was preempted while
+/// taking it) is not used while the page's last parameters are younger than
+/// [`STALE_PARAMS_NS`]: the update is skipped instead.
+const MAX_SAMPLE_WIDTH_NS: u64 = 10_000;
+/// See [`MAX_SAMPLE_WIDTH_NS`].
+const STALE_PARAMS_NS: u64 = 8_000_000;
+
+/// Baseline after which the TSC rate is measured instead of taken from the nominal one.
+const RATE_BASELINE_NS: u64 = 100_000_000;
+
+/// A TSC reading and the monotonic time at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TscSample {
+    pub tsc: u64,
+    pub ns: u64,
+}
+
+/// The interpolation parameters of one update of the time page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TscParams {
+    pub tsc_timestamp: u64,
+    pub monotonic_ns: u64,
+    pub tsc_shift: i32,
+    pub tsc_mul: u32,
+}
+
+impl TscParams {
+    /// The reader's formula (PVABI-TIME-015) at `tsc`.
+    pub fn at(&self, tsc: u64) -> u64 {
+        let delta = tsc.wrapping_sub(self.tsc_timestamp);
+        let delta = if self.tsc_shift >= 0 {
+            delta << self.tsc_shift
+        } else {
+            delta >> -self.tsc_shift
+        };
+        let elapsed = ((u128::from(delta) * u128::from(self.tsc_mul)) >> 32) as u64;
+        self.monotonic_ns.wrapping_add(elapsed)
+    }
+}
+
+/// What the refresh thread keeps between updates of a page with `TSC_VALID`: the first
+/// sample (the rate is measured from it) and the last parameters written (the next ones never
+/// give an earlier time, PVABI-TIME-012).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TscClock {
+    first: Option<TscSample>,
+    last: Option<TscParams>,
+}
+
+/// `tsc_shift` and `tsc_mul` for `ns` nanoseconds per `ticks` ticks: the smallest shift
+/// from 0 up that keeps the multiplier below 2^32 (a TSC at or above 1 GHz gets shift 0 and
+/// loses no tick). `None` for a rate the fields cannot express.
+pub(crate) fn scale(ns: u64, ticks: u64) -> Option<(i32, u32)> {
+    if ns == 0 || ticks == 0 {
+        return None;
+    }
+    for shift in 0..32 {
+        let mul = (u128::from(ns) << (32 - shift)) / u128::from(ticks);
+        if let Ok(m) = u32::try_from(mul) {
+            return (m != 0).then_some((shift, m));
+        }
+    }
+    None
+}
+
+impl TscClock {
+    /// Whether the last parameters are younger than [`STALE_PARAMS_NS`] at `now`.
+    fn is_fresh(&self, now: u64) -> bool {
+        self.last
+            .is_some_and(|p| now.saturating_sub(p.monotonic_ns) < STALE_PARAMS_NS)
+    }
+
+    /// The parameters for a new update from `sample`, taken now: the rate measured since the
+    /// first sample (after [`RATE_BASELINE_NS`]) or else the nominal `hz`; `monotonic_ns` is
+    /// raised to what the last parameters give at the new timestamp if they run ahead, so the
+    /// page's time never goes back. `None` (and the state reset) if the counter went back.
+    pub(crate) fn next(&mut self, sample: TscSample, hz: u64) -> Option<TscParams> {
+        let first = *self.first.get_or_insert(sample);
+        let (dns, dtsc) = (
+            sample.ns.wrapping_sub(first.ns),
+            sample.tsc.wrapping_sub(first.tsc),
+        );
+        let (tsc_shift, tsc_mul) = if dns >= RATE_BASELINE_NS && dtsc != 0 && dtsc < 1 << 62 {
+            scale(dns, dtsc)?
+        } else {
+            scale(1_000_000_000, hz)?
+        };
+        let mut monotonic_ns = sample.ns;
+        if let Some(last) = self.last {
+            if sample.tsc.wrapping_sub(last.tsc_timestamp) >= 1 << 62 {
+                *self = TscClock::default();
+                return None;
+            }
+            monotonic_ns = monotonic_ns.max(last.at(sample.tsc));
+        }
+        let p = TscParams {
+            tsc_timestamp: sample.tsc,
+            monotonic_ns,
+            tsc_shift,
+            tsc_mul,
+        };
+        self.last = Some(p);
+        Some(p)
+    }
+}
+
+impl<M: Machine> Inner<M> {
+    /// A TSC reading bracketed by two monotonic readings: of three tries, the one with the
+    /// narrowest bracket, timed at its middle, with the nominal rate and the bracket's width.
+    /// `None` without a machine TSC.
+    fn tsc_sample(&self) -> Option<(TscSample, u64, u64)> {
+        let mut best: Option<(TscSample, u64, u64)> = None;
+        for _ in 0..3 {
+            let a = self.now_ns();
+            let t = self.machine.guest_tsc()?;
+            let b = self.now_ns();
+            let width = b.saturating_sub(a);
+            if best.is_none_or(|(_, _, w)| width < w) {
+                let ns = a + width / 2;
+                best = Some((TscSample { tsc: t.tsc, ns }, t.hz, width));
+            }
+        }
+        best
+    }
+
+    /// Writes the time page with `TIME_PAGE_TSC_VALID` from a fresh TSC sample; `false` (and
+    /// nothing written) when the machine has no TSC or the calibration is unusable, or for
+    /// the 2.0 preview layout (which has no `tsc_shift`).
+    pub(crate) fn write_time_page_tsc(&self, reg: &mut TimePageReg, clock: &mut TscClock) -> bool {
+        if self.negotiated().is_some_and(|n| n.version.major() == 2) {
+            return false;
+        }
+        let Some((sample, hz, width)) = self.tsc_sample() else {
+            return false;
+        };
+        if width > MAX_SAMPLE_WIDTH_NS && clock.is_fresh(sample.ns) {
+            // A poor sample; the page's parameters are still good: try again next time.
+            return true;
+        }
+        let (wall_sec, wall_nsec) = wallclock();
+        let wall_at = self.now_ns();
+        let Some(p) = clock.next(sample, hz) else {
+            return false;
+        };
+        // PVABI-TIME-028: `monotonic_ns` is not ahead of monotonic time when the update is
+        // published. The clamp may have moved it a few nanoseconds ahead: wait that out.
+        loop {
+            let now = self.now_ns();
+            if now >= p.monotonic_ns {
+                break;
+            }
+            if p.monotonic_ns - now > MAX_CLAMP_WAIT_NS {
+                *clock = TscClock::default();
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        // PVABI-TIME-029: the wall clock at `monotonic_ns` (it was read a moment after).
+        let wall = (u128::from(wall_sec) * 1_000_000_000 + u128::from(wall_nsec))
+            .saturating_sub(u128::from(wall_at.saturating_sub(p.monotonic_ns)));
+        let page = TimePage {
+            sequence: 0,
+            flags: TIME_PAGE_TSC_VALID,
+            monotonic_ns: p.monotonic_ns,
+            tsc_timestamp: p.tsc_timestamp,
+            wallclock_sec: (wall / 1_000_000_000) as u64,
+            wallclock_nsec: (wall % 1_000_000_000) as u32,
+            tsc_shift: p.tsc_shift,
+            tsc_mul: p.tsc_mul,
+            reserved0: 0,
+            reserved: [0; 2],
+        };
+        let body = offset_of!(TimePage, flags);
+        guest_mem::seqlock_write(
+            self.machine.memory(),
+            reg.gpa,
+            &mut reg.seq,
+            SeqWidth::U32,
+            body,
+            &page.as_bytes()[body..],
+        );
+        self.record(|r| r.time_page_updates += 1);
+        true
     }
 }
 

@@ -283,12 +283,17 @@ impl TimePageReader<'_> {
         self.read().now_ns(tsc)
     }
 
-    /// Monotonic nanoseconds now: reads the TSC inside the sequence-locked section, so the
-    /// TSC value and the page's parameters belong together. `None` when the TSC fields are
+    /// Monotonic nanoseconds now: reads the TSC inside the sequence-locked section, after the
+    /// field loads ([`rdtsc_ordered`]), so the TSC value and the page's parameters belong
+    /// together and the TSC is not read before the host's `tsc_timestamp` (PVABI-TIME-031). `None` when the TSC fields are
     /// not valid.
     #[cfg(target_arch = "x86_64")]
     pub fn now(&self) -> Option<u64> {
-        let (_, (page, tsc)) = seqlock_read(|| self.sequence(), || (self.fields(), rdtsc()), None)?;
+        let (_, (page, tsc)) = seqlock_read(
+            || self.sequence(),
+            || (self.fields(), rdtsc_ordered()),
+            None,
+        )?;
         TimeSnapshot(page).now_ns(tsc)
     }
 }
@@ -426,6 +431,20 @@ impl TimeSnapshot {
             nanoseconds: (nanos % NANOS_PER_SEC) as u32,
         })
     }
+}
+
+/// Reads the time-stamp counter after every earlier load has completed (`lfence; rdtsc`, the
+/// spec's `rdtsc_ordered`): the counter value is not taken ahead of the time page's fields.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn rdtsc_ordered() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: `lfence` only orders loads; `rdtsc` only writes eax and edx (see `rdtsc`). No
+    // memory or stack access; flags untouched.
+    unsafe {
+        core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nostack, preserves_flags));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// Reads the time-stamp counter (`rdtsc`; not serialising).

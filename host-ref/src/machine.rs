@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pvabi_abi::status::Status;
 use pvabi_abi::vcpu::VcpuStartState;
-use pvabi_dispatch::{CallRegs, ConfigError, Dispatcher, HostConfig, Machine, Outcome};
+use pvabi_dispatch::{CallRegs, ConfigError, Dispatcher, GuestTsc, HostConfig, Machine, Outcome};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::bus::{PortAccess, PortBus, PortDevice};
@@ -54,6 +54,13 @@ impl Machine for KvmMachine {
     fn flush_tlb(&self, target: Option<u32>) {
         self.0
             .flush_tlb(target.map_or(FlushTarget::All, FlushTarget::Vcpu));
+    }
+
+    fn guest_tsc(&self) -> Option<GuestTsc> {
+        self.0.tsc().map(|l| GuestTsc {
+            tsc: l.now(),
+            hz: l.hz,
+        })
     }
 
     fn release_pages(&self, gpas: &[u64]) {

@@ -11,6 +11,7 @@
 //!
 //! [`PvabiPorts`]: pvabi_host::PvabiPorts
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -71,6 +72,9 @@ fn boot(vcpus: u32, scenario: u32) -> RunOutcome {
     boot_with(vcpus, scenario, HostConfig::default(), |_, _| {})
 }
 
+/// Set when the host could not link the guest's TSC to its own (the reason is printed).
+static TSC_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
 /// The full demo with `vcpus` vCPUs, run once and shared by the tests; `None` (after a
 /// loud SKIP) without KVM.
 fn demo(vcpus: u32, test: &str) -> Option<&'static RunOutcome> {
@@ -80,7 +84,14 @@ fn demo(vcpus: u32, test: &str) -> Option<&'static RunOutcome> {
         return None;
     }
     let cell = if vcpus == 1 { &ONE } else { &TWO };
-    Some(cell.get_or_init(|| boot(vcpus, 0)))
+    Some(cell.get_or_init(|| {
+        boot_with(vcpus, 0, HostConfig::default(), |_, d| {
+            if let Some(why) = d.machine().ctl().tsc_unavailable() {
+                eprintln!("note: no TSC interpolation in the time page: {why}");
+                TSC_UNAVAILABLE.store(true, Ordering::Relaxed);
+            }
+        })
+    }))
 }
 
 /// The guest's console, for failure messages.
@@ -305,7 +316,24 @@ fn time_clocks_page_and_timer_interrupt() {
     ok_line(o, "time: TIME_MONOTONIC = ");
     ok_line(o, "time: TIME_WALLCLOCK = ");
     ok_line(o, "time: TIME_SET_PAGE at ");
-    ok_line(o, "time: a few ms later the page says sequence");
+    let later = ok_line(o, "time: a few ms later the page says sequence");
+    // With a guest TSC the host can read (this project's KVM), the page interpolates: the
+    // demo checks it against TIME_MONOTONIC brackets at CPL0 and for continuity at CPL3.
+    assert_eq!(
+        later.ends_with("TSC interpolation valid"),
+        !TSC_UNAVAILABLE.load(Ordering::Relaxed),
+        "the page sets TSC_VALID exactly when the host can read the guest's TSC: {later}"
+    );
+    if later.ends_with("TSC interpolation valid") {
+        let bracket = ok_line(o, "time: page time (TSC interpolated, CPL0) between two");
+        let outside = number_after(bracket, "at most ");
+        assert!(outside <= 100_000, "TIME-013's resolution_ns: {bracket}");
+        let cpl3 = ok_line(o, "time: page time at CPL3: ");
+        assert!(cpl3.contains("never back (0 ns)"), "{cpl3}");
+        let jump = number_after(cpl3, "largest step at an update ");
+        assert!(jump <= 10_000, "{cpl3}");
+        println!("{bracket}\n{cpl3}");
+    }
     let timer = ok_line(o, "time: TIME_SET_TIMER(now + 2.000 ms): TIMER event");
     assert!(timer.contains("taken as 1 interrupt"), "{timer}");
     ok_line(
@@ -712,4 +740,16 @@ fn demo_negotiates_1_0_on_a_host_acting_as_1_0() {
         probe.contains(&format!("{newer} ABSENT (newer than 1.0)")),
         "{probe}"
     );
+}
+
+/// The decimal number right after `prefix` in `line`.
+fn number_after(line: &str, prefix: &str) -> u64 {
+    let rest = line
+        .split_once(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in {line:?}"))
+        .1;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {prefix:?} in {line:?}"))
 }

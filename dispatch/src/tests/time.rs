@@ -383,3 +383,100 @@ fn set_page_zeroes_the_rest_of_the_page() {
         "rest of the page not zeroed"
     );
 }
+
+mod tsc {
+    use crate::time::{scale, TscClock, TscParams, TscSample};
+
+    #[test]
+    fn scale_keeps_every_tick_at_and_above_one_ghz() {
+        // 2.6 GHz: shift 0, mul = 2^32 / 2.6.
+        let (shift, mul) = scale(1_000_000_000, 2_600_000_000).unwrap();
+        assert_eq!(shift, 0);
+        assert_eq!(u64::from(mul), (1u64 << 32) * 10 / 26);
+        // 1 GHz exactly needs 2^32: one shift left.
+        assert_eq!(scale(1_000_000_000, 1_000_000_000), Some((1, 1 << 31)));
+        // 10 MHz: 100 ns per tick.
+        let (shift, mul) = scale(1_000_000_000, 10_000_000).unwrap();
+        assert!((1..=63).contains(&shift));
+        let p = TscParams {
+            tsc_timestamp: 5,
+            monotonic_ns: 0,
+            tsc_shift: shift,
+            tsc_mul: mul,
+        };
+        assert_eq!(p.at(5 + 1_000), 100_000);
+        assert_eq!(scale(0, 1), None);
+        assert_eq!(scale(1, 0), None);
+    }
+
+    #[test]
+    fn formula_wraps_and_keeps_96_bits() {
+        let (tsc_shift, tsc_mul) = scale(1_000_000_000, 2_000_000_000).unwrap();
+        let p = TscParams {
+            tsc_timestamp: u64::MAX - 999,
+            monotonic_ns: 7,
+            tsc_shift,
+            tsc_mul,
+        };
+        // 2000 ticks across the wrap: 1000 ns.
+        assert_eq!(p.at(1_000), 1_007);
+        // 2^40 ticks: the product needs more than 64 bits.
+        assert_eq!(p.at((u64::MAX - 999).wrapping_add(1 << 40)), 7 + (1 << 39));
+    }
+
+    #[test]
+    fn clock_never_goes_back_and_measures_the_rate() {
+        // A true rate of 2.5 GHz against a nominal 2.6 GHz: the nominal parameters run
+        // behind, then (after 100 ms) the measured rate takes over.
+        let mut c = TscClock::default();
+        let mut prev: Option<TscParams> = None;
+        for i in 0..300u64 {
+            let ms = i;
+            let s = TscSample {
+                tsc: 1_000 + ms * 2_500_000,
+                ns: 50 + ms * 1_000_000,
+            };
+            let p = c.next(s, 2_600_000_000).unwrap();
+            if let Some(q) = prev {
+                assert!(p.monotonic_ns >= q.at(s.tsc), "went back at {ms} ms");
+            }
+            assert!(p.monotonic_ns >= s.ns);
+            if ms >= 100 {
+                // The measured rate: 1 ms of ticks gives 1 ms within a nanosecond.
+                assert!(p.at(s.tsc + 2_500_000).abs_diff(p.monotonic_ns + 1_000_000) <= 1);
+            }
+            prev = Some(p);
+        }
+        // A nominal rate that runs ahead is clamped: the time stays at the old prediction.
+        let mut c = TscClock::default();
+        let s0 = TscSample { tsc: 0, ns: 0 };
+        let p0 = c.next(s0, 3_000_000_000).unwrap();
+        let s1 = TscSample {
+            tsc: 3_000_000,
+            ns: 999_000,
+        };
+        let p1 = c.next(s1, 3_000_000_000).unwrap();
+        assert_eq!(p1.monotonic_ns, p0.at(3_000_000));
+        assert!(p1.monotonic_ns > s1.ns, "{p1:?}");
+        // A counter that went back resets the clock.
+        assert_eq!(
+            c.next(
+                TscSample {
+                    tsc: 0,
+                    ns: 2_000_000
+                },
+                3_000_000_000
+            ),
+            None
+        );
+        assert!(c
+            .next(
+                TscSample {
+                    tsc: 0,
+                    ns: 2_000_000
+                },
+                3_000_000_000
+            )
+            .is_some());
+    }
+}

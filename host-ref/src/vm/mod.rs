@@ -81,6 +81,7 @@ mod irqchip_probe;
 mod loader;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+mod tsc;
 mod vcpu_thread;
 
 use std::fmt;
@@ -99,6 +100,7 @@ use vcpu_thread as vcpu;
 
 pub use cpuid::HYPERVISOR_LEAVES;
 pub use error::{Fault, VmError};
+pub use tsc::TscLink;
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
@@ -311,6 +313,8 @@ struct Shared {
     ended: AtomicBool,
     /// vCPUs running or being started; the VM ends when this drops to zero.
     active: Mutex<u32>,
+    /// The guest TSC from the host's, or why it could not be established at creation.
+    tsc: Result<TscLink, &'static str>,
 }
 
 /// A cloneable handle the host uses, from any thread, to act on a VM.
@@ -344,6 +348,17 @@ impl VmCtl {
     /// Number of vCPUs.
     pub fn vcpu_count(&self) -> u32 {
         self.shared.vcpus.len() as u32
+    }
+
+    /// How to compute every vCPU's TSC from the host's (`None`: not known, see
+    /// [`TscLink`]).
+    pub fn tsc(&self) -> Option<TscLink> {
+        self.shared.tsc.ok()
+    }
+
+    /// Why [`tsc`](Self::tsc) is `None` (for diagnostics), or `None` if it is not.
+    pub fn tsc_unavailable(&self) -> Option<&'static str> {
+        self.shared.tsc.err()
     }
 
     /// The boot page table root (the CR3 `start_vcpu` uses for `cr3 == 0`).
@@ -565,6 +580,7 @@ impl Vm {
             vcpu_fds.push(fd);
         }
         vcpu::install_kick_handler()?;
+        let tsc = tsc::link(&vcpu_fds);
 
         let vcpus = (0..config.vcpus)
             .map(vcpu::VcpuShared::new)
@@ -590,6 +606,7 @@ impl Vm {
             end_cv: Condvar::new(),
             ended: AtomicBool::new(false),
             active: Mutex::new(1),
+            tsc,
         });
         let sync_regs = vm_sync_regs(&kvm);
         Ok(Self {

@@ -1,7 +1,7 @@
 //! Time family: the clocks, the shared time page read with the seqlock reader, and a
 //! one-shot timer whose TIMER event arrives as an interrupt through the event queue.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use pvabi_guest::abi::vcpu::WakeReason;
 use pvabi_guest::time::SharedTimePage;
@@ -23,6 +23,116 @@ pub const EVENT_TIMEOUT_NS: u64 = 2_000_000_000;
 
 // Given to the host for good by TIME_SET_PAGE; read only through its seqlock reader.
 static TIME_PAGE: SharedTimePage = SharedTimePage::new();
+
+/// Page reads between two TIME_MONOTONIC calls at CPL0.
+const BRACKETS: u64 = 32;
+/// How long the CPL3 loop reads the page at least, in TSC ticks (about 20 ms at 2.6 GHz), and
+/// at most, waiting for [`LOOP_UPDATES`] host updates (a busy host refreshes late).
+const LOOP_TICKS: u64 = 50_000_000;
+const LOOP_MAX_TICKS: u64 = 10 * LOOP_TICKS;
+/// Host updates the CPL3 loop waits for (past [`LOOP_TICKS`]).
+const LOOP_UPDATES: u64 = 3;
+/// The largest step between the time the old parameters give at a new `tsc_timestamp` and
+/// the new `monotonic_ns` that the demo accepts (the interpolation error over one refresh).
+pub const JUMP_BOUND_NS: u64 = 10_000;
+
+// Results of the CPL3 loop (ring-3 functions return one word).
+static READS: AtomicU64 = AtomicU64::new(0);
+static UPDATES: AtomicU64 = AtomicU64::new(0);
+static BACKWARD_NS: AtomicU64 = AtomicU64::new(0);
+static JUMP_MAX_NS: AtomicU64 = AtomicU64::new(0);
+static MIN_STEP_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// At CPL3 (native speed here): reads the page for `ticks` TSC ticks (longer until it has seen
+/// [`LOOP_UPDATES`] host updates, up to [`LOOP_MAX_TICKS`]); records how often the
+/// time went back (it must not), the largest step at a host update between the old
+/// parameters' time at the new `tsc_timestamp` and the new `monotonic_ns`, and the smallest
+/// non-zero step between two reads.
+fn page_loop(ticks: u64) -> u64 {
+    let reader = TIME_PAGE.reader();
+    let start = pvabi_guest_rt::cpu::rdtsc();
+    let mut last = reader.read();
+    let mut last_ns = 0u64;
+    let (mut reads, mut updates, mut back, mut jump, mut min_step) = (0u64, 0, 0, 0, u64::MAX);
+    loop {
+        let spent = pvabi_guest_rt::cpu::rdtsc().wrapping_sub(start);
+        if spent >= LOOP_MAX_TICKS || (spent >= ticks && updates >= LOOP_UPDATES) {
+            break;
+        }
+        let snap = reader.read();
+        let Some(now) = reader.now() else { return 1 };
+        reads += 1;
+        if snap.0.sequence != last.0.sequence {
+            updates += 1;
+            if let Some(old) = last.now_ns(snap.0.tsc_timestamp) {
+                jump = jump.max(old.abs_diff(snap.0.monotonic_ns));
+            }
+            last = snap;
+        }
+        if now < last_ns {
+            back = back.max(last_ns - now);
+        } else if now > last_ns && last_ns != 0 {
+            min_step = min_step.min(now - last_ns);
+        }
+        last_ns = now;
+    }
+    READS.store(reads, Ordering::Relaxed);
+    UPDATES.store(updates, Ordering::Relaxed);
+    BACKWARD_NS.store(back, Ordering::Relaxed);
+    JUMP_MAX_NS.store(jump, Ordering::Relaxed);
+    MIN_STEP_NS.store(min_step, Ordering::Relaxed);
+    0
+}
+
+/// The page with TSC interpolation: within TIME_MONOTONIC brackets (PVABI-TIME-013), never
+/// going back (PVABI-TIME-012), and continuous across host updates.
+fn interpolation(resolution_ns: u64) {
+    let pv = pv();
+    let reader = TIME_PAGE.reader();
+    let (mut outside, mut widest, mut ok) = (0u64, 0u64, true);
+    for _ in 0..BRACKETS {
+        let t0 = must("time", "TIME_MONOTONIC", pv.time_monotonic());
+        let p = reader.now().unwrap_or(0);
+        let t1 = must("time", "TIME_MONOTONIC", pv.time_monotonic());
+        outside = outside.max(t0.saturating_sub(p)).max(p.saturating_sub(t1));
+        widest = widest.max(t1 - t0);
+        ok &= p + resolution_ns >= t0 && p <= t1 + resolution_ns;
+    }
+    Line::check("time", ok)
+        .s("page time (TSC interpolated, CPL0) between two TIME_MONOTONIC calls: ")
+        .dec(BRACKETS)
+        .s(" reads, at most ")
+        .dec(outside)
+        .s(" ns outside the bracket (widest ")
+        .dec(widest)
+        .s(" ns)")
+        .end();
+    let failed = pvabi_guest_rt::run_at_cpl3(page_loop, LOOP_TICKS);
+    let (reads, updates) = (
+        READS.load(Ordering::Relaxed),
+        UPDATES.load(Ordering::Relaxed),
+    );
+    let (back, jump) = (
+        BACKWARD_NS.load(Ordering::Relaxed),
+        JUMP_MAX_NS.load(Ordering::Relaxed),
+    );
+    Line::check(
+        "time",
+        failed == 0 && reads > 1000 && back == 0 && jump <= JUMP_BOUND_NS,
+    )
+    .s("page time at CPL3: ")
+    .dec(reads)
+    .s(" reads across ")
+    .dec(updates)
+    .s(" host updates, never back (")
+    .dec(back)
+    .s(" ns), largest step at an update ")
+    .dec(jump)
+    .s(" ns, finest step ")
+    .dec(MIN_STEP_NS.load(Ordering::Relaxed))
+    .s(" ns")
+    .end();
+}
 
 pub fn run() {
     section("time");
@@ -106,6 +216,9 @@ pub fn run() {
         l.s("; no TSC interpolation (flags 0): readers use monotonic_ns");
     }
     l.end();
+    if snapshot.tsc_valid() {
+        interpolation(freq.resolution_ns);
+    }
     expect_status(
         "time",
         "TIME_SET_PAGE on a page the host already owns",
