@@ -254,8 +254,9 @@ pub(crate) struct Inner<M: Machine> {
     pub timers: Mutex<Vec<Option<u64>>>,
     pub timers_cv: Condvar,
     pub time_page: Mutex<Option<TimePageReg>>,
-    /// The `monotonic_ns` of the last time-page update (0: no page), read without a lock by
-    /// TIME_MONOTONIC to catch a page the refresh thread has not kept up with.
+    /// The monotonic time of the last update of a time page without `TIME_PAGE_TSC_VALID` (0:
+    /// no page; `u64::MAX`: the page is TSC-valid), read without a lock by TIME_MONOTONIC to
+    /// catch a page the refresh thread has not kept up with.
     pub time_page_written_ns: AtomicU64,
     pub time_cv: Condvar,
     pub ring_generation: AtomicU64,

@@ -189,10 +189,11 @@ fn set_timer<M: Machine>(h: &Inner<M>, vcpu: u32, deadline: u64) -> Result<Reply
 }
 
 impl<M: Machine> Inner<M> {
-    /// Brings the time page up to date if the refresh thread has let it grow older than
-    /// TIME_PAGE_MAX_REFRESH (a loaded host can starve that thread): so a snapshot read after
-    /// a TIME_MONOTONIC call is never older than TIME-027 allows. Takes no lock when the page
-    /// is fresh, and never waits for one (the refresh thread holding it is refreshing).
+    /// Brings a time page without `TIME_PAGE_TSC_VALID` up to date if the refresh thread has
+    /// let it grow older than TIME_PAGE_MAX_REFRESH (a loaded host can starve that thread): so
+    /// a snapshot read after a TIME_MONOTONIC call is never older than TIME-027 allows. Takes
+    /// no lock when the page is fresh or TSC-valid (`time_page_written_ns` is then `u64::MAX`),
+    /// and never waits for one (the refresh thread holding it is refreshing).
     fn refresh_stale_time_page(&self, now: u64) {
         if injected!(self, TimePageNotRefreshed) {
             return;
@@ -487,6 +488,9 @@ impl<M: Machine> Inner<M> {
             body,
             &page.as_bytes()[body..],
         );
+        // A TSC-valid page does not go stale for readers: calls need not refresh it.
+        self.time_page_written_ns
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
         self.record(|r| r.time_page_updates += 1);
         true
     }

@@ -140,22 +140,19 @@ fn main(_boot: &BootInfo) -> ! {
         u64::from(first.wallclock_nsec),
         999_999_999,
     );
-    if first.flags & TIME_PAGE_TSC_VALID == 0 {
-        let tsc = first.tsc_timestamp | u64::from(first.tsc_mul) | first.tsc_shift as u64;
-        check(
-            "time.page_without_tsc_valid_has_zero_tsc_fields",
-            &["PVABI-TIME-026"],
-            tsc == 0,
-            tsc,
-            0,
-        );
+    // TIME-026 without TSC_VALID (TSC fields 0), TIME-030 with it (a usable shift).
+    let tsc_ok = if first.flags & TIME_PAGE_TSC_VALID == 0 {
+        first.tsc_timestamp | u64::from(first.tsc_mul) | first.tsc_shift as u64 == 0
     } else {
-        channel::skip(
-            "time.page_without_tsc_valid_has_zero_tsc_fields",
-            &["PVABI-TIME-026"],
-            "the host sets TIME_PAGE_TSC_VALID",
-        );
-    }
+        (-63..=63).contains(&first.tsc_shift) && first.tsc_mul != 0
+    };
+    check(
+        "time.page_tsc_fields_agree_with_tsc_valid",
+        &["PVABI-TIME-026", "PVABI-TIME-030"],
+        tsc_ok,
+        u64::from(first.flags),
+        u64::from(first.flags),
+    );
     wait(&t, WAIT_NS);
     // TIME-027: a snapshot read after a TIME_MONOTONIC call that returned `t0` is at most
     // 10 ms older than `t0`.
