@@ -108,6 +108,8 @@ pub struct Stats {
     pub calls: u64,
     /// Direct-call statuses by name.
     pub statuses: BTreeMap<&'static str, u64>,
+    /// Statuses of MULTICALL entries and ring completions the oracles read back, by name.
+    pub entries: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -118,6 +120,9 @@ impl Stats {
         for (k, v) in &other.statuses {
             *self.statuses.entry(k).or_default() += v;
         }
+        for (k, v) in &other.entries {
+            *self.entries.entry(k).or_default() += v;
+        }
     }
 }
 
@@ -125,6 +130,10 @@ impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} inputs, {} calls:", self.inputs, self.calls)?;
         for (k, v) in &self.statuses {
+            write!(f, " {k}={v}")?;
+        }
+        write!(f, "; entries/completions:")?;
+        for (k, v) in &self.entries {
             write!(f, " {k}={v}")?;
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! The oracles: what the spec lets the host answer and write, checked on every call.
 
 use pvabi_abi::batch::{
-    DEFERRED_ENTRIES_OFFSET, DEFERRED_QUEUE_CAPACITY, RING_ENTRIES_OFFSET, SQ_CAPACITY,
+    CQ_CAPACITY, DEFERRED_ENTRIES_OFFSET, DEFERRED_QUEUE_CAPACITY, RING_ENTRIES_OFFSET, SQ_CAPACITY,
 };
 use pvabi_abi::calls::{BlockKind, Call, Family};
 use pvabi_abi::convention::PAGE_SIZE;
@@ -97,6 +97,14 @@ pub(crate) fn apply(w: &mut World, op: crate::Op) -> Result<(), Violation> {
 }
 
 impl World {
+    fn count_entry(&mut self, s: Option<Status>) {
+        *self
+            .stats
+            .entries
+            .entry(s.map_or("UNDEFINED", Status::name))
+            .or_default() += 1;
+    }
+
     fn count(&mut self, s: Option<Status>) {
         self.stats.calls += 1;
         *self
@@ -242,6 +250,9 @@ fn check_rings(
                 m.cq_tail,
                 m.dropped
             );
+            if !malformed {
+                check_completions(w, before, after, &m, n, what)?;
+            }
             next.sq_head = head;
             if malformed {
                 next.dropped = dropped;
@@ -453,6 +464,15 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
                 });
             }
             Call::DeferFlush => {
+                *w.stats.entries.entry("deferred run").or_default() += regs.rdi;
+                *w.stats.entries.entry("deferred failed").or_default() += regs.rsi;
+                if let Some(q) = w.reg.deferred[vcpu as usize] {
+                    let first = u32_at(&after, q + 20);
+                    ensure!(
+                        Status::from_raw(u64::from(first)).is_some(),
+                        "{what}: deferred first_error_status {first:#x} is not a status"
+                    );
+                }
                 ensure!(
                     regs.rsi <= regs.rdi && regs.rdi <= u64::from(DEFERRED_QUEUE_CAPACITY),
                     "{what}: DEFER_FLUSH ran {} and failed {}",
@@ -489,6 +509,26 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
     // Pages registered by this call are the host's from the call on.
     allowed.extend(w.reg.pages().into_iter().map(|p| (p, p + PAGE_SIZE)));
     diff(&before, &after, &allowed, &what)?;
+    if d.call == Call::Multicall && matches!(s, Status::Success | Status::Incomplete) {
+        check_multicall(w, &before, &after, &regs_in, regs, &what)?;
+    }
+    if s == Status::AccessDenied {
+        // ACCESS_DENIED only for a block (or a page it names) that overlaps a host-owned page.
+        let pages = w.reg.pages();
+        let gpa = d.block.map_or(u64::MAX, |b| a[b.addr_arg]);
+        let names_pages = matches!(
+            d.call,
+            Call::RingSetup
+                | Call::MemShare
+                | Call::MemUnshare
+                | Call::MemBalloonRelease
+                | Call::MemBalloonReclaim
+        );
+        ensure!(
+            names_pages || pages.iter().any(|&p| gpa / PAGE_SIZE == p / PAGE_SIZE),
+            "{what}: ACCESS_DENIED, but its block overlaps no host-owned page ({pages:x?})"
+        );
+    }
     let consumed = (d.call == Call::RingEnter && s == Status::Success).then_some((vcpu, regs.rdi));
     check_rings(w, &before, &after, consumed, &what)?;
     let defined = if s == Status::Success || s == Status::Incomplete {
@@ -497,6 +537,134 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
         0
     };
     check_regs(w, &regs_in, regs, s, defined, &outcome, &what)
+}
+
+fn u64_at(mem: &[u8], at: u64) -> u64 {
+    let i = at as usize;
+    mem.get(i..i + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+}
+
+/// The `n` completions a pass wrote (RING-019): a defined status, `user_data` of its
+/// submission, `reserved` 0, results 0 on failure and in the slots the call does not define.
+fn check_completions(
+    w: &mut World,
+    before: &[u8],
+    after: &[u8],
+    m: &RingModel,
+    n: u32,
+    what: &str,
+) -> Result<(), Violation> {
+    for k in 0..n {
+        let sqe =
+            m.sq + RING_ENTRIES_OFFSET + 64 * u64::from(m.sq_head.wrapping_add(k) % SQ_CAPACITY);
+        let cqe =
+            m.cq + RING_ENTRIES_OFFSET + 48 * u64::from(m.cq_tail.wrapping_add(k) % CQ_CAPACITY);
+        let st = u32_at(after, cqe + 8);
+        let status = Status::from_raw(u64::from(st));
+        w.count_entry(status);
+        let Some(status) = status else {
+            return Err(Violation(format!(
+                "{what}: completion {k} has undefined status {st:#x}"
+            )));
+        };
+        ensure!(
+            u32_at(after, cqe + 12) == 0,
+            "{what}: completion {k} reserved not 0"
+        );
+        let results: Vec<u64> = (0..4).map(|r| u64_at(after, cqe + 16 + 8 * r)).collect();
+        let code = u64::from(u32_at(before, sqe + 8));
+        let flags = u32_at(before, sqe + 12);
+        let defined = match (status, Call::from_code(code)) {
+            (Status::Success, Some(c)) => c.descriptor().results.len(),
+            _ => 0,
+        };
+        ensure!(
+            results[defined..].iter().all(|&r| r == 0),
+            "{what}: completion {k} ({status:?}, code {code:#x}) has results {results:x?}"
+        );
+        ensure!(
+            u64_at(after, cqe) == u64_at(before, sqe) || status == Status::InvalidParameter,
+            "{what}: completion {k} user_data is not its submission's"
+        );
+        if flags == 0 {
+            if let Some(c) = Call::from_code(code) {
+                if !c.descriptor().batchable {
+                    ensure!(
+                        status != Status::Success,
+                        "{what}: submission {k} ({}) is not batchable and succeeded",
+                        c.descriptor().name
+                    );
+                }
+            } else {
+                ensure!(
+                    status == Status::NotSupported,
+                    "{what}: submission {k} has unknown code {code:#x}, answered {status:?}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// MULTICALL entries: each processed entry has a defined status, nested MULTICALL is not
+/// allowed, a failed entry's results are left as the guest wrote them (BATCH-010), and `r0`
+/// / `r1` agree with the arguments.
+fn check_multicall(
+    w: &mut World,
+    before: &[u8],
+    after: &[u8],
+    regs_in: &CallRegs,
+    regs: &CallRegs,
+    what: &str,
+) -> Result<(), Violation> {
+    let (gpa, count, start) = (regs_in.rdi, regs_in.rsi, regs_in.r8);
+    let (next, processed) = (regs.rdi, regs.rsi);
+    ensure!(
+        next <= count && next >= start && next - start == processed,
+        "{what}: MULTICALL resume index {next}, processed {processed}"
+    );
+    for i in start..next {
+        let e = gpa + MC_SIZE * i;
+        let st = u32_at(after, e + 4);
+        let status = Status::from_raw(u64::from(st));
+        w.count_entry(status);
+        let Some(status) = status else {
+            return Err(Violation(format!(
+                "{what}: entry {i} has undefined status {st:#x}"
+            )));
+        };
+        let code = u64::from(u32_at(before, e));
+        let reserved = u32_at(before, e + 8) | u32_at(before, e + 12);
+        if let Some(c) = Call::from_code(code) {
+            if !c.descriptor().batchable && reserved == 0 {
+                ensure!(
+                    matches!(
+                        status,
+                        Status::NotAllowedHere
+                            | Status::NotSupported
+                            | Status::NotNegotiated
+                            | Status::NotGranted
+                    ),
+                    "{what}: entry {i} ({}) is not batchable, answered {status:?}",
+                    c.descriptor().name
+                );
+            }
+        } else if reserved == 0 {
+            ensure!(
+                status == Status::NotSupported,
+                "{what}: entry {i} has unknown code {code:#x}, answered {status:?}"
+            );
+        }
+        if status != Status::Success {
+            let r = (e + 64) as usize..(e + MC_SIZE) as usize;
+            ensure!(
+                before[r.clone()] == after[r],
+                "{what}: entry {i} failed with {status:?} and its results changed (BATCH-010)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Registers: `r10`, `r11` never change; result registers beyond the defined ones are left
@@ -519,11 +687,18 @@ fn check_regs(
         if i < defined {
             continue;
         }
+        // The old value, 0, or a constant of the configuration (STAT-006, CONV-027):
+        // POISON when strict.
         let poisoned = w.strict && (!ok || *outcome == Outcome::Resume);
-        let want = if poisoned { POISON } else { *b };
+        let fine = if poisoned {
+            a == POISON
+        } else {
+            a == *b || a == 0
+        };
         ensure!(
-            a == want,
-            "{what}: {s:?} result register {i} is {a:#x}, want {want:#x}"
+            fine,
+            "{what}: {s:?} result register {i} is {a:#x} (was {b:#x}, strict {})",
+            w.strict
         );
     }
     Ok(())
