@@ -698,6 +698,18 @@ fn next_op(u: &mut Unstructured<'_>, w: &World, class: Class) -> arbitrary::Resu
             });
             ops
         }
+        (Class::Negotiate, 7) => {
+            // Start a secondary, so that NEGOTIATE is made from several vCPUs.
+            let gpa = pages::SETUP * PAGE_SIZE + 64;
+            let target = u.int_in_range(1..=u64::from(w.vcpus) - 1)?;
+            vec![
+                Op::Write {
+                    gpa,
+                    bytes: vec![0; size_of::<VcpuStartState>()],
+                },
+                call(Call::VcpuStart, &[target, gpa]),
+            ]
+        }
         (Class::MultiVcpu, 2..=5) => {
             let target = u.int_in_range(0..=w.vcpus)?;
             match u.int_in_range(0..=3u8)? {
