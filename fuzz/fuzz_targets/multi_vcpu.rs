@@ -1,0 +1,11 @@
+//! Fuzz target `multi_vcpu`: inputs of class `Class::MultiVcpu` through every oracle (see fuzz-support).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pvabi_fuzz_support::{run, Class};
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(v) = run(Class::MultiVcpu, data) {
+        panic!("oracle violation: {v}");
+    }
+});

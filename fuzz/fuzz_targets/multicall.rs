@@ -1,0 +1,11 @@
+//! Fuzz target `multicall`: inputs of class `Class::Multicall` through every oracle (see fuzz-support).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pvabi_fuzz_support::{run, Class};
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(v) = run(Class::Multicall, data) {
+        panic!("oracle violation: {v}");
+    }
+});

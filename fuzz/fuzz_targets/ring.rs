@@ -1,0 +1,11 @@
+//! Fuzz target `ring`: inputs of class `Class::Ring` through every oracle (see fuzz-support).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pvabi_fuzz_support::{run, Class};
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(v) = run(Class::Ring, data) {
+        panic!("oracle violation: {v}");
+    }
+});
