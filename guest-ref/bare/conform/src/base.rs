@@ -8,34 +8,24 @@
 #![no_std]
 #![no_main]
 
+mod call;
 mod channel;
 
 use pvabi_guest::abi::base::CallState;
 use pvabi_guest::abi::discovery::{CPUID_LEAF_MAX, CPUID_LEAF_TRANSPORT};
 use pvabi_guest::abi::features::Features;
 use pvabi_guest::discovery::discover;
-use pvabi_guest::transport::{RawResult, Transport};
+use pvabi_guest::transport::RawResult;
 use pvabi_guest::{Call, PortTransport, Status};
 use pvabi_guest_rt::cpu::cpuid;
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
+use call::{raw, raw_code};
 use channel::check;
 
 const TEST: &str = "base";
 /// A code no version defines (family 0x7f).
 const UNKNOWN_CODE: u32 = 0x7f42;
-
-fn raw(t: &PortTransport, call: Call, args: &[u64]) -> RawResult {
-    raw_code(t, call.code(), args)
-}
-
-fn raw_code(t: &PortTransport, code: u32, args: &[u64]) -> RawResult {
-    let mut a = [0u64; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: the Base calls and the console/system calls made here touch no guest memory
-    // but the channel's own page; an unknown code performs nothing.
-    unsafe { t.call(code, a) }
-}
 
 const SUCCESS: u64 = Status::Success as u64;
 

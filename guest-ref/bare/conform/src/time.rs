@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod call;
 mod channel;
 
 use core::mem::size_of;
@@ -11,10 +12,10 @@ use pvabi_guest::abi::features::Features;
 use pvabi_guest::abi::time::{TimePage, TIME_PAGE_TSC_VALID};
 use pvabi_guest::discovery::discover;
 use pvabi_guest::time::SharedTimePage;
-use pvabi_guest::transport::{RawResult, Transport};
 use pvabi_guest::{Call, PortTransport, Status};
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
+use call::raw;
 use channel::check;
 
 const TEST: &str = "time";
@@ -23,14 +24,6 @@ const SUCCESS: u64 = Status::Success as u64;
 const WAIT_NS: u64 = 25_000_000;
 
 static PAGE: SharedTimePage = SharedTimePage::new();
-
-fn raw(t: &PortTransport, call: Call, args: &[u64]) -> RawResult {
-    let mut a = [0u64; 6];
-    a[..args.len()].copy_from_slice(args);
-    // SAFETY: the calls made here write guest memory only in `PAGE`, which this guest gives
-    // the host for that purpose and reads only through the seqlock reader and volatile loads.
-    unsafe { t.call(call.code(), a) }
-}
 
 fn monotonic(t: &PortTransport) -> u64 {
     raw(t, Call::TimeMonotonic, &[]).results[0]
