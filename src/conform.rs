@@ -41,6 +41,11 @@ pub const TESTS: &[TestInfo] = &[
         what: "the clocks and the shared time page: monotonic order, wall-clock range, page initialisation, seqlock, refresh, unregistering",
         image: pvabi_guest_images::conform_time,
     },
+    TestInfo {
+        name: "memory",
+        what: "sharing, the balloon (release, reclaim, their refusals), MEM_UPDATE_PTE and the TLB flushes",
+        image: pvabi_guest_images::conform_memory,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).

@@ -34,12 +34,18 @@ pub enum InjectedFault {
     TimePageNotRefreshed,
     /// An unregistered time page goes on being written.
     TimePageWrittenAfterUnregister,
+    /// MEM_SHARE of pages outside guest RAM succeeds (an unchecked bound).
+    ShareIgnoresRamBounds,
+    /// MEM_BALLOON_RELEASE of an already released page succeeds.
+    BalloonDoubleReleaseAccepted,
+    /// MEM_UPDATE_PTE clears bit 63 (NX) of the value it writes.
+    UpdatePteDropsNx,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 13] = [
+    pub const ALL: [InjectedFault; 16] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -53,6 +59,9 @@ impl InjectedFault {
         InjectedFault::WallclockNanosecondsOverflow,
         InjectedFault::TimePageNotRefreshed,
         InjectedFault::TimePageWrittenAfterUnregister,
+        InjectedFault::ShareIgnoresRamBounds,
+        InjectedFault::BalloonDoubleReleaseAccepted,
+        InjectedFault::UpdatePteDropsNx,
     ];
 
     /// A short name (kebab case).
@@ -75,6 +84,9 @@ impl InjectedFault {
             InjectedFault::WallclockNanosecondsOverflow => "wallclock-nanoseconds-overflow",
             InjectedFault::TimePageNotRefreshed => "time-page-not-refreshed",
             InjectedFault::TimePageWrittenAfterUnregister => "time-page-written-after-unregister",
+            InjectedFault::ShareIgnoresRamBounds => "share-ignores-ram-bounds",
+            InjectedFault::BalloonDoubleReleaseAccepted => "balloon-double-release-accepted",
+            InjectedFault::UpdatePteDropsNx => "update-pte-drops-nx",
         }
     }
 }

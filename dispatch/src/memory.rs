@@ -4,6 +4,7 @@ use pvabi_abi::calls::Call;
 use pvabi_abi::convention::PAGE_SIZE;
 use pvabi_abi::status::Status;
 
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::report::{PteWrite, Report, TlbFlush};
@@ -34,6 +35,9 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
 /// are harmless; a released page is never shared.
 fn share<M: Machine>(h: &Inner<M>, share: bool, start: u64, pages: u64) -> Result<Reply, Status> {
     if !guest_mem::pages_in_ram(h.machine.memory(), start, pages) {
+        if injected!(h, ShareIgnoresRamBounds) {
+            return done(&[]);
+        }
         return Err(Status::InvalidAddress);
     }
     let mut vm = write_lock(&h.vm);
@@ -79,7 +83,8 @@ fn balloon<M: Machine>(h: &Inner<M>, release: bool, list: &[u8]) -> Result<Reply
                 Some(gpa) if guest_mem::in_ram(mem, gpa, PAGE_SIZE) => {
                     if vm.overlaps_owned(gpa, PAGE_SIZE) {
                         Some(Status::AccessDenied)
-                    } else if vm.released.contains(&pfn) == release
+                    } else if (vm.released.contains(&pfn) == release
+                        && !(release && injected!(h, BalloonDoubleReleaseAccepted)))
                         || (release && is_shared(&vm.shared, pfn))
                     {
                         Some(Status::InvalidState)
@@ -139,7 +144,11 @@ fn update_pte<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     let crate::check::Block::Word(gpa) = r.block else {
         return Err(Status::InvalidParameter);
     };
-    let value = r.args[1];
+    let value = if injected!(h, UpdatePteDropsNx) {
+        r.args[1] & !(1 << 63)
+    } else {
+        r.args[1]
+    };
     if !guest_mem::store_u64(h.machine.memory(), gpa, value) {
         return Err(Status::InvalidAddress);
     }

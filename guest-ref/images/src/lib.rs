@@ -49,6 +49,12 @@ pub fn conform_time() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_TIME"))
 }
 
+/// The conformance test `memory` (`guest-ref/bare/conform/src/memory.rs`): sharing, the
+/// balloon, MEM_UPDATE_PTE and the flushes.
+pub fn conform_memory() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_MEMORY"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -61,6 +67,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("matrix", matrix),
     ("conform-base", conform_base),
     ("conform-time", conform_time),
+    ("conform-memory", conform_memory),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

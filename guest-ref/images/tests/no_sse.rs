@@ -12,6 +12,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("matrix", env!("PVABI_GUEST_MATRIX")),
     ("conform-base", env!("PVABI_GUEST_CONFORM_BASE")),
     ("conform-time", env!("PVABI_GUEST_CONFORM_TIME")),
+    ("conform-memory", env!("PVABI_GUEST_CONFORM_MEMORY")),
 ];
 
 #[test]
