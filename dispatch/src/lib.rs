@@ -90,7 +90,10 @@
 //! # Features
 //!
 //! `test-util` adds `FakeMachine`, a [`Machine`] over plain memory that logs what it was
-//! asked to do, for tests of code built on the dispatcher. It is not in the default build.
+//! asked to do, for tests of code built on the dispatcher. `fault-injection` adds
+//! `faults::InjectedFault` and `HostConfig::inject`: named defects the conformance suite's
+//! self-test switches on one at a time to prove it catches them. Neither is in the default
+//! build.
 //!
 //! [`CHECK_ORDER`]: pvabi_abi::status::CHECK_ORDER
 //! [`CallDescriptor`]: pvabi_abi::calls::CallDescriptor
