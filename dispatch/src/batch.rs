@@ -105,6 +105,7 @@ fn multicall<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
             Status::Success
         },
         results,
+        defined: 0,
         then: Outcome::Resume,
     })
 }

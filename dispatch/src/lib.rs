@@ -283,6 +283,10 @@ pub enum End {
     Crash(String),
 }
 
+/// Calls whose time is spent waiting at the guest's request (or that register the steal page):
+/// their exits are not charged as stolen time.
+const NOT_STOLEN: [Call; 3] = [Call::VcpuHalt, Call::VcpuYield, Call::TimeSetStealPage];
+
 /// A handler's answer to a call that succeeded (or was preempted): its results and what the
 /// vCPU does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,6 +295,9 @@ pub(crate) struct Reply {
     pub status: Status,
     /// `r0..r3` (the ones the call does not define are 0).
     pub results: [u64; 4],
+    /// How many of `results` the call defines (set by the core from the call's descriptor,
+    /// so that the direct path writes only those registers without decoding the call again).
+    pub defined: usize,
     /// What the vCPU does next.
     pub then: Outcome,
 }
@@ -301,6 +308,7 @@ impl Reply {
         Reply {
             status: Status::Success,
             results: [0; 4],
+            defined: 0,
             then,
         }
     }
@@ -313,6 +321,7 @@ pub(crate) fn done(results: &[u64]) -> Result<Reply, Status> {
     Ok(Reply {
         status: Status::Success,
         results: r,
+        defined: 0,
         then: Outcome::Resume,
     })
 }
@@ -387,24 +396,19 @@ impl<M: Machine> Dispatcher<M> {
         }
         let started = Instant::now();
         let code = regs.rax;
-        let call = Call::from_code(code);
         let answer = inner.execute(vcpu, Ctx::Direct, code, regs.args());
         // Time spent waiting at the guest's request is not stolen from it, and a steal page
         // starts at zero after the call that registers it.
-        if !matches!(
-            call,
-            Some(Call::VcpuHalt | Call::VcpuYield | Call::TimeSetStealPage)
-        ) {
+        if !NOT_STOLEN.iter().any(|c| u64::from(c.code()) == code) {
             inner.account_steal(vcpu, started.elapsed());
         }
-        let defined = call.map_or(0, |c| c.descriptor().results.len());
         let strict = inner.config.strict;
         match answer {
             Ok(reply) => {
                 regs.rax = reply.status.raw();
                 let resumes = reply.then == Outcome::Resume;
                 for (i, reg) in regs.result_mut().into_iter().enumerate() {
-                    if i < defined {
+                    if i < reply.defined {
                         *reg = reply.results[i];
                     } else if strict && resumes {
                         *reg = POISON;
@@ -569,8 +573,12 @@ impl<M: Machine> Inner<M> {
             },
         }?;
         // Result slots the call does not define are 0 (BATCH-003, RING-019), whatever the handler left.
-        let defined = d.results.len();
-        reply.results.iter_mut().skip(defined).for_each(|r| *r = 0);
+        reply.defined = d.results.len();
+        reply
+            .results
+            .iter_mut()
+            .skip(reply.defined)
+            .for_each(|r| *r = 0);
         if matches!(reply.then, Outcome::End(_)) {
             // The VM ends: no ring submission is consumed from now on (RING-023, RING-027).
             self.stop_rings();

@@ -292,16 +292,7 @@ fn the_initial_mask_is_zero() {
     assert_eq!(h.call(0, Call::EventsSetMask, &[0]).1[0], 0b10);
     h.call(1, Call::EventsSetMask, &[0b1000]);
     let _ = h.raw(1, Call::VcpuStop as u64, &[]);
-    let start = pvabi_abi::vcpu::VcpuStartState {
-        rip: 0x20_0000,
-        rsp: 0x8000,
-        ..Default::default()
-    };
-    h.write(super::BUF, &start);
-    assert_eq!(
-        h.status(0, Call::VcpuStart, &[1, super::BUF]),
-        Status::Success
-    );
+    h.start_vcpu_from(0, 1);
     assert_eq!(h.call(1, Call::EventsSetMask, &[0]).1[0], 0);
 }
 

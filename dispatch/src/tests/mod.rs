@@ -16,6 +16,8 @@ mod time;
 mod vcpu;
 
 use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use pvabi_abi::calls::Call;
 use pvabi_abi::features::Features;
@@ -37,6 +39,18 @@ pub(crate) const BUF2: u64 = 0x10_1000;
 pub(crate) const PAGE1: u64 = 0x20_0000;
 pub(crate) const PAGE2: u64 = 0x20_1000;
 pub(crate) const PAGE3: u64 = 0x20_2000;
+
+/// Polls `f` every millisecond until it holds, failing the test after 5 s.
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// A dispatcher over a fake machine, with helpers.
 pub(crate) struct H {
@@ -79,6 +93,20 @@ impl H {
     pub fn negotiate(&self, required: Features) {
         let (s, _) = self.call(0, Call::Negotiate, &[0x0001_0000, required.bits()]);
         assert_eq!(s, Status::Success, "NEGOTIATE");
+    }
+
+    /// `vcpu` starts (parked) vCPU `target` with a plain start state, and it succeeds.
+    pub fn start_vcpu_from(&self, vcpu: u32, target: u32) {
+        let start = pvabi_abi::vcpu::VcpuStartState {
+            rip: 0x20_0000,
+            rsp: 0x8000,
+            ..Default::default()
+        };
+        self.write(BUF, &start);
+        assert_eq!(
+            self.status(vcpu, Call::VcpuStart, &[u64::from(target), BUF]),
+            Status::Success
+        );
     }
 
     /// Registers for `code` with `args` (missing args 0).

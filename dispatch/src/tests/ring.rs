@@ -1,7 +1,7 @@
 //! The ring pair: setup, doorbell processing, backpressure, garbage, host polling.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pvabi_abi::batch::{
     CompletionEntry, DeferredEntry, RingHeader, RingMode, RingSetup, SubmissionEntry, CQ_CAPACITY,
@@ -14,7 +14,7 @@ use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use zerocopy::IntoBytes;
 
-use super::{config, BUF, BUF2, H, MEM, PAGE1, PAGE2, PAGE3};
+use super::{config, wait_for, BUF, BUF2, H, MEM, PAGE1, PAGE2, PAGE3};
 use crate::HostConfig;
 
 const SQ: u64 = PAGE1;
@@ -220,17 +220,6 @@ fn completion_events() {
     let e: Event = h.read(PAGE3 + 64);
     assert_eq!((e.kind, e.data), (EventKind::RingCompletion as u32, 2));
     assert_eq!(h.m.log().interrupts, [(0, 99)]);
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use pvabi_abi::status::Status;
 use pvabi_abi::time::TimePage;
 use pvabi_abi::vcpu::WakeReason;
 
-use super::{config, H, PAGE1, PAGE2, PAGE3};
+use super::{config, wait_for, H, PAGE1, PAGE2, PAGE3};
 use crate::HostConfig;
 
 #[test]
@@ -35,17 +35,6 @@ fn clocks() {
         h.call(0, Call::TimeFrequency, &[]).1[..2],
         [2_500_000_000, 1234]
     );
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -351,16 +340,7 @@ fn stopping_a_vcpu_unregisters_its_steal_page() {
     );
     h.call(0, Call::VcpuInfo, &[]);
     assert_eq!(h.read::<StealTimePage>(PAGE1), stopped);
-    let start = pvabi_abi::vcpu::VcpuStartState {
-        rip: 0x20_0000,
-        rsp: 0x8000,
-        ..Default::default()
-    };
-    h.write(super::BUF, &start);
-    assert_eq!(
-        h.status(0, Call::VcpuStart, &[1, super::BUF]),
-        Status::Success
-    );
+    h.start_vcpu_from(0, 1);
     assert_eq!(
         h.status(1, Call::TimeSetStealPage, &[PAGE2]),
         Status::Success
