@@ -111,6 +111,54 @@ impl Target {
     }
 }
 
+/// Runs `tests` on `target`, up to `jobs` at once (each test boots its own VM), and returns
+/// the results in the order of `tests`. `progress` is told of each result as it arrives, with
+/// how many have finished and how long the test took.
+pub fn run_all(
+    target: &Target,
+    tests: &[&TestInfo],
+    jobs: usize,
+    progress: &(dyn Fn(usize, &TestResult, Duration) + Sync),
+) -> Vec<TestResult> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<TestResult>>> = Mutex::new(vec![None; tests.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, tests.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(test) = tests.get(i) else { break };
+                let started = Instant::now();
+                let r = target.run(test);
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(n, &r, started.elapsed());
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every test ran"))
+        .collect()
+}
+
+/// The host the committed traceability data comes from.
+pub const REFERENCE_HOST: &str = "pvabi-host (the reference host), default configuration";
+
+/// The traceability data of a run of the whole suite on the reference host (what
+/// `conformance/traceability.json` holds; `pvabi conform --write-trace` writes it).
+pub fn reference_run(results: &[TestResult]) -> pvabi_conformance::traceability::ReferenceRun {
+    pvabi_conformance::traceability::ReferenceRun::from_results(
+        &pvabi_abi::version::Version(pvabi_abi::version::SPEC_VERSION).to_string(),
+        REFERENCE_HOST,
+        results,
+    )
+}
+
 /// Quotes `s` for a POSIX shell.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -310,18 +358,30 @@ mod tests {
     use pvabi_host::vm::testing::kvm_or_skip;
 
     #[test]
-    fn every_check_cites_requirements_that_exist() {
+    fn every_check_cites_requirements_that_exist_and_the_traceability_data_is_current() {
         // Without KVM this still checks the catalogue; the citations are checked on KVM.
         assert!(!TESTS.is_empty());
-        if !kvm_or_skip("every_check_cites_requirements_that_exist") {
+        if !kvm_or_skip(
+            "every_check_cites_requirements_that_exist_and_the_traceability_data_is_current",
+        ) {
             return;
         }
-        let results: Vec<_> = TESTS
-            .iter()
-            .map(|t| run_test(t, &HostConfig::default()))
-            .collect();
+        let tests: Vec<&TestInfo> = TESTS.iter().collect();
+        let target = Target::Reference(HostConfig::default());
+        let results = run_all(&target, &tests, 2, &|_, _, _| {});
         let (_, unknown) = report::trace(&requirements(), &results);
         assert!(unknown.is_empty(), "{unknown:?}");
+        // The committed traceability data (the spec's table comes from it) says what this run
+        // says: the same tests, checks, citations and verdicts.
+        let fresh = reference_run(&results);
+        let committed = pvabi_spec::traceability::reference_run();
+        assert!(
+            fresh == committed,
+            "conformance/traceability.json is out of date: run `cargo run --release -- conform \
+             --write-trace conformance/traceability.json` and `cargo run -- spec --update`\n\
+             fresh run:\n{}",
+            fresh.to_json()
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ fn the_json_report_traces_every_requirement() {
     if !kvm_or_skip("the_json_report_traces_every_requirement") {
         return;
     }
-    let out = pvabi(&["conform", "--format", "json"]);
+    // Two at a time: the report keeps the catalogue's order all the same.
+    let out = pvabi(&["conform", "--format", "json", "-j", "2"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -59,8 +60,27 @@ fn the_json_report_traces_every_requirement() {
         (test["test"].as_str(), test["verdict"].as_str()),
         (Some("base"), Some("PASS"))
     );
-    // Progress goes to stderr.
-    assert!(String::from_utf8_lossy(&out.stderr).contains("] base ... PASS"));
+    let listed = String::from_utf8(pvabi(&["conform", "--list"]).stdout).unwrap();
+    let catalogue: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let reported: Vec<&str> = v["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(reported, catalogue);
+    // Progress goes to stderr, one line per finished test.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 at a time"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("] base") && l.contains("PASS")),
+        "{stderr}"
+    );
 }
 
 #[test]

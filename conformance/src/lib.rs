@@ -11,6 +11,8 @@
 //!   end into a [`TestResult`]: a run that ends without its verdict is never a PASS.
 //! * [`report`]: results traced to requirement IDs, with the `"requirements"` and `"tests"`
 //!   lists of the JSON report, and TAP and JUnit renderings.
+//! * [`traceability`]: the committed data behind the spec's traceability table (what the
+//!   reference host's run checked, and the rules without a test with their reasons).
 //!
 //! ```
 //! use pvabi_conformance::channel::{parse, RunEnd};
@@ -31,6 +33,7 @@
 
 pub mod channel;
 pub mod report;
+pub mod traceability;
 pub mod verdict;
 
 pub use channel::{Check, TestResult};

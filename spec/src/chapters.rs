@@ -91,6 +91,13 @@ pub static CHAPTERS: &[Chapter] = &[
     chapter!("structures.md", "Structures", [], None, true),
     chapter!("requirements.md", "Requirements index", [], None, false),
     chapter!(
+        "traceability.md",
+        "Conformance traceability",
+        [],
+        None,
+        false
+    ),
+    chapter!(
         "compatibility.md",
         "Version compatibility",
         ["COMPAT"],

@@ -643,6 +643,10 @@ pub fn all() -> Vec<(String, String)> {
         ("generated/requirements.md".to_string(), requirements_file()),
         ("generated/status.md".to_string(), status_file()),
         ("generated/structs.md".to_string(), structs_file()),
+        (
+            "generated/traceability.md".to_string(),
+            crate::traceability::traceability_file(),
+        ),
     ];
     for fam in FAMILIES.iter() {
         files.push((

@@ -7,6 +7,8 @@
 //!
 //! - [`generate`] renders every generated table.
 //! - [`requirements`] parses the normative rules (requirement IDs) out of the chapters.
+//! - [`traceability`] joins them to the conformance suite's committed data (which checks cite
+//!   each rule, and its verdict on the reference host).
 //! - [`render::render`] stages the sources, writes fresh tables, and renders HTML with mdBook.
 //! - [`links::check_links`] checks every internal link and anchor of a rendered book.
 //!
@@ -27,6 +29,7 @@ pub mod links;
 pub mod platform;
 pub mod render;
 pub mod requirements;
+pub mod traceability;
 
 pub use requirements::{requirements, Level, Party, Requirement};
 

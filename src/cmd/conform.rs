@@ -43,6 +43,17 @@ pub struct Args {
     /// the Rust toolchain) instead of running the suite.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["host_cmd", "list"])]
     export: Option<std::path::PathBuf>,
+    /// Run up to N tests at once, each in its own VM (their order in the report stays the
+    /// catalogue's).
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
+    /// Run the whole suite on the reference host and write its traceability data (each check
+    /// and the requirement IDs it cites, with its verdict) to FILE, the file the spec's
+    /// traceability table is generated from (`conformance/traceability.json`; then run
+    /// `pvabi spec --update`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["host_cmd", "export", "list", "filter"])]
+    write_trace: Option<std::path::PathBuf>,
     /// Run the suite against the reference host once per injected fault, and fail unless a
     /// test catches every one (only in builds with the `self-test` feature).
     #[cfg(feature = "self-test")]
@@ -98,12 +109,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => conform::Target::Reference(host.clone()),
     };
-    let mut results = Vec::new();
-    for (i, t) in selected.iter().enumerate() {
-        eprint!("[{}/{}] {} ... ", i + 1, selected.len(), t.name);
-        let r = target.run(t);
-        eprintln!("{} ({} checks)", r.verdict, r.checks.len());
-        results.push(r);
+    let total = selected.len();
+    eprintln!(
+        "pvabi conform: {total} test(s) on {}, {} at a time",
+        match &target {
+            conform::Target::Reference(_) => "the reference host".to_owned(),
+            conform::Target::Command { template, .. } => format!("`{template}`"),
+        },
+        args.jobs
+    );
+    let results = conform::run_all(&target, &selected, args.jobs.into(), &|n, r, took| {
+        eprintln!(
+            "[{n}/{total}] {:<10} {:<5} {:>3} checks  {:.1} s",
+            r.test,
+            r.verdict.name(),
+            r.checks.len(),
+            took.as_secs_f64()
+        );
+    });
+    if let Some(path) = &args.write_trace {
+        let data = conform::reference_run(&results);
+        std::fs::write(path, data.to_json())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!(
+            "wrote {} ({} tests); regenerate the spec's traceability table with `pvabi spec --update`",
+            path.display(),
+            data.tests.len()
+        );
     }
     if let conform::Target::Command { scratch, .. } = &target {
         let _ = std::fs::remove_dir_all(scratch);
