@@ -80,6 +80,7 @@ pub fn run_test(test: &TestInfo, host: &HostConfig) -> TestResult {
             checks: Vec::new(),
             reason: Some(format!("the test VM could not run: {e}")),
             end: RunEnd::Fault(e.to_string()),
+            info: Default::default(),
         },
     }
 }
@@ -146,6 +147,49 @@ pub fn run_all(
         .collect()
 }
 
+/// The bit of the feature named `name` (as the spec names it: `CONSOLE`, `STEAL_TIME`, ...).
+fn feature_bit(name: &str) -> Option<u64> {
+    pvabi_abi::features::FEATURES
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| f.flag.bits())
+}
+
+/// Parses a profile (see [`pvabi_conformance::profile`]) with the ABI's feature names.
+pub fn parse_profile(
+    text: &str,
+) -> Result<pvabi_conformance::profile::Profile, pvabi_conformance::profile::ProfileError> {
+    let names: Vec<&str> = pvabi_abi::features::FEATURES
+        .iter()
+        .map(|f| f.name)
+        .collect();
+    pvabi_conformance::profile::Profile::parse(text, &feature_bit, &names)
+}
+
+/// Holds `results` to `profile`: adds the `profile` test (one check per claim, against what
+/// the base test reported) and marks the failures the profile knows of. Returns the known
+/// failures that did not happen.
+pub fn apply_profile(
+    profile: &pvabi_conformance::profile::Profile,
+    results: &mut Vec<TestResult>,
+) -> Vec<pvabi_conformance::profile::KnownFailure> {
+    use pvabi_conformance::profile::{Facts, PROFILE_TEST};
+    let facts = Facts::of(results);
+    let checks = profile.checks(&facts, &feature_bit);
+    if !checks.is_empty() {
+        let verdict = Verdict::worst(checks.iter().map(|c| c.verdict));
+        results.push(TestResult {
+            test: PROFILE_TEST.to_owned(),
+            verdict,
+            checks,
+            reason: None,
+            end: RunEnd::Shutdown(verdict.exit_code()),
+            info: Default::default(),
+        });
+    }
+    profile.apply_known_failures(&facts, results)
+}
+
 /// The host the committed traceability data comes from.
 pub const REFERENCE_HOST: &str = "pvabi-host (the reference host), default configuration";
 
@@ -172,6 +216,7 @@ pub fn run_external(test: &TestInfo, template: &str, scratch: &Path) -> TestResu
         checks: Vec::new(),
         reason: Some(why.clone()),
         end: RunEnd::Fault(why),
+        info: Default::default(),
     };
     let image = scratch.join(format!("{}.elf", test.name));
     if let Err(e) = std::fs::write(&image, (test.image)()) {

@@ -177,3 +177,97 @@ fn self_test_catches_every_injected_fault() {
     let caught = stdout.lines().filter(|l| l.starts_with("caught")).count();
     assert!(caught >= 16, "{stdout}");
 }
+
+#[test]
+fn a_profile_is_held_to_the_host_and_known_failures_are_shown_as_such() {
+    if !kvm_or_skip("a_profile_is_held_to_the_host_and_known_failures_are_shown_as_such") {
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    // The reference host meets its own profile.
+    let reference = format!("{root}/conformance/profiles/pvabi-host.toml");
+    let out = pvabi(&["conform", "--filter", "base", "--profile", &reference]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS   profile"), "{stdout}");
+
+    // A host acting as 1.0 does not offer STEAL_TIME (1.1): claiming it is a FAIL, not a SKIP.
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = format!(
+        "{} run --serve 1.0 --exit-with-guest-code {{image}}",
+        env!("CARGO_BIN_EXE_pvabi")
+    );
+    let claim = "[versions]\nlowest = \"1.0\"\nhighest = \"1.0\"\n\
+                 [features]\noffered = [\"CONSOLE\", \"STEAL_TIME\"]\n";
+    let path = dir.path().join("claims.toml");
+    std::fs::write(&path, claim).unwrap();
+    let profile = path.to_str().unwrap();
+    let run = |profile: &str| {
+        pvabi(&[
+            "conform",
+            "--filter",
+            "base",
+            "--host-cmd",
+            &vmm,
+            "--profile",
+            profile,
+            "--format",
+            "json",
+        ])
+    };
+    let out = run(profile);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(out.status.code(), Some(5), "{v:#}");
+    let checks = &v["tests"][1]["checks"];
+    let verdict = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["verdict"].clone())
+    };
+    assert_eq!(
+        verdict("profile.offers_steal_time"),
+        Some("FAIL".into()),
+        "{v:#}"
+    );
+    assert_eq!(
+        verdict("profile.offers_console"),
+        Some("PASS".into()),
+        "{v:#}"
+    );
+    assert_eq!(v["profile"]["features"]["offered"][1], "STEAL_TIME");
+
+    // Listed as a known failure of this implementation id and version: XFAIL (exit 7), never
+    // PASS; for another version it is a FAIL again.
+    let version = env!("CARGO_PKG_VERSION");
+    for (listed, code, want) in [(version, 7, "XFAIL"), ("9.9.9", 5, "FAIL")] {
+        let known = format!(
+            "{claim}[[known_failure]]\ncheck = \"profile.offers_steal_time\"\nid = 1\n\
+             version = \"{listed}\"\nreason = \"steal time comes in 1.1\"\n"
+        );
+        std::fs::write(&path, known).unwrap();
+        let out = run(profile);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(code), "{v:#}");
+        let c = v["tests"][1]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "profile.offers_steal_time")
+            .unwrap()
+            .clone();
+        assert_eq!(c["verdict"], want, "{c:#}");
+    }
+
+    // A profile with a typo is refused before anything runs, naming the fix.
+    std::fs::write(&path, "[features]\noffered = [\"STEALTIME\"]\n").unwrap();
+    let out = pvabi(&["conform", "--profile", profile]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the features are CONSOLE, TIME"),
+        "{stderr}"
+    );
+}

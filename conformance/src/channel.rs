@@ -7,9 +7,14 @@
 //! ```text
 //! pvabi-conform: BEGIN <test>
 //! pvabi-conform: <PASS|SKIP|ERROR|FAIL> <check> [<requirement ID> ...] [-- <message>]
+//! pvabi-conform: INFO <key>=<value> ...
 //! ...
 //! pvabi-conform: END <test> <verdict>
 //! ```
+//!
+//! INFO lines carry what the guest learnt about the implementation (its identity, the versions
+//! and features it offers), for the runner to hold against the implementation's profile; they
+//! are not checks.
 //!
 //! and then the guest shuts down with the END verdict's [exit code](Verdict::exit_code). The
 //! runner trusts nothing it cannot cross-check ([`parse`]):
@@ -23,6 +28,8 @@
 //! - otherwise the END verdict, which is the most severe check verdict.
 //!
 //! So a run that ends without its verdict is never a PASS.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +80,9 @@ pub struct TestResult {
     pub reason: Option<String>,
     /// How the VM ended.
     pub end: RunEnd,
+    /// What the test's INFO lines said about the implementation (`key` → `value`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub info: BTreeMap<String, String>,
 }
 
 /// A requirement ID: `PVABI-<PREFIX>-<NNN>`.
@@ -100,8 +110,8 @@ fn parse_check(body: &str) -> Result<Check, String> {
         .ok_or("an empty channel line")?
         .parse()
         .map_err(|e: crate::verdict::NotAVerdict| e.to_string())?;
-    if verdict == Verdict::Crash {
-        return Err("a guest cannot report CRASH".into());
+    if matches!(verdict, Verdict::Crash | Verdict::KnownFailure) {
+        return Err(format!("a guest cannot report {verdict}"));
     }
     let name = words.next().ok_or("a check line without a check name")?;
     let mut requirements = Vec::new();
@@ -126,6 +136,7 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
     let mut begun = false;
     let mut ended: Option<Verdict> = None;
     let mut broken: Option<String> = None;
+    let mut info = BTreeMap::new();
     for line in text.lines() {
         let Some(body) = line.strip_prefix(PREFIX) else {
             continue;
@@ -144,6 +155,9 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             let mut words = rest.split_whitespace();
             match (words.next(), words.next().map(str::parse::<Verdict>)) {
                 _ if ended.is_some() => note("a second END line".into()),
+                (_, Some(Ok(v @ (Verdict::Crash | Verdict::KnownFailure)))) => {
+                    note(format!("a guest cannot end with {v}: `{line}`"))
+                }
                 (Some(name), Some(Ok(v))) if name == test => ended = Some(v),
                 (Some(name), Some(Ok(_))) => note(format!("END names test `{name}`, not `{test}`")),
                 _ => note(format!("a malformed END line: `{line}`")),
@@ -152,6 +166,15 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             note(format!("a check before BEGIN: `{line}`"));
         } else if ended.is_some() {
             note(format!("a check after END: `{line}`"));
+        } else if let Some(pairs) = body.strip_prefix("INFO ") {
+            for pair in pairs.split_whitespace() {
+                match pair.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => {
+                        info.insert(k.to_owned(), v.to_owned());
+                    }
+                    _ => note(format!("an INFO item that is not key=value: `{line}`")),
+                }
+            }
         } else {
             match parse_check(body) {
                 Ok(c) => checks.push(c),
@@ -205,6 +228,7 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
         checks,
         reason,
         end,
+        info,
     }
 }
 

@@ -11,6 +11,8 @@
 //!   end into a [`TestResult`]: a run that ends without its verdict is never a PASS.
 //! * [`report`]: results traced to requirement IDs, with the `"requirements"` and `"tests"`
 //!   lists of the JSON report, and TAP and JUnit renderings.
+//! * [`profile`]: what an implementation claims (versions, features, limits) and its known
+//!   failures, held against what the suite saw.
 //! * [`traceability`]: the committed data behind the spec's traceability table (what the
 //!   reference host's run checked, and the rules without a test with their reasons).
 //!
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod channel;
+pub mod profile;
 pub mod report;
 pub mod traceability;
 pub mod verdict;

@@ -48,6 +48,9 @@ pub enum RequirementVerdict {
     Fail,
     /// A check of a SHOULD, SHOULD NOT or MAY failed: reported, not failed.
     Warning,
+    /// A check of it failed, and the implementation's profile lists that failure as known
+    /// (for this implementation id and version, with a reason).
+    KnownFailure,
     /// Its checks were skipped.
     Skip,
     /// A check of it could not be made (ERROR or CRASH of its test).
@@ -114,6 +117,7 @@ pub fn trace(
                 match worst {
                     Verdict::Pass => RequirementVerdict::Pass,
                     Verdict::Skip => RequirementVerdict::Skip,
+                    Verdict::KnownFailure => RequirementVerdict::KnownFailure,
                     Verdict::Fail if q.is_absolute() => RequirementVerdict::Fail,
                     Verdict::Fail => RequirementVerdict::Warning,
                     Verdict::Error | Verdict::Crash => RequirementVerdict::Error,
@@ -166,6 +170,8 @@ pub fn tap(results: &[TestResult]) -> String {
             let ok = matches!(c.verdict, Verdict::Pass | Verdict::Skip);
             let directive = match (c.verdict, &c.message) {
                 (Verdict::Skip, m) => format!(" # SKIP {}", m.as_deref().unwrap_or("")),
+                // TAP's TODO: a failure that is expected, reported as one.
+                (Verdict::KnownFailure, m) => format!(" # TODO {}", m.as_deref().unwrap_or("")),
                 _ => String::new(),
             };
             points.push((
@@ -257,6 +263,13 @@ pub fn junit(results: &[TestResult]) -> String {
                 Verdict::Pass => s.push_str("/>\n"),
                 Verdict::Skip => {
                     let _ = writeln!(s, "><skipped message=\"{message}\"/></testcase>");
+                }
+                // JUnit has no expected failure: a skip that says what it is.
+                Verdict::KnownFailure => {
+                    let _ = writeln!(
+                        s,
+                        "><skipped type=\"XFAIL\" message=\"{message}\"/></testcase>"
+                    );
                 }
                 Verdict::Fail => {
                     let _ = writeln!(s, "><failure message=\"{message}\"/></testcase>");

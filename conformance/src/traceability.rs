@@ -125,6 +125,7 @@ impl ReferenceRun {
                     .collect(),
                 reason: None,
                 end: RunEnd::Shutdown(t.verdict.exit_code()),
+                info: Default::default(),
             })
             .collect()
     }
@@ -224,6 +225,7 @@ mod tests {
             }],
             reason: None,
             end: RunEnd::Shutdown(3),
+            info: Default::default(),
         }];
         let run = ReferenceRun::from_results("1.2", "h", &results);
         let back = ReferenceRun::from_json(&run.to_json()).unwrap();

@@ -16,6 +16,11 @@ pub enum Verdict {
     /// The test could not apply (a feature not offered, a platform without the mechanism),
     /// with a reason. Never hides a FAIL: a claimed feature that is absent is a FAIL.
     Skip,
+    /// A FAIL that the implementation's profile lists as a known failure of this
+    /// implementation id and version, with a reason: shown as such, never as a PASS. Only the
+    /// runner concludes it; a guest cannot report it.
+    #[serde(rename = "XFAIL")]
+    KnownFailure,
     /// The test or its environment went wrong (a check could not be made), not the host.
     Error,
     /// The implementation broke a rule.
@@ -26,9 +31,10 @@ pub enum Verdict {
 
 impl Verdict {
     /// Every verdict, least severe first.
-    pub const ALL: [Verdict; 5] = [
+    pub const ALL: [Verdict; 6] = [
         Verdict::Pass,
         Verdict::Skip,
+        Verdict::KnownFailure,
         Verdict::Error,
         Verdict::Fail,
         Verdict::Crash,
@@ -39,6 +45,7 @@ impl Verdict {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Skip => "SKIP",
+            Verdict::KnownFailure => "XFAIL",
             Verdict::Error => "ERROR",
             Verdict::Fail => "FAIL",
             Verdict::Crash => "CRASH",
@@ -47,11 +54,13 @@ impl Verdict {
 
     /// The shutdown code a test guest ends with for this verdict, and the runner's exit status
     /// for a run with this worst verdict (XTF's numbering, which keeps 1 and 2 free for tools
-    /// that use them): 0, 3, 4, 5, and 6 for CRASH, which only the runner can conclude.
+    /// that use them): 0, 3, 4, 5, and 6 for CRASH and 7 for XFAIL, which only the runner can
+    /// conclude.
     pub const fn exit_code(self) -> u32 {
         match self {
             Verdict::Pass => 0,
             Verdict::Skip => 3,
+            Verdict::KnownFailure => 7,
             Verdict::Error => 4,
             Verdict::Fail => 5,
             Verdict::Crash => 6,
@@ -100,6 +109,8 @@ mod tests {
         use Verdict::*;
         assert_eq!(Verdict::worst([]), Pass);
         assert_eq!(Verdict::worst([Pass, Skip]), Skip);
+        assert_eq!(Verdict::worst([KnownFailure, Skip]), KnownFailure);
+        assert_eq!(Verdict::worst([KnownFailure, Error]), Error);
         assert_eq!(Verdict::worst([Skip, Error, Pass]), Error);
         assert_eq!(Verdict::worst([Error, Fail]), Fail);
         assert_eq!(Verdict::worst([Fail, Crash, Pass]), Crash);

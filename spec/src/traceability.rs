@@ -42,6 +42,7 @@ fn verdict_text(v: RequirementVerdict) -> &'static str {
         RequirementVerdict::Fail => "FAIL",
         RequirementVerdict::Warning => "WARNING",
         RequirementVerdict::Skip => "SKIP",
+        RequirementVerdict::KnownFailure => "XFAIL",
         RequirementVerdict::Error => "ERROR",
         RequirementVerdict::Untested => "untested",
         RequirementVerdict::NotApplicable => "not applicable",

@@ -43,6 +43,12 @@ pub struct Args {
     /// the Rust toolchain) instead of running the suite.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["host_cmd", "list"])]
     export: Option<std::path::PathBuf>,
+    /// What the implementation claims (versions, optional features, limits) and its known
+    /// failures, as a TOML profile (see docs/host-implementers.md): a claim the host does not
+    /// meet is a FAIL; a failure the profile lists for the implementation's reported id and
+    /// version is shown as XFAIL with its reason.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<std::path::PathBuf>,
     /// Run up to N tests at once, each in its own VM (their order in the report stays the
     /// catalogue's).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 1,
@@ -96,6 +102,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.filter.unwrap_or_default()
         );
     }
+    let profile = match &args.profile {
+        Some(path) => Some(load_profile(path)?),
+        None => None,
+    };
     let host = HostConfig::default();
     let target = match &args.host_cmd {
         Some(template) => {
@@ -140,7 +150,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let conform::Target::Command { scratch, .. } = &target {
         let _ = std::fs::remove_dir_all(scratch);
     }
-    let report = conform::report(results, &target);
+    let mut results = results;
+    if let Some(profile) = &profile {
+        for stale in conform::apply_profile(profile, &mut results) {
+            eprintln!(
+                "note: the profile's known failure of `{}` (id {}, version {}) did not happen; \
+                 if it is fixed, remove it from the profile",
+                stale.check, stale.id, stale.version
+            );
+        }
+    }
+    let mut report = conform::report(results, &target);
+    if let Some(profile) = &profile {
+        report.profile = serde_json::to_value(profile).expect("a profile always serializes");
+    }
     match args.format {
         Format::Json => println!("{}", report.to_json()),
         Format::Tap => print!("{}", report::tap(&report.tests)),
@@ -148,6 +171,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => print!("{}", summary(&report)),
     }
     Ok(ExitCode::from(report.verdict.exit_code() as u8))
+}
+
+/// Reads and checks `--profile`, naming the file in every error.
+fn load_profile(path: &std::path::Path) -> anyhow::Result<pvabi_conformance::profile::Profile> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the profile {}: {e}", path.display()))?;
+    conform::parse_profile(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// `--self-test`: one run of the selected tests per injected fault; a fault is caught when a
@@ -197,10 +227,13 @@ fn summary(r: &report::Report) -> String {
         s += &format!("{:<6} {}\n", t.verdict.name(), t.test);
         for c in t.checks.iter().filter(|c| c.verdict != Verdict::Pass) {
             s += &format!(
-                "         {} {} {}{}\n",
+                "         {} {}{}{}\n",
                 c.verdict,
                 c.name,
-                c.requirements.join(" "),
+                c.requirements
+                    .iter()
+                    .map(|r| format!(" {r}"))
+                    .collect::<String>(),
                 c.message
                     .as_deref()
                     .map(|m| format!(" -- {m}"))

@@ -135,6 +135,20 @@ fn main(_boot: &BootInfo) -> ! {
         name[0],
         0,
     );
+    // Who the implementation says it is, and what it offers, for the runner's profile.
+    let version = raw(&t, Call::GetImplVersion, &[]);
+    channel::info("impl_id", id.results[0]);
+    channel::info("impl_version", version.results[0]);
+    channel::info("highest_version", u64::from(highest));
+    channel::info("lowest_version", u64::from(lowest));
+    channel::info("offered_features", offered.bits());
+    channel::info(
+        "max_multicall_entries",
+        u64::from(found.info.max_multicall_entries),
+    );
+    channel::info("deferred_capacity", u64::from(found.info.deferred_capacity));
+    channel::info("ring_capacity", u64::from(found.info.ring_capacity));
+    channel::info("vcpus", u64::from(found.info.vcpus));
 
     // NEGOTIATE refusals, each before any success.
     let required = (Features::CONSOLE | Features::SYSTEM).bits();

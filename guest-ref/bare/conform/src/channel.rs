@@ -150,6 +150,17 @@ pub fn skip(name: &str, requirements: &[&str], reason: &str) {
     push(b"\n");
 }
 
+/// What the test learnt about the implementation, for the runner to hold against its profile
+/// (`INFO key=value`; not a check).
+#[allow(dead_code)] // Only the base test reports the implementation's identity.
+pub fn info(key: &str, value: u64) {
+    push(b"pvabi-conform: INFO ");
+    push(key.as_bytes());
+    push(b"=");
+    hex(value);
+    push(b"\n");
+}
+
 fn report(verdict: Verdict, name: &str, requirements: &[&str]) {
     let o = out();
     o.worst = o.worst.max(verdict);
