@@ -134,6 +134,11 @@ pub struct HostConfig {
     /// measurements on hosts that emulate ring-0 code, where loops must run in ring 3
     /// (`pvabi bench`); never for a guest whose user processes are not trusted.
     pub allow_user_mode_calls: bool,
+    /// Check the guest (`pvabi conform --guest`): record every guest rule the host sees the
+    /// guest break ([`Dispatcher::guest_check`](crate::Dispatcher::guest_check)), and leave
+    /// the time page mid-update for a while at every refresh, so that a reader that ignores
+    /// its sequence lock is caught ([`crate::guest_check`]). Off by default.
+    pub check_guest: bool,
     /// Record the effects of calls in the [`Report`](crate::Report) (console bytes, PTE
     /// writes, flushes, vCPU starts and stops, event and batch counters). Per-call status
     /// counts are always kept (per-vCPU atomics); the effect records take a lock per call
@@ -227,6 +232,7 @@ impl HostConfig {
             impl_version: ImplVersion::of_this_crate(),
             strict: false,
             allow_user_mode_calls: false,
+            check_guest: false,
             record_effects: true,
             #[cfg(feature = "fault-injection")]
             inject: None,

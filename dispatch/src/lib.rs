@@ -111,6 +111,7 @@ mod fake;
 pub mod faults;
 #[cfg(not(feature = "fault-injection"))]
 mod faults;
+pub mod guest_check;
 mod guest_mem;
 mod machine;
 mod memory;
@@ -388,6 +389,9 @@ impl<M: Machine> Dispatcher<M> {
             regs.rax = Status::InvalidState.raw();
             return Outcome::Resume;
         }
+        if let Some(c) = &inner.checker {
+            c.doorbell(vcpu, cpl, long_mode);
+        }
         let user_mode = cpl != 0 && !inner.config.allow_user_mode_calls;
         if user_mode || !long_mode || u32::from(exit.width) != DOORBELL_WIDTH {
             // No call, and nothing else changes (CONV-008, CONV-013, CONV-032).
@@ -401,6 +405,13 @@ impl<M: Machine> Dispatcher<M> {
         // starts at zero after the call that registers it.
         if !NOT_STOLEN.iter().any(|c| u64::from(c.code()) == code) {
             inner.account_steal(vcpu, started.elapsed());
+        }
+        if let Some(c) = &inner.checker {
+            let (status, results) = match &answer {
+                Ok(reply) => (reply.status, reply.results),
+                Err(s) => (*s, [0; 4]),
+            };
+            c.call(vcpu, code, &regs.args(), status, &results);
         }
         let strict = inner.config.strict;
         match answer {
@@ -488,6 +499,13 @@ impl<M: Machine> Dispatcher<M> {
     /// The version and features NEGOTIATE settled on, if it succeeded.
     pub fn negotiated(&self) -> Option<(Version, Features)> {
         self.inner.negotiated().map(|n| (n.version, n.granted))
+    }
+
+    /// What the guest checker saw (`None` unless [`HostConfig::check_guest`] is set): the
+    /// guest rules the guest broke, and how often it exercised each. A batch still waiting to
+    /// be resumed counts as abandoned.
+    pub fn guest_check(&self) -> Option<guest_check::GuestCheckReport> {
+        self.inner.checker.as_ref().map(|c| c.report())
     }
 
     /// A snapshot of what the host recorded.

@@ -264,12 +264,15 @@ pub(crate) struct Inner<M: Machine> {
     pub rings_stopped: AtomicBool,
     pub stopping: AtomicBool,
     pub workers: Mutex<Workers>,
+    /// The guest checker, in checking mode (`config.check_guest`).
+    pub checker: Option<crate::guest_check::GuestChecker>,
 }
 
 impl<M: Machine> Inner<M> {
     pub fn new(config: HostConfig, machine: Arc<M>) -> Arc<Inner<M>> {
         let n = config.vcpus as usize;
         let calls = CallTable::new(&config);
+        let config_check = config.check_guest;
         Arc::new_cyclic(|me| {
             let vcpus: Vec<VcpuSlot> = (0..n).map(|_| VcpuSlot::default()).collect();
             lock(&vcpus[0].state).running = true;
@@ -293,6 +296,7 @@ impl<M: Machine> Inner<M> {
                 rings_stopped: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 workers: Mutex::new(Workers::default()),
+                checker: config_check.then(|| crate::guest_check::GuestChecker::new(n as u32)),
             }
         })
     }

@@ -13,6 +13,8 @@ use pvabi_abi::status::Status;
 use pvabi_abi::time::{StealTimePage, TimePage, TIME_PAGE_TSC_VALID};
 use zerocopy::IntoBytes;
 
+use crate::guest_check::{TORN_MARK, TORN_MASK};
+
 use crate::faults::injected;
 use crate::guest_mem::{self, SeqWidth};
 use crate::machine::Machine;
@@ -290,6 +292,13 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
         // Without a page, sleep until TIME_SET_PAGE (or shutdown) wakes the thread.
         let wait = match reg.as_mut() {
             Some(_) if injected!(h, TimePageNotRefreshed) => TIMER_IDLE_WAIT,
+            Some(r) if h.checker.is_some() => {
+                // Checking mode: every refresh is an update left half-done for a while, then
+                // completed (without TSC_VALID, so that the page is always written whole).
+                h.leave_time_page_torn(r);
+                h.write_time_page(r);
+                h.config.time_refresh.min(TIME_PAGE_MAX_REFRESH)
+            }
             Some(r) => {
                 if !h.write_time_page_tsc(r, &mut tsc) {
                     h.write_time_page(r);
@@ -299,6 +308,30 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
             None => TIMER_IDLE_WAIT,
         };
         reg = wait_timeout(&h.time_cv, reg, wait);
+    }
+}
+
+/// How long, in checking mode, the time page stays mid-update at every refresh.
+const TORN_WINDOW: Duration = Duration::from_micros(300);
+
+impl<M: Machine> Inner<M> {
+    /// Checking mode: the first half of an update, left visible for [`TORN_WINDOW`]: an odd
+    /// `sequence`, `flags` 0 and a `monotonic_ns` carrying [`TORN_MARK`] (see
+    /// [`crate::guest_check`]). The regular write that follows completes the update with the
+    /// same odd sequence, then the next even one.
+    fn leave_time_page_torn(&self, reg: &TimePageReg) {
+        if self.negotiated().is_some_and(|n| n.version.major() == 2) {
+            return;
+        }
+        let mem = self.machine.memory();
+        guest_mem::store_u32(mem, reg.gpa, (reg.seq.wrapping_add(1) | 1) as u32);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        let marked = TORN_MARK | (self.now_ns() & !TORN_MASK);
+        let flags = reg.gpa + offset_of!(TimePage, flags) as u64;
+        guest_mem::write(mem, flags, &0u32.to_le_bytes());
+        let monotonic = reg.gpa + offset_of!(TimePage, monotonic_ns) as u64;
+        guest_mem::write(mem, monotonic, &marked.to_le_bytes());
+        std::thread::sleep(TORN_WINDOW);
     }
 }
 

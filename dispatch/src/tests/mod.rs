@@ -8,6 +8,7 @@ mod batch;
 mod checks;
 mod console;
 mod events;
+mod guest_check;
 mod memory;
 mod regs;
 mod ring;

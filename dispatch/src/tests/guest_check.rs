@@ -1,0 +1,152 @@
+//! The guest checker (`HostConfig::check_guest`): each guest rule it checks, broken and kept.
+
+use pvabi_abi::batch::MulticallEntry;
+use pvabi_abi::calls::Call;
+use pvabi_abi::features::Features;
+use pvabi_abi::status::Status;
+use pvabi_abi::time::TimePage;
+
+use super::{config, wait_for, BUF, H, PAGE1};
+use crate::guest_check::{
+    GuestCheckReport, BASE_016, BATCH_009, CONV_001, CONV_012, DISC_006, GEN_002, TIME_014,
+    TORN_MARK, TORN_MASK,
+};
+use crate::{CallRegs, Caller, Doorbell, HostConfig};
+
+fn checking(vcpus: u32) -> HostConfig {
+    HostConfig {
+        check_guest: true,
+        ..config(vcpus)
+    }
+}
+
+fn report(h: &H) -> GuestCheckReport {
+    h.d.guest_check().expect("checking mode")
+}
+
+fn broken(h: &H) -> Vec<&'static str> {
+    report(h).violations.iter().map(|v| v.rule).collect()
+}
+
+fn entries(n: usize) -> Vec<MulticallEntry> {
+    (0..n)
+        .map(|_| MulticallEntry {
+            call: Call::VcpuInfo.code(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[test]
+fn a_careful_guest_breaks_nothing_and_the_checker_is_off_by_default() {
+    assert!(H::ready(1).d.guest_check().is_none());
+    let h = H::with(checking(1));
+    h.negotiate(Features::CONSOLE | Features::TIME | Features::MULTICALL);
+    assert_eq!(h.status(0, Call::TimeMonotonic, &[]), Status::Success);
+    assert_eq!(h.status(0, Call::GetSpecVersion, &[]), Status::Success);
+    let r = report(&h);
+    assert!(r.violations.is_empty(), "{r:?}");
+    assert!(
+        r.exercised[CONV_012] >= 3 && r.exercised[BASE_016] >= 1,
+        "{r:?}"
+    );
+}
+
+#[test]
+fn feature_calls_before_negotiate_and_ungranted_calls_are_caught() {
+    let h = H::with(checking(1));
+    assert_eq!(h.status(0, Call::TimeMonotonic, &[]), Status::NotNegotiated);
+    h.negotiate(Features::CONSOLE);
+    assert_eq!(h.status(0, Call::VcpuInfo, &[]), Status::NotGranted);
+    let r = report(&h);
+    assert_eq!(broken(&h), [DISC_006, BASE_016], "{r:?}");
+    assert_eq!(r.violations[1].call, Some("VCPU_INFO"));
+    assert!(r.violations[1].what.contains("did not grant"), "{r:?}");
+}
+
+#[test]
+fn reserved_bits_codes_and_modes_are_caught() {
+    let h = H::with(checking(1));
+    h.negotiate(Features::CONSOLE | Features::MULTICALL);
+    // MULTICALL's flags: only STOP_ON_ERROR is defined.
+    let _ = h.call(0, Call::Multicall, &[BUF, 1, 0, 1 << 7]);
+    let code = (1u64 << 40) | u64::from(Call::GetSpecVersion.code());
+    let _ = h.raw(0, code, &[]);
+    let mut regs = CallRegs::new(Call::GetSpecVersion, &[]);
+    let user = Doorbell {
+        caller: Caller {
+            vcpu: 0,
+            cpl: 3,
+            long_mode: true,
+        },
+        width: 4,
+    };
+    let _ = h.d.call(user, &mut regs);
+    assert_eq!(broken(&h), [GEN_002, CONV_001, CONV_012]);
+}
+
+#[test]
+fn a_preempted_batch_must_be_resumed_where_it_stopped() {
+    let h = H::with(HostConfig {
+        max_multicall: 1,
+        ..checking(1)
+    });
+    h.negotiate(Features::CONSOLE | Features::VCPU | Features::MULTICALL);
+    h.write(BUF, entries(3).as_slice());
+    // Resumed by the rules: nothing to report.
+    let (s, r) = h.call(0, Call::Multicall, &[BUF, 3, 0, 0]);
+    assert_eq!((s, r[0]), (Status::Incomplete, 1));
+    assert_eq!(
+        h.call(0, Call::Multicall, &[BUF, 3, 1, 0]).0,
+        Status::Incomplete
+    );
+    assert_eq!(
+        h.call(0, Call::Multicall, &[BUF, 3, 2, 0]).0,
+        Status::Success
+    );
+    assert!(broken(&h).is_empty());
+    // Restarted from 0 instead of resumed at 1 (entry 0 runs twice).
+    let _ = h.call(0, Call::Multicall, &[BUF, 3, 0, 0]);
+    let _ = h.call(0, Call::Multicall, &[BUF, 3, 0, 0]);
+    // ... and, so far, not resumed: INCOMPLETE taken for done.
+    let r = report(&h);
+    assert_eq!(broken(&h), [BATCH_009, BATCH_009], "{r:?}");
+    assert!(r.violations[0].what.contains("start 0"), "{r:?}");
+    assert!(r.violations[1].what.contains("never resumed"), "{r:?}");
+    // Resumed after all: only the restart remains.
+    assert_eq!(
+        h.call(0, Call::Multicall, &[BUF, 3, 1, 0]).0,
+        Status::Incomplete
+    );
+    assert_eq!(
+        h.call(0, Call::Multicall, &[BUF, 3, 2, 0]).0,
+        Status::Success
+    );
+    assert_eq!(broken(&h), [BATCH_009]);
+    assert_eq!(report(&h).counts[BATCH_009], 1);
+}
+
+#[test]
+fn the_time_page_is_left_mid_update_and_a_torn_read_is_caught() {
+    let h = H::with(checking(1));
+    h.negotiate(Features::CONSOLE | Features::TIME);
+    assert_eq!(h.status(0, Call::TimeSetPage, &[PAGE1]), Status::Success);
+    // The page is seen mid-update, marked, and then whole again with the mark gone.
+    let mut marked = 0;
+    wait_for("the page mid-update with the mark", || {
+        let p: TimePage = h.read(PAGE1);
+        if !p.sequence.is_multiple_of(2) && p.monotonic_ns & TORN_MASK == TORN_MARK {
+            marked = p.monotonic_ns;
+        }
+        marked != 0
+    });
+    wait_for("the update completed", || {
+        let p: TimePage = h.read(PAGE1);
+        p.sequence.is_multiple_of(2) && p.monotonic_ns & TORN_MASK != TORN_MARK
+    });
+    // A careless reader passes the marked value on.
+    let _ = h.call(0, Call::TimeSetTimer, &[marked + 1_000_000]);
+    let r = report(&h);
+    assert_eq!(broken(&h), [TIME_014], "{r:?}");
+    assert!(r.violations[0].what.contains("sequence"), "{r:?}");
+}
