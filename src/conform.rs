@@ -190,8 +190,154 @@ pub fn apply_profile(
     profile.apply_known_failures(&facts, results)
 }
 
+/// The name of the result `pvabi conform --guest` reports.
+pub const GUEST_TEST: &str = "guest";
+
+/// The host `pvabi conform --guest` runs a guest under: the reference host checking the guest
+/// and acting demanding but legal ([`HostConfig::checking`]).
+pub fn checking_host(vcpus: u32) -> HostConfig {
+    HostConfig {
+        vcpus,
+        console: ConsoleSink::Discard,
+        ..HostConfig::checking()
+    }
+}
+
+/// One check of [`check_guest`]'s report per guest rule the host can see: its name, and what
+/// "not exercised" means for it.
+const GUEST_RULES: &[(&str, &str, &str)] = &[
+    (
+        pvabi_host::dispatch::guest_check::CONV_012,
+        "calls_in_long_mode_at_cpl0",
+        "the guest made no call",
+    ),
+    (
+        pvabi_host::dispatch::guest_check::CONV_001,
+        "call_code_bits_63_32_clear",
+        "the guest made no call",
+    ),
+    (
+        pvabi_host::dispatch::guest_check::GEN_002,
+        "reserved_argument_bits_zero",
+        "the guest made no defined call",
+    ),
+    (
+        pvabi_host::dispatch::guest_check::DISC_006,
+        "no_feature_call_before_negotiate",
+        "the guest made no feature call",
+    ),
+    (
+        pvabi_host::dispatch::guest_check::BASE_016,
+        "only_granted_features",
+        "the guest made no feature call",
+    ),
+    (
+        pvabi_host::dispatch::guest_check::BATCH_009,
+        "resumes_preempted_batches",
+        "no MULTICALL of the guest was preempted with INCOMPLETE",
+    ),
+    (
+        pvabi_host::dispatch::guest_check::TIME_014,
+        "time_page_sequence_lock",
+        "the guest armed no timer (a torn time-page read shows in a TIME_SET_TIMER deadline)",
+    ),
+];
+
+/// Runs the guest `image` on `vcpus` vCPUs under [`checking_host`] and reports, per guest
+/// rule the host can see, PASS (exercised, never broken), FAIL (broken: what, where, how
+/// often) or SKIP (not exercised), plus whether the guest ran to a clean SYSTEM_SHUTDOWN under
+/// a host offering more than it knows (PVABI-VER-009).
+pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
+    use pvabi_conformance::Check;
+    let config = RunConfig {
+        host: checking_host(vcpus),
+        vm: VmConfig {
+            vcpus,
+            ..VmConfig::default()
+        },
+        timeout: Some(TEST_TIMEOUT),
+    };
+    let mut dispatcher = None;
+    let run = runner::run_with(image, config, |_, d| dispatcher = Some(d.clone()));
+    let outcome = match run {
+        Ok(o) => o,
+        Err(e) => {
+            return TestResult {
+                test: GUEST_TEST.to_owned(),
+                verdict: Verdict::Error,
+                checks: Vec::new(),
+                reason: Some(format!("the guest could not run: {e}")),
+                end: RunEnd::Fault(e.to_string()),
+                info: Default::default(),
+            }
+        }
+    };
+    let seen = dispatcher.and_then(|d| d.guest_check()).unwrap_or_default();
+    let mut checks = Vec::new();
+    for (rule, name, idle) in GUEST_RULES {
+        let broken = seen.counts.get(rule).copied().unwrap_or(0);
+        let (verdict, message) = if broken > 0 {
+            let first = seen.violations.iter().find(|v| v.rule == *rule);
+            let what = first.map_or(String::new(), |v| {
+                format!(
+                    "vCPU {}{}: {}",
+                    v.vcpu,
+                    v.call.map(|c| format!(", {c}")).unwrap_or_default(),
+                    v.what
+                )
+            });
+            let more = if broken > 1 {
+                format!(" ({broken} times)")
+            } else {
+                String::new()
+            };
+            (Verdict::Fail, Some(format!("{what}{more}")))
+        } else if seen.exercised.get(rule).copied().unwrap_or(0) > 0 {
+            (Verdict::Pass, None)
+        } else {
+            (Verdict::Skip, Some(format!("not exercised: {idle}")))
+        };
+        checks.push(Check {
+            name: format!("{GUEST_TEST}.{name}"),
+            verdict,
+            requirements: vec![(*rule).to_owned()],
+            message,
+        });
+    }
+    let (verdict, message) = match &outcome.end {
+        VmEnd::Shutdown(0) => (Verdict::Pass, None),
+        VmEnd::Shutdown(code) => (
+            Verdict::Fail,
+            Some(format!(
+                "the guest shut down with code {code}, its own report of a failure"
+            )),
+        ),
+        other => (
+            Verdict::Fail,
+            Some(format!("the guest did not run to SYSTEM_SHUTDOWN: {other}")),
+        ),
+    };
+    checks.push(Check {
+        name: format!("{GUEST_TEST}.runs_under_a_host_offering_more_than_it_knows"),
+        verdict,
+        requirements: vec!["PVABI-VER-009".to_owned()],
+        message: message.map(|m| {
+            format!("{m} (the host served the newest minor and offered feature bit {:#x}, which no version defines)", pvabi_host::dispatch::guest_check::UNKNOWN_FEATURE)
+        }),
+    });
+    let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
+    TestResult {
+        test: GUEST_TEST.to_owned(),
+        verdict: worst,
+        checks,
+        reason: None,
+        end: run_end(&outcome.end),
+        info: Default::default(),
+    }
+}
+
 /// The host the committed traceability data comes from.
-pub const REFERENCE_HOST: &str = "pvabi-host (the reference host), default configuration";
+pub const REFERENCE_HOST: &str = "pvabi-host (the reference host) in its default configuration, and the demo guest under its checking mode (pvabi conform --guest demo)";
 
 /// The traceability data of a run of the whole suite on the reference host (what
 /// `conformance/traceability.json` holds; `pvabi conform --write-trace` writes it).
@@ -402,6 +548,20 @@ mod tests {
     use pvabi_abi::calls::Call;
     use pvabi_host::vm::testing::kvm_or_skip;
 
+    /// The whole reference run: the host suite on the reference host, then the demo guest under
+    /// the checking host (the guest rules' results), `jobs` tests at a time.
+    fn run_reference(jobs: usize) -> Vec<TestResult> {
+        let tests: Vec<&TestInfo> = TESTS.iter().collect();
+        let mut results = run_all(
+            &Target::Reference(HostConfig::default()),
+            &tests,
+            jobs,
+            &|_, _, _| {},
+        );
+        results.push(check_guest(pvabi_guest_images::demo(), 1));
+        results
+    }
+
     #[test]
     fn every_check_cites_requirements_that_exist_and_the_traceability_data_is_current() {
         // Without KVM this still checks the catalogue; the citations are checked on KVM.
@@ -411,9 +571,7 @@ mod tests {
         ) {
             return;
         }
-        let tests: Vec<&TestInfo> = TESTS.iter().collect();
-        let target = Target::Reference(HostConfig::default());
-        let results = run_all(&target, &tests, 2, &|_, _, _| {});
+        let results = run_reference(2);
         let (_, unknown) = report::trace(&requirements(), &results);
         assert!(unknown.is_empty(), "{unknown:?}");
         // The committed traceability data (the spec's table comes from it) says what this run

@@ -271,3 +271,71 @@ fn a_profile_is_held_to_the_host_and_known_failures_are_shown_as_such() {
         "{stderr}"
     );
 }
+
+#[test]
+fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
+    if !kvm_or_skip("guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly") {
+        return;
+    }
+    let checks = |out: &std::process::Output| -> Vec<(String, String, String)> {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        v["tests"][0]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["verdict"].as_str().unwrap().to_owned(),
+                    c["message"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    // The demo guest, on two vCPUs, under the demanding host: every rule exercised and kept.
+    let out = pvabi(&[
+        "conform", "--guest", "demo", "--vcpus", "2", "--format", "json",
+    ]);
+    let demo = checks(&out);
+    assert_eq!(out.status.code(), Some(0), "{demo:#?}");
+    assert!(demo.len() >= 8, "{demo:#?}");
+    assert!(demo.iter().all(|(_, v, _)| v == "PASS"), "{demo:#?}");
+
+    // The careless guest: exactly its three mistakes, each named with what the host saw.
+    let out = pvabi(&["conform", "--guest", "careless", "--format", "json"]);
+    let careless = checks(&out);
+    assert_eq!(out.status.code(), Some(5), "{careless:#?}");
+    let failed: Vec<&str> = careless
+        .iter()
+        .filter(|(_, v, _)| v == "FAIL")
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "guest.only_granted_features",
+            "guest.resumes_preempted_batches",
+            "guest.time_page_sequence_lock"
+        ],
+        "{careless:#?}"
+    );
+    let message = |name: &str| &careless.iter().find(|(n, _, _)| n == name).unwrap().2;
+    assert!(message("guest.only_granted_features").contains("VCPU_INFO"));
+    assert!(message("guest.resumes_preempted_batches").contains("never resumed"));
+    assert!(message("guest.time_page_sequence_lock").contains("sequence lock"));
+
+    // The text summary names the rules; a missing image names the built-in guests.
+    let out = pvabi(&["conform", "--guest", "careless"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL guest.only_granted_features PVABI-BASE-016"),
+        "{text}"
+    );
+    let out = pvabi(&["conform", "--guest", "/no/such.elf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("careless") && stderr.contains("demo"),
+        "{stderr}"
+    );
+}

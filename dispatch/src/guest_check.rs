@@ -24,6 +24,12 @@ use pvabi_abi::batch::MULTICALL_FLAGS_VALID;
 use pvabi_abi::calls::{ArgCheck, Call};
 use pvabi_abi::status::Status;
 
+use std::time::Duration;
+
+use pvabi_abi::features::Features;
+use pvabi_abi::version::V1_0;
+
+use crate::config::{FeatureOffer, HostConfig};
 use crate::sync::lock;
 
 /// CONV-012: calls in 64-bit mode at privilege level 0.
@@ -51,6 +57,36 @@ pub const RULES: [&str; 7] = [
 pub const TORN_MARK: u64 = 0x7ead_0000_0000_0000;
 /// The bits [`TORN_MARK`] occupies.
 pub const TORN_MASK: u64 = 0xffff_0000_0000_0000;
+
+/// A feature bit no version defines, which the checking host ([`HostConfig::checking`])
+/// offers: a guest must not fail because of it (PVABI-VER-009).
+pub const UNKNOWN_FEATURE: u64 = 1 << 47;
+
+impl HostConfig {
+    /// A host that checks its guest ([`HostConfig::check_guest`]) and is demanding but legal,
+    /// for `pvabi conform --guest`: it preempts every MULTICALL after each entry (INCOMPLETE
+    /// at every index), poisons the result registers a call does not define, leaves the time
+    /// page mid-update for a while at every refresh (every millisecond), lets host-polled
+    /// rings sleep as soon as they are idle, serves the newest minor, and offers a feature bit
+    /// no version defines ([`UNKNOWN_FEATURE`]).
+    pub fn checking() -> HostConfig {
+        let base = HostConfig::default();
+        let mut features = base.features.clone();
+        features.push(FeatureOffer {
+            flag: Features::from_bits_retain(UNKNOWN_FEATURE),
+            since: V1_0,
+        });
+        HostConfig {
+            check_guest: true,
+            strict: true,
+            max_multicall: 1,
+            time_refresh: Duration::from_millis(1),
+            poll_idle: Duration::ZERO,
+            features,
+            ..base
+        }
+    }
+}
 
 /// One broken guest rule, as the host saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]

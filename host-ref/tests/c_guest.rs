@@ -616,6 +616,53 @@ fn c_guest_runs_under_the_reference_host() {
     assert_demo_passed(&run, true);
 }
 
+/// Guest conformance (`pvabi conform --guest`'s host): under a host that checks its guest and
+/// is demanding but legal (INCOMPLETE at every MULTICALL index, the time page left mid-update
+/// at every refresh, poisoned undefined results, a feature bit no version defines), the C
+/// guest, written from the header alone, breaks no guest rule the host can see, and still
+/// passes every check of its own.
+#[test]
+fn c_guest_breaks_no_guest_rule_under_a_checking_host() {
+    require_tool("gcc", "gcc");
+    let image = build(&["gcc"], &scratch("gcc-checked"));
+    if !kvm_or_skip("c_guest_breaks_no_guest_rule_under_a_checking_host") {
+        return;
+    }
+    let config = HostConfig {
+        console: ConsoleSink::Discard,
+        ..HostConfig::checking()
+    };
+    let mut dispatcher = None;
+    let outcome = runner::run_with(
+        &image,
+        RunConfig {
+            host: config.clone(),
+            vm: VmConfig::default(),
+            timeout: Some(WATCHDOG),
+        },
+        |_, d| dispatcher = Some(d.clone()),
+    )
+    .expect("VM ran");
+    let seen = dispatcher
+        .and_then(|d| d.guest_check())
+        .expect("a checking host reports what it saw");
+    assert!(seen.violations.is_empty(), "{seen:#?}");
+    // The checks were exercised: calls, feature calls and timers (the C guest makes no
+    // MULTICALL of more than one entry, so no batch of it is preempted).
+    for rule in ["PVABI-CONV-012", "PVABI-BASE-016", "PVABI-TIME-014"] {
+        assert!(
+            seen.exercised.get(rule).copied().unwrap_or(0) > 0,
+            "{rule} not exercised: {seen:#?}"
+        );
+    }
+    let run = Run {
+        end: outcome.end,
+        report: outcome.report,
+        config,
+    };
+    assert_demo_passed(&run, true);
+}
+
 /// The header and the guest compile with clang too. The clang-built guest then boots on a host
 /// laid out differently: the pvabi leaves one base up, behind another hypervisor's signature
 /// (PVABI-DISC-002), a doorbell at another port (PVABI-DISC-008), and no VCPU feature, so the

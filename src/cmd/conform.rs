@@ -43,6 +43,16 @@ pub struct Args {
     /// the Rust toolchain) instead of running the suite.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["host_cmd", "list"])]
     export: Option<std::path::PathBuf>,
+    /// Check a guest instead of a host: boot the guest ELF IMAGE (or a built-in guest by name:
+    /// `demo`, `careless`) under the reference host in its checking mode, which records every
+    /// guest rule it sees broken while acting demanding but legal (INCOMPLETE at every index,
+    /// a time page left mid-update at every refresh, poisoned undefined results, a feature bit
+    /// no version defines).
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["host_cmd", "export", "list", "filter", "write_trace", "profile"])]
+    guest: Option<String>,
+    /// vCPUs of the guest `--guest` checks.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "guest")]
+    vcpus: u32,
     /// What the implementation claims (versions, optional features, limits) and its known
     /// failures, as a TOML profile (see docs/host-implementers.md): a claim the host does not
     /// meet is a FAIL; a failure the profile lists for the implementation's reported id and
@@ -96,6 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(image) = &args.guest {
+        return check_guest(image, args.vcpus, args.format);
+    }
     if selected.is_empty() {
         anyhow::bail!(
             "no test matches --filter {:?}; `pvabi conform --list` shows them",
@@ -138,6 +151,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     });
     if let Some(path) = &args.write_trace {
+        let mut results = results.clone();
+        results.push(conform::check_guest(pvabi_guest_images::demo(), 1));
         let data = conform::reference_run(&results);
         std::fs::write(path, data.to_json())
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
@@ -165,6 +180,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.profile = serde_json::to_value(profile).expect("a profile always serializes");
     }
     match args.format {
+        Format::Json => println!("{}", report.to_json()),
+        Format::Tap => print!("{}", report::tap(&report.tests)),
+        Format::Junit => print!("{}", report::junit(&report.tests)),
+        Format::Text => print!("{}", summary(&report)),
+    }
+    Ok(ExitCode::from(report.verdict.exit_code() as u8))
+}
+
+/// `--guest IMAGE`: the guest's run under the checking host, reported like a host run.
+fn check_guest(image: &str, vcpus: u32, format: Format) -> anyhow::Result<ExitCode> {
+    let bytes: Vec<u8> = match std::fs::read(image) {
+        Ok(b) => b,
+        Err(e) => match pvabi_guest_images::by_name(image) {
+            Some(b) => b.to_vec(),
+            None => anyhow::bail!(
+                "cannot read the guest image {image}: {e} (give an ELF file, or a built-in guest: {})",
+                pvabi_guest_images::ALL
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    eprintln!("pvabi conform --guest: {image} on {vcpus} vCPU(s) under the checking host ...");
+    let started = std::time::Instant::now();
+    let result = conform::check_guest(&bytes, vcpus);
+    eprintln!(
+        "[1/1] {:<10} {:<5} {:>3} checks  {:.1} s",
+        result.test,
+        result.verdict.name(),
+        result.checks.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut report = conform::report(
+        vec![result],
+        &conform::Target::Reference(conform::checking_host(vcpus)),
+    );
+    report.implementation = serde_json::json!({ "guest": image, "vcpus": vcpus });
+    match format {
         Format::Json => println!("{}", report.to_json()),
         Format::Tap => print!("{}", report::tap(&report.tests)),
         Format::Junit => print!("{}", report::junit(&report.tests)),

@@ -55,6 +55,13 @@ pub fn conform_memory() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_MEMORY"))
 }
 
+/// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
+/// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
+/// the sequence lock).
+pub fn careless() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CARELESS"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -68,6 +75,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-base", conform_base),
     ("conform-time", conform_time),
     ("conform-memory", conform_memory),
+    ("careless", careless),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

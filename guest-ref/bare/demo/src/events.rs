@@ -120,12 +120,6 @@ pub fn run() {
     .s(" interrupt (coalesced)")
     .end();
 
-    expect_status(
-        "events",
-        "EVENTS_SET_MASK with a reserved bit (bit 0)",
-        pv.events_set_mask(1),
-        Status::InvalidParameter,
-    );
     let info = must("events", "VCPU_INFO", pv.vcpu_info());
     expect_status(
         "events",
