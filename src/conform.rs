@@ -531,6 +531,12 @@ pub fn report(results: Vec<TestResult>, target: &Target) -> Report {
             serde_json::json!({}),
         ),
     };
+    // What the implementation said about itself (the base test's INFO lines), whoever it is.
+    let mut implementation = implementation;
+    let facts = pvabi_conformance::profile::Facts::of(&results);
+    if !facts.0.is_empty() {
+        implementation["reported"] = serde_json::json!(facts.0);
+    }
     Report {
         suite_version: env!("CARGO_PKG_VERSION").to_owned(),
         spec_version: pvabi_abi::version::Version(pvabi_abi::version::SPEC_VERSION).to_string(),

@@ -97,6 +97,14 @@ fn host_cmd_runs_the_images_under_an_external_vmm() {
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["verdict"], "PASS");
     assert_eq!(v["implementation"]["host_cmd"], vmm.as_str());
+    // The external host's identity, as the base test learnt it (GET_IMPL_ID, the CPUID leaves).
+    assert_eq!(v["implementation"]["reported"]["impl_id"], 1, "{v:#}");
+    assert!(
+        v["implementation"]["reported"]["offered_features"]
+            .as_u64()
+            .unwrap()
+            != 0
+    );
     // A "VMM" that prints nothing and exits 0: no verdict arrived, so CRASH, never PASS.
     let out = pvabi(&["conform", "--host-cmd", "true {image}"]);
     assert_eq!(
