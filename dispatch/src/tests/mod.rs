@@ -9,6 +9,7 @@ mod checks;
 mod console;
 mod events;
 mod memory;
+mod multicall_pages;
 mod regs;
 mod ring;
 mod system;
