@@ -35,8 +35,7 @@ pub const MULTICALL_PAGES_MAX_ENTRIES: u64 = 4096;
 /// The most pages one MULTICALL_PAGES batch is spread over: the pages that
 /// [`MULTICALL_PAGES_MAX_ENTRIES`] entries fill, [`MULTICALL_PAGE_ENTRIES`] to a page
 /// (since 1.3).
-pub const MULTICALL_PAGES_MAX_PAGES: u64 =
-    MULTICALL_PAGES_MAX_ENTRIES.div_ceil(MULTICALL_PAGE_ENTRIES);
+pub const MULTICALL_PAGES_MAX_PAGES: u64 = 98;
 
 /// The number of pages a MULTICALL_PAGES batch of `count` entries is spread over: entry `i`
 /// lies on page `i / 42`, at byte offset `96 * (i % 42)`.
@@ -291,6 +290,10 @@ static_assertions::const_assert_eq!(
 static_assertions::const_assert_eq!(
     MULTICALL_PAGE_ENTRIES as usize,
     MulticallPage::ABI_LAYOUT.fields[0].size / size_of::<MulticallEntry>()
+);
+static_assertions::const_assert_eq!(
+    MULTICALL_PAGES_MAX_PAGES,
+    MULTICALL_PAGES_MAX_ENTRIES.div_ceil(MULTICALL_PAGE_ENTRIES)
 );
 // The page list is one memory block of 8-byte page addresses within one page.
 static_assertions::const_assert!(MULTICALL_PAGES_MAX_PAGES * 8 <= crate::convention::PAGE_SIZE);
