@@ -137,11 +137,14 @@ fn args_of(e: &[u8; 96]) -> [u64; 6] {
     core::array::from_fn(|j| u64::from_le_bytes(e[16 + 8 * j..][..8].try_into().unwrap()))
 }
 
+/// Per entry (status, results), the console output, and the words the entries wrote.
+type OneByOne = (Vec<(u32, [u64; 4])>, String, Vec<u8>);
+
 /// The same calls made one by one, as 1-entry MULTICALLs (the batch context, so that context
 /// checks give the same NOT_ALLOWED_HERE), on a fresh host: per entry (status, results), the
 /// console output and the words the entries wrote. Batchable calls without state are also
 /// made directly and must agree.
-fn one_by_one(entries: &[[u8; 96]]) -> (Vec<(u32, [u64; 4])>, String, Vec<u8>) {
+fn one_by_one(entries: &[[u8; 96]]) -> OneByOne {
     let h = ready13(config13(1));
     let slot = BUF2 + 2048;
     let mut out = Vec::new();
