@@ -53,6 +53,24 @@
 #define PVABI_MULTICALL_FLAGS_VALID PVABI_MULTICALL_STOP_ON_ERROR
 
 /**
+ * The entries on one page of a MULTICALL_PAGES batch: as many 96-byte entries as fit in
+ * 4096 bytes (since 1.3).
+ */
+#define PVABI_MULTICALL_PAGE_ENTRIES 42
+
+/**
+ * The most entries one MULTICALL_PAGES takes (since 1.3).
+ */
+#define PVABI_MULTICALL_PAGES_MAX_ENTRIES 4096
+
+/**
+ * The most pages one MULTICALL_PAGES batch is spread over: the pages that
+ * [`MULTICALL_PAGES_MAX_ENTRIES`] entries fill, [`MULTICALL_PAGE_ENTRIES`] to a page
+ * (since 1.3).
+ */
+#define PVABI_MULTICALL_PAGES_MAX_PAGES 98
+
+/**
  * Number of entries in a deferred queue.
  */
 #define PVABI_DEFERRED_QUEUE_CAPACITY 64
@@ -291,6 +309,11 @@
 #define PVABI_FEATURE_STEAL_TIME (1ull << 9)
 
 /**
+ * MULTICALL_PAGES: batches of up to 4096 entries given as a list of pages (since 1.3).
+ */
+#define PVABI_FEATURE_MULTICALL_PAGES (1ull << 10)
+
+/**
  * The most page frame numbers one balloon call takes (one page of `u64`s).
  */
 #define PVABI_BALLOON_MAX_PFNS 512
@@ -331,12 +354,12 @@
 /**
  * The minor number of this release of the specification.
  */
-#define PVABI_VERSION_MINOR 2
+#define PVABI_VERSION_MINOR 3
 
 /**
  * This release of the specification, `VERSION_MAJOR << 16 | VERSION_MINOR`.
  */
-#define PVABI_SPEC_VERSION 0x10002u
+#define PVABI_SPEC_VERSION 0x10003u
 
 /**
  * How the host learns of new submissions.
@@ -527,6 +550,10 @@ enum pvabi_call
    * Batch: process the submission ring now.
    */
   PVABI_CALL_RING_ENTER = 1796,
+  /**
+   * Batch: run a batch of calls whose entries are on a list of pages (since 1.3).
+   */
+  PVABI_CALL_MULTICALL_PAGES = 1797,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -971,6 +998,24 @@ typedef struct pvabi_multicall_entry {
 } pvabi_multicall_entry;
 
 /**
+ * One page of a MULTICALL_PAGES batch (since 1.3): [`MULTICALL_PAGE_ENTRIES`] entries from
+ * offset 0, then 64 bytes the host neither reads nor writes. The page is at a 4096-aligned
+ * guest-physical address; a batch's last page may hold fewer entries, and the host reads
+ * only the entries the batch has.
+ */
+typedef struct pvabi_multicall_page {
+  /**
+   * Entries `42 * k` to `42 * k + 41` of the batch, for the page at position `k` of the
+   * page list.
+   */
+  struct pvabi_multicall_entry entries[42];
+  /**
+   * Not part of the batch: the host neither reads nor writes these bytes.
+   */
+  uint8_t unused[64];
+} pvabi_multicall_page;
+
+/**
  * The header of a deferred-queue page.
  */
 typedef struct pvabi_deferred_queue_header {
@@ -1257,6 +1302,9 @@ PVABI_STATIC_ASSERT(offsetof(pvabi_multicall_entry, flags) == 8, "offset of pvab
 PVABI_STATIC_ASSERT(offsetof(pvabi_multicall_entry, reserved) == 12, "offset of pvabi_multicall_entry.reserved");
 PVABI_STATIC_ASSERT(offsetof(pvabi_multicall_entry, args) == 16, "offset of pvabi_multicall_entry.args");
 PVABI_STATIC_ASSERT(offsetof(pvabi_multicall_entry, results) == 64, "offset of pvabi_multicall_entry.results");
+PVABI_STATIC_ASSERT(sizeof(pvabi_multicall_page) == 4096, "size of pvabi_multicall_page");
+PVABI_STATIC_ASSERT(offsetof(pvabi_multicall_page, entries) == 0, "offset of pvabi_multicall_page.entries");
+PVABI_STATIC_ASSERT(offsetof(pvabi_multicall_page, unused) == 4032, "offset of pvabi_multicall_page.unused");
 PVABI_STATIC_ASSERT(sizeof(pvabi_deferred_queue_header) == 64, "size of pvabi_deferred_queue_header");
 PVABI_STATIC_ASSERT(offsetof(pvabi_deferred_queue_header, head) == 0, "offset of pvabi_deferred_queue_header.head");
 PVABI_STATIC_ASSERT(offsetof(pvabi_deferred_queue_header, tail) == 4, "offset of pvabi_deferred_queue_header.tail");

@@ -237,6 +237,11 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "no MULTICALL of the guest was preempted with INCOMPLETE",
     ),
     (
+        pvabi_host::dispatch::guest_check::BATCH_019,
+        "resumes_preempted_page_batches",
+        "no MULTICALL_PAGES of the guest was preempted with INCOMPLETE",
+    ),
+    (
         pvabi_host::dispatch::guest_check::TIME_014,
         "time_page_sequence_lock",
         "the guest armed no timer (a torn time-page read shows in a TIME_SET_TIMER deadline)",

@@ -143,7 +143,8 @@ fn serve_makes_the_host_act_as_a_released_version() {
     for (serve, highest) in [
         ("1.0", "highest 1.0, lowest 1.0"),
         ("1.1", "highest 1.1, lowest 1.0"),
-        ("1.2,2.0", "highest 2.0, lowest 1.0"),
+        ("1.2", "highest 1.2, lowest 1.0"),
+        ("1.3,2.0", "highest 2.0, lowest 1.0"),
     ] {
         let out = pvabi_run(&["--serve", serve]);
         assert_eq!(

@@ -3,6 +3,10 @@
 //! - MULTICALL runs an array of [`MulticallEntry`]s with per-entry status and results. It
 //!   returns a resume index and a processed count, so a host may preempt a long batch
 //!   (`INCOMPLETE`) and the guest re-issues it from where it stopped. Batches do not nest.
+//! - MULTICALL_PAGES (since 1.3) runs the same entries, up to
+//!   [`MULTICALL_PAGES_MAX_ENTRIES`] of them, laid out [`MULTICALL_PAGE_ENTRIES`] to a page
+//!   ([`MulticallPage`]) on pages named by a page list, so that one exit carries a batch
+//!   larger than a page while no structure the host reads crosses a page.
 //! - The per-vCPU deferred queue ([`DeferredQueueHeader`] + [`DeferredEntry`]s) holds calls of
 //!   a deferral class. The host drains it on DEFER_FLUSH and before it handles any sync-point
 //!   call of that vCPU, so deferred calls take effect in queue order, before the next sync point.
@@ -22,6 +26,31 @@ pub const MULTICALL_MAX_ENTRIES: u64 = 32;
 pub const MULTICALL_STOP_ON_ERROR: u64 = 1 << 0;
 /// The MULTICALL flags this version defines.
 pub const MULTICALL_FLAGS_VALID: u64 = MULTICALL_STOP_ON_ERROR;
+
+/// The entries on one page of a MULTICALL_PAGES batch: as many 96-byte entries as fit in
+/// 4096 bytes (since 1.3).
+pub const MULTICALL_PAGE_ENTRIES: u64 = 42;
+/// The most entries one MULTICALL_PAGES takes (since 1.3).
+pub const MULTICALL_PAGES_MAX_ENTRIES: u64 = 4096;
+/// The most pages one MULTICALL_PAGES batch is spread over: the pages that
+/// [`MULTICALL_PAGES_MAX_ENTRIES`] entries fill, [`MULTICALL_PAGE_ENTRIES`] to a page
+/// (since 1.3).
+pub const MULTICALL_PAGES_MAX_PAGES: u64 = 98;
+
+/// The number of pages a MULTICALL_PAGES batch of `count` entries is spread over: entry `i`
+/// lies on page `i / 42`, at byte offset `96 * (i % 42)`.
+///
+/// ```
+/// use pvabi_abi::batch::multicall_pages_for;
+/// assert_eq!(multicall_pages_for(1), 1);
+/// assert_eq!(multicall_pages_for(42), 1);
+/// assert_eq!(multicall_pages_for(43), 2);
+/// assert_eq!(multicall_pages_for(1024), 25);
+/// assert_eq!(multicall_pages_for(4096), 98);
+/// ```
+pub const fn multicall_pages_for(count: u64) -> u64 {
+    count.div_ceil(MULTICALL_PAGE_ENTRIES)
+}
 
 /// Number of entries in a deferred queue.
 pub const DEFERRED_QUEUE_CAPACITY: u32 = 64;
@@ -68,6 +97,25 @@ crate::abi_layout!(MulticallEntry as "pvabi_multicall_entry", size 96, align 8 {
     [12] reserved: ReservedU32,
     [16] args: [u64; 6],
     [64] results: [u64; 4],
+});
+
+/// One page of a MULTICALL_PAGES batch (since 1.3): [`MULTICALL_PAGE_ENTRIES`] entries from
+/// offset 0, then 64 bytes the host neither reads nor writes. The page is at a 4096-aligned
+/// guest-physical address; a batch's last page may hold fewer entries, and the host reads
+/// only the entries the batch has.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct MulticallPage {
+    /// Entries `42 * k` to `42 * k + 41` of the batch, for the page at position `k` of the
+    /// page list.
+    pub entries: [MulticallEntry; 42],
+    /// Not part of the batch: the host neither reads nor writes these bytes.
+    pub unused: [u8; 64],
+}
+
+crate::abi_layout!(MulticallPage as "pvabi_multicall_page", size 4096, align 8 {
+    [0] entries: [MulticallEntry; 42],
+    [4032] unused: [u8; 64],
 });
 
 /// The header of a deferred-queue page.
@@ -235,6 +283,21 @@ crate::abi_layout!(CompletionEntry as "pvabi_completion_entry", size 48, align 8
 });
 
 static_assertions::const_assert!(MULTICALL_MAX_ENTRIES * 96 <= crate::convention::PAGE_SIZE);
+static_assertions::const_assert_eq!(
+    MULTICALL_PAGE_ENTRIES,
+    crate::convention::PAGE_SIZE / size_of::<MulticallEntry>() as u64
+);
+static_assertions::const_assert_eq!(
+    MULTICALL_PAGE_ENTRIES as usize,
+    MulticallPage::ABI_LAYOUT.fields[0].size / size_of::<MulticallEntry>()
+);
+static_assertions::const_assert_eq!(
+    MULTICALL_PAGES_MAX_PAGES,
+    MULTICALL_PAGES_MAX_ENTRIES.div_ceil(MULTICALL_PAGE_ENTRIES)
+);
+// The page list is one memory block of 8-byte page addresses within one page.
+static_assertions::const_assert!(MULTICALL_PAGES_MAX_PAGES * 8 <= crate::convention::PAGE_SIZE);
+static_assertions::const_assert!(MULTICALL_PAGES_MAX_ENTRIES <= u32::MAX as u64);
 static_assertions::const_assert!(
     DEFERRED_ENTRIES_OFFSET + DEFERRED_QUEUE_CAPACITY as u64 * 32 <= crate::convention::PAGE_SIZE
 );
@@ -364,6 +427,69 @@ pub const CALLS: &[CallDescriptor] = &[
             Call::RingEnter,
             "RING_ENTER",
             "Processes the calling vCPU's submission ring now.",
+        )
+    },
+    CallDescriptor {
+        feature: Some(Features::MULTICALL_PAGES),
+        since: crate::version::V1_3,
+        args: &[
+            arg(
+                "list",
+                ArgCheck::Any,
+                "Guest-physical address of the page list: `pages` 64-bit addresses of 4 KiB-aligned MulticallPages.",
+            ),
+            arg(
+                "pages",
+                ArgCheck::Range {
+                    min: 1,
+                    max: MULTICALL_PAGES_MAX_PAGES,
+                },
+                "Number of pages on the list, 1 to 98: exactly the pages `count` entries fill, 42 to a page.",
+            ),
+            arg(
+                "count",
+                ArgCheck::Range {
+                    min: 1,
+                    max: MULTICALL_PAGES_MAX_ENTRIES,
+                },
+                "Number of entries, 1 to 4096.",
+            ),
+            arg(
+                "start",
+                ArgCheck::Range {
+                    min: 0,
+                    max: MULTICALL_PAGES_MAX_ENTRIES,
+                },
+                "Index of the first entry to run (resume index); at most count.",
+            ),
+            arg(
+                "flags",
+                ArgCheck::Mask(MULTICALL_FLAGS_VALID),
+                "Bit 0 STOP_ON_ERROR.",
+            ),
+        ],
+        results: &[
+            res(
+                "next",
+                "Index after the last processed entry (count when all are done).",
+            ),
+            res("processed", "Entries processed by this call."),
+        ],
+        block: Some(BlockDesc {
+            addr_arg: 0,
+            align: 8,
+            kind: BlockKind::Array {
+                elem: "u64",
+                elem_size: 8,
+                count_arg: 1,
+                max: MULTICALL_PAGES_MAX_PAGES,
+            },
+        }),
+        sync_point: true,
+        ..plain(
+            Call::MulticallPages,
+            "MULTICALL_PAGES",
+            "Runs a batch of up to 4096 calls whose entries lie on a list of pages; per-entry status, preemptible with a resume index.",
         )
     },
 ];

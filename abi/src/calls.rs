@@ -107,6 +107,8 @@ pub enum Call {
     RingSetup = 0x0703,
     /// Batch: process the submission ring now.
     RingEnter = 0x0704,
+    /// Batch: run a batch of calls whose entries are on a list of pages (since 1.3).
+    MulticallPages = 0x0705,
 }
 
 impl Call {

@@ -6,7 +6,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::version::{Version, V1_0, V1_1};
+use crate::version::{Version, V1_0, V1_1, V1_3};
 
 /// The console family (debug console output).
 pub const FEATURE_CONSOLE: u64 = 1u64 << 0;
@@ -28,6 +28,8 @@ pub const FEATURE_DEFERRED: u64 = 1u64 << 7;
 pub const FEATURE_RING: u64 = 1u64 << 8;
 /// The per-vCPU steal-time page (since 1.1).
 pub const FEATURE_STEAL_TIME: u64 = 1u64 << 9;
+/// MULTICALL_PAGES: batches of up to 4096 entries given as a list of pages (since 1.3).
+pub const FEATURE_MULTICALL_PAGES: u64 = 1u64 << 10;
 
 /// A set of feature bits.
 ///
@@ -67,6 +69,8 @@ bitflags::bitflags! {
         const RING = FEATURE_RING;
         /// The steal-time page.
         const STEAL_TIME = FEATURE_STEAL_TIME;
+        /// MULTICALL_PAGES.
+        const MULTICALL_PAGES = FEATURE_MULTICALL_PAGES;
     }
 }
 
@@ -163,6 +167,12 @@ pub const FEATURES: &[FeatureInfo] = &[
         since: V1_1,
         description: "The per-vCPU steal-time page: time the vCPU was ready but the host ran something else.",
     },
+    FeatureInfo {
+        flag: Features::MULTICALL_PAGES,
+        name: "MULTICALL_PAGES",
+        since: V1_3,
+        description: "MULTICALL_PAGES: a batch of up to 4096 entries in one exit, its entries on a list of pages.",
+    },
 ];
 
 #[cfg(test)]
@@ -197,10 +207,19 @@ mod tests {
         assert_eq!(FEATURE_CONSOLE, 0x1);
         assert_eq!(FEATURE_RING, 0x100);
         assert_eq!(FEATURE_STEAL_TIME, 0x200);
+        assert_eq!(FEATURE_MULTICALL_PAGES, 0x400);
         assert_eq!(
             Features::defined_in(V1_0),
-            Features::all() - Features::STEAL_TIME
+            Features::all() - Features::STEAL_TIME - Features::MULTICALL_PAGES
         );
-        assert_eq!(Features::defined_in(V1_1), Features::all());
+        assert_eq!(
+            Features::defined_in(V1_1),
+            Features::all() - Features::MULTICALL_PAGES
+        );
+        assert_eq!(
+            Features::defined_in(crate::version::V1_2),
+            Features::all() - Features::MULTICALL_PAGES
+        );
+        assert_eq!(Features::defined_in(V1_3), Features::all());
     }
 }

@@ -87,6 +87,7 @@ pub const STRUCTS: &[&StructLayout] = &[
     &crate::events::Event::ABI_LAYOUT,
     &crate::vcpu::VcpuStartState::ABI_LAYOUT,
     &crate::batch::MulticallEntry::ABI_LAYOUT,
+    &crate::batch::MulticallPage::ABI_LAYOUT,
     &crate::batch::DeferredQueueHeader::ABI_LAYOUT,
     &crate::batch::DeferredEntry::ABI_LAYOUT,
     &crate::batch::RingSetup::ABI_LAYOUT,

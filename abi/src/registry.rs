@@ -582,6 +582,12 @@ pub static CONSTANTS: &[Constant] = &[
         Exact,
         "Feature bit: the per-vCPU steal-time page (since 1.1)."
     ),
+    abi!(
+        features::FEATURE_MULTICALL_PAGES,
+        Bit,
+        Exact,
+        "Feature bit: MULTICALL_PAGES, batches on a list of pages (since 1.3)."
+    ),
     // Base.
     abi!(
         base::IMPL_ID_REFERENCE,
@@ -796,6 +802,24 @@ pub static CONSTANTS: &[Constant] = &[
         Mask,
         ValidBits,
         "The RingSetup flags this version defines."
+    ),
+    abi!(
+        batch::MULTICALL_PAGE_ENTRIES,
+        Dec,
+        Exact,
+        "Entries on one page of a MULTICALL_PAGES batch (since 1.3)."
+    ),
+    abi!(
+        batch::MULTICALL_PAGES_MAX_ENTRIES,
+        Dec,
+        Exact,
+        "The most entries one MULTICALL_PAGES takes (since 1.3)."
+    ),
+    abi!(
+        batch::MULTICALL_PAGES_MAX_PAGES,
+        Dec,
+        Exact,
+        "The most pages on a MULTICALL_PAGES page list (since 1.3)."
     ),
     enumerator!(
         batch::RingMode::Doorbell,

@@ -58,9 +58,9 @@ impl core::fmt::Display for Version {
 /// The major number of this release of the specification.
 pub const VERSION_MAJOR: u16 = 1;
 /// The minor number of this release of the specification.
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 /// This release of the specification, `VERSION_MAJOR << 16 | VERSION_MINOR`.
-pub const SPEC_VERSION: u32 = 0x0001_0002;
+pub const SPEC_VERSION: u32 = 0x0001_0003;
 
 /// Version 1.0, the first release.
 pub const V1_0: Version = Version::new(1, 0);
@@ -70,6 +70,10 @@ pub const V1_1: Version = Version::new(1, 1);
 /// entry checks, result slots, one policy for corrupt indices, ring unregistering, the
 /// reference platform); a guest that relies on those guarantees asks for minor 2.
 pub const V1_2: Version = Version::new(1, 2);
+/// Version 1.3: batches past one page. MULTICALL_PAGES (feature `MULTICALL_PAGES`) runs up to
+/// 4096 entries in one exit, the entries given as a list of pages so that no structure the host
+/// reads crosses a page.
+pub const V1_3: Version = Version::new(1, 3);
 /// Version 2.0, a preview of the next major version (see [`crate::preview2`]). It is not a
 /// release: hosts may serve it beside 1.x so that the path of a major bump can be tried.
 pub const V2_0_PREVIEW: Version = Version::new(2, 0);

@@ -1,13 +1,15 @@
-//! MULTICALL and the deferred queue. Every entry goes through the same `execute` core as a
-//! direct call, in its own context ([`Ctx::Multicall`], [`Ctx::Deferred`]).
+//! MULTICALL, MULTICALL_PAGES and the deferred queue. Every entry goes through the same
+//! `execute` core as a direct call, in its own context ([`Ctx::Multicall`], [`Ctx::Deferred`]);
+//! MULTICALL and MULTICALL_PAGES share one entry loop and differ only in where the entries lie.
 
 use std::mem::offset_of;
 
 use pvabi_abi::batch::{
     DeferredEntry, DeferredQueueHeader, MulticallEntry, DEFERRED_ENTRIES_OFFSET,
-    DEFERRED_QUEUE_CAPACITY, MULTICALL_STOP_ON_ERROR,
+    DEFERRED_QUEUE_CAPACITY, MULTICALL_PAGE_ENTRIES, MULTICALL_STOP_ON_ERROR,
 };
 use pvabi_abi::calls::Call;
+use pvabi_abi::convention::{within_one_page, PAGE_SIZE};
 use pvabi_abi::status::Status;
 use zerocopy::{IntoBytes, TryFromBytes};
 
@@ -15,10 +17,11 @@ use crate::check::Ctx;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{DeferredQueue, Inner, Owner};
-use crate::sync::{lock, write_lock};
+use crate::sync::{lock, read_lock, write_lock};
 use crate::{done, Outcome, Reply, Req};
 
 const MC_SIZE: usize = size_of::<MulticallEntry>();
+const PAGE_ENTRIES: usize = MULTICALL_PAGE_ENTRIES as usize;
 const MC_STATUS: u64 = offset_of!(MulticallEntry, status) as u64;
 const MC_RESULTS: u64 = offset_of!(MulticallEntry, results) as u64;
 const DQ_HEAD: u64 = offset_of!(DeferredQueueHeader, head) as u64;
@@ -29,6 +32,7 @@ const DQ_ENTRY_SIZE: u64 = size_of::<DeferredEntry>() as u64;
 pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     match r.call {
         Call::Multicall => multicall(h, r),
+        Call::MulticallPages => multicall_pages(h, r),
         Call::DeferSetQueue => defer_set_queue(h, r.vcpu, r.block.page_arg()),
         Call::DeferFlush => {
             let (processed, failed) = h.drain_deferred(r.vcpu);
@@ -54,42 +58,127 @@ fn multicall<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     let gpa = r.args[0];
     // `count` is 1..=32 and `start <= count` (check 5); the copy holds `count` entries.
     let count = r.args[1] as usize;
-    let stop_on_error = r.args[3] & MULTICALL_STOP_ON_ERROR != 0;
-    let entries = r.block.bytes();
-    let budget = h.config.max_multicall as usize;
+    let start = r.args[2] as usize;
+    let batch = Batch {
+        start,
+        count,
+        stop_on_error: r.args[3] & MULTICALL_STOP_ON_ERROR != 0,
+        budget: h.config.max_multicall as usize,
+    };
+    // The copy holds entries 0..count; run from `start`.
+    let copy = r.block.bytes().get(start * MC_SIZE..).unwrap_or_default();
+    run_batch(h, r.vcpu, &batch, copy, |i| gpa + (i * MC_SIZE) as u64)
+}
+
+/// MULTICALL_PAGES (list, pages, count, start, flags). Check 5 made `pages` the number of
+/// pages `count` entries fill and `start <= count`; checks 6-9 and the one copy covered the
+/// page list. Then each page the list names goes through checks 6-9 in list order, as the
+/// block of the entries it holds (BATCH-017); then entries `start..count` are copied once,
+/// page by page, before any runs (BATCH-011); then they run as MULTICALL's do.
+fn multicall_pages<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
+    let list: Vec<u64> = r
+        .block
+        .bytes()
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .collect();
+    let count = r.args[2] as usize;
+    let start = r.args[3] as usize;
+    let on_page = |k: usize| count.saturating_sub(k * PAGE_ENTRIES).min(PAGE_ENTRIES);
     let mem = h.machine.memory();
-    let mut next = r.args[2] as usize;
+    for (k, &page) in list.iter().enumerate() {
+        let size = (on_page(k) * MC_SIZE) as u64;
+        if !page.is_multiple_of(PAGE_SIZE) {
+            return Err(Status::Misaligned);
+        }
+        if !within_one_page(page, size) {
+            // Unreachable: an aligned page holds its at most 4032 bytes of entries.
+            return Err(Status::CrossesPage);
+        }
+        if !guest_mem::in_ram(mem, page, size) {
+            return Err(Status::InvalidAddress);
+        }
+        if read_lock(&h.vm).overlaps_owned(page, size) {
+            return Err(Status::AccessDenied);
+        }
+    }
+    // The one copy of entries start..count, read page by page.
+    let mut copy = Vec::with_capacity((count - start) * MC_SIZE);
+    let mut i = start;
+    while i < count {
+        let (k, slot) = (i / PAGE_ENTRIES, i % PAGE_ENTRIES);
+        let n = on_page(k) - slot;
+        let page = list.get(k).copied().unwrap_or_default();
+        copy.extend(guest_mem::copy_in(
+            mem,
+            page + (slot * MC_SIZE) as u64,
+            n * MC_SIZE,
+        )?);
+        i += n;
+    }
+    let batch = Batch {
+        start,
+        count,
+        stop_on_error: r.args[4] & MULTICALL_STOP_ON_ERROR != 0,
+        budget: h.config.max_multicall_pages as usize,
+    };
+    run_batch(h, r.vcpu, &batch, &copy, |i| {
+        let page = list.get(i / PAGE_ENTRIES).copied().unwrap_or_default();
+        page + ((i % PAGE_ENTRIES) * MC_SIZE) as u64
+    })
+}
+
+/// What a MULTICALL or MULTICALL_PAGES issue runs: entries `start..count`, with STOP_ON_ERROR
+/// or not, at most `budget` of them before the host preempts.
+struct Batch {
+    start: usize,
+    count: usize,
+    stop_on_error: bool,
+    budget: usize,
+}
+
+/// The one entry loop of MULTICALL and MULTICALL_PAGES (BATCH-002 to BATCH-008). `copy` holds
+/// entries `start..count`, copied before any runs; `entry_gpa(i)` is where entry `i` lies in
+/// guest memory, for writing its `status` and, on SUCCESS, its `results`.
+fn run_batch<M: Machine>(
+    h: &Inner<M>,
+    vcpu: u32,
+    b: &Batch,
+    copy: &[u8],
+    entry_gpa: impl Fn(usize) -> u64,
+) -> Result<Reply, Status> {
+    let mem = h.machine.memory();
+    let mut next = b.start;
     let mut processed = 0usize;
     let mut preempted = false;
-    while next < count {
-        if processed == budget {
+    while next < b.count {
+        if processed == b.budget {
             preempted = true;
             break;
         }
-        let raw = entries
-            .get(next * MC_SIZE..(next + 1) * MC_SIZE)
-            .unwrap_or_default();
+        let at = (next - b.start) * MC_SIZE;
+        let raw = copy.get(at..at + MC_SIZE).unwrap_or_default();
         let (status, results) = match MulticallEntry::try_read_from_bytes(raw) {
-            Ok(e) => match h.execute(r.vcpu, Ctx::Multicall, u64::from(e.call), e.args) {
+            Ok(e) => match h.execute(vcpu, Ctx::Multicall, u64::from(e.call), e.args) {
                 // Batchable calls always resume with SUCCESS and results.
                 Ok(reply) => (Status::Success, Some(reply.results)),
                 Err(s) => (s, None),
             },
             Err(_) => {
-                h.count_call(r.vcpu, raw_code(raw, 0), Status::InvalidParameter);
+                h.count_call(vcpu, raw_code(raw, 0), Status::InvalidParameter);
                 (Status::InvalidParameter, None)
             }
         };
-        let entry_gpa = gpa + (next * MC_SIZE) as u64;
-        guest_mem::write(mem, entry_gpa + MC_STATUS, &(status as u32).to_le_bytes());
+        let gpa = entry_gpa(next);
+        guest_mem::write(mem, gpa + MC_STATUS, &(status as u32).to_le_bytes());
         // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
         // `results` are left as the guest wrote them, strict or not (BATCH-010).
         if let Some(res) = results {
-            guest_mem::write(mem, entry_gpa + MC_RESULTS, res.as_bytes());
+            guest_mem::write(mem, gpa + MC_RESULTS, res.as_bytes());
         }
         processed += 1;
         next += 1;
-        if status != Status::Success && stop_on_error {
+        if status != Status::Success && b.stop_on_error {
             break;
         }
     }

@@ -8,7 +8,7 @@
 //! | 2 | NEGOTIATE succeeded (Base exempt) | NOT_NEGOTIATED |
 //! | 3 | feature granted | NOT_GRANTED |
 //! | 4 | allowed in this context ([`Ctx`]) | NOT_ALLOWED_HERE |
-//! | 5 | register arguments ([`ArgCheck::accepts`], plus MULTICALL `start <= count`) | INVALID_PARAMETER |
+//! | 5 | register arguments ([`ArgCheck::accepts`], plus MULTICALL `start <= count`, MULTICALL_PAGES `pages` and `start`) | INVALID_PARAMETER |
 //! | - | direct sync-point calls: the drain of the deferred queue (DEFER-003, in `lib.rs`) | |
 //! | 6 | block aligned | MISALIGNED |
 //! | 7 | block within one page | CROSSES_PAGE |
@@ -16,11 +16,14 @@
 //! | 9 | block not host-owned | ACCESS_DENIED |
 //! | - | the one copy of the block ([`Block`]) | |
 //!
-//! Steps 10 (block contents: [`Block::parse`]) and 11 (call-specific) belong to the handlers.
+//! Steps 10 (block contents: [`Block::parse`]) and 11 (call-specific) belong to the handlers,
+//! as do the steps 6-9 of the pages MULTICALL_PAGES's page list names (`batch.rs`), which
+//! come after the list's own.
 //!
 //! [`CHECK_ORDER`]: pvabi_abi::status::CHECK_ORDER
 //! [`ArgCheck::accepts`]: pvabi_abi::calls::ArgCheck::accepts
 
+use pvabi_abi::batch::multicall_pages_for;
 use pvabi_abi::calls::{BlockKind, Call, CallDescriptor, DeferClass};
 use pvabi_abi::convention::{within_one_page, MAX_BLOCK_SIZE};
 use pvabi_abi::status::Status;
@@ -108,6 +111,13 @@ pub fn register_args(d: &CallDescriptor, args: &[u64; 6], vcpus: u32) -> Result<
     }
     // MULTICALL: the resume index may not pass the count.
     if d.call == Call::Multicall && args[2] > args[1] {
+        return Err(Status::InvalidParameter);
+    }
+    // MULTICALL_PAGES (list, pages, count, start, flags): the list names exactly the pages
+    // `count` entries fill, and the resume index may not pass the count (BATCH-016).
+    if d.call == Call::MulticallPages
+        && (args[1] != multicall_pages_for(args[2]) || args[3] > args[2])
+    {
         return Err(Status::InvalidParameter);
     }
     Ok(())

@@ -2,14 +2,17 @@
 //!
 //! Everything the dispatcher answers about itself (GET_SPEC_VERSION, GET_IMPL_ID,
 //! PROBE_FEATURES, NEGOTIATE, the CPUID leaves) comes from a [`HostConfig`], so one binary can
-//! act as a 1.0 host, a 1.1 host, or serve a 2.0 preview beside 1.x, by configuration alone.
+//! act as a 1.0, 1.1, 1.2 or 1.3 host, or serve a 2.0 preview beside 1.x, by configuration
+//! alone.
 
 use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pvabi_abi::batch::{DEFERRED_QUEUE_CAPACITY, MULTICALL_MAX_ENTRIES, SQ_CAPACITY};
+use pvabi_abi::batch::{
+    DEFERRED_QUEUE_CAPACITY, MULTICALL_MAX_ENTRIES, MULTICALL_PAGES_MAX_ENTRIES, SQ_CAPACITY,
+};
 use pvabi_abi::calls::Call;
 use pvabi_abi::convention::{DOORBELL_PORT, RING_NOTIFY_PORT};
 use pvabi_abi::discovery::{
@@ -153,6 +156,11 @@ pub struct HostConfig {
     /// How many MULTICALL entries one exit runs before the host preempts the batch with
     /// INCOMPLETE (1..=32). The CPUID limit (entries per MULTICALL) stays 32.
     pub max_multicall: u32,
+    /// How many MULTICALL_PAGES entries one exit runs before the host preempts the batch with
+    /// INCOMPLETE (1..=4096; default 4096, the whole of the largest batch). It is a knob of its
+    /// own rather than [`max_multicall`](Self::max_multicall): a budget of 32 would turn a
+    /// 1024-entry batch back into 32 exits.
+    pub max_multicall_pages: u32,
     /// Where console output goes.
     pub console: ConsoleSink,
     /// TSC frequency reported by TIME_FREQUENCY (0 = unknown).
@@ -238,6 +246,7 @@ impl HostConfig {
             inject: None,
             vcpus: 1,
             max_multicall: MULTICALL_MAX_ENTRIES as u32,
+            max_multicall_pages: MULTICALL_PAGES_MAX_ENTRIES as u32,
             console: ConsoleSink::default(),
             tsc_hz: 0,
             timer_resolution_ns: 100_000,
@@ -372,6 +381,17 @@ impl HostConfig {
                 ),
             );
         }
+        if self.max_multicall_pages == 0
+            || u64::from(self.max_multicall_pages) > MULTICALL_PAGES_MAX_ENTRIES
+        {
+            return bad(
+                "max_multicall_pages",
+                format!(
+                    "{} is outside 1..={MULTICALL_PAGES_MAX_ENTRIES}",
+                    self.max_multicall_pages
+                ),
+            );
+        }
         let k = self.cpuid_base.wrapping_sub(CPUID_FIRST_BASE);
         if self.cpuid_base < CPUID_FIRST_BASE
             || !k.is_multiple_of(CPUID_BASE_STRIDE)
@@ -417,22 +437,37 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use crate::*;
-    use pvabi_abi::version::{V1_0, V1_1, V1_2};
+    use pvabi_abi::version::{V1_0, V1_1, V1_2, V1_3};
 
     #[test]
     fn default_is_a_valid_host_of_the_current_release() {
         let c = HostConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.highest(), V1_2);
+        assert_eq!(c.highest(), V1_3);
         assert_eq!(c.lowest, V1_0);
-        assert_eq!(c.offered_at(V1_0), Features::all() - Features::STEAL_TIME);
-        assert_eq!(c.offered_at(V1_1), Features::all());
-        assert_eq!(c.offered_at(V1_2), Features::all());
+        let since_1_1 = Features::STEAL_TIME | Features::MULTICALL_PAGES;
+        assert_eq!(c.offered_at(V1_0), Features::all() - since_1_1);
+        assert_eq!(
+            c.offered_at(V1_1),
+            Features::all() - Features::MULTICALL_PAGES
+        );
+        assert_eq!(
+            c.offered_at(V1_2),
+            Features::all() - Features::MULTICALL_PAGES
+        );
+        assert_eq!(c.offered_at(V1_3), Features::all());
         let old = HostConfig::acting_as(V1_0);
         old.validate().unwrap();
-        assert_eq!(old.offered_at(V1_1), Features::all() - Features::STEAL_TIME);
+        assert_eq!(old.offered_at(V1_3), Features::all() - since_1_1);
         assert!(!old.implements(Call::TimeSetStealPage));
         assert!(c.implements(Call::TimeSetStealPage));
+        let v1_2 = HostConfig::acting_as(V1_2);
+        assert!(!v1_2.implements(Call::MulticallPages));
+        assert_eq!(
+            v1_2.offered_at(V1_3),
+            Features::all() - Features::MULTICALL_PAGES
+        );
+        assert!(c.implements(Call::MulticallPages));
     }
 
     #[test]
@@ -446,6 +481,16 @@ mod tests {
         assert!(c.validate().is_err());
         c = HostConfig {
             max_multicall: 33,
+            ..HostConfig::default()
+        };
+        assert!(c.validate().is_err());
+        c = HostConfig {
+            max_multicall_pages: 0,
+            ..HostConfig::default()
+        };
+        assert!(c.validate().is_err());
+        c = HostConfig {
+            max_multicall_pages: 4097,
             ..HostConfig::default()
         };
         assert!(c.validate().is_err());

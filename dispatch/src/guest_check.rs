@@ -13,6 +13,7 @@
 //! | [`DISC_006`] | a feature call before NEGOTIATE (answered NOT_NEGOTIATED) |
 //! | [`BASE_016`] | a call of a feature NEGOTIATE did not grant (answered NOT_GRANTED) |
 //! | [`BATCH_009`] | after INCOMPLETE, a MULTICALL of the same list that does not resume at `next` with the same `count` and `flags`, or a batch never resumed |
+//! | [`BATCH_019`] | the same for MULTICALL_PAGES (the same `list`, `pages`, `count` and `flags`) |
 //! | [`TIME_014`] | a time-page value read during an update: in checking mode the host leaves the page mid-update (odd `sequence`, a marked `monotonic_ns`) for a while at every refresh, so a reader that ignores the sequence lock picks up the mark and passes it on, as a TIME_SET_TIMER deadline |
 //!
 //! Each rule also counts how often the guest exercised it, so that a report can say "not
@@ -44,12 +45,14 @@ pub const DISC_006: &str = "PVABI-DISC-006";
 pub const BASE_016: &str = "PVABI-BASE-016";
 /// BATCH-009: resuming after INCOMPLETE.
 pub const BATCH_009: &str = "PVABI-BATCH-009";
+/// BATCH-019: resuming MULTICALL_PAGES after INCOMPLETE.
+pub const BATCH_019: &str = "PVABI-BATCH-019";
 /// TIME-014: the time page's sequence lock.
 pub const TIME_014: &str = "PVABI-TIME-014";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 7] = [
-    CONV_012, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009, TIME_014,
+pub const RULES: [&str; 8] = [
+    CONV_012, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009, BATCH_019, TIME_014,
 ];
 
 /// The mark of a time-page value written mid-update (in `monotonic_ns`'s top 16 bits, with
@@ -64,8 +67,8 @@ pub const UNKNOWN_FEATURE: u64 = 1 << 47;
 
 impl HostConfig {
     /// A host that checks its guest ([`HostConfig::check_guest`]) and is demanding but legal,
-    /// for `pvabi conform --guest`: it preempts every MULTICALL after each entry (INCOMPLETE
-    /// at every index), poisons the result registers a call does not define, leaves the time
+    /// for `pvabi conform --guest`: it preempts every MULTICALL and MULTICALL_PAGES after each
+    /// entry (INCOMPLETE at every index), poisons the result registers a call does not define, leaves the time
     /// page mid-update for a while at every refresh (every millisecond), lets host-polled
     /// rings sleep as soon as they are idle, serves the newest minor, and offers a feature bit
     /// no version defines ([`UNKNOWN_FEATURE`]).
@@ -80,6 +83,7 @@ impl HostConfig {
             check_guest: true,
             strict: true,
             max_multicall: 1,
+            max_multicall_pages: 1,
             time_refresh: Duration::from_millis(1),
             poll_idle: Duration::ZERO,
             features,
@@ -112,13 +116,57 @@ pub struct GuestCheckReport {
     pub exercised: BTreeMap<&'static str, u64>,
 }
 
-/// A MULTICALL the host preempted, waiting for the guest to resume it.
+/// A batch (MULTICALL or MULTICALL_PAGES) the host preempted, waiting for the guest to
+/// resume it.
 #[derive(Clone, Copy, Debug)]
 struct Preempted {
-    entries: u64,
-    count: u64,
-    flags: u64,
+    call: Call,
+    /// The arguments that name the batch and must stay the same (`start` left out).
+    key: [u64; 4],
     next: u64,
+}
+
+impl Preempted {
+    /// The batch arguments of a MULTICALL or MULTICALL_PAGES call: its key and `start`.
+    fn of(call: Call, args: &[u64; 6]) -> Option<([u64; 4], u64)> {
+        match call {
+            // entries, count, start, flags
+            Call::Multicall => Some((
+                [args[0], args[1], args[3] & MULTICALL_FLAGS_VALID, 0],
+                args[2],
+            )),
+            // list, pages, count, start, flags
+            Call::MulticallPages => Some((
+                [args[0], args[1], args[2], args[4] & MULTICALL_FLAGS_VALID],
+                args[3],
+            )),
+            _ => None,
+        }
+    }
+
+    fn rule(self) -> &'static str {
+        if self.call == Call::Multicall {
+            BATCH_009
+        } else {
+            BATCH_019
+        }
+    }
+
+    fn describe(&self) -> String {
+        let d = self.call.descriptor();
+        let names: Vec<&str> = d
+            .args
+            .iter()
+            .map(|a| a.name)
+            .filter(|n| *n != "start")
+            .collect();
+        names
+            .iter()
+            .zip(self.key)
+            .map(|(n, v)| format!("{n} {v:#x}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -263,56 +311,65 @@ impl GuestChecker {
                 );
             }
         }
-        if call == Call::Multicall {
-            self.multicall(&mut s, vcpu, args, status, results);
+        if let Some((key, start)) = Preempted::of(call, args) {
+            Self::batch(&mut s, vcpu, call, key, start, status, results);
         }
     }
 
-    fn multicall(
-        &self,
+    fn batch(
         s: &mut State,
         vcpu: u32,
-        args: &[u64; 6],
+        call: Call,
+        key: [u64; 4],
+        start: u64,
         status: Status,
         results: &[u64; 4],
     ) {
-        let (entries, count, start, flags) =
-            (args[0], args[1], args[2], args[3] & MULTICALL_FLAGS_VALID);
         let Some(slot) = s.preempted.get(vcpu as usize).copied() else {
             return;
         };
         if let Some(p) = slot {
-            s.exercised(BATCH_009);
-            if p.entries == entries {
-                if start != p.next || count != p.count || flags != p.flags {
+            s.exercised(p.rule());
+            if p.call == call && p.key[0] == key[0] {
+                if start != p.next || key != p.key {
+                    let now = Preempted {
+                        call,
+                        key,
+                        next: start,
+                    };
                     s.violated(
-                        BATCH_009,
+                        p.rule(),
                         vcpu,
-                        Some(Call::Multicall),
+                        Some(call),
                         format!(
-                            "after INCOMPLETE (next {}), MULTICALL of the same entries with start {start}, \
-                             count {count}, flags {flags:#x}: resume with start {}, count {}, flags {:#x}",
-                            p.next, p.next, p.count, p.flags
+                            "after INCOMPLETE (next {}), {} of the same batch with start {start} \
+                             and {}: resume with start {} and {}",
+                            p.next,
+                            call.descriptor().name,
+                            now.describe(),
+                            p.next,
+                            p.describe()
                         ),
                     );
                 }
             } else {
                 s.violated(
-                    BATCH_009,
+                    p.rule(),
                     vcpu,
-                    Some(Call::Multicall),
+                    Some(call),
                     format!(
-                        "a new batch at {entries:#x} while the batch at {:#x} waits to be resumed at \
-                         entry {} of {}: its remaining entries never ran",
-                        p.entries, p.next, p.count
+                        "a new batch while the {} batch ({}) waits to be resumed at entry {}: its \
+                         remaining entries never ran",
+                        p.call.descriptor().name,
+                        p.describe(),
+                        p.next
                     ),
                 );
             }
         }
         s.preempted[vcpu as usize] = (status == Status::Incomplete).then_some(Preempted {
-            entries,
-            count,
-            flags,
+            call,
+            key,
             next: results[0],
         });
     }
@@ -328,13 +385,15 @@ impl GuestChecker {
         for (vcpu, p) in s.preempted.iter().enumerate() {
             if let Some(p) = p {
                 now.violated(
-                    BATCH_009,
+                    p.rule(),
                     vcpu as u32,
-                    Some(Call::Multicall),
+                    Some(p.call),
                     format!(
-                        "the batch at {:#x} was preempted (INCOMPLETE, next {} of {}) and never resumed: \
+                        "the {} batch ({}) was preempted (INCOMPLETE, next {}) and never resumed: \
                          its remaining entries never ran",
-                        p.entries, p.next, p.count
+                        p.call.descriptor().name,
+                        p.describe(),
+                        p.next
                     ),
                 );
             }

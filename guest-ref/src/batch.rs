@@ -6,6 +6,9 @@
 //!   per entry. A host may preempt a long batch (INCOMPLETE with a resume index);
 //!   [`Pvabi::multicall_all`] re-issues it until it is done. [`Multicall`] is a page-aligned
 //!   entry array to build batches in.
+//! - **MULTICALL_PAGES** (1.3, feature `MULTICALL_PAGES`) does the same for up to 4096
+//!   entries in one exit, 42 to a page on a list of pages: build the batch in a
+//!   [`PagedMulticall`] and run it with [`Pvabi::multicall_pages_batch`].
 //! - The **deferred queue** ([`DeferredQueue`]) holds calls of a deferral class (page-table
 //!   updates, timer, event mask). The host runs them on `DEFER_FLUSH` and before any sync-point
 //!   call of the vCPU, in queue order, without an exit per entry.
@@ -28,10 +31,11 @@ use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 
 use pvabi_abi::batch::{
-    CompletionEntry, DeferredEntry, DeferredQueueHeader, MulticallEntry, RingHeader, RingMode,
-    RingSetup, SubmissionEntry, CQ_CAPACITY, DEFERRED_ENTRIES_OFFSET, DEFERRED_QUEUE_CAPACITY,
-    MULTICALL_MAX_ENTRIES, MULTICALL_STOP_ON_ERROR, RING_ENTRIES_OFFSET, SQ_CAPACITY,
-    SQ_NEED_WAKEUP,
+    multicall_pages_for, CompletionEntry, DeferredEntry, DeferredQueueHeader, MulticallEntry,
+    MulticallPage, RingHeader, RingMode, RingSetup, SubmissionEntry, CQ_CAPACITY,
+    DEFERRED_ENTRIES_OFFSET, DEFERRED_QUEUE_CAPACITY, MULTICALL_MAX_ENTRIES,
+    MULTICALL_PAGES_MAX_PAGES, MULTICALL_PAGE_ENTRIES, MULTICALL_STOP_ON_ERROR,
+    RING_ENTRIES_OFFSET, SQ_CAPACITY, SQ_NEED_WAKEUP,
 };
 use pvabi_abi::calls::{Call, DeferClass};
 use pvabi_abi::convention::{ReservedU32, ReservedU64};
@@ -171,6 +175,170 @@ impl<const N: usize> Multicall<N> {
 impl<const N: usize> Default for Multicall<N> {
     fn default() -> Self {
         Multicall::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// MULTICALL_PAGES
+
+/// One entry page of a [`PagedMulticall`]: a [`MulticallPage`] at a 4096-aligned address.
+#[repr(C, align(4096))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EntryPage(MulticallPage);
+
+/// The page list of a [`PagedMulticall`]: room for the largest list (98 addresses, 784 bytes),
+/// aligned to 1024 so that it never crosses a page.
+#[repr(C, align(1024))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PageList([u64; MULTICALL_PAGES_MAX_PAGES as usize]);
+
+const PER_PAGE: usize = MULTICALL_PAGE_ENTRIES as usize;
+
+const EMPTY_PAGE: EntryPage = EntryPage(MulticallPage {
+    entries: [EMPTY_ENTRY; PER_PAGE],
+    unused: [0; 64],
+});
+
+/// A MULTICALL_PAGES batch (pvabi 1.3) of up to `P * 42` entries on `P` pages (`P` from 1 to
+/// 98: up to 4096 entries), with its page list. Build it with [`push`](Self::push), run it
+/// with [`Pvabi::multicall_pages_batch`] (one exit for the whole batch, unless the host
+/// preempts it), then read each entry's outcome with [`result`](Self::result).
+///
+/// Entry `i` lies on page `i / 42` at byte offset `96 * (i % 42)`; every page is 4096-aligned,
+/// so no entry and no part of the list crosses a page. At 4 KiB a page it is large: put it in
+/// a `static` (a bare-metal guest's `.bss`) rather than on a small stack.
+///
+/// ```
+/// use pvabi_guest::{batch::PagedMulticall, Call};
+/// let mut batch = Box::new(PagedMulticall::<25>::new()); // 25 pages: 1050 entries
+/// assert_eq!(batch.capacity(), 1050);
+/// for _ in 0..1024 {
+///     batch.push(Call::VcpuInfo, [0; 6]).unwrap();
+/// }
+/// assert_eq!((batch.len(), batch.pages()), (1024, 25));
+/// assert_eq!(batch.entry_gpa(42) % 4096, 0); // entry 42 starts the second page
+/// ```
+#[repr(C, align(4096))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PagedMulticall<const P: usize> {
+    pages: [EntryPage; P],
+    list: PageList,
+    len: usize,
+}
+
+impl<const P: usize> PagedMulticall<P> {
+    const FITS: () = assert!(
+        P >= 1 && P as u64 <= MULTICALL_PAGES_MAX_PAGES,
+        "a MULTICALL_PAGES batch has 1 to 98 pages"
+    );
+
+    /// An empty batch (a compile-time error unless `1 <= P <= 98`).
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::FITS;
+        PagedMulticall {
+            pages: [EMPTY_PAGE; P],
+            list: PageList([0; MULTICALL_PAGES_MAX_PAGES as usize]),
+            len: 0,
+        }
+    }
+
+    /// The most entries the batch holds: `42 * P`, at most 4096.
+    pub const fn capacity(&self) -> usize {
+        let c = P * PER_PAGE;
+        let max = pvabi_abi::batch::MULTICALL_PAGES_MAX_ENTRIES as usize;
+        if c < max {
+            c
+        } else {
+            max
+        }
+    }
+
+    /// Appends a call; returns its index. The host answers NOT_ALLOWED_HERE in the entry's
+    /// status for a call that is not batchable (see `CallDescriptor::batchable`).
+    pub fn push(&mut self, call: Call, args: [u64; 6]) -> core::result::Result<usize, Full> {
+        self.push_code(call.code(), args)
+    }
+
+    /// Appends any call code (including ones this crate does not know); returns its index.
+    pub fn push_code(&mut self, code: u32, args: [u64; 6]) -> core::result::Result<usize, Full> {
+        let index = self.len;
+        if index >= self.capacity() {
+            return Err(Full);
+        }
+        let entry = self
+            .pages
+            .get_mut(index / PER_PAGE)
+            .and_then(|p| p.0.entries.get_mut(index % PER_PAGE))
+            .ok_or(Full)?;
+        *entry = MulticallEntry {
+            call: code,
+            args,
+            ..EMPTY_ENTRY
+        };
+        self.len += 1;
+        Ok(index)
+    }
+
+    /// The number of entries.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the batch has no entry.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The number of pages the entries fill (MULTICALL_PAGES's `pages` argument).
+    pub const fn pages(&self) -> usize {
+        multicall_pages_for(self.len as u64) as usize
+    }
+
+    /// Entry `index` (with the host's `status` and `results` after a run).
+    pub fn entry(&self, index: usize) -> Option<&MulticallEntry> {
+        if index >= self.len {
+            return None;
+        }
+        self.pages
+            .get(index / PER_PAGE)
+            .and_then(|p| p.0.entries.get(index % PER_PAGE))
+    }
+
+    /// Entry `index`'s guest-physical address under identity mapping (see [`gpa_of`]).
+    pub fn entry_gpa(&self, index: usize) -> u64 {
+        gpa_of(&self.pages[index / PER_PAGE])
+            + (index % PER_PAGE * size_of::<MulticallEntry>()) as u64
+    }
+
+    /// Entry `index`'s outcome after a run, as for [`Multicall::result`]: its results on
+    /// SUCCESS, its error otherwise; entries the run did not reach keep status 0 and zero
+    /// results. `None` if there is no such entry.
+    pub fn result(&self, index: usize) -> Option<Result<[u64; 4]>> {
+        self.entry(index)
+            .map(|e| Error::check(u64::from(e.status)).map(|()| e.results))
+    }
+
+    /// Writes the page list for the current entries (the address of each page in use, under
+    /// identity mapping) and returns `(list_gpa, pages)`, MULTICALL_PAGES's first two
+    /// arguments.
+    pub fn prepare_list(&mut self) -> (u64, u64) {
+        let pages = self.pages();
+        for k in 0..pages {
+            self.list.0[k] = gpa_of(&self.pages[k]);
+        }
+        (gpa_of(&self.list), pages as u64)
+    }
+}
+
+impl<const P: usize> Default for PagedMulticall<P> {
+    fn default() -> Self {
+        PagedMulticall::new()
     }
 }
 
@@ -620,35 +788,145 @@ impl<T: Transport> Pvabi<T> {
         let args = [entries_gpa, u64::from(count), u64::from(start), flags, 0, 0];
         // SAFETY: the caller vouches for the array and its calls (see above).
         let raw = unsafe { self.transport().call(Call::Multicall.code(), args) };
-        let incomplete = raw.status == Status::Incomplete.raw();
-        if !incomplete {
-            Error::check(raw.status)?;
-        }
-        let [next, processed, ..] = raw.results;
-        let (count64, start64) = (u64::from(count), u64::from(start));
-        if next > count64 || next < start64 {
-            return Err(Error::UnexpectedResult(next));
-        }
-        // BATCH-006: `processed` is `next - start`.
-        if processed != next - start64 {
-            return Err(Error::UnexpectedResult(processed));
-        }
-        // BATCH-006/007/008: INCOMPLETE leaves entries (`next < count`) after progress; SUCCESS
-        // with entries left is only a stop on error, which processed at least one entry.
-        let stop_on_error = flags & MULTICALL_STOP_ON_ERROR != 0;
-        let ended_early = next < count64;
-        if (incomplete && (!ended_early || processed == 0))
-            || (!incomplete && ended_early && (!stop_on_error || processed == 0))
-        {
-            return Err(Error::UnexpectedResult(next));
-        }
-        Ok(MulticallStep {
-            next: next as u32,
-            processed: processed as u32,
-            incomplete,
-        })
+        batch_step(raw, count, start, flags)
     }
 
+    /// `MULTICALL_PAGES` (pvabi 1.3), one issue: runs entries `start..count` (count 1 to 4096)
+    /// of the batch whose page list of `pages` page addresses is at guest-physical `list_gpa`
+    /// (8-aligned, not crossing a page); entry `i` is on page `i / 42` at `96 * (i % 42)`, and
+    /// `pages` must be the number of pages `count` entries fill. A preempted batch is not an
+    /// error: it returns `incomplete: true` with the resume index in `next`.
+    ///
+    /// # Safety
+    /// As for [`multicall`](Self::multicall): the host writes each processed entry's `status`
+    /// and `results` on the pages the list names, and runs each entry's call.
+    #[doc(alias = "MULTICALL_PAGES")]
+    pub unsafe fn multicall_pages(
+        &self,
+        list_gpa: u64,
+        pages: u64,
+        count: u32,
+        start: u32,
+        flags: u64,
+    ) -> Result<MulticallStep> {
+        let args = [
+            list_gpa,
+            pages,
+            u64::from(count),
+            u64::from(start),
+            flags,
+            0,
+        ];
+        // SAFETY: the caller vouches for the list, its pages and their calls (see above).
+        let raw = unsafe { self.transport().call(Call::MulticallPages.code(), args) };
+        batch_step(raw, count, start, flags)
+    }
+
+    /// `MULTICALL_PAGES` until done: issues it from index 0 and re-issues with the resume
+    /// index while the host answers INCOMPLETE (see [`multicall_all`](Self::multicall_all)).
+    ///
+    /// # Safety
+    /// As for [`multicall_pages`](Self::multicall_pages).
+    #[doc(alias = "MULTICALL_PAGES")]
+    pub unsafe fn multicall_pages_all(
+        &self,
+        list_gpa: u64,
+        pages: u64,
+        count: u32,
+        flags: u64,
+    ) -> Result<MulticallOutcome> {
+        // SAFETY: forwarded to the caller.
+        reissue(|start| unsafe { self.multicall_pages(list_gpa, pages, count, start, flags) })
+    }
+
+    /// `MULTICALL_PAGES` of a [`PagedMulticall`] batch until done: writes its page list, then
+    /// issues the call (one exit for the whole batch unless the host preempts it; `issues` in
+    /// the outcome counts the exits). Afterwards [`PagedMulticall::result`] gives each entry's
+    /// outcome. An empty batch makes no call. The same batch can be run again as it is: the
+    /// host reads only the inputs of each entry and overwrites `status` and `results`.
+    ///
+    /// # Safety
+    /// Every entry's call must be sound to make (see its wrapper), and the guest must run
+    /// identity-mapped (the addresses come from [`gpa_of`]).
+    #[doc(alias = "MULTICALL_PAGES")]
+    pub unsafe fn multicall_pages_batch<const P: usize>(
+        &self,
+        batch: &mut PagedMulticall<P>,
+        flags: u64,
+    ) -> Result<MulticallOutcome> {
+        if batch.is_empty() {
+            return Ok(MulticallOutcome {
+                next: 0,
+                processed: 0,
+                issues: 0,
+            });
+        }
+        let (list, pages) = batch.prepare_list();
+        // SAFETY: the batch is exclusively borrowed, so the host may write its entries during
+        // the call; its calls and the mapping are the caller's promise.
+        unsafe { self.multicall_pages_all(list, pages, batch.len as u32, flags) }
+    }
+}
+
+/// Checks one MULTICALL or MULTICALL_PAGES answer against the rules of BATCH-006 to BATCH-008
+/// and decodes it.
+fn batch_step(
+    raw: crate::transport::RawResult,
+    count: u32,
+    start: u32,
+    flags: u64,
+) -> Result<MulticallStep> {
+    let incomplete = raw.status == Status::Incomplete.raw();
+    if !incomplete {
+        Error::check(raw.status)?;
+    }
+    let [next, processed, ..] = raw.results;
+    let (count64, start64) = (u64::from(count), u64::from(start));
+    if next > count64 || next < start64 {
+        return Err(Error::UnexpectedResult(next));
+    }
+    // BATCH-006: `processed` is `next - start`.
+    if processed != next - start64 {
+        return Err(Error::UnexpectedResult(processed));
+    }
+    // BATCH-006/007/008: INCOMPLETE leaves entries (`next < count`) after progress; SUCCESS
+    // with entries left is only a stop on error, which processed at least one entry.
+    let stop_on_error = flags & MULTICALL_STOP_ON_ERROR != 0;
+    let ended_early = next < count64;
+    if (incomplete && (!ended_early || processed == 0))
+        || (!incomplete && ended_early && (!stop_on_error || processed == 0))
+    {
+        return Err(Error::UnexpectedResult(next));
+    }
+    Ok(MulticallStep {
+        next: next as u32,
+        processed: processed as u32,
+        incomplete,
+    })
+}
+
+/// Issues a batch from index 0, and again from the resume index while the host answers
+/// INCOMPLETE.
+fn reissue(mut issue: impl FnMut(u32) -> Result<MulticallStep>) -> Result<MulticallOutcome> {
+    let mut start = 0;
+    let mut processed = 0u32;
+    let mut issues = 0u32;
+    loop {
+        let step = issue(start)?;
+        issues = issues.saturating_add(1);
+        processed = processed.saturating_add(step.processed);
+        if !step.incomplete {
+            return Ok(MulticallOutcome {
+                next: step.next,
+                processed,
+                issues,
+            });
+        }
+        start = step.next;
+    }
+}
+
+impl<T: Transport> Pvabi<T> {
     /// `MULTICALL` until done: issues it from index 0 and re-issues with the resume index
     /// while the host answers INCOMPLETE. A host that keeps preempting without progress keeps
     /// this looping (the spec allows preemption at any point).
@@ -662,23 +940,8 @@ impl<T: Transport> Pvabi<T> {
         count: u32,
         flags: u64,
     ) -> Result<MulticallOutcome> {
-        let mut start = 0;
-        let mut processed = 0u32;
-        let mut issues = 0u32;
-        loop {
-            // SAFETY: forwarded to the caller.
-            let step = unsafe { self.multicall(entries_gpa, count, start, flags) }?;
-            issues = issues.saturating_add(1);
-            processed = processed.saturating_add(step.processed);
-            if !step.incomplete {
-                return Ok(MulticallOutcome {
-                    next: step.next,
-                    processed,
-                    issues,
-                });
-            }
-            start = step.next;
-        }
+        // SAFETY: forwarded to the caller.
+        reissue(|start| unsafe { self.multicall(entries_gpa, count, start, flags) })
     }
 
     /// `MULTICALL` of a [`Multicall`] batch until done (see [`multicall_all`]); afterwards

@@ -21,7 +21,7 @@
 //! | [`memory`] | Memory family | `MEM_*` |
 //! | [`vcpu`] | vCPU family | `VCPU_*` |
 //! | [`system`] | System family | `SYSTEM_*` |
-//! | [`batch`] | Batching, deferral and rings | `MULTICALL`, `DEFER_*`, `RING_*` |
+//! | [`batch`] | Batching, deferral and rings | `MULTICALL`, `MULTICALL_PAGES`, `DEFER_*`, `RING_*` |
 //!
 //! # Using it
 //!

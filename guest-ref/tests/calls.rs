@@ -62,10 +62,34 @@ fn every_call_in_the_table_has_a_wrapper() {
         pv.defer_flush().unwrap();
         pv.ring_setup(0xd000).unwrap();
         pv.ring_enter().unwrap();
+        pv.multicall_pages(0xe000, 1, 1, 0, 0).unwrap();
     }
     let made: BTreeSet<u32> = pv.transport().calls().iter().map(|c| c.0).collect();
     let table: BTreeSet<u32> = calls::all().map(|d| d.call.code()).collect();
     assert_eq!(made, table);
+}
+
+#[test]
+fn multicall_pages_sends_its_five_arguments() {
+    let pv = client(Mock::ok([1024, 1024, 0, 0]));
+    // SAFETY: the mock host touches no memory.
+    let step = unsafe { pv.multicall_pages(0xf000, 25, 1024, 0, MULTICALL_STOP_ON_ERROR) }.unwrap();
+    assert_eq!(
+        pv.transport().last(),
+        (
+            Call::MulticallPages,
+            [0xf000, 25, 1024, 0, MULTICALL_STOP_ON_ERROR, 0]
+        )
+    );
+    assert_eq!(
+        (step.next, step.processed, step.incomplete),
+        (1024, 1024, false)
+    );
+    // Answers that break BATCH-006 to BATCH-008 are refused, as for MULTICALL.
+    let pv = client(Mock::ok([1024, 1000, 0, 0]));
+    // SAFETY: as above.
+    let r = unsafe { pv.multicall_pages(0xf000, 25, 1024, 0, 0) };
+    assert_eq!(r, Err(Error::UnexpectedResult(1000)));
 }
 
 #[test]

@@ -17,7 +17,9 @@ use pvabi_guest::abi::convention::ReservedU32;
 use pvabi_guest::abi::events::{Event, EventKind, EventQueueHeader, EVENT_QUEUE_ENTRIES_OFFSET};
 use pvabi_guest::abi::time::{TimePage, TIME_PAGE_TSC_VALID};
 use pvabi_guest::abi::{Call, Status};
-use pvabi_guest::batch::{completion_result, DeferError, DeferredQueue, Multicall, Rings};
+use pvabi_guest::batch::{
+    completion_result, DeferError, DeferredQueue, Multicall, PagedMulticall, Rings,
+};
 use pvabi_guest::events::{event_kind, EventQueue};
 use pvabi_guest::time::SharedTimePage;
 use pvabi_guest::transport::RawResult;
@@ -437,6 +439,124 @@ fn multicall_batch_limits() {
     let r = unsafe { pv.multicall_all(0x1004, 2, 0) };
     assert_eq!(r, Err(Error::Status(Status::Misaligned)));
     assert_eq!(pv.transport().calls().len(), 1);
+}
+
+// --- MULTICALL_PAGES ----------------------------------------------------------------------------
+
+/// A host that plays MULTICALL_PAGES on the guest's pages through raw pointers: reads the
+/// list, checks each page's alignment, runs entries `start..count` (at most `budget` per
+/// issue) by answering `results = [i, call, 0, 0]`, fails entry `fail`, and preempts.
+fn paged_host(budget: u64, fail: u64) -> Mock {
+    Mock::with(move |code, a| {
+        assert_eq!(code, Call::MulticallPages.code());
+        let (list, pages, count, start) = (a[0] as usize, a[1], a[2], a[3]);
+        assert_eq!(list % 8, 0);
+        assert_eq!(pages, count.div_ceil(42), "pages fits count");
+        let list = ptr::with_exposed_provenance::<u64>(list);
+        let stop = count.min(start + budget);
+        for i in start..stop {
+            // SAFETY: (test) the list and its pages are the guest's batch, lent to the call.
+            let page = unsafe { list.add((i / 42) as usize).read() };
+            assert_eq!(page % 4096, 0, "page {} aligned", i / 42);
+            let e = ptr::with_exposed_provenance_mut::<MulticallEntry>(page as usize)
+                .wrapping_add((i % 42) as usize);
+            // SAFETY: (test) as above; each entry lies within its page.
+            let e = unsafe { &mut *e };
+            assert_eq!(e.args[0], i, "entry {i} where the guest put it");
+            if i == fail {
+                e.status = Status::NotAllowedHere as u32;
+            } else {
+                e.status = 0;
+                e.results = [i, u64::from(e.call), 0, 0];
+            }
+        }
+        let results = [stop, stop - start, 0, 0];
+        if stop < count {
+            RawResult {
+                status: Status::Incomplete.raw(),
+                results,
+            }
+        } else {
+            RawResult::ok(results)
+        }
+    })
+}
+
+#[test]
+fn paged_multicall_builds_pages_and_list_and_resumes() {
+    let mut batch = Box::new(PagedMulticall::<25>::new());
+    assert_eq!(std::mem::align_of::<PagedMulticall<25>>(), 4096);
+    for i in 0..1024u64 {
+        assert_eq!(
+            batch.push(Call::VcpuInfo, [i, 0, 0, 0, 0, 0]),
+            Ok(i as usize)
+        );
+    }
+    assert_eq!(
+        (batch.len(), batch.pages(), batch.capacity()),
+        (1024, 25, 1050)
+    );
+    // The host preempts every 300 entries and fails entry 700.
+    let pv = client(paged_host(300, 700));
+    // SAFETY: the entries' calls have no memory effects, and the mock host only writes the
+    // batch.
+    let outcome = unsafe { pv.multicall_pages_batch(&mut batch, 0) }.unwrap();
+    assert_eq!(
+        (outcome.next, outcome.processed, outcome.issues),
+        (1024, 1024, 4)
+    );
+    let starts: Vec<u64> = pv.transport().calls().iter().map(|(_, a)| a[3]).collect();
+    assert_eq!(starts, [0, 300, 600, 900]);
+    for i in [0usize, 41, 42, 699, 701, 1023] {
+        assert_eq!(
+            batch.result(i),
+            Some(Ok([i as u64, u64::from(Call::VcpuInfo.code()), 0, 0]))
+        );
+    }
+    assert_eq!(
+        batch.result(700),
+        Some(Err(Error::Status(Status::NotAllowedHere)))
+    );
+    assert_eq!(batch.result(1024), None);
+    // Entry i is on page i / 42 at 96 * (i % 42); the pages are consecutive here but the
+    // host reads them from the list.
+    assert_eq!(batch.entry_gpa(42) - batch.entry_gpa(0), 4096);
+    assert_eq!(batch.entry_gpa(43) - batch.entry_gpa(42), 96);
+
+    // STOP_ON_ERROR: the host stops at the failing entry; a batch that fits in one issue is
+    // one exit.
+    let pv = client(Mock::with(|_, a| RawResult::ok([a[2], a[2] - a[3], 0, 0])));
+    // SAFETY: the mock host touches no memory.
+    let outcome = unsafe { pv.multicall_pages_batch(&mut batch, MULTICALL_STOP_ON_ERROR) }.unwrap();
+    assert_eq!(outcome.issues, 1);
+    assert_eq!(pv.transport().last().1[4], MULTICALL_STOP_ON_ERROR);
+}
+
+#[test]
+fn paged_multicall_limits() {
+    let mut batch = Box::new(PagedMulticall::<98>::new());
+    assert_eq!(
+        batch.capacity(),
+        4096,
+        "98 pages hold 4116 slots, the call takes 4096"
+    );
+    for _ in 0..4096 {
+        batch.push(Call::VcpuYield, [0; 6]).unwrap();
+    }
+    assert_eq!(batch.push(Call::VcpuYield, [0; 6]), Err(Full));
+    assert_eq!(batch.pages(), 98);
+    let mut small = PagedMulticall::<1>::new();
+    for _ in 0..42 {
+        small.push(Call::VcpuYield, [0; 6]).unwrap();
+    }
+    assert_eq!(small.push_code(0x0fff, [0; 6]), Err(Full));
+    small.clear();
+    assert!(small.is_empty());
+    let pv = client(Mock::plausible());
+    // SAFETY: an empty batch makes no call.
+    let outcome = unsafe { pv.multicall_pages_batch(&mut small, 0) }.unwrap();
+    assert_eq!(outcome.issues, 0);
+    assert!(pv.transport().calls().is_empty());
 }
 
 /// The steal-time page reader: a consistent copy, retried while the host holds the lock.

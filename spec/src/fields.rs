@@ -50,6 +50,8 @@ pub(crate) const FIELD_DOCS: &[(&str, &str, &str, &str)] = &[
     ("MulticallEntry", "reserved", "guest", "Reserved; must be 0."),
     ("MulticallEntry", "args", "guest", "Arguments `a0` to `a5`."),
     ("MulticallEntry", "results", "host", "Results `r0` to `r3`; unspecified unless `status` is SUCCESS."),
+    ("MulticallPage", "entries", "both", "Entries 42 × *k* to 42 × *k* + 41 of the batch, for the page at position *k* of the page list; on the last page only the batch's remaining entries are read."),
+    ("MulticallPage", "unused", "nobody", "Not part of the batch: the host neither reads nor writes it."),
     ("DeferredQueueHeader", "head", "host", "Index of the next entry the host will run."),
     ("DeferredQueueHeader", "tail", "guest", "Index of the next entry the guest will write."),
     ("DeferredQueueHeader", "capacity", "host", "Number of entry slots ({{pvabi:DEFERRED_QUEUE_CAPACITY}})."),

@@ -31,6 +31,7 @@ pub const STRUCT_CHAPTERS: &[(&str, &str)] = &[
     ("Event", "events.md"),
     ("VcpuStartState", "vcpu.md"),
     ("MulticallEntry", "batching.md"),
+    ("MulticallPage", "batching.md"),
     ("DeferredQueueHeader", "batching.md"),
     ("DeferredEntry", "batching.md"),
     ("RingSetup", "batching.md"),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pvabi_abi::version::{Version, V1_0, V1_1, V1_2, V2_0_PREVIEW};
+use pvabi_abi::version::{Version, V1_0, V1_1, V1_2, V1_3, V2_0_PREVIEW};
 use pvabi_host::dispatch::HostConfig;
 use pvabi_host::runner::{self, RunConfig, RunError, RunOutcome};
 use pvabi_host::vm::{VmConfig, VmEnd, VmError, MIB};
@@ -64,9 +64,9 @@ pub struct Args {
     /// Stop the guest (exit status 5) if it still runs after this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
-    /// The versions the host serves, one per major, comma-separated: `1.0`, `1.1` or `1.2` to
-    /// act as that release, `1.2,2.0` to serve the 2.0 preview beside 1.2 (default: the
-    /// current release).
+    /// The versions the host serves, one per major, comma-separated: `1.0`, `1.1`, `1.2` or
+    /// `1.3` to act as that release, `1.3,2.0` to serve the 2.0 preview beside 1.3 (default:
+    /// the current release).
     #[arg(long, value_name = "VERSIONS", value_parser = parse_versions)]
     pub serve: Option<Versions>,
     /// Exit with the guest's shutdown code (see below), as `pvabi conform --host-cmd` needs.
@@ -79,9 +79,9 @@ pub struct Args {
 pub struct Versions(pub Vec<Version>);
 
 /// The versions the reference host can serve: every released one and the 2.0 preview.
-const SERVABLE: [Version; 4] = [V1_0, V1_1, V1_2, V2_0_PREVIEW];
+const SERVABLE: [Version; 5] = [V1_0, V1_1, V1_2, V1_3, V2_0_PREVIEW];
 
-/// Parses `--serve`: versions such as `1.2` or `1.2,2.0`, ascending, one per major.
+/// Parses `--serve`: versions such as `1.3` or `1.3,2.0`, ascending, one per major.
 pub fn parse_versions(text: &str) -> Result<Versions, String> {
     let known = SERVABLE.map(|v| v.to_string()).join(", ");
     let mut out: Vec<Version> = Vec::new();
@@ -98,7 +98,7 @@ pub fn parse_versions(text: &str) -> Result<Versions, String> {
             })?;
         if out.last().is_some_and(|last| last.major() >= v.major()) {
             return Err(format!(
-                "`{text}`: give one version per major, in ascending order, e.g. 1.2,2.0"
+                "`{text}`: give one version per major, in ascending order, e.g. 1.3,2.0"
             ));
         }
         out.push(v);

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
-use pvabi_abi::version::{Version, V1_0, V1_1, V1_2, V2_0_PREVIEW};
+use pvabi_abi::version::{Version, V1_0, V1_1, V1_2, V1_3, V2_0_PREVIEW};
 
 /// The features every guest of the matrix requires (present in every version).
 pub const BASE_REQUIRED: Features = Features::CONSOLE
@@ -34,6 +34,9 @@ pub struct GuestProfile {
     /// Whether it tries TIME_SET_STEAL_PAGE after NEGOTIATE (a 1.1 guest does; a 1.0 guest
     /// does not know the call).
     pub tries_steal_time: bool,
+    /// Whether it tries MULTICALL_PAGES (1024 entries in one exit) after NEGOTIATE (a 1.3
+    /// guest may; older guests do not know the call).
+    pub tries_multicall_pages: bool,
 }
 
 impl GuestProfile {
@@ -63,6 +66,11 @@ pub struct Outcome {
     pub steal_granted: bool,
     /// TIME_SET_STEAL_PAGE's status, for guests that try it after a successful NEGOTIATE.
     pub steal_call: Option<Status>,
+    /// Whether MULTICALL_PAGES was granted.
+    pub pages_granted: bool,
+    /// MULTICALL_PAGES's status, for guests that try it after a successful NEGOTIATE (SUCCESS
+    /// means the guest also found all 1024 entries run, in order, in one exit).
+    pub pages_call: Option<Status>,
 }
 
 /// The guests of the matrix.
@@ -75,6 +83,7 @@ pub const GUESTS: &[GuestProfile] = &[
         required: BASE_REQUIRED,
         optional: Features::EVENTS,
         tries_steal_time: false,
+        tries_multicall_pages: false,
     },
     GuestProfile {
         name: "1.1 guest, steal time optional",
@@ -84,6 +93,7 @@ pub const GUESTS: &[GuestProfile] = &[
         required: BASE_REQUIRED,
         optional: Features::STEAL_TIME,
         tries_steal_time: true,
+        tries_multicall_pages: false,
     },
     GuestProfile {
         name: "1.1 guest, steal time required",
@@ -93,6 +103,7 @@ pub const GUESTS: &[GuestProfile] = &[
         required: BASE_REQUIRED.union(Features::STEAL_TIME),
         optional: Features::empty(),
         tries_steal_time: true,
+        tries_multicall_pages: false,
     },
     GuestProfile {
         name: "1.1 guest, minimum minor 1",
@@ -102,6 +113,7 @@ pub const GUESTS: &[GuestProfile] = &[
         required: BASE_REQUIRED,
         optional: Features::empty(),
         tries_steal_time: true,
+        tries_multicall_pages: false,
     },
     GuestProfile {
         name: "1.2 guest, minimum minor 2",
@@ -111,6 +123,27 @@ pub const GUESTS: &[GuestProfile] = &[
         required: BASE_REQUIRED,
         optional: Features::STEAL_TIME,
         tries_steal_time: true,
+        tries_multicall_pages: false,
+    },
+    GuestProfile {
+        name: "1.3 guest, paged batches optional",
+        description: "Runs a 1024-entry MULTICALL_PAGES if it is granted, and degrades without it.",
+        major: 1,
+        min_minor: 0,
+        required: BASE_REQUIRED,
+        optional: Features::MULTICALL_PAGES,
+        tries_steal_time: false,
+        tries_multicall_pages: true,
+    },
+    GuestProfile {
+        name: "1.3 guest, minimum minor 3",
+        description: "Asks for minor 3 or later but not for MULTICALL_PAGES, and tries the call.",
+        major: 1,
+        min_minor: 3,
+        required: BASE_REQUIRED,
+        optional: Features::empty(),
+        tries_steal_time: false,
+        tries_multicall_pages: true,
     },
     GuestProfile {
         name: "2.0 guest",
@@ -120,6 +153,7 @@ pub const GUESTS: &[GuestProfile] = &[
         required: BASE_REQUIRED,
         optional: Features::STEAL_TIME,
         tries_steal_time: true,
+        tries_multicall_pages: false,
     },
     GuestProfile {
         name: "3.0 guest",
@@ -129,6 +163,7 @@ pub const GUESTS: &[GuestProfile] = &[
         required: BASE_REQUIRED,
         optional: Features::empty(),
         tries_steal_time: false,
+        tries_multicall_pages: false,
     },
 ];
 
@@ -148,8 +183,12 @@ pub const HOSTS: &[HostProfile] = &[
         serves: &[V1_2],
     },
     HostProfile {
-        name: "1.2 + 2.0 host",
-        serves: &[V1_2, V2_0_PREVIEW],
+        name: "1.3 host",
+        serves: &[V1_3],
+    },
+    HostProfile {
+        name: "1.3 + 2.0 host",
+        serves: &[V1_3, V2_0_PREVIEW],
     },
 ];
 
@@ -159,6 +198,17 @@ const fn ok(accepted: Version, steal_granted: bool, steal_call: Option<Status>) 
         accepted: Some(accepted),
         steal_granted,
         steal_call,
+        pages_granted: false,
+        pages_call: None,
+    }
+}
+
+/// A guest that tries MULTICALL_PAGES after NEGOTIATE accepted `accepted`.
+const fn paged(accepted: Version, granted: bool, call: Status) -> Outcome {
+    Outcome {
+        pages_granted: granted,
+        pages_call: Some(call),
+        ..ok(accepted, false, None)
     }
 }
 
@@ -168,33 +218,38 @@ const fn refused(status: Status) -> Outcome {
         accepted: None,
         steal_granted: false,
         steal_call: None,
+        pages_granted: false,
+        pages_call: None,
     }
 }
 
 /// The expected outcome of every pair: `EXPECTED[guest][host]`, in the order of [`GUESTS`]
 /// and [`HOSTS`]. Written out by hand from the spec's rules, not computed, so that the KVM
 /// test checks the host against an independent statement.
-pub const EXPECTED: [[Outcome; 4]; 7] = [
+pub const EXPECTED: [[Outcome; 5]; 9] = [
     // 1.0 guest: accepted at the host's highest minor of major 1; never touches steal time.
     [
         ok(V1_0, false, None),
         ok(V1_1, false, None),
         ok(V1_2, false, None),
-        ok(V1_2, false, None),
+        ok(V1_3, false, None),
+        ok(V1_3, false, None),
     ],
     // 1.1 guest, steal time optional: degrades on a 1.0 host, where the call does not exist.
     [
         ok(V1_0, false, Some(Status::NotSupported)),
         ok(V1_1, true, Some(Status::Success)),
         ok(V1_2, true, Some(Status::Success)),
-        ok(V1_2, true, Some(Status::Success)),
+        ok(V1_3, true, Some(Status::Success)),
+        ok(V1_3, true, Some(Status::Success)),
     ],
     // 1.1 guest, steal time required: refused cleanly by a 1.0 host.
     [
         refused(Status::FeatureUnavailable),
         ok(V1_1, true, Some(Status::Success)),
         ok(V1_2, true, Some(Status::Success)),
-        ok(V1_2, true, Some(Status::Success)),
+        ok(V1_3, true, Some(Status::Success)),
+        ok(V1_3, true, Some(Status::Success)),
     ],
     // 1.1 guest, minimum minor 1: a 1.0 host cannot serve it; without asking for steal time
     // it is not granted it.
@@ -202,17 +257,39 @@ pub const EXPECTED: [[Outcome; 4]; 7] = [
         refused(Status::VersionUnsupported),
         ok(V1_1, false, Some(Status::NotGranted)),
         ok(V1_2, false, Some(Status::NotGranted)),
-        ok(V1_2, false, Some(Status::NotGranted)),
+        ok(V1_3, false, Some(Status::NotGranted)),
+        ok(V1_3, false, Some(Status::NotGranted)),
     ],
-    // 1.2 guest, minimum minor 2: only hosts of 1.2 or later serve it; it then uses steal time.
+    // 1.2 guest, minimum minor 2: only hosts of 1.2 or later serve it; it then uses steal
+    // time. A 1.3 host accepts it at 1.3 but grants it nothing it did not ask for.
     [
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         ok(V1_2, true, Some(Status::Success)),
-        ok(V1_2, true, Some(Status::Success)),
+        ok(V1_3, true, Some(Status::Success)),
+        ok(V1_3, true, Some(Status::Success)),
+    ],
+    // 1.3 guest, paged batches optional: before 1.3 the call does not exist (NOT_SUPPORTED,
+    // COMPAT-002) and the guest degrades; a 1.3 host runs its 1024 entries in one exit.
+    [
+        paged(V1_0, false, Status::NotSupported),
+        paged(V1_1, false, Status::NotSupported),
+        paged(V1_2, false, Status::NotSupported),
+        paged(V1_3, true, Status::Success),
+        paged(V1_3, true, Status::Success),
+    ],
+    // 1.3 guest, minimum minor 3: only 1.3 hosts serve it; without asking for the feature it
+    // is not granted it (the feature bit gates the call, not the accepted minor).
+    [
+        refused(Status::VersionUnsupported),
+        refused(Status::VersionUnsupported),
+        refused(Status::VersionUnsupported),
+        paged(V1_3, false, Status::NotGranted),
+        paged(V1_3, false, Status::NotGranted),
     ],
     // 2.0 guest: only the host that serves major 2 accepts it.
     [
+        refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
@@ -220,6 +297,7 @@ pub const EXPECTED: [[Outcome; 4]; 7] = [
     ],
     // 3.0 guest: no host serves major 3.
     [
+        refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
         refused(Status::VersionUnsupported),
@@ -246,7 +324,12 @@ fn cell(o: &Outcome) -> String {
                 Some(Status::Success) => ", steal time used".to_owned(),
                 Some(s) => format!(", steal time: {}", s.name()),
             };
-            format!("{v}{steal}")
+            let pages = match o.pages_call {
+                None => String::new(),
+                Some(Status::Success) => ", 1024-entry MULTICALL_PAGES in one exit".to_owned(),
+                Some(s) => format!(", MULTICALL_PAGES: {}", s.name()),
+            };
+            format!("{v}{steal}{pages}")
         }
     }
 }
@@ -307,6 +390,15 @@ mod tests {
                     assert!(host.serves.contains(&v), "{} on {}", guest.name, host.name);
                     assert!(v.minor() >= guest.min_minor);
                     assert_eq!(o.steal_call.is_some(), guest.tries_steal_time);
+                    assert_eq!(o.pages_call.is_some(), guest.tries_multicall_pages);
+                    // MULTICALL_PAGES is granted exactly when the guest asked for it and the
+                    // accepted version defines it, and only then does the call succeed.
+                    let asked =
+                        (guest.required | guest.optional).contains(Features::MULTICALL_PAGES);
+                    assert_eq!(o.pages_granted, asked && v >= V1_3 && v.major() == 1);
+                    if let Some(s) = o.pages_call {
+                        assert_eq!(s == Status::Success, o.pages_granted);
+                    }
                 }
                 None => assert_ne!(o.negotiate, Status::Success),
             }

@@ -8,8 +8,8 @@ use pvabi_abi::time::TimePage;
 
 use super::{config, wait_for, BUF, H, PAGE1};
 use crate::guest_check::{
-    GuestCheckReport, BASE_016, BATCH_009, CONV_001, CONV_012, DISC_006, GEN_002, TIME_014,
-    TORN_MARK, TORN_MASK,
+    GuestCheckReport, BASE_016, BATCH_009, BATCH_019, CONV_001, CONV_012, DISC_006, GEN_002,
+    TIME_014, TORN_MARK, TORN_MASK,
 };
 use crate::{CallRegs, Caller, Doorbell, HostConfig};
 
@@ -124,6 +124,29 @@ fn a_preempted_batch_must_be_resumed_where_it_stopped() {
     );
     assert_eq!(broken(&h), [BATCH_009]);
     assert_eq!(report(&h).counts[BATCH_009], 1);
+}
+
+#[test]
+fn a_preempted_page_batch_must_be_resumed_where_it_stopped() {
+    // The default host serves 1.3, which has MULTICALL_PAGES.
+    let h = H::with(HostConfig {
+        vcpus: 1,
+        console: crate::ConsoleSink::Discard,
+        check_guest: true,
+        max_multicall_pages: 1,
+        ..HostConfig::default()
+    });
+    h.negotiate(Features::CONSOLE | Features::VCPU | Features::MULTICALL_PAGES);
+    h.write(PAGE1, entries(3).as_slice());
+    h.write(BUF, &[PAGE1]);
+    // list, pages, count, start, flags
+    let (s, r) = h.call(0, Call::MulticallPages, &[BUF, 1, 3, 0, 0]);
+    assert_eq!((s, r[0]), (Status::Incomplete, 1));
+    // Resumed with another count: not the same batch's rest.
+    let _ = h.call(0, Call::MulticallPages, &[BUF, 1, 2, 1, 0]);
+    let r = report(&h);
+    assert_eq!(broken(&h)[0], BATCH_019, "{r:?}");
+    assert!(r.violations[0].what.contains("count 0x3"), "{r:?}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod console;
 mod events;
 mod guest_check;
 mod memory;
+mod multicall_pages;
 mod regs;
 mod ring;
 mod system;

@@ -42,6 +42,7 @@ impl Mock {
                 Some(Call::VcpuHalt) => [1, 0, 0, 0],
                 Some(Call::VcpuInfo) => [0, 2, 0, 0],
                 Some(Call::Multicall) => [a[1], a[1] - a[2], 0, 0],
+                Some(Call::MulticallPages) => [a[2], a[2] - a[3], 0, 0],
                 _ => [0; 4],
             };
             RawResult::ok(r)

@@ -4,12 +4,19 @@
 //! happened on one console line:
 //!
 //! ```text
-//! matrix negotiate=<status> accepted=<version> granted=<features> steal=<status|-> timepage=<v1|v2|-|BAD>
+//! matrix negotiate=<status> accepted=<version> granted=<features> steal=<status|-> pages=<status|-|BAD> timepage=<v1|v2|-|BAD>
 //! ```
 //!
 //! | port | access | meaning |
 //! | --- | --- | --- |
-//! | 0x565D | `in` 32-bit, four times | `requested`, `required`, `optional`, flags (bit 0: try TIME_SET_STEAL_PAGE) |
+//! | 0x565D | `in` 32-bit, four times | `requested`, `required`, `optional`, flags (bit 0: try TIME_SET_STEAL_PAGE; bit 1: try MULTICALL_PAGES) |
+//!
+//! With flag bit 1 the guest builds a MULTICALL_PAGES batch of 1024 entries on 25 pages
+//! (TIME_MONOTONIC, GET_SPEC_VERSION and PROBE_CALL in turn) and submits it in one call. It
+//! reports `pages=SUCCESS` only if the batch ran in one exit and every entry succeeded with the
+//! results its call gives: monotonic time that never goes back from one entry to the next (the
+//! entries ran in order), the accepted version, and MULTICALL_PAGES ready. Any other outcome of a
+//! successful call is `pages=BAD`; a refused call reports its status.
 //!
 //! When NEGOTIATE refuses the profile, the guest negotiates plain 1.0 (a refused NEGOTIATE
 //! locks nothing), so it can still report and shut down cleanly, as a real guest that degrades
@@ -19,8 +26,10 @@
 #![no_std]
 #![no_main]
 
+use pvabi_guest::abi::base::CallState;
 use pvabi_guest::abi::preview2::TimePageV2;
 use pvabi_guest::base::NegotiateRequest;
+use pvabi_guest::batch::PagedMulticall;
 use pvabi_guest::time::{SharedStealPage, SharedTimePage};
 use pvabi_guest::{Call, Error, Features};
 use pvabi_guest_rt::port::inl;
@@ -32,6 +41,10 @@ const PLAUSIBLE_WALLCLOCK: core::ops::Range<u64> = 1_577_836_800..4_102_444_800;
 
 static TIME_PAGE: SharedTimePage = SharedTimePage::new();
 static STEAL_PAGE: SharedStealPage = SharedStealPage::new();
+/// 25 pages of entries: room for 1050, of which the guest uses 1024.
+static mut BATCH: PagedMulticall<25> = PagedMulticall::new();
+/// The entries of the MULTICALL_PAGES batch.
+const BATCH_ENTRIES: u64 = 1024;
 
 /// A console line built without `core::fmt`.
 struct Line {
@@ -110,6 +123,55 @@ fn time_page_ok(major: u16) -> bool {
     }
 }
 
+/// Runs the 1024-entry MULTICALL_PAGES batch; `Ok(true)` if it ran in one exit with every
+/// entry's expected results, `Ok(false)` if it succeeded otherwise.
+fn paged_batch<T: pvabi_guest::Transport>(
+    pv: &pvabi_guest::Pvabi<T>,
+    accepted: u64,
+) -> Result<bool, Error> {
+    // SAFETY: the guest runs one vCPU and this is the only place that touches BATCH, once.
+    let batch = unsafe { &mut *core::ptr::addr_of_mut!(BATCH) };
+    let probe = u64::from(Call::MulticallPages.code());
+    for i in 0..BATCH_ENTRIES {
+        let (call, arg) = match i % 3 {
+            0 => (Call::TimeMonotonic, 0),
+            1 => (Call::GetSpecVersion, 0),
+            _ => (Call::ProbeCall, probe),
+        };
+        if batch.push(call, [arg, 0, 0, 0, 0, 0]).is_err() {
+            return Ok(false);
+        }
+    }
+    // SAFETY: the entries' calls read clocks and versions and touch no memory; the guest runs
+    // identity-mapped; the batch is a static the host may write during the call.
+    let outcome = unsafe { pv.multicall_pages_batch(batch, 0) }?;
+    if outcome.issues != 1
+        || u64::from(outcome.processed) != BATCH_ENTRIES
+        || u64::from(outcome.next) != BATCH_ENTRIES
+    {
+        return Ok(false);
+    }
+    let mut last_ns = 0;
+    for i in 0..BATCH_ENTRIES as usize {
+        let Some(Ok(r)) = batch.result(i) else {
+            return Ok(false);
+        };
+        let good = match i % 3 {
+            0 => {
+                let ok = r[0] >= last_ns && r[1..] == [0, 0, 0];
+                last_ns = r[0];
+                ok
+            }
+            1 => r[2] == accepted && r[3] == 0,
+            _ => r[0] == CallState::Ready as u64 && r[2..] == [0, 0],
+        };
+        if !good {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn main(_boot: &BootInfo) -> ! {
     let Some(found) = pvabi_guest::discovery::discover() else {
         halt_forever()
@@ -152,6 +214,16 @@ fn main(_boot: &BootInfo) -> ! {
             } else {
                 line.str("-");
             }
+            line.str(" pages=");
+            if flags & 2 != 0 {
+                match paged_batch(&pv, r[0]) {
+                    Ok(true) => line.str("SUCCESS"),
+                    Ok(false) => line.str("BAD"),
+                    Err(e) => line.status(Err(e)),
+                };
+            } else {
+                line.str("-");
+            }
             line.str(" timepage=");
             if granted.contains(Features::TIME) {
                 // SAFETY: as above, the page is handed to the host.
@@ -167,7 +239,7 @@ fn main(_boot: &BootInfo) -> ! {
             }
         }
         Err(_) => {
-            line.str(" accepted=- granted=- steal=- timepage=-");
+            line.str(" accepted=- granted=- steal=- pages=- timepage=-");
             // Degrade: a refused NEGOTIATE locks nothing, so plain 1.0 must still work.
             let fallback =
                 NegotiateRequest::v1(Features::CONSOLE | Features::SYSTEM, Features::empty());
