@@ -55,6 +55,12 @@ pub fn conform_memory() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_MEMORY"))
 }
 
+/// The hostile guest (`guest-ref/bare/hostile`): table-driven malformed inputs, double-fetch
+/// races, load and fault scenarios, run by the host's hostile, load and fault tests.
+pub fn hostile() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_HOSTILE"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -63,6 +69,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("demo", demo),
     ("smoke", smoke),
     ("probe", probe),
+    ("hostile", hostile),
     ("bench", bench),
     ("matrix", matrix),
     ("conform-base", conform_base),

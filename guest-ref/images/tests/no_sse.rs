@@ -8,6 +8,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("smoke", env!("PVABI_GUEST_SMOKE")),
     ("demo", env!("PVABI_GUEST_DEMO")),
     ("probe", env!("PVABI_GUEST_PROBE")),
+    ("hostile", env!("PVABI_GUEST_HOSTILE")),
     ("bench", env!("PVABI_GUEST_BENCH")),
     ("matrix", env!("PVABI_GUEST_MATRIX")),
     ("conform-base", env!("PVABI_GUEST_CONFORM_BASE")),
