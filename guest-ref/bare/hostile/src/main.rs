@@ -401,10 +401,12 @@ fn ring_setup_block(at: u64, sq: u64, cq: u64, mode: u32) {
     w32(at + RS_MODE, mode);
 }
 
+/// Tells the host to look at this vCPU's ring (the value written is the vCPU's index).
 fn ring_notify() {
     let port = NOTIFY.load(Ordering::Relaxed) as u16;
+    let vcpu = current_vcpu();
     // SAFETY: a write to the ring-notify port: the host looks at this vCPU's ring.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") 0u32, options(nostack)) };
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") vcpu, options(nostack)) };
 }
 
 /// Starts vCPU `vcpu` running `entry(arg)`, with a start-state block at `at`.
@@ -1333,7 +1335,6 @@ fn main(boot: &BootInfo) -> ! {
             halt_forever()
         }
     }
-    let _ = current_vcpu();
     // SAFETY: the test host answers scenario reads.
     let scenario = unsafe { inl(PORT_SCENARIO) };
     match scenario {
