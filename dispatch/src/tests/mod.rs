@@ -7,6 +7,7 @@ mod base;
 mod batch;
 mod checks;
 mod console;
+mod double_fetch;
 mod events;
 mod memory;
 mod regs;
