@@ -195,7 +195,7 @@ fn hostile_load_soak() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let (rounds, runs) = (var("PVABI_SOAK_ROUNDS", 2000), var("PVABI_SOAK_RUNS", 3));
+    let (rounds, runs) = (var("PVABI_SOAK_ROUNDS", 20000), var("PVABI_SOAK_RUNS", 5));
     let before = held();
     let mut rss = Vec::new();
     for i in 0..runs {
