@@ -95,8 +95,7 @@ fn check_load(run: &Run, vcpus: u32, rounds: u32) {
     let r = u64::from(rounds);
     let (mut direct, mut mc, mut deferred, mut ring, mut sent, mut received, mut dropped) =
         (0, 0, 0, 0, 0, 0, 0);
-    for i in 0..n {
-        let c = calls[i];
+    for c in calls {
         let v = rings.iter().find(|p| p.vcpu == c.vcpu).unwrap();
         let e = errors.iter().find(|p| p.vcpu == c.vcpu).unwrap();
         assert_eq!(c.st, u64::from(c.vcpu), "the reporting vCPU");

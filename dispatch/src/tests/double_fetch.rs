@@ -40,7 +40,7 @@ impl Flipper {
         let thread = thread::spawn(move || {
             let mut flips = 0u64;
             while !s.load(Ordering::Relaxed) {
-                let v = if flips % 2 == 0 { b } else { a };
+                let v = if flips.is_multiple_of(2) { b } else { a };
                 for i in 0..count {
                     m.memory()
                         .write_obj(v, GuestAddress(addr + i * stride))
