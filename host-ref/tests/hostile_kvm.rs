@@ -178,6 +178,32 @@ fn hostile_every_input_class_from_the_call_table() {
         "the event queue, deferred queue and ring pages did not change: {unchanged:?}"
     );
 
+    // Reserved bits and undefined values in structure blocks: INVALID_PARAMETER (step 10,
+    // before the INVALID_STATE the valid blocks would get).
+    let mut exp = Vec::new();
+    for_each_block_field(&mut |d, offset, width, value| {
+        exp.push((u64::from(d.call.code()), offset, value, width));
+    });
+    let recs = run.class(C_BLOCK_FIELD);
+    assert_eq!(recs.len(), exp.len(), "{}", run.dump());
+    for (r, (code, offset, value, width)) in recs.iter().zip(&exp) {
+        assert_eq!(
+            (r.code, r.sub, r.r),
+            (*code, *offset, [*value, u64::from(*width)])
+        );
+        assert_eq!(
+            r.st,
+            Status::InvalidParameter.raw(),
+            "code {code:#x}, field at {offset} = {value:#x}: {}",
+            status_name(r.st)
+        );
+    }
+    let sts: Vec<u64> = recs.iter().map(|r| r.st).collect();
+    table.push(summary(
+        "reserved bits / undefined values in structure blocks",
+        &sts,
+    ));
+
     // Reserved bits in batch entries' own fields: INVALID_PARAMETER, nothing written.
     let recs = run.class(C_ENTRY_FIELD);
     assert_eq!(recs.len(), 4 * 32, "{}", run.dump());

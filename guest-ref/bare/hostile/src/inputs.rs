@@ -5,6 +5,7 @@
 // gets its malformed inputs without a change here.
 
 use abi::calls::{ArgCheck, BlockKind, CallDescriptor};
+use abi::layout::{FieldLayout, StructLayout};
 
 /// Call codes that no call has: every unused code below 0x800, the first and last code of
 /// every unused family up to 0xffff, and every defined code with one bit of 16..=63 set.
@@ -32,6 +33,11 @@ pub const C_DQ_INDEX: u32 = 10;
 pub const C_EVENT_ACK: u32 = 11;
 /// NEGOTIATE again after it succeeded (`sub` = variant, `code` = vCPU).
 pub const C_NEGOTIATE: u32 = 12;
+
+/// A reserved bit (or an undefined value) in a field of a call's structure block: each bit
+/// of every `flags` and `reserved` field that no flag defines, and undefined `mode` values
+/// (`sub` = field offset, `r[0]` = the value, `r[1]` = the field width written).
+pub const C_BLOCK_FIELD: u32 = 13;
 
 /// Entry fields of [`C_ENTRY_FIELD`].
 pub const F_MC_FLAGS: u32 = 0;
@@ -297,6 +303,48 @@ pub fn for_each_host_owned(owned: &[u64], f: &mut dyn FnMut(&CallDescriptor, [u6
                 if let Some(a) = block_args(d, page + off, 8) {
                     f(d, a);
                 }
+            }
+        }
+    }
+}
+
+/// The bits of a structure field that have a meaning (the rest are reserved).
+fn defined_bits(layout: &StructLayout, field: &FieldLayout) -> u64 {
+    if layout.name == "RingSetup" && field.name == "flags" {
+        u64::from(abi::batch::RING_FLAGS_VALID)
+    } else {
+        0
+    }
+}
+
+/// [`C_BLOCK_FIELD`]: `(call, field offset, width in bytes, value)`, in order.
+pub fn for_each_block_field(f: &mut dyn FnMut(&CallDescriptor, u32, u32, u64)) {
+    for d in abi::calls::all() {
+        let Some(b) = d.block else { continue };
+        let BlockKind::Struct(layout) = b.kind else {
+            continue;
+        };
+        for field in layout.fields {
+            let offset = field.offset as u32;
+            if field.name == "mode" {
+                for v in [2u64, 3, 0xff, 0xffff_ffff] {
+                    f(d, offset, 4, v);
+                }
+                continue;
+            }
+            if field.name != "flags" && field.name != "reserved" {
+                continue;
+            }
+            let defined = defined_bits(layout, field);
+            let mut off = 0;
+            while off < field.size {
+                let width = (field.size - off).min(8) as u32;
+                for bit in 0..8 * width {
+                    if off > 0 || defined & (1 << bit) == 0 {
+                        f(d, offset + off as u32, width, 1 << bit);
+                    }
+                }
+                off += 8;
             }
         }
     }

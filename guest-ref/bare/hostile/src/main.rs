@@ -489,11 +489,49 @@ fn classes(mem: u64) -> ! {
         compare(tag);
     }
 
+    block_fields(scratch);
     entry_fields(dq, sq, cq);
     ring_indices(sq, cq);
     dq_indices(dq);
     event_acks(evq);
     finish()
+}
+
+/// C_BLOCK_FIELD: a reserved bit in a structure block that is valid otherwise. (The vCPU
+/// already has rings and VCPU_START targets the running vCPU 0, so without the bad field the
+/// calls would fail at step 11 with INVALID_STATE, after the contents check of step 10.)
+fn block_fields(scratch: u64) {
+    let blk = page(P_BLOCK);
+    for_each_block_field(&mut |d, offset, width, value| {
+        let a = match d.call {
+            Call::VcpuStart => {
+                zero(blk, 64);
+                w64(blk + VS_RIP, 0x20_0000);
+                w64(blk + VS_RSP, 0x30_0000);
+                [0, blk, 0, 0, 0, 0]
+            }
+            _ => {
+                ring_setup_block(blk, scratch, scratch + PAGE, 0);
+                [blk, 0, 0, 0, 0, 0]
+            }
+        };
+        let at = blk + u64::from(offset);
+        if width == 8 {
+            w64(at, value);
+        } else {
+            w32(at, value as u32);
+        }
+        let r = raw_call(u64::from(d.call.code()), a);
+        log(Rec {
+            class: C_BLOCK_FIELD,
+            sub: offset,
+            code: u64::from(d.call.code()),
+            args: a,
+            st: r.st,
+            r: [value, u64::from(width)],
+        });
+    });
+    flush_log();
 }
 
 /// C_ENTRY_FIELD: a reserved bit in each batch entry field; every entry is a valid
