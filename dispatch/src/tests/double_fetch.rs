@@ -5,7 +5,7 @@
 //! (The KVM version of these races, with a second vCPU as the writer, is in
 //! `host-ref/tests/hostile_kvm.rs`.)
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -15,7 +15,7 @@ use pvabi_abi::convention::ReservedU64;
 use pvabi_abi::status::Status;
 use vm_memory::{Bytes, GuestAddress};
 
-use super::{BUF, BUF2, H, PAGE1, PAGE2};
+use super::{wait_for, BUF, BUF2, H, PAGE1, PAGE2};
 use crate::{FakeMachine, Outcome};
 
 use super::super::machine::Machine as _;
@@ -27,7 +27,7 @@ const SHUTDOWN: u32 = Call::SystemShutdown.code();
 /// code 8.
 const ARGS: [u64; 6] = [8, 0x4847_4645_4443_4241, 0, 0, 0, 0];
 
-/// Flips the u32 at `addr + i * stride` (`i < count`) between `a` and `b` until dropped.
+/// Flips the u32 at `addr + i * stride` (`i < count`) between `a` and `b` until stopped.
 struct Flipper {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<u64>>,
@@ -37,6 +37,8 @@ impl Flipper {
     fn start(m: &Arc<FakeMachine>, addr: u64, stride: u64, count: u64, a: u32, b: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (m, s) = (m.clone(), stop.clone());
+        let passes = Arc::new(AtomicU64::new(0));
+        let passes_now = passes.clone();
         let thread = thread::spawn(move || {
             let mut flips = 0u64;
             while !s.load(Ordering::Relaxed) {
@@ -47,8 +49,12 @@ impl Flipper {
                         .expect("in RAM");
                 }
                 flips += 1;
+                passes.fetch_add(1, Ordering::Relaxed);
             }
             flips
+        });
+        wait_for("the flipper's first pass", || {
+            passes_now.load(Ordering::Relaxed) > 0
         });
         Flipper {
             stop,
