@@ -523,6 +523,57 @@ fn hostile_double_fetch_ring_setup_block() {
 }
 
 #[test]
+fn hostile_double_fetch_vcpu_start_state() {
+    if !kvm_or_skip("hostile_double_fetch_vcpu_start_state") {
+        return;
+    }
+    let run = boot(
+        S_DF_START,
+        Opts {
+            vcpus: 3,
+            ..Opts::default()
+        },
+    );
+    let (ok, refused, ..) = race(&run);
+    let busy = run.get("busy");
+    // Every attempt: started (and vCPU 1 ran), refused for the non-canonical rip, or
+    // INVALID_STATE while vCPU 1 was still stopping from its last run.
+    assert_eq!(ok + refused + busy.st, 48 * 4);
+    assert_eq!(
+        busy.r0,
+        ok,
+        "vCPU 1 ran once per successful start\n{}",
+        run.dump()
+    );
+    let rip = run.get("ap_rip").st;
+    let starts: Vec<_> = run
+        .report
+        .vcpu_starts
+        .iter()
+        .filter(|(v, _)| *v == 1)
+        .collect();
+    run.expect("first_start", Status::Success);
+    assert_eq!(
+        starts.len() as u64,
+        ok + 1,
+        "the first start and the race's\n{}",
+        run.dump()
+    );
+    assert!(
+        starts.iter().all(|(_, s)| s.rip == rip),
+        "every start used the valid rip, from the host's copy"
+    );
+    assert_eq!(
+        run.report.count(Call::VcpuStart, Status::InvalidParameter),
+        refused
+    );
+    eprintln!(
+        "hostile_double_fetch_vcpu_start_state: {ok} started, {refused} refused, {} busy",
+        busy.st
+    );
+}
+
+#[test]
 fn hostile_inputs_cover_every_call_with_a_block_or_a_checked_argument() {
     // The generators reach every call the table gives a block or a checked argument (so a
     // new call gets its hostile inputs); no KVM needed.

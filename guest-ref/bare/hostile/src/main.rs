@@ -855,12 +855,16 @@ fn ap_flipper(_: u64) -> ! {
 }
 
 fn start_flipper(addr: u64, stride: u64, count: u64, a: u32, b: u32) {
+    start_flipper_on(1, addr, stride, count, a, b);
+}
+
+fn start_flipper_on(vcpu: u32, addr: u64, stride: u64, count: u64, a: u32, b: u32) {
     FLIP_ADDR.store(addr, Ordering::Relaxed);
     FLIP_STRIDE.store(stride, Ordering::Relaxed);
     FLIP_COUNT.store(count, Ordering::Relaxed);
     FLIP_A.store(u64::from(a), Ordering::Relaxed);
     FLIP_B.store(u64::from(b), Ordering::Relaxed);
-    let r = start_vcpu(1, ap_flipper, 0, page(P_BLOCK + 1));
+    let r = start_vcpu(vcpu, ap_flipper, 0, page(P_BLOCK + 1));
     report("vcpu_start", r.st, 0, 0, 0);
     wait_for(&FLIP_RUNNING, 1);
 }
@@ -1025,6 +1029,49 @@ fn df_setup() -> ! {
     }
     stop_flipper();
     report_race(ok, refused, other, failed);
+    finish()
+}
+
+static AP_RUNS: AtomicU64 = AtomicU64::new(0);
+
+fn ap_count(_: u64) -> ! {
+    AP_RUNS.fetch_add(1, Ordering::AcqRel);
+    stop()
+}
+
+/// The VcpuStartState block's `rip` flips between the valid entry point and a non-canonical
+/// address (bit 47 set: INVALID_PARAMETER) while vCPU 0 starts vCPU 1 with it again and
+/// again (vCPU 1 counts a run and stops; vCPU 2 flips). A host that checked one `rip` and
+/// started another would start vCPU 1 at a non-canonical address.
+fn df_start() -> ! {
+    negotiate();
+    let blk = page(P_BLOCK + 3);
+    let ap = ap_launch(1, ap_count, 0).expect("vCPU 1 within MAX_VCPUS");
+    zero(blk, 64);
+    w64(blk + VS_RIP, ap.rip);
+    w64(blk + VS_RSP, ap.rsp);
+    w64(blk + VS_ARG, ap.rdi);
+    report("ap_rip", ap.rip, 0, 0, 0);
+    // Once without the race: the block is valid.
+    probe("first_start", Call::VcpuStart, &[1, blk]);
+    wait_for(&AP_RUNS, 1);
+    start_flipper_on(2, blk + VS_RIP + 4, 0, 1, (ap.rip >> 32) as u32, 0x8000);
+    let (mut ok, mut refused, mut busy, mut other) = (0, 0, 0, 0);
+    for _ in 0..DF_ROUNDS * 4 {
+        let r = call(Call::VcpuStart, &[1, blk]);
+        match r.st {
+            0 => {
+                ok += 1;
+                wait_for(&AP_RUNS, ok + 1);
+            }
+            5 => refused += 1,
+            13 => busy += 1,
+            _ => other += 1,
+        }
+    }
+    stop_flipper();
+    report("race", ok, refused, other, 0);
+    report("busy", busy, AP_RUNS.load(Ordering::Acquire) - 1, 0, 0);
     finish()
 }
 
@@ -1385,6 +1432,7 @@ fn main(boot: &BootInfo) -> ! {
         S_DF_DEFER => df_defer(),
         S_DF_RING => df_ring(),
         S_DF_SETUP => df_setup(),
+        S_DF_START => df_start(),
         S_LOAD => load(boot),
         S_TRIPLE_FAULT => {
             negotiate();

@@ -41,6 +41,8 @@ pub const S_SPIN_AP: u32 = 9;
 pub const S_MID_BATCH: u32 = 10;
 /// Fault: vCPU 1 floods a HOST_POLLED ring while vCPU 0 shuts down (code 7).
 pub const S_RING_BUSY: u32 = 11;
+/// Double fetch: vCPU 2 flips a VcpuStartState block's `rip` while vCPU 0 starts vCPU 1.
+pub const S_DF_START: u32 = 12;
 
 /// One logged input and the host's answer (80 bytes, as the guest writes it).
 #[derive(Clone, Copy, Debug, Default)]
