@@ -241,6 +241,46 @@ fn hostile_every_input_class_from_the_call_table() {
         &sts,
     ));
 
+    // Calls where their context does not allow them (nested MULTICALL among them):
+    // NOT_ALLOWED_HERE (step 4), and the host recorded each as such.
+    let mut exp = Vec::new();
+    for_each_context(&mut |d, ctx| exp.push((d.call, ctx)));
+    let recs = run.class(C_CONTEXT);
+    assert_eq!(recs.len(), exp.len(), "{}", run.dump());
+    let mut per_call: BTreeMap<u32, u64> = BTreeMap::new();
+    for (r, (call, ctx)) in recs.iter().zip(&exp) {
+        assert_eq!((r.code, r.sub), (u64::from(call.code()), *ctx));
+        *per_call.entry(call.code()).or_default() += 1;
+        let what = format!("{call:?} in context {ctx}");
+        assert_eq!(
+            r.r[0], 0,
+            "{what}: the MULTICALL, RING_ENTER or DEFER_FLUSH itself"
+        );
+        if *ctx == CTX_DEFERRED {
+            assert_eq!((r.st, r.r[1]), (1, 1), "{what}: (failed, processed)");
+        } else {
+            assert_eq!(
+                (r.st, r.r[1]),
+                (Status::NotAllowedHere.raw(), 1),
+                "{what}: {}",
+                status_name(r.st)
+            );
+        }
+    }
+    for (code, n) in &per_call {
+        let call = Call::from_code(u64::from(*code)).unwrap();
+        assert_eq!(
+            run.report.count(call, Status::NotAllowedHere),
+            *n,
+            "{call:?}: the host's record"
+        );
+    }
+    let sts: Vec<u64> = recs.iter().map(|_| Status::NotAllowedHere.raw()).collect();
+    table.push(summary(
+        "calls not allowed in a MULTICALL, ring or deferred queue (nested MULTICALL included)",
+        &sts,
+    ));
+
     // Submission ring tail beyond head + capacity (RING-005).
     let recs = run.class(C_SQ_INDEX);
     assert_eq!(recs.len(), BAD_OCCUPANCY.len());

@@ -39,6 +39,17 @@ pub const C_NEGOTIATE: u32 = 12;
 /// (`sub` = field offset, `r[0]` = the value, `r[1]` = the field width written).
 pub const C_BLOCK_FIELD: u32 = 13;
 
+/// A call in a context it is not allowed in: every non-batchable call (MULTICALL itself
+/// included: nested MULTICALL) as a MULTICALL entry and as a ring submission, and every call
+/// without a deferral class in the deferred queue (`sub` = the context, `CTX_*`).
+pub const C_CONTEXT: u32 = 14;
+/// [`C_CONTEXT`]: a MULTICALL entry.
+pub const CTX_MULTICALL: u32 = 0;
+/// [`C_CONTEXT`]: a ring submission.
+pub const CTX_RING: u32 = 1;
+/// [`C_CONTEXT`]: a deferred-queue entry.
+pub const CTX_DEFERRED: u32 = 2;
+
 /// Entry fields of [`C_ENTRY_FIELD`].
 pub const F_MC_FLAGS: u32 = 0;
 /// `MulticallEntry.reserved`.
@@ -345,6 +356,21 @@ pub fn for_each_block_field(f: &mut dyn FnMut(&CallDescriptor, u32, u32, u64)) {
                     }
                 }
                 off += 8;
+            }
+        }
+    }
+}
+
+/// [`C_CONTEXT`]: `(call, context)`, in order; the entry's arguments are [`base_args`].
+pub fn for_each_context(f: &mut dyn FnMut(&CallDescriptor, u32)) {
+    for ctx in [CTX_MULTICALL, CTX_RING, CTX_DEFERRED] {
+        for d in abi::calls::all() {
+            let allowed = match ctx {
+                CTX_DEFERRED => d.deferral != abi::calls::DeferClass::None,
+                _ => d.batchable,
+            };
+            if !allowed {
+                f(d, ctx);
             }
         }
     }

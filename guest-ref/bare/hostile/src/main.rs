@@ -491,6 +491,7 @@ fn classes(mem: u64) -> ! {
 
     block_fields(scratch);
     entry_fields(dq, sq, cq);
+    contexts(dq, sq, cq);
     ring_indices(sq, cq);
     dq_indices(dq);
     event_acks(evq);
@@ -610,6 +611,48 @@ fn entry_fields(dq: u64, sq: u64, cq: u64) {
         });
     }
     w32(cq + RH_HEAD, r32(cq + RH_TAIL));
+    flush_log();
+}
+
+/// C_CONTEXT: calls where they are not allowed, one per batch, submission or flush.
+fn contexts(dq: u64, sq: u64, cq: u64) {
+    let mc = page(P_MC);
+    for_each_context(&mut |d, ctx| {
+        let a = base_args(d);
+        let code = d.call.code();
+        let (st, r0, r1) = match ctx {
+            CTX_MULTICALL => {
+                mc_entry(mc, 0, code, &a);
+                let r = call(Call::Multicall, &[mc, 1, 0, 0]);
+                (u64::from(mc_status(mc, 0)), r.st, r.r[1])
+            }
+            CTX_RING => {
+                let s = r32(sq + RH_TAIL);
+                sqe(sq, s, 0x300, code, &a, 0);
+                w32(sq + RH_TAIL, s.wrapping_add(1));
+                let r = call(Call::RingEnter, &[]);
+                let e = cqe_addr(cq, r32(cq + RH_HEAD));
+                let st = u64::from(r32(e + CQE_STATUS));
+                w32(cq + RH_HEAD, r32(cq + RH_TAIL));
+                (st, r.st, r.r[0])
+            }
+            _ => {
+                let t = r32(dq + DQ_TAIL);
+                dq_entry(dq, t, code, [a[0], a[1], a[2]], 0);
+                w32(dq + DQ_TAIL, t.wrapping_add(1));
+                let r = call(Call::DeferFlush, &[]);
+                (r.r[1], r.st, r.r[0])
+            }
+        };
+        log(Rec {
+            class: C_CONTEXT,
+            sub: ctx,
+            code: u64::from(code),
+            args: a,
+            st,
+            r: [r0, r1],
+        });
+    });
     flush_log();
 }
 
