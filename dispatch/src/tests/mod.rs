@@ -7,6 +7,7 @@ mod base;
 mod batch;
 mod checks;
 mod console;
+mod double_fetch;
 mod events;
 mod guest_check;
 mod memory;

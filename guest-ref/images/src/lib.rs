@@ -62,6 +62,12 @@ pub fn careless() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CARELESS"))
 }
 
+/// The hostile guest (`guest-ref/bare/hostile`): table-driven malformed inputs, double-fetch
+/// races, load and fault scenarios, run by the host's hostile, load and fault tests.
+pub fn hostile() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_HOSTILE"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -70,6 +76,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("demo", demo),
     ("smoke", smoke),
     ("probe", probe),
+    ("hostile", hostile),
     ("bench", bench),
     ("matrix", matrix),
     ("conform-base", conform_base),

@@ -8,11 +8,13 @@ const IMAGES: &[(&str, &str)] = &[
     ("smoke", env!("PVABI_GUEST_SMOKE")),
     ("demo", env!("PVABI_GUEST_DEMO")),
     ("probe", env!("PVABI_GUEST_PROBE")),
+    ("hostile", env!("PVABI_GUEST_HOSTILE")),
     ("bench", env!("PVABI_GUEST_BENCH")),
     ("matrix", env!("PVABI_GUEST_MATRIX")),
     ("conform-base", env!("PVABI_GUEST_CONFORM_BASE")),
     ("conform-time", env!("PVABI_GUEST_CONFORM_TIME")),
     ("conform-memory", env!("PVABI_GUEST_CONFORM_MEMORY")),
+    ("careless", env!("PVABI_GUEST_CARELESS")),
 ];
 
 #[test]
@@ -53,4 +55,11 @@ fn builtin_guests_are_elf_images() {
         assert_eq!(pvabi_guest_images::by_name(name), Some(image()));
     }
     assert_eq!(pvabi_guest_images::by_name("nope"), None);
+    // Every built-in guest is disassembled above.
+    for (name, _) in pvabi_guest_images::ALL {
+        assert!(
+            IMAGES.iter().any(|(n, _)| n == name),
+            "add {name} to IMAGES, so that its code is checked for vector registers"
+        );
+    }
 }
