@@ -12,6 +12,7 @@ use pvabi_abi::status::Status;
 use zerocopy::{IntoBytes, TryFromBytes};
 
 use crate::check::Ctx;
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{DeferredQueue, Inner, Owner};
@@ -84,7 +85,8 @@ fn multicall<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         guest_mem::write(mem, entry_gpa + MC_STATUS, &(status as u32).to_le_bytes());
         // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
         // `results` are left as the guest wrote them, strict or not (BATCH-010).
-        if let Some(res) = results {
+        if let Some(res) = results.or(injected!(h, MulticallWritesFailedResults).then_some([0; 4]))
+        {
             guest_mem::write(mem, entry_gpa + MC_RESULTS, res.as_bytes());
         }
         processed += 1;
@@ -97,7 +99,8 @@ fn multicall<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         rep.multicall_entries += processed as u64;
         rep.multicall_preemptions += u64::from(preempted);
     });
-    let results = [next as u64, processed as u64, 0, 0];
+    let resume = next + usize::from(preempted && injected!(h, MulticallResumeIndexOffByOne));
+    let results = [resume as u64, processed as u64, 0, 0];
     Ok(Reply {
         status: if preempted {
             Status::Incomplete

@@ -40,12 +40,20 @@ pub enum InjectedFault {
     BalloonDoubleReleaseAccepted,
     /// MEM_UPDATE_PTE clears bit 63 (NX) of the value it writes.
     UpdatePteDropsNx,
+    /// An INCOMPLETE MULTICALL returns a resume index one past the entries it processed (an off-by-one continuation: the guest skips an entry).
+    MulticallResumeIndexOffByOne,
+    /// A MULTICALL entry of a call that is not batchable runs instead of getting NOT_ALLOWED_HERE.
+    MulticallAcceptsNonBatchable,
+    /// A failed MULTICALL entry gets its `results` overwritten with zeros (only SUCCESS writes them).
+    MulticallWritesFailedResults,
+    /// The context check (step 4) comes before the feature check (step 3): an ungranted call that is not allowed in its context gets NOT_ALLOWED_HERE instead of NOT_GRANTED (checks out of precedence order).
+    ContextCheckedBeforeFeature,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 16] = [
+    pub const ALL: [InjectedFault; 20] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -62,6 +70,10 @@ impl InjectedFault {
         InjectedFault::ShareIgnoresRamBounds,
         InjectedFault::BalloonDoubleReleaseAccepted,
         InjectedFault::UpdatePteDropsNx,
+        InjectedFault::MulticallResumeIndexOffByOne,
+        InjectedFault::MulticallAcceptsNonBatchable,
+        InjectedFault::MulticallWritesFailedResults,
+        InjectedFault::ContextCheckedBeforeFeature,
     ];
 
     /// A short name (kebab case).
@@ -87,6 +99,10 @@ impl InjectedFault {
             InjectedFault::ShareIgnoresRamBounds => "share-ignores-ram-bounds",
             InjectedFault::BalloonDoubleReleaseAccepted => "balloon-double-release-accepted",
             InjectedFault::UpdatePteDropsNx => "update-pte-drops-nx",
+            InjectedFault::MulticallResumeIndexOffByOne => "multicall-resume-index-off-by-one",
+            InjectedFault::MulticallAcceptsNonBatchable => "multicall-accepts-non-batchable",
+            InjectedFault::MulticallWritesFailedResults => "multicall-writes-failed-results",
+            InjectedFault::ContextCheckedBeforeFeature => "context-checked-before-feature",
         }
     }
 }

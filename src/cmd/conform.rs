@@ -36,7 +36,8 @@ pub struct Args {
     format: Format,
     /// Run each test image under this VMM command instead of the reference host: `{image}`
     /// stands for the image's path; the command prints the guest console on stdout and exits
-    /// with the guest's SYSTEM_SHUTDOWN code (e.g. 'pvabi run --exit-with-guest-code {image}').
+    /// with the guest's SYSTEM_SHUTDOWN code; `{vcpus}` stands for the number of vCPUs the
+    /// test needs (e.g. 'pvabi run --vcpus {vcpus} --exit-with-guest-code {image}').
     #[arg(long, value_name = "TEMPLATE")]
     host_cmd: Option<String>,
     /// Write the test images, a manifest and a runner script to DIR (for a machine without

@@ -55,6 +55,18 @@ pub fn conform_memory() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_MEMORY"))
 }
 
+/// The conformance test `multicall` (`guest-ref/bare/conform/src/multicall.rs`): MULTICALL's
+/// entries, statuses, results, refusals, STOP_ON_ERROR, the one copy and resumption.
+pub fn conform_multicall() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_MULTICALL"))
+}
+
+/// The conformance test `multicall-preempt` (`guest-ref/bare/conform/src/multicall_preempt.rs`):
+/// the checks of `multicall`, run under a host that preempts after every entry.
+pub fn conform_multicall_preempt() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_MULTICALL_PREEMPT"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -68,6 +80,8 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-base", conform_base),
     ("conform-time", conform_time),
     ("conform-memory", conform_memory),
+    ("conform-multicall", conform_multicall),
+    ("conform-multicall-preempt", conform_multicall_preempt),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).
