@@ -85,6 +85,13 @@ pub const TESTS: &[TestInfo] = &[
         vcpus: 1,
         host: preempt_every_entry,
     },
+    TestInfo {
+        name: "deferred",
+        what: "the deferred queue: header, drain points (flush, sync-point calls, MULTICALL, DEFER_SET_QUEUE), order, failure records, the host's own head, a malformed tail, indices past 2^32",
+        image: pvabi_guest_images::conform_deferred,
+        vcpus: 1,
+        host: as_served,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).

@@ -165,14 +165,24 @@ impl<M: Machine> Inner<M> {
             return (0, 0);
         };
         let pending = tail.wrapping_sub(q.head);
-        let malformed = pending > DEFERRED_QUEUE_CAPACITY;
-        let run = if malformed { 0 } else { pending };
+        let malformed =
+            pending > DEFERRED_QUEUE_CAPACITY && !injected!(self, DeferredMalformedTailRuns);
+        let run = if malformed {
+            0
+        } else {
+            pending.min(DEFERRED_QUEUE_CAPACITY)
+        };
         let mut failed = 0u32;
         let record_error = |q: &mut DeferredQueue, index: u32, status: Status, n: u32| {
             q.error_count = q.error_count.wrapping_add(n);
             q.first_error.get_or_insert((index, status as u32));
         };
         for i in 0..run {
+            let i = if injected!(self, DeferredRunsNewestFirst) {
+                run - 1 - i
+            } else {
+                i
+            };
             let index = q.head.wrapping_add(i);
             let gpa = q.gpa
                 + DEFERRED_ENTRIES_OFFSET

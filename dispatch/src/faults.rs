@@ -48,12 +48,18 @@ pub enum InjectedFault {
     MulticallWritesFailedResults,
     /// The context check (step 4) comes before the feature check (step 3): an ungranted call that is not allowed in its context gets NOT_ALLOWED_HERE instead of NOT_GRANTED (checks out of precedence order).
     ContextCheckedBeforeFeature,
+    /// A drain runs the deferred entries newest first (out of queue order).
+    DeferredRunsNewestFirst,
+    /// A sync-point call other than DEFER_FLUSH does not drain the caller's deferred queue (a missed drain point).
+    SyncPointDoesNotDrain,
+    /// A deferred queue whose occupancy exceeds its capacity is not treated as malformed: a capacity's worth of its entries run.
+    DeferredMalformedTailRuns,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 20] = [
+    pub const ALL: [InjectedFault; 23] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -74,6 +80,9 @@ impl InjectedFault {
         InjectedFault::MulticallAcceptsNonBatchable,
         InjectedFault::MulticallWritesFailedResults,
         InjectedFault::ContextCheckedBeforeFeature,
+        InjectedFault::DeferredRunsNewestFirst,
+        InjectedFault::SyncPointDoesNotDrain,
+        InjectedFault::DeferredMalformedTailRuns,
     ];
 
     /// A short name (kebab case).
@@ -103,6 +112,9 @@ impl InjectedFault {
             InjectedFault::MulticallAcceptsNonBatchable => "multicall-accepts-non-batchable",
             InjectedFault::MulticallWritesFailedResults => "multicall-writes-failed-results",
             InjectedFault::ContextCheckedBeforeFeature => "context-checked-before-feature",
+            InjectedFault::DeferredRunsNewestFirst => "deferred-runs-newest-first",
+            InjectedFault::SyncPointDoesNotDrain => "sync-point-does-not-drain",
+            InjectedFault::DeferredMalformedTailRuns => "deferred-malformed-tail-runs",
         }
     }
 }

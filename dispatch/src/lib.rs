@@ -129,6 +129,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::faults::injected;
 use pvabi_abi::calls::{Call, Family};
 use pvabi_abi::convention::DOORBELL_WIDTH;
 use pvabi_abi::features::Features;
@@ -547,7 +548,8 @@ impl<M: Machine> Inner<M> {
                                                            // caller's queue once it has passed step 5, before step 6 and the block copy, whatever
                                                            // status it then returns; a call that fails at steps 1-5 does not drain. MULTICALL
                                                            // entries, ring submissions and deferred entries are never drain points (DEFER-011).
-        if d.sync_point && ctx == Ctx::Direct && d.call != Call::DeferFlush {
+        let drains = !injected!(self, SyncPointDoesNotDrain);
+        if d.sync_point && ctx == Ctx::Direct && d.call != Call::DeferFlush && drains {
             // DEFER_FLUSH drains in its handler, to count what it ran.
             self.drain_deferred(vcpu);
         }

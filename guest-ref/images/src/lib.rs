@@ -67,6 +67,12 @@ pub fn conform_multicall_preempt() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_MULTICALL_PREEMPT"))
 }
 
+/// The conformance test `deferred` (`guest-ref/bare/conform/src/deferred.rs`): the deferred
+/// queue's header, drain points, order, failure records, malformed and wrapping indices.
+pub fn conform_deferred() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_DEFERRED"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -82,6 +88,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-memory", conform_memory),
     ("conform-multicall", conform_multicall),
     ("conform-multicall-preempt", conform_multicall_preempt),
+    ("conform-deferred", conform_deferred),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).
