@@ -92,6 +92,13 @@ pub const TESTS: &[TestInfo] = &[
         vcpus: 1,
         host: as_served,
     },
+    TestInfo {
+        name: "ring",
+        what: "the rings, doorbell mode (setup and refusals, RING_ENTER, the notify port, completions, back-pressure, corrupt and wrapping indices) and host-polled mode (the wake-up protocol, completion events)",
+        image: pvabi_guest_images::conform_ring,
+        vcpus: 1,
+        host: as_served,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).

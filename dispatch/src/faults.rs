@@ -54,12 +54,20 @@ pub enum InjectedFault {
     SyncPointDoesNotDrain,
     /// A deferred queue whose occupancy exceeds its capacity is not treated as malformed: a capacity's worth of its entries run.
     DeferredMalformedTailRuns,
+    /// In doorbell mode, a write of the vCPU's index to the ring-notify port does not process its ring.
+    RingNotifyIgnored,
+    /// A host-polled ring's poller goes to sleep without setting SQ_NEED_WAKEUP, so a guest that follows the protocol never wakes it.
+    PollerSleepsWithoutNeedWakeup,
+    /// Each ring completion is written twice (two slots, the completion-ring tail advanced by two).
+    RingCompletionDuplicated,
+    /// A full completion ring does not stop consumption: completions the guest has not consumed are overwritten (no back-pressure).
+    RingFullCompletionRingOverwritten,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 23] = [
+    pub const ALL: [InjectedFault; 27] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -83,6 +91,10 @@ impl InjectedFault {
         InjectedFault::DeferredRunsNewestFirst,
         InjectedFault::SyncPointDoesNotDrain,
         InjectedFault::DeferredMalformedTailRuns,
+        InjectedFault::RingNotifyIgnored,
+        InjectedFault::PollerSleepsWithoutNeedWakeup,
+        InjectedFault::RingCompletionDuplicated,
+        InjectedFault::RingFullCompletionRingOverwritten,
     ];
 
     /// A short name (kebab case).
@@ -115,6 +127,12 @@ impl InjectedFault {
             InjectedFault::DeferredRunsNewestFirst => "deferred-runs-newest-first",
             InjectedFault::SyncPointDoesNotDrain => "sync-point-does-not-drain",
             InjectedFault::DeferredMalformedTailRuns => "deferred-malformed-tail-runs",
+            InjectedFault::RingNotifyIgnored => "ring-notify-ignored",
+            InjectedFault::PollerSleepsWithoutNeedWakeup => "poller-sleeps-without-need-wakeup",
+            InjectedFault::RingCompletionDuplicated => "ring-completion-duplicated",
+            InjectedFault::RingFullCompletionRingOverwritten => {
+                "ring-full-completion-ring-overwritten"
+            }
         }
     }
 }

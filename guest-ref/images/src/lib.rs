@@ -73,6 +73,12 @@ pub fn conform_deferred() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_DEFERRED"))
 }
 
+/// The conformance test `ring` (`guest-ref/bare/conform/src/ring.rs`):
+/// the rings in doorbell and host-polled mode.
+pub fn conform_ring() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_RING"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -89,6 +95,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-multicall", conform_multicall),
     ("conform-multicall-preempt", conform_multicall_preempt),
     ("conform-deferred", conform_deferred),
+    ("conform-ring", conform_ring),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).
