@@ -99,6 +99,13 @@ pub const TESTS: &[TestInfo] = &[
         vcpus: 1,
         host: as_served,
     },
+    TestInfo {
+        name: "events",
+        what: "events: the queue header, posting, interrupt_pending (raised, coalesced, masked, unmasked), KICK and USER events, a full queue, corrupt indices, the host's own fields, re-registering, replacing, the wake latch",
+        image: pvabi_guest_images::conform_events,
+        vcpus: 1,
+        host: as_served,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).

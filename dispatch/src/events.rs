@@ -15,6 +15,7 @@ use pvabi_abi::events::{
 use pvabi_abi::status::Status;
 use zerocopy::IntoBytes;
 
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{EventQueue, Inner, Owner, VcpuState};
@@ -105,7 +106,8 @@ impl<M: Machine> Inner<M> {
         let (mut posted, mut dropped, mut latched, mut raised) = (0, 0, 0, 0);
         {
             let mut st = lock(&slot.state);
-            let masked = st.mask & kind.mask_bit() != 0;
+            let masked =
+                st.mask & kind.mask_bit() != 0 && !injected!(self, MaskedEventRaisesInterrupt);
             match st.queue.as_mut() {
                 None => {
                     st.latched = true;
@@ -114,7 +116,8 @@ impl<M: Machine> Inner<M> {
                 Some(q) => {
                     // The guest's head, read once; a head "ahead" of the tail looks full.
                     let head = guest_mem::load_u32(mem, q.gpa + HEAD).unwrap_or(q.tail);
-                    if q.tail.wrapping_sub(head) >= EVENT_QUEUE_CAPACITY {
+                    let full = q.tail.wrapping_sub(head) >= EVENT_QUEUE_CAPACITY;
+                    if full && !injected!(self, EventsFullQueueOverwrites) {
                         q.dropped = q.dropped.wrapping_add(1);
                         guest_mem::store_u32(mem, q.gpa + DROPPED, q.dropped);
                         dropped = 1;
@@ -157,7 +160,7 @@ impl<M: Machine> Inner<M> {
         // After the tail store: either the guest sees the new tail after clearing the flag,
         // or the host sees the cleared flag here.
         let pending = guest_mem::load_u32(mem, q.gpa + PENDING).unwrap_or(1);
-        if pending != 0 {
+        if pending != 0 && !injected!(self, EventsNotCoalesced) {
             return false;
         }
         guest_mem::store_u32(mem, q.gpa + PENDING, 1);

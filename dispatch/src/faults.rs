@@ -62,12 +62,18 @@ pub enum InjectedFault {
     RingCompletionDuplicated,
     /// A full completion ring does not stop consumption: completions the guest has not consumed are overwritten (no back-pressure).
     RingFullCompletionRingOverwritten,
+    /// Every unmasked event raises the interrupt and stores 1 to `interrupt_pending`, even while an interrupt is pending (events not coalesced).
+    EventsNotCoalesced,
+    /// An event of a masked kind raises the interrupt (the mask is ignored).
+    MaskedEventRaisesInterrupt,
+    /// A full event queue is written anyway: the new event overwrites one the guest has not consumed instead of being dropped and counted.
+    EventsFullQueueOverwrites,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 27] = [
+    pub const ALL: [InjectedFault; 30] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -95,6 +101,9 @@ impl InjectedFault {
         InjectedFault::PollerSleepsWithoutNeedWakeup,
         InjectedFault::RingCompletionDuplicated,
         InjectedFault::RingFullCompletionRingOverwritten,
+        InjectedFault::EventsNotCoalesced,
+        InjectedFault::MaskedEventRaisesInterrupt,
+        InjectedFault::EventsFullQueueOverwrites,
     ];
 
     /// A short name (kebab case).
@@ -133,6 +142,9 @@ impl InjectedFault {
             InjectedFault::RingFullCompletionRingOverwritten => {
                 "ring-full-completion-ring-overwritten"
             }
+            InjectedFault::EventsNotCoalesced => "events-not-coalesced",
+            InjectedFault::MaskedEventRaisesInterrupt => "masked-event-raises-interrupt",
+            InjectedFault::EventsFullQueueOverwrites => "events-full-queue-overwrites",
         }
     }
 }

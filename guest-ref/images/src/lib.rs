@@ -79,6 +79,12 @@ pub fn conform_ring() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_RING"))
 }
 
+/// The conformance test `events` (`guest-ref/bare/conform/src/events.rs`):
+/// the event queue, posting, masking, coalescing and the wake latch.
+pub fn conform_events() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_EVENTS"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -96,6 +102,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-multicall-preempt", conform_multicall_preempt),
     ("conform-deferred", conform_deferred),
     ("conform-ring", conform_ring),
+    ("conform-events", conform_events),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).
