@@ -106,6 +106,13 @@ pub const TESTS: &[TestInfo] = &[
         vcpus: 1,
         host: as_served,
     },
+    TestInfo {
+        name: "vcpu",
+        what: "vCPUs (two): INFO, YIELD, HALT with a timeout, KICK, STOP and START and their refusals, a started vCPU's fresh state, per-vCPU queues, events between vCPUs, KICK and SEND to a stopped vCPU",
+        image: pvabi_guest_images::conform_vcpu,
+        vcpus: 2,
+        host: as_served,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).

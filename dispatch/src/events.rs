@@ -34,8 +34,12 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         Call::EventsSetQueue => set_queue(h, r.vcpu, r.block.page_arg(), r.args[1] as u8),
         Call::EventsSetMask => set_mask(h, r.vcpu, r.args[0]),
         Call::EventsSend => {
-            // `vcpu` is a valid index (check 5).
-            h.post_event(r.args[0] as u32, EventKind::User, r.vcpu, r.args[1]);
+            // `vcpu` is a valid index (check 5); a stopped target is refused (EVT-019).
+            let target = r.args[0] as u32;
+            if !h.is_running(target) {
+                return Err(Status::InvalidState);
+            }
+            h.post_event(target, EventKind::User, r.vcpu, r.args[1]);
             done(&[])
         }
         _ => Err(Status::NotSupported),
@@ -82,6 +86,11 @@ fn set_queue<M: Machine>(
 }
 
 fn set_mask<M: Machine>(h: &Inner<M>, vcpu: u32, mask: u64) -> Result<Reply, Status> {
+    let vcpu = if injected!(h, EventMaskSharedByAllVcpus) {
+        0
+    } else {
+        vcpu
+    };
     let slot = &h.vcpus[vcpu as usize];
     let mut st = lock(&slot.state);
     let previous = std::mem::replace(&mut st.mask, mask);
@@ -97,6 +106,13 @@ fn set_mask<M: Machine>(h: &Inner<M>, vcpu: u32, mask: u64) -> Result<Reply, Sta
 }
 
 impl<M: Machine> Inner<M> {
+    /// Whether `vcpu` is running (started and not stopped); false for an index out of range.
+    pub(crate) fn is_running(&self, vcpu: u32) -> bool {
+        self.vcpus
+            .get(vcpu as usize)
+            .is_some_and(|slot| lock(&slot.state).running)
+    }
+
     /// Posts an event to `target` (ignored for an index out of range) and wakes its HALT.
     pub(crate) fn post_event(&self, target: u32, kind: EventKind, source: u32, data: u64) {
         let Some(slot) = self.vcpus.get(target as usize) else {

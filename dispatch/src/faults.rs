@@ -68,12 +68,18 @@ pub enum InjectedFault {
     MaskedEventRaisesInterrupt,
     /// A full event queue is written anyway: the new event overwrites one the guest has not consumed instead of being dropped and counted.
     EventsFullQueueOverwrites,
+    /// EVENTS_SET_MASK sets and returns vCPU 0's mask whichever vCPU calls (per-vCPU state leaking between vCPUs).
+    EventMaskSharedByAllVcpus,
+    /// VCPU_HALT returns TIMEOUT after a quarter of the timeout it was given.
+    HaltTimesOutEarly,
+    /// VCPU_KICK of a stopped vCPU succeeds (and latches a wake-up) instead of INVALID_STATE.
+    KickOfStoppedVcpuAccepted,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 30] = [
+    pub const ALL: [InjectedFault; 33] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -104,6 +110,9 @@ impl InjectedFault {
         InjectedFault::EventsNotCoalesced,
         InjectedFault::MaskedEventRaisesInterrupt,
         InjectedFault::EventsFullQueueOverwrites,
+        InjectedFault::EventMaskSharedByAllVcpus,
+        InjectedFault::HaltTimesOutEarly,
+        InjectedFault::KickOfStoppedVcpuAccepted,
     ];
 
     /// A short name (kebab case).
@@ -145,6 +154,9 @@ impl InjectedFault {
             InjectedFault::EventsNotCoalesced => "events-not-coalesced",
             InjectedFault::MaskedEventRaisesInterrupt => "masked-event-raises-interrupt",
             InjectedFault::EventsFullQueueOverwrites => "events-full-queue-overwrites",
+            InjectedFault::EventMaskSharedByAllVcpus => "event-mask-shared-by-all-vcpus",
+            InjectedFault::HaltTimesOutEarly => "halt-times-out-early",
+            InjectedFault::KickOfStoppedVcpuAccepted => "kick-of-stopped-vcpu-accepted",
         }
     }
 }

@@ -85,6 +85,12 @@ pub fn conform_events() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_EVENTS"))
 }
 
+/// The conformance test `vcpu` (`guest-ref/bare/conform/src/vcpu.rs`):
+/// the vCPU family and per-vCPU state, on two vCPUs.
+pub fn conform_vcpu() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_VCPU"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -103,6 +109,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-deferred", conform_deferred),
     ("conform-ring", conform_ring),
     ("conform-events", conform_events),
+    ("conform-vcpu", conform_vcpu),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).
