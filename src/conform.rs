@@ -113,6 +113,13 @@ pub const TESTS: &[TestInfo] = &[
         vcpus: 2,
         host: as_served,
     },
+    TestInfo {
+        name: "system",
+        what: "console and system: the lengths written, bounds, a zero-length block, only length bytes of the registers emitted, SYSTEM_SHUTDOWN and SYSTEM_CRASH refusing bad arguments",
+        image: pvabi_guest_images::conform_system,
+        vcpus: 1,
+        host: as_served,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).

@@ -74,12 +74,16 @@ pub enum InjectedFault {
     HaltTimesOutEarly,
     /// VCPU_KICK of a stopped vCPU succeeds (and latches a wake-up) instead of INVALID_STATE.
     KickOfStoppedVcpuAccepted,
+    /// CONSOLE_WRITE_REGS emits all 32 bytes of its registers, not the first `length`.
+    ConsoleWriteRegsIgnoresLength,
+    /// The register arguments of the System family are not checked (step 5 skipped): SYSTEM_SHUTDOWN with reserved code bits ends the VM.
+    SystemArgumentsUnchecked,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 33] = [
+    pub const ALL: [InjectedFault; 35] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -113,6 +117,8 @@ impl InjectedFault {
         InjectedFault::EventMaskSharedByAllVcpus,
         InjectedFault::HaltTimesOutEarly,
         InjectedFault::KickOfStoppedVcpuAccepted,
+        InjectedFault::ConsoleWriteRegsIgnoresLength,
+        InjectedFault::SystemArgumentsUnchecked,
     ];
 
     /// A short name (kebab case).
@@ -157,6 +163,8 @@ impl InjectedFault {
             InjectedFault::EventMaskSharedByAllVcpus => "event-mask-shared-by-all-vcpus",
             InjectedFault::HaltTimesOutEarly => "halt-times-out-early",
             InjectedFault::KickOfStoppedVcpuAccepted => "kick-of-stopped-vcpu-accepted",
+            InjectedFault::ConsoleWriteRegsIgnoresLength => "console-write-regs-ignores-length",
+            InjectedFault::SystemArgumentsUnchecked => "system-arguments-unchecked",
         }
     }
 }

@@ -91,6 +91,12 @@ pub fn conform_vcpu() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_VCPU"))
 }
 
+/// The conformance test `system` (`guest-ref/bare/conform/src/system.rs`):
+/// the console and system calls, as far as the VM survives them.
+pub fn conform_system() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_SYSTEM"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -110,6 +116,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-ring", conform_ring),
     ("conform-events", conform_events),
     ("conform-vcpu", conform_vcpu),
+    ("conform-system", conform_system),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

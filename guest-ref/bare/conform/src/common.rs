@@ -61,6 +61,12 @@ impl<const N: usize> Pages<N> {
     }
 }
 
+/// Writes the byte at `gpa`.
+pub fn wr8(gpa: u64, value: u8) {
+    // SAFETY: as in `rd32`.
+    unsafe { (gpa as *mut u8).write_volatile(value) }
+}
+
 /// Reads the `u32` at `gpa` (volatile: the host may have written it).
 pub fn rd32(gpa: u64) -> u32 {
     // SAFETY: the tests pass addresses inside their own `Pages` (identity mapped).
