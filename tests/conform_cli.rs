@@ -157,5 +157,5 @@ fn self_test_catches_every_injected_fault() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(!stdout.contains("MISSED"), "{stdout}");
     let caught = stdout.lines().filter(|l| l.starts_with("caught")).count();
-    assert!(caught >= 16, "{stdout}");
+    assert!(caught >= 35, "{stdout}");
 }

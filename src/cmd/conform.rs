@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     if args.list {
         for t in &selected {
-            println!("{:<12} {}", t.name, t.what);
+            println!("{:<18} {}", t.name, t.what);
         }
         return Ok(ExitCode::SUCCESS);
     }
