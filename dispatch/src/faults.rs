@@ -70,7 +70,7 @@ pub enum InjectedFault {
     EventsFullQueueOverwrites,
     /// EVENTS_SET_MASK sets and returns vCPU 0's mask whichever vCPU calls (per-vCPU state leaking between vCPUs).
     EventMaskSharedByAllVcpus,
-    /// VCPU_HALT returns TIMEOUT after a quarter of the timeout it was given.
+    /// VCPU_HALT with a timeout returns TIMEOUT at once, without waiting for it to pass.
     HaltTimesOutEarly,
     /// VCPU_KICK of a stopped vCPU succeeds (and latches a wake-up) instead of INVALID_STATE.
     KickOfStoppedVcpuAccepted,
@@ -120,6 +120,48 @@ impl InjectedFault {
         InjectedFault::ConsoleWriteRegsIgnoresLength,
         InjectedFault::SystemArgumentsUnchecked,
     ];
+
+    /// The part of the ABI the fault breaks, as the name of the conformance test that covers
+    /// it (`pvabi conform --self-test` runs that test first).
+    pub const fn area(self) -> &'static str {
+        match self {
+            InjectedFault::SpecVersionForgetsNegotiated => "base",
+            InjectedFault::ProbeCallUnknownIsAvailable => "base",
+            InjectedFault::UnknownCodeIsInvalidParameter => "base",
+            InjectedFault::NegotiateNotLocked => "base",
+            InjectedFault::NegotiateAcceptsTheMinimumMinor => "base",
+            InjectedFault::ImplNameNotPadded => "base",
+            InjectedFault::UngatedBeforeNegotiate => "base",
+            InjectedFault::TimePageRestNotZeroed => "time",
+            InjectedFault::WallclockNanosecondsOverflow => "time",
+            InjectedFault::TimePageNotRefreshed => "time",
+            InjectedFault::TimePageWrittenAfterUnregister => "time",
+            InjectedFault::ShareIgnoresRamBounds => "memory",
+            InjectedFault::BalloonDoubleReleaseAccepted => "memory",
+            InjectedFault::UpdatePteDropsNx => "memory",
+            InjectedFault::MulticallResumeIndexOffByOne => "multicall",
+            InjectedFault::MulticallAcceptsNonBatchable => "multicall",
+            InjectedFault::MulticallWritesFailedResults => "multicall",
+            InjectedFault::ContextCheckedBeforeFeature => "multicall",
+            InjectedFault::DeferredRunsNewestFirst => "deferred",
+            InjectedFault::SyncPointDoesNotDrain => "deferred",
+            InjectedFault::DeferredMalformedTailRuns => "deferred",
+            InjectedFault::RingNotifyIgnored => "ring",
+            InjectedFault::PollerSleepsWithoutNeedWakeup => "ring",
+            InjectedFault::RingCompletionDuplicated => "ring",
+            InjectedFault::EventsNotCoalesced => "events",
+            InjectedFault::MaskedEventRaisesInterrupt => "events",
+            InjectedFault::EventsFullQueueOverwrites => "events",
+            InjectedFault::EventMaskSharedByAllVcpus => "vcpu",
+            InjectedFault::HaltTimesOutEarly => "vcpu",
+            InjectedFault::KickOfStoppedVcpuAccepted => "vcpu",
+            InjectedFault::ConsoleWriteRegsIgnoresLength => "system",
+            InjectedFault::SystemArgumentsUnchecked => "system",
+            InjectedFault::ProbeFeaturesGrantsBeforeNegotiate => "base",
+            InjectedFault::NegotiateGrantsEverythingOffered => "base",
+            InjectedFault::RingFullCompletionRingOverwritten => "ring",
+        }
+    }
 
     /// A short name (kebab case).
     pub const fn name(self) -> &'static str {
