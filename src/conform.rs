@@ -27,6 +27,25 @@ pub struct TestInfo {
     pub what: &'static str,
     /// Its image.
     pub image: fn() -> &'static [u8],
+    /// How many vCPUs its VM has (an external VMM gets it as `{vcpus}` in the template).
+    pub vcpus: u32,
+    /// How the reference host is set up for it, from the configuration the run serves
+    /// (e.g. a MULTICALL budget of one entry per exit, so that every index is a preemption
+    /// point). An external VMM runs the image as it is configured.
+    pub host: fn(HostConfig) -> HostConfig,
+}
+
+/// The host configuration as the run serves it.
+fn as_served(host: HostConfig) -> HostConfig {
+    host
+}
+
+/// A host that preempts every MULTICALL after each entry (INCOMPLETE at every index).
+fn preempt_every_entry(host: HostConfig) -> HostConfig {
+    HostConfig {
+        max_multicall: 1,
+        ..host
+    }
 }
 
 /// Every test, in the order they run.
@@ -35,16 +54,71 @@ pub const TESTS: &[TestInfo] = &[
         name: "base",
         what: "discovery (CPUID leaves) and the Base family: versions, identity, probing, NEGOTIATE and its refusals",
         image: pvabi_guest_images::conform_base,
+        vcpus: 1,
+        host: as_served,
     },
     TestInfo {
         name: "time",
         what: "the clocks and the shared time page: monotonic order, wall-clock range, page initialisation, seqlock, refresh, unregistering",
         image: pvabi_guest_images::conform_time,
+        vcpus: 1,
+        host: as_served,
     },
     TestInfo {
         name: "memory",
         what: "sharing, the balloon (release, reclaim, their refusals), MEM_UPDATE_PTE and the TLB flushes",
         image: pvabi_guest_images::conform_memory,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "multicall",
+        what: "MULTICALL: per-entry status and results, entry checks, non-batchable entries, start, STOP_ON_ERROR, the one copy, resumption",
+        image: pvabi_guest_images::conform_multicall,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "multicall-preempt",
+        what: "the multicall checks under a host that preempts after every entry: INCOMPLETE and resumption at every index",
+        image: pvabi_guest_images::conform_multicall_preempt,
+        vcpus: 1,
+        host: preempt_every_entry,
+    },
+    TestInfo {
+        name: "deferred",
+        what: "the deferred queue: header, drain points (flush, sync-point calls, MULTICALL, DEFER_SET_QUEUE), order, failure records, the host's own head, a malformed tail, indices past 2^32",
+        image: pvabi_guest_images::conform_deferred,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "ring",
+        what: "the rings, doorbell mode (setup and refusals, RING_ENTER, the notify port, completions, back-pressure, corrupt and wrapping indices) and host-polled mode (the wake-up protocol, completion events)",
+        image: pvabi_guest_images::conform_ring,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "events",
+        what: "events: the queue header, posting, interrupt_pending (raised, coalesced, masked, unmasked), KICK and USER events, a full queue, corrupt indices, the host's own fields, re-registering, replacing, the wake latch",
+        image: pvabi_guest_images::conform_events,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "vcpu",
+        what: "vCPUs (two): INFO, YIELD, HALT with a timeout, KICK, STOP and START and their refusals, a started vCPU's fresh state, per-vCPU queues, events between vCPUs, KICK and SEND to a stopped vCPU",
+        image: pvabi_guest_images::conform_vcpu,
+        vcpus: 2,
+        host: as_served,
+    },
+    TestInfo {
+        name: "system",
+        what: "console and system: the lengths written, bounds, a zero-length block, only length bytes of the registers emitted, SYSTEM_SHUTDOWN and SYSTEM_CRASH refusing bad arguments",
+        image: pvabi_guest_images::conform_system,
+        vcpus: 1,
+        host: as_served,
     },
 ];
 
@@ -66,9 +140,12 @@ pub fn run_test(test: &TestInfo, host: &HostConfig) -> TestResult {
     let config = RunConfig {
         host: HostConfig {
             console: ConsoleSink::Discard,
-            ..host.clone()
+            ..(test.host)(host.clone())
         },
-        vm: VmConfig::default(),
+        vm: VmConfig {
+            vcpus: test.vcpus,
+            ..VmConfig::default()
+        },
         timeout: Some(TEST_TIMEOUT),
     };
     match runner::run((test.image)(), config) {
@@ -90,7 +167,8 @@ pub fn run_test(test: &TestInfo, host: &HostConfig) -> TestResult {
 pub enum Target {
     /// The reference host serving this configuration.
     Reference(HostConfig),
-    /// An external VMM: a shell command in which `{image}` stands for the test image's path.
+    /// An external VMM: a shell command in which `{image}` stands for the test image's path
+    /// and `{vcpus}` for the number of vCPUs the test needs ([`TestInfo::vcpus`]).
     /// It must print the guest's console on stdout and exit with the guest's SYSTEM_SHUTDOWN
     /// code when the guest shut down (`pvabi run --exit-with-guest-code` does); any other exit
     /// status cannot match a verdict's code, so it is never taken for a PASS.
@@ -373,7 +451,9 @@ pub fn run_external(test: &TestInfo, template: &str, scratch: &Path) -> TestResu
     if let Err(e) = std::fs::write(&image, (test.image)()) {
         return error(format!("cannot write {}: {e}", image.display()));
     }
-    let command = template.replace("{image}", &shell_quote(&image.to_string_lossy()));
+    let command = template
+        .replace("{image}", &shell_quote(&image.to_string_lossy()))
+        .replace("{vcpus}", &test.vcpus.to_string());
     let child = Command::new("sh")
         .arg("-c")
         .arg(&command)
@@ -431,6 +511,7 @@ pub fn export(dir: &Path) -> std::io::Result<serde_json::Value> {
             "test": t.name,
             "what": t.what,
             "image": image,
+            "vcpus": t.vcpus,
             "channel": {
                 "begin": format!("{}BEGIN {}", channel::PREFIX, t.name),
                 "end": format!("{}END {} <VERDICT>", channel::PREFIX, t.name),
@@ -445,14 +526,17 @@ pub fn export(dir: &Path) -> std::io::Result<serde_json::Value> {
     let manifest = serde_json::json!({
         "suite_version": env!("CARGO_PKG_VERSION"),
         "spec_version": pvabi_abi::version::Version(pvabi_abi::version::SPEC_VERSION).to_string(),
-        "host_cmd": "a shell command with {image}: prints the guest console on stdout, exits with the guest's SYSTEM_SHUTDOWN code",
+        "host_cmd": "a shell command with {image} (and {vcpus}, the test's vCPU count): prints the guest console on stdout, exits with the guest's SYSTEM_SHUTDOWN code",
         "tests": tests,
     });
     std::fs::write(
         dir.join("manifest.json"),
         serde_json::to_string_pretty(&manifest).expect("a manifest always serializes"),
     )?;
-    let names: Vec<&str> = TESTS.iter().map(|t| t.name).collect();
+    let names: Vec<String> = TESTS
+        .iter()
+        .map(|t| format!("{}:{}", t.name, t.vcpus))
+        .collect();
     let script = RUN_SH.replace("@TESTS@", &names.join(" "));
     let path = dir.join("run.sh");
     std::fs::write(&path, script)?;
@@ -470,8 +554,10 @@ const RUN_SH: &str = r#"#!/bin/sh
 # under your VMM and prints one verdict per test; exits with the worst (0 PASS, 3 SKIP,
 # 4 ERROR, 5 FAIL, 6 CRASH).
 #
-#   HOST_CMD='my-vmm --kernel {image}' ./run.sh
+#   HOST_CMD='my-vmm --vcpus {vcpus} --kernel {image}' ./run.sh
 #
+# {vcpus} stands for the number of vCPUs a test needs (manifest.json: "vcpus"); a VM with
+# fewer makes that test SKIP the checks it cannot make.
 # HOST_CMD must print the guest's console on stdout and exit with the guest's
 # SYSTEM_SHUTDOWN code. A test that prints no END line is a CRASH; an END whose verdict
 # does not match the exit status is an ERROR. (`pvabi conform --host-cmd` decides the same way
@@ -481,9 +567,11 @@ cd "$(dirname "$0")"
 : "${HOST_CMD:?set HOST_CMD to your VMM command, with {image} for the image path}"
 worst=0
 rank() { case "$1" in PASS) echo 0;; SKIP) echo 3;; ERROR) echo 4;; FAIL) echo 5;; *) echo 6;; esac; }
-for t in @TESTS@; do
+for entry in @TESTS@; do
+    t=${entry%%:*}
+    vcpus=${entry##*:}
     image="images/$t.elf"
-    cmd=$(printf '%s' "$HOST_CMD" | sed "s|{image}|$image|g")
+    cmd=$(printf '%s' "$HOST_CMD" | sed "s|{image}|$image|g; s|{vcpus}|$vcpus|g")
     out=$(sh -c "$cmd" 2>/dev/null); code=$?
     end=$(printf '%s\n' "$out" | sed -n "s/^pvabi-conform: END $t \([A-Z]*\)$/\1/p" | tail -n 1)
     if [ -z "$end" ]; then
@@ -637,6 +725,8 @@ mod tests {
             name: "base",
             what: "not a conformance test",
             image: pvabi_guest_images::demo,
+            vcpus: 1,
+            host: as_served,
         };
         let r = run_test(&demo, &HostConfig::default());
         assert_eq!(r.verdict, Verdict::Crash, "{r:#?}");

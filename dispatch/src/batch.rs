@@ -14,6 +14,7 @@ use pvabi_abi::status::Status;
 use zerocopy::{IntoBytes, TryFromBytes};
 
 use crate::check::Ctx;
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{DeferredQueue, Inner, Owner};
@@ -173,7 +174,8 @@ fn run_batch<M: Machine>(
         guest_mem::write(mem, gpa + MC_STATUS, &(status as u32).to_le_bytes());
         // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
         // `results` are left as the guest wrote them, strict or not (BATCH-010).
-        if let Some(res) = results {
+        if let Some(res) = results.or(injected!(h, MulticallWritesFailedResults).then_some([0; 4]))
+        {
             guest_mem::write(mem, gpa + MC_RESULTS, res.as_bytes());
         }
         processed += 1;
@@ -186,7 +188,8 @@ fn run_batch<M: Machine>(
         rep.multicall_entries += processed as u64;
         rep.multicall_preemptions += u64::from(preempted);
     });
-    let results = [next as u64, processed as u64, 0, 0];
+    let resume = next + usize::from(preempted && injected!(h, MulticallResumeIndexOffByOne));
+    let results = [resume as u64, processed as u64, 0, 0];
     Ok(Reply {
         status: if preempted {
             Status::Incomplete
@@ -251,14 +254,24 @@ impl<M: Machine> Inner<M> {
             return (0, 0);
         };
         let pending = tail.wrapping_sub(q.head);
-        let malformed = pending > DEFERRED_QUEUE_CAPACITY;
-        let run = if malformed { 0 } else { pending };
+        let malformed =
+            pending > DEFERRED_QUEUE_CAPACITY && !injected!(self, DeferredMalformedTailRuns);
+        let run = if malformed {
+            0
+        } else {
+            pending.min(DEFERRED_QUEUE_CAPACITY)
+        };
         let mut failed = 0u32;
         let record_error = |q: &mut DeferredQueue, index: u32, status: Status, n: u32| {
             q.error_count = q.error_count.wrapping_add(n);
             q.first_error.get_or_insert((index, status as u32));
         };
         for i in 0..run {
+            let i = if injected!(self, DeferredRunsNewestFirst) {
+                run - 1 - i
+            } else {
+                i
+            };
             let index = q.head.wrapping_add(i);
             let gpa = q.gpa
                 + DEFERRED_ENTRIES_OFFSET

@@ -147,6 +147,9 @@ impl<M: Machine> Inner<M> {
         let d = self
             .known(code, negotiated.map(|n| n.version))
             .ok_or(unknown)?;
+        if injected!(self, ContextCheckedBeforeFeature) && !ctx.allows(d) {
+            return Err(Status::NotAllowedHere);
+        }
         if let Some(feature) = d.feature {
             if negotiated.is_none() && injected!(self, UngatedBeforeNegotiate) {
                 return Ok(d);
@@ -156,7 +159,8 @@ impl<M: Machine> Inner<M> {
                 return Err(Status::NotGranted);
             }
         }
-        if !ctx.allows(d) {
+        let accepts_any = ctx == Ctx::Multicall && injected!(self, MulticallAcceptsNonBatchable);
+        if !ctx.allows(d) && !accepts_any {
             return Err(Status::NotAllowedHere);
         }
         Ok(d)

@@ -7,6 +7,7 @@ use pvabi_abi::calls::Call;
 use pvabi_abi::status::Status;
 
 use crate::config::ConsoleSink;
+use crate::faults::injected;
 use crate::machine::Machine;
 use crate::report::MAX_CONSOLE_BYTES;
 use crate::state::Inner;
@@ -21,7 +22,12 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
             for (chunk, reg) in bytes.chunks_exact_mut(8).zip(&r.args[1..5]) {
                 chunk.copy_from_slice(&reg.to_le_bytes());
             }
-            h.console_out(r.vcpu, &bytes[..len]);
+            let emitted = if injected!(h, ConsoleWriteRegsIgnoresLength) {
+                32
+            } else {
+                len
+            };
+            h.console_out(r.vcpu, &bytes[..emitted]);
             done(&[len as u64])
         }
         Call::ConsoleWrite => {

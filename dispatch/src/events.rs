@@ -15,6 +15,7 @@ use pvabi_abi::events::{
 use pvabi_abi::status::Status;
 use zerocopy::IntoBytes;
 
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{EventQueue, Inner, Owner, VcpuState};
@@ -33,8 +34,12 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         Call::EventsSetQueue => set_queue(h, r.vcpu, r.block.page_arg(), r.args[1] as u8),
         Call::EventsSetMask => set_mask(h, r.vcpu, r.args[0]),
         Call::EventsSend => {
-            // `vcpu` is a valid index (check 5).
-            h.post_event(r.args[0] as u32, EventKind::User, r.vcpu, r.args[1]);
+            // `vcpu` is a valid index (check 5); a stopped target is refused (EVT-019).
+            let target = r.args[0] as u32;
+            if !h.is_running(target) {
+                return Err(Status::InvalidState);
+            }
+            h.post_event(target, EventKind::User, r.vcpu, r.args[1]);
             done(&[])
         }
         _ => Err(Status::NotSupported),
@@ -81,6 +86,11 @@ fn set_queue<M: Machine>(
 }
 
 fn set_mask<M: Machine>(h: &Inner<M>, vcpu: u32, mask: u64) -> Result<Reply, Status> {
+    let vcpu = if injected!(h, EventMaskSharedByAllVcpus) {
+        0
+    } else {
+        vcpu
+    };
     let slot = &h.vcpus[vcpu as usize];
     let mut st = lock(&slot.state);
     let previous = std::mem::replace(&mut st.mask, mask);
@@ -96,6 +106,13 @@ fn set_mask<M: Machine>(h: &Inner<M>, vcpu: u32, mask: u64) -> Result<Reply, Sta
 }
 
 impl<M: Machine> Inner<M> {
+    /// Whether `vcpu` is running (started and not stopped); false for an index out of range.
+    pub(crate) fn is_running(&self, vcpu: u32) -> bool {
+        self.vcpus
+            .get(vcpu as usize)
+            .is_some_and(|slot| lock(&slot.state).running)
+    }
+
     /// Posts an event to `target` (ignored for an index out of range) and wakes its HALT.
     pub(crate) fn post_event(&self, target: u32, kind: EventKind, source: u32, data: u64) {
         let Some(slot) = self.vcpus.get(target as usize) else {
@@ -105,7 +122,8 @@ impl<M: Machine> Inner<M> {
         let (mut posted, mut dropped, mut latched, mut raised) = (0, 0, 0, 0);
         {
             let mut st = lock(&slot.state);
-            let masked = st.mask & kind.mask_bit() != 0;
+            let masked =
+                st.mask & kind.mask_bit() != 0 && !injected!(self, MaskedEventRaisesInterrupt);
             match st.queue.as_mut() {
                 None => {
                     st.latched = true;
@@ -114,7 +132,8 @@ impl<M: Machine> Inner<M> {
                 Some(q) => {
                     // The guest's head, read once; a head "ahead" of the tail looks full.
                     let head = guest_mem::load_u32(mem, q.gpa + HEAD).unwrap_or(q.tail);
-                    if q.tail.wrapping_sub(head) >= EVENT_QUEUE_CAPACITY {
+                    let full = q.tail.wrapping_sub(head) >= EVENT_QUEUE_CAPACITY;
+                    if full && !injected!(self, EventsFullQueueOverwrites) {
                         q.dropped = q.dropped.wrapping_add(1);
                         guest_mem::store_u32(mem, q.gpa + DROPPED, q.dropped);
                         dropped = 1;
@@ -157,7 +176,7 @@ impl<M: Machine> Inner<M> {
         // After the tail store: either the guest sees the new tail after clearing the flag,
         // or the host sees the cleared flag here.
         let pending = guest_mem::load_u32(mem, q.gpa + PENDING).unwrap_or(1);
-        if pending != 0 {
+        if pending != 0 && !injected!(self, EventsNotCoalesced) {
             return false;
         }
         guest_mem::store_u32(mem, q.gpa + PENDING, 1);

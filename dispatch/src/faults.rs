@@ -40,12 +40,50 @@ pub enum InjectedFault {
     BalloonDoubleReleaseAccepted,
     /// MEM_UPDATE_PTE clears bit 63 (NX) of the value it writes.
     UpdatePteDropsNx,
+    /// An INCOMPLETE MULTICALL returns a resume index one past the entries it processed (an off-by-one continuation: the guest skips an entry).
+    MulticallResumeIndexOffByOne,
+    /// A MULTICALL entry of a call that is not batchable runs instead of getting NOT_ALLOWED_HERE.
+    MulticallAcceptsNonBatchable,
+    /// A failed MULTICALL entry gets its `results` overwritten with zeros (only SUCCESS writes them).
+    MulticallWritesFailedResults,
+    /// The context check (step 4) comes before the feature check (step 3): an ungranted call that is not allowed in its context gets NOT_ALLOWED_HERE instead of NOT_GRANTED (checks out of precedence order).
+    ContextCheckedBeforeFeature,
+    /// A drain runs the deferred entries newest first (out of queue order).
+    DeferredRunsNewestFirst,
+    /// A sync-point call other than DEFER_FLUSH does not drain the caller's deferred queue (a missed drain point).
+    SyncPointDoesNotDrain,
+    /// A deferred queue whose occupancy exceeds its capacity is not treated as malformed: a capacity's worth of its entries run.
+    DeferredMalformedTailRuns,
+    /// In doorbell mode, a write of the vCPU's index to the ring-notify port does not process its ring.
+    RingNotifyIgnored,
+    /// A host-polled ring's poller goes to sleep without setting SQ_NEED_WAKEUP, so a guest that follows the protocol never wakes it.
+    PollerSleepsWithoutNeedWakeup,
+    /// Each ring completion is written twice (two slots, the completion-ring tail advanced by two).
+    RingCompletionDuplicated,
+    /// A full completion ring does not stop consumption: completions the guest has not consumed are overwritten (no back-pressure).
+    RingFullCompletionRingOverwritten,
+    /// Every unmasked event raises the interrupt and stores 1 to `interrupt_pending`, even while an interrupt is pending (events not coalesced).
+    EventsNotCoalesced,
+    /// An event of a masked kind raises the interrupt (the mask is ignored).
+    MaskedEventRaisesInterrupt,
+    /// A full event queue is written anyway: the new event overwrites one the guest has not consumed instead of being dropped and counted.
+    EventsFullQueueOverwrites,
+    /// EVENTS_SET_MASK sets and returns vCPU 0's mask whichever vCPU calls (per-vCPU state leaking between vCPUs).
+    EventMaskSharedByAllVcpus,
+    /// VCPU_HALT with a timeout returns TIMEOUT at once, without waiting for it to pass.
+    HaltTimesOutEarly,
+    /// VCPU_KICK of a stopped vCPU succeeds (and latches a wake-up) instead of INVALID_STATE.
+    KickOfStoppedVcpuAccepted,
+    /// CONSOLE_WRITE_REGS emits all 32 bytes of its registers, not the first `length`.
+    ConsoleWriteRegsIgnoresLength,
+    /// The register arguments of the System family are not checked (step 5 skipped): SYSTEM_SHUTDOWN with reserved code bits ends the VM.
+    SystemArgumentsUnchecked,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 16] = [
+    pub const ALL: [InjectedFault; 35] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -62,7 +100,68 @@ impl InjectedFault {
         InjectedFault::ShareIgnoresRamBounds,
         InjectedFault::BalloonDoubleReleaseAccepted,
         InjectedFault::UpdatePteDropsNx,
+        InjectedFault::MulticallResumeIndexOffByOne,
+        InjectedFault::MulticallAcceptsNonBatchable,
+        InjectedFault::MulticallWritesFailedResults,
+        InjectedFault::ContextCheckedBeforeFeature,
+        InjectedFault::DeferredRunsNewestFirst,
+        InjectedFault::SyncPointDoesNotDrain,
+        InjectedFault::DeferredMalformedTailRuns,
+        InjectedFault::RingNotifyIgnored,
+        InjectedFault::PollerSleepsWithoutNeedWakeup,
+        InjectedFault::RingCompletionDuplicated,
+        InjectedFault::RingFullCompletionRingOverwritten,
+        InjectedFault::EventsNotCoalesced,
+        InjectedFault::MaskedEventRaisesInterrupt,
+        InjectedFault::EventsFullQueueOverwrites,
+        InjectedFault::EventMaskSharedByAllVcpus,
+        InjectedFault::HaltTimesOutEarly,
+        InjectedFault::KickOfStoppedVcpuAccepted,
+        InjectedFault::ConsoleWriteRegsIgnoresLength,
+        InjectedFault::SystemArgumentsUnchecked,
     ];
+
+    /// The part of the ABI the fault breaks, as the name of the conformance test that covers
+    /// it (`pvabi conform --self-test` runs that test first).
+    pub const fn area(self) -> &'static str {
+        match self {
+            InjectedFault::SpecVersionForgetsNegotiated => "base",
+            InjectedFault::ProbeCallUnknownIsAvailable => "base",
+            InjectedFault::UnknownCodeIsInvalidParameter => "base",
+            InjectedFault::NegotiateNotLocked => "base",
+            InjectedFault::NegotiateAcceptsTheMinimumMinor => "base",
+            InjectedFault::ImplNameNotPadded => "base",
+            InjectedFault::UngatedBeforeNegotiate => "base",
+            InjectedFault::TimePageRestNotZeroed => "time",
+            InjectedFault::WallclockNanosecondsOverflow => "time",
+            InjectedFault::TimePageNotRefreshed => "time",
+            InjectedFault::TimePageWrittenAfterUnregister => "time",
+            InjectedFault::ShareIgnoresRamBounds => "memory",
+            InjectedFault::BalloonDoubleReleaseAccepted => "memory",
+            InjectedFault::UpdatePteDropsNx => "memory",
+            InjectedFault::MulticallResumeIndexOffByOne => "multicall",
+            InjectedFault::MulticallAcceptsNonBatchable => "multicall",
+            InjectedFault::MulticallWritesFailedResults => "multicall",
+            InjectedFault::ContextCheckedBeforeFeature => "multicall",
+            InjectedFault::DeferredRunsNewestFirst => "deferred",
+            InjectedFault::SyncPointDoesNotDrain => "deferred",
+            InjectedFault::DeferredMalformedTailRuns => "deferred",
+            InjectedFault::RingNotifyIgnored => "ring",
+            InjectedFault::PollerSleepsWithoutNeedWakeup => "ring",
+            InjectedFault::RingCompletionDuplicated => "ring",
+            InjectedFault::EventsNotCoalesced => "events",
+            InjectedFault::MaskedEventRaisesInterrupt => "events",
+            InjectedFault::EventsFullQueueOverwrites => "events",
+            InjectedFault::EventMaskSharedByAllVcpus => "vcpu",
+            InjectedFault::HaltTimesOutEarly => "vcpu",
+            InjectedFault::KickOfStoppedVcpuAccepted => "vcpu",
+            InjectedFault::ConsoleWriteRegsIgnoresLength => "system",
+            InjectedFault::SystemArgumentsUnchecked => "system",
+            InjectedFault::ProbeFeaturesGrantsBeforeNegotiate => "base",
+            InjectedFault::NegotiateGrantsEverythingOffered => "base",
+            InjectedFault::RingFullCompletionRingOverwritten => "ring",
+        }
+    }
 
     /// A short name (kebab case).
     pub const fn name(self) -> &'static str {
@@ -87,6 +186,27 @@ impl InjectedFault {
             InjectedFault::ShareIgnoresRamBounds => "share-ignores-ram-bounds",
             InjectedFault::BalloonDoubleReleaseAccepted => "balloon-double-release-accepted",
             InjectedFault::UpdatePteDropsNx => "update-pte-drops-nx",
+            InjectedFault::MulticallResumeIndexOffByOne => "multicall-resume-index-off-by-one",
+            InjectedFault::MulticallAcceptsNonBatchable => "multicall-accepts-non-batchable",
+            InjectedFault::MulticallWritesFailedResults => "multicall-writes-failed-results",
+            InjectedFault::ContextCheckedBeforeFeature => "context-checked-before-feature",
+            InjectedFault::DeferredRunsNewestFirst => "deferred-runs-newest-first",
+            InjectedFault::SyncPointDoesNotDrain => "sync-point-does-not-drain",
+            InjectedFault::DeferredMalformedTailRuns => "deferred-malformed-tail-runs",
+            InjectedFault::RingNotifyIgnored => "ring-notify-ignored",
+            InjectedFault::PollerSleepsWithoutNeedWakeup => "poller-sleeps-without-need-wakeup",
+            InjectedFault::RingCompletionDuplicated => "ring-completion-duplicated",
+            InjectedFault::RingFullCompletionRingOverwritten => {
+                "ring-full-completion-ring-overwritten"
+            }
+            InjectedFault::EventsNotCoalesced => "events-not-coalesced",
+            InjectedFault::MaskedEventRaisesInterrupt => "masked-event-raises-interrupt",
+            InjectedFault::EventsFullQueueOverwrites => "events-full-queue-overwrites",
+            InjectedFault::EventMaskSharedByAllVcpus => "event-mask-shared-by-all-vcpus",
+            InjectedFault::HaltTimesOutEarly => "halt-times-out-early",
+            InjectedFault::KickOfStoppedVcpuAccepted => "kick-of-stopped-vcpu-accepted",
+            InjectedFault::ConsoleWriteRegsIgnoresLength => "console-write-regs-ignores-length",
+            InjectedFault::SystemArgumentsUnchecked => "system-arguments-unchecked",
         }
     }
 }

@@ -130,6 +130,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::faults::injected;
 use pvabi_abi::calls::{Call, Family};
 use pvabi_abi::convention::DOORBELL_WIDTH;
 use pvabi_abi::features::Features;
@@ -560,12 +561,16 @@ impl<M: Machine> Inner<M> {
         args: &[u64; 6],
     ) -> Result<Reply, Status> {
         let d = self.gate(code, ctx)?; // checks 1-4
-        check::register_args(d, args, self.vcpu_count())?; // check 5
-                                                           // The drain point (DEFER-003): a sync-point call made directly drains the
-                                                           // caller's queue once it has passed step 5, before step 6 and the block copy, whatever
-                                                           // status it then returns; a call that fails at steps 1-5 does not drain. MULTICALL
-                                                           // entries, ring submissions and deferred entries are never drain points (DEFER-011).
-        if d.sync_point && ctx == Ctx::Direct && d.call != Call::DeferFlush {
+        let unchecked = d.family() == Family::System && injected!(self, SystemArgumentsUnchecked);
+        if !unchecked {
+            check::register_args(d, args, self.vcpu_count())?; // check 5
+        }
+        // The drain point (DEFER-003): a sync-point call made directly drains the
+        // caller's queue once it has passed step 5, before step 6 and the block copy, whatever
+        // status it then returns; a call that fails at steps 1-5 does not drain. MULTICALL
+        // entries, ring submissions and deferred entries are never drain points (DEFER-011).
+        let drains = !injected!(self, SyncPointDoesNotDrain);
+        if d.sync_point && ctx == Ctx::Direct && d.call != Call::DeferFlush && drains {
             // DEFER_FLUSH drains in its handler, to count what it ran.
             self.drain_deferred(vcpu);
         }

@@ -24,6 +24,7 @@ use pvabi_abi::status::Status;
 use zerocopy::{IntoBytes, TryFromBytes};
 
 use crate::check::Ctx;
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{Inner, Owner, Ring};
@@ -181,7 +182,11 @@ impl<M: Machine> Inner<M> {
         // A CQ whose `tail - head` exceeds the capacity (a head ahead of the tail, or more
         // than a capacity behind it) is malformed and treated as full (BATCH-014): no room,
         // nothing is overwritten, nothing is consumed.
-        let room = CQ_CAPACITY.saturating_sub(ring.cq_tail.wrapping_sub(cq_head));
+        let room = if injected!(self, RingFullCompletionRingOverwritten) {
+            CQ_CAPACITY
+        } else {
+            CQ_CAPACITY.saturating_sub(ring.cq_tail.wrapping_sub(cq_head))
+        };
         let n = pending.min(room);
         let mut failed = 0u64;
         for _ in 0..n {
@@ -195,10 +200,13 @@ impl<M: Machine> Inner<M> {
                 // On failure every result is 0 (RING-019), strict or not.
                 results: results.unwrap_or([0; 4]),
             };
-            let cqe =
-                ring.cq + RING_ENTRIES_OFFSET + u64::from(ring.cq_tail % CQ_CAPACITY) * CQE_SIZE;
-            guest_mem::write(mem, cqe, completion.as_bytes());
-            ring.cq_tail = ring.cq_tail.wrapping_add(1);
+            for _ in 0..1 + u8::from(injected!(self, RingCompletionDuplicated)) {
+                let cqe = ring.cq
+                    + RING_ENTRIES_OFFSET
+                    + u64::from(ring.cq_tail % CQ_CAPACITY) * CQE_SIZE;
+                guest_mem::write(mem, cqe, completion.as_bytes());
+                ring.cq_tail = ring.cq_tail.wrapping_add(1);
+            }
             // The completion is written before the tail that publishes it.
             guest_mem::store_u32(mem, ring.cq + TAIL, ring.cq_tail);
             ring.sq_head = ring.sq_head.wrapping_add(1);
@@ -266,6 +274,7 @@ impl<M: Machine> Inner<M> {
             return;
         };
         match ring.mode {
+            RingMode::Doorbell if injected!(self, RingNotifyIgnored) => {}
             RingMode::Doorbell => {
                 self.process_ring(vcpu, ring);
             }
@@ -278,6 +287,9 @@ impl<M: Machine> Inner<M> {
     }
 
     fn set_need_wakeup(&self, ring: &mut Ring, on: bool) {
+        if on && injected!(self, PollerSleepsWithoutNeedWakeup) {
+            return;
+        }
         if on {
             ring.sq_flags |= SQ_NEED_WAKEUP;
         } else {

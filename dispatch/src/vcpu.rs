@@ -8,6 +8,7 @@ use pvabi_abi::events::EventKind;
 use pvabi_abi::status::Status;
 use pvabi_abi::vcpu::{VcpuStartState, WakeReason};
 
+use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::report::Report;
@@ -29,8 +30,12 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         }
         Call::VcpuHalt => halt(h, r.vcpu, r.args[0]),
         Call::VcpuKick => {
-            // `vcpu` is a valid index (check 5).
-            h.post_event(r.args[0] as u32, EventKind::Kick, r.vcpu, 0);
+            // `vcpu` is a valid index (check 5); a stopped target is refused (VCPU-015).
+            let target = r.args[0] as u32;
+            if !h.is_running(target) && !injected!(h, KickOfStoppedVcpuAccepted) {
+                return Err(Status::InvalidState);
+            }
+            h.post_event(target, EventKind::Kick, r.vcpu, 0);
             h.record(|rep| rep.kicks += 1);
             done(&[])
         }
@@ -130,6 +135,7 @@ fn halt<M: Machine>(h: &Inner<M>, vcpu: u32, timeout_ns: u64) -> Result<Reply, S
     let deadline = match timeout_ns {
         0 => None,
         // A timeout too far to represent is no timeout.
+        _ if injected!(h, HaltTimesOutEarly) => Some(Instant::now()),
         ns => Instant::now().checked_add(Duration::from_nanos(ns)),
     };
     let slot = &h.vcpus[vcpu as usize];

@@ -22,6 +22,7 @@ fn event(h: &H, page: u64, index: u32) -> Event {
 /// vCPU 1 with a queue at PAGE1.
 fn with_queue() -> H {
     let h = H::ready(2);
+    h.start_vcpu_from(0, 1);
     h.write(PAGE1, &[0xffu8; 4096]);
     assert_eq!(
         h.status(1, Call::EventsSetQueue, &[PAGE1, VECTOR]),
@@ -186,6 +187,7 @@ fn a_garbage_head_cannot_make_the_host_overwrite() {
 #[test]
 fn send_checks_the_target() {
     let h = H::ready(2);
+    h.start_vcpu_from(0, 1);
     assert_eq!(
         h.status(0, Call::EventsSend, &[2, 0]),
         Status::InvalidParameter
@@ -199,6 +201,7 @@ fn send_checks_the_target() {
 #[test]
 fn without_a_queue_events_latch_and_wake_halt_once() {
     let h = H::ready(2);
+    h.start_vcpu_from(0, 1);
     h.call(0, Call::EventsSend, &[1, 5]);
     assert_eq!(h.call(1, Call::VcpuHalt, &[1_000_000_000]).1[0], 1);
     assert_eq!(h.call(1, Call::VcpuHalt, &[1_000_000]).1[0], 2);
@@ -287,6 +290,7 @@ fn registering_the_current_queue_again_is_denied_and_changes_nothing() {
 #[test]
 fn the_initial_mask_is_zero() {
     let h = H::ready(2);
+    h.start_vcpu_from(0, 1);
     assert_eq!(h.call(0, Call::EventsSetMask, &[0b10]).1[0], 0);
     assert_eq!(h.call(1, Call::EventsSetMask, &[0b100]).1[0], 0);
     assert_eq!(h.call(0, Call::EventsSetMask, &[0]).1[0], 0b10);
@@ -334,6 +338,7 @@ fn events_of_successive_calls_are_posted_in_call_order() {
 #[test]
 fn an_event_without_a_queue_is_not_kept_for_a_later_queue() {
     let h = H::ready(2);
+    h.start_vcpu_from(0, 1);
     h.call(0, Call::EventsSend, &[1, 77]);
     h.write(PAGE1, &[0xffu8; 4096]);
     assert_eq!(
@@ -371,4 +376,22 @@ fn host_written_queue_fields_come_from_the_hosts_copies() {
     let hd = header(&h, PAGE1);
     assert_eq!(hd.tail, 129, "tail counts from the host's copy");
     assert_eq!(event(&h, PAGE1, 128).data, 130);
+}
+
+/// EVT-019, VCPU-015: EVENTS_SEND and VCPU_KICK to a stopped vCPU are INVALID_STATE and post
+/// nothing; once it runs, both succeed.
+#[test]
+fn send_and_kick_to_a_stopped_vcpu_are_invalid_state() {
+    let h = H::ready(2);
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE1, VECTOR]),
+        Status::Success
+    );
+    assert_eq!(h.status(0, Call::EventsSend, &[1, 7]), Status::InvalidState);
+    assert_eq!(h.status(0, Call::VcpuKick, &[1]), Status::InvalidState);
+    assert_eq!(header(&h, PAGE1).tail, 0);
+    h.start_vcpu_from(0, 1);
+    assert_eq!(h.status(0, Call::EventsSend, &[1, 7]), Status::Success);
+    assert_eq!(h.status(0, Call::VcpuKick, &[1]), Status::Success);
+    assert_eq!(header(&h, PAGE1).tail, 2);
 }

@@ -137,6 +137,7 @@ fn halt_times_out() {
 #[test]
 fn kick_wakes_a_halt_without_timeout_and_queues_a_kick_event() {
     let h = Arc::new(H::ready(2));
+    h.start_vcpu_from(0, 1);
     assert_eq!(
         h.status(1, Call::EventsSetQueue, &[PAGE1, 33]),
         Status::Success

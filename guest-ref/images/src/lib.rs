@@ -68,6 +68,48 @@ pub fn hostile() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_HOSTILE"))
 }
 
+/// The conformance test `multicall` (`guest-ref/bare/conform/src/multicall.rs`): MULTICALL's
+/// entries, statuses, results, refusals, STOP_ON_ERROR, the one copy and resumption.
+pub fn conform_multicall() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_MULTICALL"))
+}
+
+/// The conformance test `multicall-preempt` (`guest-ref/bare/conform/src/multicall_preempt.rs`):
+/// the checks of `multicall`, run under a host that preempts after every entry.
+pub fn conform_multicall_preempt() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_MULTICALL_PREEMPT"))
+}
+
+/// The conformance test `deferred` (`guest-ref/bare/conform/src/deferred.rs`): the deferred
+/// queue's header, drain points, order, failure records, malformed and wrapping indices.
+pub fn conform_deferred() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_DEFERRED"))
+}
+
+/// The conformance test `ring` (`guest-ref/bare/conform/src/ring.rs`):
+/// the rings in doorbell and host-polled mode.
+pub fn conform_ring() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_RING"))
+}
+
+/// The conformance test `events` (`guest-ref/bare/conform/src/events.rs`):
+/// the event queue, posting, masking, coalescing and the wake latch.
+pub fn conform_events() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_EVENTS"))
+}
+
+/// The conformance test `vcpu` (`guest-ref/bare/conform/src/vcpu.rs`):
+/// the vCPU family and per-vCPU state, on two vCPUs.
+pub fn conform_vcpu() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_VCPU"))
+}
+
+/// The conformance test `system` (`guest-ref/bare/conform/src/system.rs`):
+/// the console and system calls, as far as the VM survives them.
+pub fn conform_system() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_SYSTEM"))
+}
+
 /// A function that returns an embedded guest image.
 pub type GuestImage = fn() -> &'static [u8];
 
@@ -82,6 +124,13 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-base", conform_base),
     ("conform-time", conform_time),
     ("conform-memory", conform_memory),
+    ("conform-multicall", conform_multicall),
+    ("conform-multicall-preempt", conform_multicall_preempt),
+    ("conform-deferred", conform_deferred),
+    ("conform-ring", conform_ring),
+    ("conform-events", conform_events),
+    ("conform-vcpu", conform_vcpu),
+    ("conform-system", conform_system),
     ("careless", careless),
 ];
 
