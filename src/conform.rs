@@ -46,6 +46,16 @@ pub const TESTS: &[TestInfo] = &[
         what: "sharing, the balloon (release, reclaim, their refusals), MEM_UPDATE_PTE and the TLB flushes",
         image: pvabi_guest_images::conform_memory,
     },
+    TestInfo {
+        name: "convention",
+        what: "the calling convention register by register: results, preserved and undefined registers, widths, and the accesses that perform no call (other widths, reads, the ports above the doorbell, string output, CPL3, rax bits 63:32, unclaimed ports)",
+        image: pvabi_guest_images::conform_convention,
+    },
+    TestInfo {
+        name: "status",
+        what: "the precedence order with calls wrong in several ways at once (each step before the next, the lowest call-specific status, NEGOTIATE's order before and after the lock), and what a failed call leaves: no effect, no write, only defined statuses",
+        image: pvabi_guest_images::conform_status,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).

@@ -55,6 +55,18 @@ pub fn conform_memory() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_MEMORY"))
 }
 
+/// The conformance test `convention` (`guest-ref/bare/conform/src/convention.rs`): the
+/// calling convention, register by register, and the accesses that perform no call.
+pub fn conform_convention() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_CONVENTION"))
+}
+
+/// The conformance test `status` (`guest-ref/bare/conform/src/status.rs`): the precedence
+/// order with calls wrong in several ways at once, and what a failed call leaves.
+pub fn conform_status() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_STATUS"))
+}
+
 /// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
 /// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
 /// the sequence lock).
@@ -76,6 +88,8 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-time", conform_time),
     ("conform-memory", conform_memory),
     ("careless", careless),
+    ("conform-convention", conform_convention),
+    ("conform-status", conform_status),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).
