@@ -56,6 +56,16 @@ pub const TESTS: &[TestInfo] = &[
         what: "the precedence order with calls wrong in several ways at once (each step before the next, the lowest call-specific status, NEGOTIATE's order before and after the lock), and what a failed call leaves: no effect, no write, only defined statuses",
         image: pvabi_guest_images::conform_status,
     },
+    TestInfo {
+        name: "version",
+        what: "versions, features and discovery across NEGOTIATE, over the whole call table: NOT_NEGOTIATED and NOT_GRANTED for every feature call, every defined call known, PROBE_CALL following the grant, the served majors, the offered features and the limits leaf, unknown optional bits, the Base calls after NEGOTIATE, CPUID leaves unchanged",
+        image: pvabi_guest_images::conform_version,
+    },
+    TestInfo {
+        name: "platform",
+        what: "what a guest of the reference platform observes: guest RAM and its ends, the boot GDT, page tables and zeroed RAM, the entry control registers and MSRs, the boot registers, the APIC ID and no local APIC in CPUID",
+        image: pvabi_guest_images::conform_platform,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).
