@@ -636,6 +636,69 @@ mod tests {
         );
     }
 
+    /// The checks of `test` that failed under `host`.
+    fn failures(test: &str, host: HostConfig) -> (Verdict, Vec<String>) {
+        let info = TESTS
+            .iter()
+            .find(|t| t.name == test)
+            .expect("a catalogued test");
+        let r = run_test(info, &host);
+        let failed = r
+            .checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .map(|c| c.name.clone())
+            .collect();
+        (r.verdict, failed)
+    }
+
+    #[test]
+    fn the_host_rule_tests_fail_on_hosts_that_break_their_rules() {
+        if !kvm_or_skip("the_host_rule_tests_fail_on_hosts_that_break_their_rules") {
+            return;
+        }
+        // A host that performs calls made at CPL3 breaks CONV-013; the marker of the one
+        // access it performed names it, and only it.
+        let (verdict, failed) = failures(
+            "convention",
+            HostConfig {
+                allow_user_mode_calls: true,
+                ..HostConfig::default()
+            },
+        );
+        assert_eq!(verdict, Verdict::Fail);
+        assert_eq!(
+            failed,
+            ["convention.call_at_cpl3_is_not_supported_and_performs_no_call"]
+        );
+        // Poisoned undefined results are a configuration constant: legal.
+        let strict = HostConfig {
+            strict: true,
+            ..HostConfig::default()
+        };
+        assert_eq!(failures("convention", strict).0, Verdict::Pass);
+        // A host that leaves out one call of a feature it offers breaks VER-001 and VER-006.
+        let (verdict, failed) = failures(
+            "version",
+            HostConfig {
+                disabled_calls: vec![Call::MemShare],
+                ..HostConfig::default()
+            },
+        );
+        assert_eq!(verdict, Verdict::Fail);
+        for check in [
+            "version.every_defined_call_is_known_before_negotiate",
+            "version.every_call_of_an_offered_feature_is_implemented",
+        ] {
+            assert!(failed.iter().any(|f| f == check), "{failed:?}");
+        }
+        // A host serving 1.0 only still passes the version-independent tests.
+        for test in ["status", "version", "convention", "platform"] {
+            let host = HostConfig::acting_as(pvabi_abi::version::V1_0);
+            assert_eq!(failures(test, host.clone()).0, Verdict::Pass, "{test}");
+        }
+    }
+
     #[test]
     fn a_guest_that_never_reports_is_a_crash() {
         if !kvm_or_skip("a_guest_that_never_reports_is_a_crash") {

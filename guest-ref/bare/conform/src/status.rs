@@ -232,14 +232,56 @@ fn main(boot: &BootInfo) -> ! {
         &[ram_end, 1],
         Status::InvalidAddress,
     );
-    // Step 9 before the contents and the call-specific conditions, whatever the host's
-    // page holds.
+    // Registration: address 0 with nothing registered succeeds; a misaligned page is
+    // refused at step 6; the header is the host's when the call returns, reserved fields 0
+    // (the guest filled the page with ones before).
+    expect(
+        &t,
+        s,
+        "status.unregistering_with_nothing_registered_succeeds",
+        &["PVABI-CONV-026"],
+        Call::TimeSetPage,
+        &[0],
+        Status::Success,
+    );
+    expect(
+        &t,
+        s,
+        "status.misaligned_shared_page_is_misaligned",
+        &["PVABI-CONV-022"],
+        Call::TimeSetPage,
+        &[page(0) + 8],
+        Status::Misaligned,
+    );
+    for off in (0..PAGE).step_by(8) {
+        write_u64(page(0) + off, u64::MAX);
+    }
     let r = raw(&t, Call::TimeSetPage, &[page(0)]);
     check(
         "status.time_page_registers",
         &[],
         r.status == Status::Success as u64,
         r.status,
+        0,
+    );
+    // TimePage: sequence (u32) and flags at 0, monotonic_ns at 8, reserved0 (u32) at 44,
+    // reserved at 48 and 56.
+    let head = read_u64(page(0));
+    let mono = read_u64(page(0) + 8);
+    check(
+        "status.shared_page_header_is_initialised_when_the_call_returns",
+        &["PVABI-CONV-024"],
+        // (The sequence may be odd: a refresh can already be under way.)
+        head as u32 != u32::MAX && head >> 32 != u64::from(u32::MAX) && mono != u64::MAX,
+        head,
+        0,
+    );
+    let reserved = (read_u64(page(0) + 40) >> 32) | read_u64(page(0) + 48) | read_u64(page(0) + 56);
+    check(
+        "status.host_writes_0_to_reserved_fields",
+        &["PVABI-GEN-004"],
+        reserved == 0,
+        reserved,
         0,
     );
     expect(
@@ -342,6 +384,18 @@ fn main(boot: &BootInfo) -> ! {
         word == SENTINEL,
         word,
         SENTINEL,
+    );
+    // Little-endian in guest memory: the host's store of a PTE value, byte by byte.
+    let value = 0x0807_0605_0403_0201u64;
+    let r = raw(&t, Call::MemUpdatePte, &[page(1), value, 1]);
+    // SAFETY: page 1 of SCRATCH; the host has returned.
+    let bytes = unsafe { core::ptr::read_volatile(page(1) as *const [u8; 8]) };
+    check(
+        "status.host_stores_little_endian",
+        &["PVABI-GEN-001"],
+        r.status == Status::Success as u64 && bytes == [1, 2, 3, 4, 5, 6, 7, 8],
+        u64::from_be_bytes(bytes),
+        value,
     );
     let _ = raw(&t, Call::TimeSetPage, &[0]);
 
