@@ -10,7 +10,8 @@ mod call;
 mod channel;
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use pvabi_guest::abi::discovery::CPUID_LEAF_LIMITS;
 use pvabi_guest::abi::features::Features;
@@ -21,7 +22,10 @@ use pvabi_guest::abi::platform::{
 use pvabi_guest::discovery::discover;
 use pvabi_guest::{Call, PortTransport, Status};
 use pvabi_guest_rt::cpu::{cpuid, rdmsr};
-use pvabi_guest_rt::{halt_forever, run_at_cpl3, BootInfo};
+use pvabi_guest_rt::{
+    disable_interrupts, enable_interrupts, halt_forever, run_at_cpl3, set_interrupt_handler,
+    BootInfo, TrapFrame,
+};
 
 use call::raw;
 use channel::check;
@@ -119,6 +123,111 @@ fn scan_at_cpl3(from: u64, to: u64, stride: u64) -> u64 {
     run_at_cpl3(scan, 0)
 }
 
+/// The two vectors of the interrupt checks: the first queue's, and a higher one for the
+/// queue that replaces it.
+const VECTOR_A: u8 = 0x40;
+const VECTOR_B: u8 = 0x50;
+
+#[repr(C, align(4096))]
+struct QueuePages(UnsafeCell<[[u8; 4096]; 2]>);
+
+// SAFETY: one vCPU; the host writes the pages as event queues, the guest only the header's
+// `interrupt_pending` (its field) through volatile stores.
+unsafe impl Sync for QueuePages {}
+
+static QUEUES: QueuePages = QueuePages(UnsafeCell::new([[0; 4096]; 2]));
+
+fn queue(i: usize) -> u64 {
+    QUEUES.0.get() as u64 + i as u64 * PAGE
+}
+
+/// The vectors delivered, in order.
+static DELIVERED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static DELIVERIES: AtomicUsize = AtomicUsize::new(0);
+
+fn on_interrupt(frame: &mut TrapFrame) {
+    let n = DELIVERIES.fetch_add(1, Ordering::SeqCst);
+    if let Some(slot) = DELIVERED.get(n) {
+        slot.store(frame.vector, Ordering::SeqCst);
+    }
+}
+
+fn set_cr8(v: u64) {
+    // SAFETY: CR8 (the task priority) has no effect on the reference platform, which has no
+    // interrupt controller; writing it at CPL0 changes nothing else.
+    unsafe { asm!("mov cr8, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// The interrupt checks (PLAT-011 to PLAT-013): with IF clear, an event raises vector A;
+/// the guest re-arms the queue and a second event raises A again while undelivered; a new
+/// queue with vector B gets a third. Nothing may arrive while IF is clear; once IF is set
+/// (with CR8 at its highest), B then A, A once, although the queue now has vector B.
+fn interrupts(t: &PortTransport) {
+    let call = |c: Call, args: &[u64]| raw(t, c, args).status;
+    let ok = set_interrupt_handler(VECTOR_A, on_interrupt).is_ok()
+        && set_interrupt_handler(VECTOR_B, on_interrupt).is_ok();
+    let s = [
+        call(Call::EventsSetQueue, &[queue(0), u64::from(VECTOR_A)]),
+        call(Call::EventsSend, &[0, 1]),
+    ];
+    // SAFETY: `interrupt_pending` (offset 12) of the first queue's header is the guest's
+    // to clear once it has looked at the queue.
+    unsafe { ((queue(0) + 12) as *mut u32).write_volatile(0) };
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let s2 = [
+        call(Call::EventsSend, &[0, 2]),
+        call(Call::EventsSetQueue, &[queue(1), u64::from(VECTOR_B)]),
+        call(Call::EventsSend, &[0, 3]),
+    ];
+    let setup_ok = ok && s.iter().chain(&s2).all(|s| *s == Status::Success as u64);
+    // Calls with IF clear: every exit is a chance to deliver, and none may.
+    for _ in 0..4 {
+        call(Call::GetSpecVersion, &[]);
+    }
+    let early = DELIVERIES.load(Ordering::SeqCst);
+    set_cr8(15);
+    enable_interrupts();
+    let mut looks = 0;
+    while DELIVERIES.load(Ordering::SeqCst) < 2 && looks < 1000 {
+        call(Call::GetSpecVersion, &[]);
+        looks += 1;
+    }
+    // A few more exits for a duplicate to show.
+    for _ in 0..8 {
+        call(Call::GetSpecVersion, &[]);
+    }
+    disable_interrupts();
+    set_cr8(0);
+    let _ = call(Call::EventsSetQueue, &[0, 0]);
+    let n = DELIVERIES.load(Ordering::SeqCst);
+    let got = [
+        DELIVERED[0].load(Ordering::SeqCst),
+        DELIVERED[1].load(Ordering::SeqCst),
+    ];
+    let pack = |a: u64, b: u64| a << 8 | b;
+    check(
+        "platform.interrupts_only_with_if_set_whatever_cr8",
+        &["PVABI-PLAT-011", "PVABI-EVT-008"],
+        setup_ok && early == 0 && n >= 1,
+        early as u64 | (n as u64) << 8,
+        2 << 8,
+    );
+    check(
+        "platform.several_vectors_highest_first_and_each_once",
+        &["PVABI-PLAT-012"],
+        setup_ok && n == 2 && got == [u64::from(VECTOR_B), u64::from(VECTOR_A)],
+        pack(got[0], got[1]) | (n as u64) << 16,
+        pack(u64::from(VECTOR_B), u64::from(VECTOR_A)) | 2 << 16,
+    );
+    check(
+        "platform.interrupt_keeps_its_vector_after_the_queue_changes",
+        &["PVABI-PLAT-013"],
+        setup_ok && got.contains(&u64::from(VECTOR_A)),
+        pack(got[0], got[1]),
+        pack(u64::from(VECTOR_B), u64::from(VECTOR_A)),
+    );
+}
+
 fn cr(n: u8) -> u64 {
     let v: u64;
     // SAFETY: reading a control register at CPL0 has no effect.
@@ -164,7 +273,12 @@ fn main(boot: &BootInfo) -> ! {
     channel::set_doorbell(found.info.doorbell_port);
     let t = PortTransport::new(found.info.doorbell_port);
     let required = (Features::CONSOLE | Features::SYSTEM | Features::MEMORY).bits();
-    if raw(&t, Call::Negotiate, &[0x0001_0000, required]).status != Status::Success as u64 {
+    let n = raw(
+        &t,
+        Call::Negotiate,
+        &[0x0001_0000, required, Features::EVENTS.bits()],
+    );
+    if n.status != Status::Success as u64 {
         halt_forever()
     }
     channel::go_live();
@@ -273,6 +387,30 @@ fn main(boot: &BootInfo) -> ! {
         u64::from(apic),
         0,
     );
+    if n.results[1] & Features::EVENTS.bits() != 0 {
+        interrupts(&t);
+    } else {
+        for (name, id) in [
+            (
+                "platform.interrupts_only_with_if_set_whatever_cr8",
+                "PVABI-PLAT-011",
+            ),
+            (
+                "platform.several_vectors_highest_first_and_each_once",
+                "PVABI-PLAT-012",
+            ),
+            (
+                "platform.interrupt_keeps_its_vector_after_the_queue_changes",
+                "PVABI-PLAT-013",
+            ),
+        ] {
+            channel::skip(
+                name,
+                &[id],
+                "EVENTS is not offered: the host raises no interrupt",
+            );
+        }
+    }
     channel::end(TEST)
 }
 
