@@ -692,11 +692,31 @@ mod tests {
         ] {
             assert!(failed.iter().any(|f| f == check), "{failed:?}");
         }
-        // A host serving 1.0 only still passes the version-independent tests.
+        // A host serving 1.0 only still passes the version-independent tests; there the
+        // version test also finds the calls of 1.1 unknown (COMPAT-002).
+        let v1_0 = HostConfig::acting_as(pvabi_abi::version::V1_0);
         for test in ["status", "version", "convention", "platform"] {
-            let host = HostConfig::acting_as(pvabi_abi::version::V1_0);
-            assert_eq!(failures(test, host.clone()).0, Verdict::Pass, "{test}");
+            assert_eq!(failures(test, v1_0.clone()).0, Verdict::Pass, "{test}");
         }
+        let version = TESTS
+            .iter()
+            .find(|t| t.name == "version")
+            .expect("catalogued");
+        let r = run_test(version, &v1_0);
+        for check in [
+            "version.calls_of_later_minors_are_unknown_before_negotiate",
+            "version.calls_of_later_minors_are_unknown_after_negotiate",
+        ] {
+            assert!(
+                r.checks
+                    .iter()
+                    .any(|c| c.name == check && c.verdict == Verdict::Pass),
+                "{r:#?}"
+            );
+        }
+        // And so does a host acting as 1.1.
+        let v1_1 = HostConfig::acting_as(pvabi_abi::version::V1_1);
+        assert_eq!(failures("version", v1_1).0, Verdict::Pass);
     }
 
     #[test]

@@ -49,6 +49,16 @@ fn first_bad(version: u32, mut bad: impl FnMut(&CallDescriptor) -> bool) -> Opti
         .map(|d| u64::from(d.call.code()))
 }
 
+/// The calls of later minors of `version`'s major that this test knows: `None` if there
+/// are none, else the first for which `bad` holds, as its code.
+fn later(version: u32, mut bad: impl FnMut(&CallDescriptor) -> bool) -> Option<Option<u64>> {
+    let mut later = calls::all()
+        .filter(|d| d.since.0 > version && d.since.0 >> 16 == version >> 16)
+        .peekable();
+    later.peek()?;
+    Some(later.find(|d| bad(d)).map(|d| u64::from(d.call.code())))
+}
+
 fn main(boot: &BootInfo) -> ! {
     channel::begin(TEST);
     let Some(found) = discover() else {
@@ -109,6 +119,21 @@ fn main(boot: &BootInfo) -> ! {
         bad.unwrap_or(0),
         0,
     );
+    // A host acting as an earlier minor than this test knows: the later minors' calls are
+    // unknown (checked only where there are such calls).
+    let unknown = |d: &CallDescriptor| {
+        status(d.call, &[]) != Status::NotSupported as u64
+            || probe(d.call.code()) != (SUCCESS, CallState::Absent as u64, 0)
+    };
+    if let Some(bad) = later(highest, unknown) {
+        check(
+            "version.calls_of_later_minors_are_unknown_before_negotiate",
+            &["PVABI-COMPAT-002", "PVABI-STAT-003"],
+            bad.is_none(),
+            bad.unwrap_or(0),
+            0,
+        );
+    }
     if highest <= SPEC_VERSION {
         let defined = Features::defined_in(pvabi_guest::Version(highest)).bits();
         check(
@@ -229,6 +254,15 @@ fn main(boot: &BootInfo) -> ! {
         bad.unwrap_or(0),
         0,
     );
+    if let Some(bad) = later(accepted, unknown) {
+        check(
+            "version.calls_of_later_minors_are_unknown_after_negotiate",
+            &["PVABI-COMPAT-002", "PVABI-STAT-003"],
+            bad.is_none(),
+            bad.unwrap_or(0),
+            0,
+        );
+    }
     let base = [
         Call::GetSpecVersion,
         Call::GetImplId,
