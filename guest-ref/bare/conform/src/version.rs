@@ -15,7 +15,10 @@ mod channel;
 use pvabi_guest::abi::base::{CallState, IMPL_ID_REFERENCE, IMPL_ID_VENDOR_FIRST};
 use pvabi_guest::abi::batch::{DEFERRED_QUEUE_CAPACITY, MULTICALL_MAX_ENTRIES, SQ_CAPACITY};
 use pvabi_guest::abi::calls::{self, CallDescriptor};
-use pvabi_guest::abi::discovery::{CPUID_LEAF_LIMITS, CPUID_LEAF_MAX};
+use pvabi_guest::abi::discovery::{
+    is_signature, CPUID_BASE_COUNT, CPUID_BASE_STRIDE, CPUID_FIRST_BASE, CPUID_LEAF_LIMITS,
+    CPUID_LEAF_MAX, CPUID_LEAF_TRANSPORT, TRANSPORT_PIO, TRANSPORT_VMCALL, TRANSPORT_VMMCALL,
+};
 use pvabi_guest::abi::features::Features;
 use pvabi_guest::abi::version::SPEC_VERSION;
 use pvabi_guest::discovery::discover;
@@ -76,6 +79,32 @@ fn main(boot: &BootInfo) -> ! {
         (r.status, r.results[0], r.results[1])
     };
     let mask = |d: &CallDescriptor| d.feature.map_or(0, |f| f.bits());
+
+    // Discovery: the signature at exactly one candidate base; the transport leaf's reserved
+    // registers and undefined flags 0.
+    let mut bases = 0u32;
+    for k in 0..CPUID_BASE_COUNT {
+        let l = cpuid(CPUID_FIRST_BASE + k * CPUID_BASE_STRIDE, 0);
+        if is_signature(l[1], l[2], l[3]) {
+            bases += 1;
+        }
+    }
+    check(
+        "version.signature_at_exactly_one_base",
+        &["PVABI-DISC-001"],
+        bases == 1,
+        u64::from(bases),
+        1,
+    );
+    let transport = before[CPUID_LEAF_TRANSPORT as usize];
+    let defined = TRANSPORT_PIO | TRANSPORT_VMCALL | TRANSPORT_VMMCALL;
+    check(
+        "version.transport_leaf_reserved_registers_and_flags_are_0",
+        &["PVABI-DISC-007"],
+        transport[1] & !defined == 0 && transport[2] == 0 && transport[3] == 0,
+        u64::from(transport[1] & !defined) | u64::from(transport[2] | transport[3]) << 32,
+        0,
+    );
 
     // Before NEGOTIATE.
     let bad = first_bad(highest, |d| {
