@@ -223,6 +223,35 @@ fn main(boot: &BootInfo) -> ! {
         &[ram_end - 8, 16],
         Status::CrossesPage,
     );
+    // A last byte at or above 2^64 crosses the page (it does not wrap to a low address);
+    // a block of size 0 passes steps 7 to 9 wherever it is.
+    expect(
+        &t,
+        s,
+        "status.block_whose_end_wraps_crosses_the_page",
+        &["PVABI-CONV-035"],
+        Call::ConsoleWrite,
+        &[u64::MAX - 7, 16],
+        Status::CrossesPage,
+    );
+    expect(
+        &t,
+        s,
+        "status.array_whose_end_wraps_crosses_the_page",
+        &["PVABI-CONV-035"],
+        Call::MemBalloonRelease,
+        &[u64::MAX - 7, 2],
+        Status::CrossesPage,
+    );
+    expect(
+        &t,
+        s,
+        "status.empty_block_beyond_guest_ram_is_fine",
+        &["PVABI-CONV-018"],
+        Call::ConsoleWrite,
+        &[u64::MAX - 3, 0],
+        Status::Success,
+    );
     expect(
         &t,
         s,
@@ -283,6 +312,15 @@ fn main(boot: &BootInfo) -> ! {
         reserved == 0,
         reserved,
         0,
+    );
+    expect(
+        &t,
+        s,
+        "status.empty_block_on_a_host_owned_page_is_fine",
+        &["PVABI-CONV-018"],
+        Call::ConsoleWrite,
+        &[page(0), 0],
+        Status::Success,
     );
     expect(
         &t,
@@ -380,7 +418,7 @@ fn main(boot: &BootInfo) -> ! {
     let word = read_u64(page(1));
     check(
         "status.failed_calls_write_nothing_to_their_block",
-        &["PVABI-STAT-012", "PVABI-STAT-005"],
+        &["PVABI-STAT-012", "PVABI-STAT-005", "PVABI-CONV-020"],
         word == SENTINEL,
         word,
         SENTINEL,
