@@ -120,6 +120,34 @@ pub const TESTS: &[TestInfo] = &[
         vcpus: 1,
         host: as_served,
     },
+    TestInfo {
+        name: "convention",
+        what: "the calling convention register by register: results, preserved and undefined registers, widths, and the accesses that perform no call (other widths, reads, the ports above the doorbell, string output, CPL3, rax bits 63:32, unclaimed ports)",
+        image: pvabi_guest_images::conform_convention,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "status",
+        what: "the precedence order with calls wrong in several ways at once (each step before the next, the lowest call-specific status, NEGOTIATE's order before and after the lock), and what a failed call leaves: no effect, no write, only defined statuses",
+        image: pvabi_guest_images::conform_status,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "version",
+        what: "versions, features and discovery across NEGOTIATE, over the whole call table: NOT_NEGOTIATED and NOT_GRANTED for every feature call, every defined call known, PROBE_CALL following the grant, the served majors, the offered features and the limits leaf, unknown optional bits, the Base calls after NEGOTIATE, CPUID leaves unchanged",
+        image: pvabi_guest_images::conform_version,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "platform",
+        what: "what a guest of the reference platform observes: guest RAM and its ends, the boot GDT, page tables and zeroed RAM, the entry control registers and MSRs, the boot registers, the APIC ID and no local APIC in CPUID",
+        image: pvabi_guest_images::conform_platform,
+        vcpus: 1,
+        host: as_served,
+    },
 ];
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).
@@ -713,6 +741,89 @@ mod tests {
             failed.contains(&"base.probe_features_before_negotiate"),
             "{failed:?}"
         );
+    }
+
+    /// The checks of `test` that failed under `host`.
+    fn failures(test: &str, host: HostConfig) -> (Verdict, Vec<String>) {
+        let info = TESTS
+            .iter()
+            .find(|t| t.name == test)
+            .expect("a catalogued test");
+        let r = run_test(info, &host);
+        let failed = r
+            .checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .map(|c| c.name.clone())
+            .collect();
+        (r.verdict, failed)
+    }
+
+    #[test]
+    fn the_host_rule_tests_fail_on_hosts_that_break_their_rules() {
+        if !kvm_or_skip("the_host_rule_tests_fail_on_hosts_that_break_their_rules") {
+            return;
+        }
+        // A host that performs calls made at CPL3 breaks CONV-013; the marker of the one
+        // access it performed names it, and only it.
+        let (verdict, failed) = failures(
+            "convention",
+            HostConfig {
+                allow_user_mode_calls: true,
+                ..HostConfig::default()
+            },
+        );
+        assert_eq!(verdict, Verdict::Fail);
+        assert_eq!(
+            failed,
+            ["convention.call_at_cpl3_is_not_supported_and_performs_no_call"]
+        );
+        // Poisoned undefined results are a configuration constant: legal.
+        let strict = HostConfig {
+            strict: true,
+            ..HostConfig::default()
+        };
+        assert_eq!(failures("convention", strict).0, Verdict::Pass);
+        // A host that leaves out one call of a feature it offers breaks VER-001 and VER-006.
+        let (verdict, failed) = failures(
+            "version",
+            HostConfig {
+                disabled_calls: vec![Call::MemShare],
+                ..HostConfig::default()
+            },
+        );
+        assert_eq!(verdict, Verdict::Fail);
+        for check in [
+            "version.every_defined_call_is_known_before_negotiate",
+            "version.every_call_of_an_offered_feature_is_implemented",
+        ] {
+            assert!(failed.iter().any(|f| f == check), "{failed:?}");
+        }
+        // A host serving 1.0 only still passes the version-independent tests; there the
+        // version test also finds the calls of 1.1 unknown (COMPAT-002).
+        let v1_0 = HostConfig::acting_as(pvabi_abi::version::V1_0);
+        for test in ["status", "version", "convention", "platform"] {
+            assert_eq!(failures(test, v1_0.clone()).0, Verdict::Pass, "{test}");
+        }
+        let version = TESTS
+            .iter()
+            .find(|t| t.name == "version")
+            .expect("catalogued");
+        let r = run_test(version, &v1_0);
+        for check in [
+            "version.calls_of_later_minors_are_unknown_before_negotiate",
+            "version.calls_of_later_minors_are_unknown_after_negotiate",
+        ] {
+            assert!(
+                r.checks
+                    .iter()
+                    .any(|c| c.name == check && c.verdict == Verdict::Pass),
+                "{r:#?}"
+            );
+        }
+        // And so does a host acting as 1.1.
+        let v1_1 = HostConfig::acting_as(pvabi_abi::version::V1_1);
+        assert_eq!(failures("version", v1_1).0, Verdict::Pass);
     }
 
     #[test]

@@ -55,6 +55,28 @@ pub fn conform_memory() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_MEMORY"))
 }
 
+/// The conformance test `convention` (`guest-ref/bare/conform/src/convention.rs`): the
+/// calling convention, register by register, and the accesses that perform no call.
+pub fn conform_convention() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_CONVENTION"))
+}
+
+/// The conformance test `status` (`guest-ref/bare/conform/src/status.rs`): the precedence
+/// order with calls wrong in several ways at once, and what a failed call leaves.
+pub fn conform_status() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_STATUS"))
+}
+
+/// The conformance test `version` (`guest-ref/bare/conform/src/version.rs`): NOT_NEGOTIATED, NOT_GRANTED and PROBE_CALL over the whole call table, the served majors, the limits leaf, and CPUID leaves unchanged by NEGOTIATE.
+pub fn conform_version() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_VERSION"))
+}
+
+/// The conformance test `platform` (`guest-ref/bare/conform/src/platform.rs`): guest RAM, the boot structures and zeroed RAM, the entry state and the platform's CPUID values.
+pub fn conform_platform() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_PLATFORM"))
+}
+
 /// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
 /// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
 /// the sequence lock).
@@ -132,6 +154,10 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-vcpu", conform_vcpu),
     ("conform-system", conform_system),
     ("careless", careless),
+    ("conform-convention", conform_convention),
+    ("conform-status", conform_status),
+    ("conform-version", conform_version),
+    ("conform-platform", conform_platform),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

@@ -5,8 +5,8 @@
 use std::process::Command;
 
 const IMAGES: &[(&str, &str)] = &[
-    ("smoke", env!("PVABI_GUEST_SMOKE")),
     ("demo", env!("PVABI_GUEST_DEMO")),
+    ("smoke", env!("PVABI_GUEST_SMOKE")),
     ("probe", env!("PVABI_GUEST_PROBE")),
     ("hostile", env!("PVABI_GUEST_HOSTILE")),
     ("bench", env!("PVABI_GUEST_BENCH")),
@@ -14,7 +14,21 @@ const IMAGES: &[(&str, &str)] = &[
     ("conform-base", env!("PVABI_GUEST_CONFORM_BASE")),
     ("conform-time", env!("PVABI_GUEST_CONFORM_TIME")),
     ("conform-memory", env!("PVABI_GUEST_CONFORM_MEMORY")),
+    ("conform-multicall", env!("PVABI_GUEST_CONFORM_MULTICALL")),
+    (
+        "conform-multicall-preempt",
+        env!("PVABI_GUEST_CONFORM_MULTICALL_PREEMPT"),
+    ),
+    ("conform-deferred", env!("PVABI_GUEST_CONFORM_DEFERRED")),
+    ("conform-ring", env!("PVABI_GUEST_CONFORM_RING")),
+    ("conform-events", env!("PVABI_GUEST_CONFORM_EVENTS")),
+    ("conform-vcpu", env!("PVABI_GUEST_CONFORM_VCPU")),
+    ("conform-system", env!("PVABI_GUEST_CONFORM_SYSTEM")),
     ("careless", env!("PVABI_GUEST_CARELESS")),
+    ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
+    ("conform-status", env!("PVABI_GUEST_CONFORM_STATUS")),
+    ("conform-version", env!("PVABI_GUEST_CONFORM_VERSION")),
+    ("conform-platform", env!("PVABI_GUEST_CONFORM_PLATFORM")),
 ];
 
 #[test]
