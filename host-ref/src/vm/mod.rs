@@ -79,6 +79,7 @@ mod error;
 #[cfg(test)]
 mod irqchip_probe;
 mod loader;
+mod stats;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tsc;
@@ -89,10 +90,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use kvm_bindings::kvm_userspace_memory_region;
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use pvabi_dispatch::sync::{lock, wait};
 use pvabi_dispatch::End;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::bus::PortBus;
 use loader as memory;
@@ -100,6 +102,7 @@ use vcpu_thread as vcpu;
 
 pub use cpuid::HYPERVISOR_LEAVES;
 pub use error::{Fault, VmError};
+pub use stats::{KvmExitStats, STAT_NAMES};
 pub use tsc::TscLink;
 
 /// One mebibyte.
@@ -304,7 +307,9 @@ pub enum StartError {
 /// State shared by the VM, its vCPU threads and every [`VmCtl`].
 struct Shared {
     // Field order matters: the VM file is closed before guest RAM is unmapped.
-    _vm: VmFd,
+    vm: VmFd,
+    /// Each vCPU's binary stats file (`None`: this KVM has none).
+    stats: Vec<Option<stats::StatsFile>>,
     memory: GuestMemoryMmap,
     mem_bytes: u64,
     vcpus: Vec<vcpu::VcpuShared>,
@@ -439,6 +444,31 @@ impl VmCtl {
         for v in &self.shared.vcpus {
             v.kick();
         }
+    }
+
+    /// KVM's own exit counters of vCPU `vcpu` now (`None`: no such vCPU, or this KVM has no
+    /// binary stats). Safe from any thread while the vCPU runs.
+    pub fn kvm_exit_stats(&self, vcpu: u32) -> Option<KvmExitStats> {
+        self.shared
+            .stats
+            .get(vcpu as usize)?
+            .as_ref()
+            .map(stats::StatsFile::read)
+    }
+
+    /// Binds `out`s to `port` to a new event file descriptor inside KVM (an ioeventfd): such
+    /// a write signals the descriptor and the vCPU goes on without returning to this VMM.
+    /// With `datamatch`, only 32-bit writes of that value are bound (others still exit as
+    /// before); without, writes of any width and value. The descriptor is non-blocking.
+    pub fn ioeventfd(&self, port: u16, datamatch: Option<u32>) -> Result<EventFd, VmError> {
+        let fd = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+        let addr = IoEventAddress::Pio(u64::from(port));
+        match datamatch {
+            Some(value) => self.shared.vm.register_ioevent(&fd, &addr, value),
+            None => self.shared.vm.register_ioevent(&fd, &addr, NoDatamatch),
+        }
+        .map_err(kvm_err("KVM_IOEVENTFD"))?;
+        Ok(fd)
     }
 
     /// Whether the VM has ended (or is ending).
@@ -597,8 +627,10 @@ impl Vm {
         vcpus[0]
             .request_start(boot_regs, || {})
             .expect("a fresh vCPU is parked");
+        let stats = vcpu_fds.iter().map(stats::StatsFile::open).collect();
         let shared = Arc::new(Shared {
-            _vm: vm,
+            vm,
+            stats,
             memory,
             mem_bytes,
             vcpus,
