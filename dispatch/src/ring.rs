@@ -183,6 +183,7 @@ impl<M: Machine> Inner<M> {
         // nothing is overwritten, nothing is consumed.
         let room = CQ_CAPACITY.saturating_sub(ring.cq_tail.wrapping_sub(cq_head));
         let n = pending.min(room);
+        let started = Instant::now();
         let mut failed = 0u64;
         for _ in 0..n {
             let sqe =
@@ -217,6 +218,13 @@ impl<M: Machine> Inner<M> {
             r.ring_submissions += u64::from(n);
             r.ring_failed += failed;
         });
+        if n > 0 {
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let [passes, entries, total] = &self.ring_work;
+            passes.fetch_add(1, Ordering::Relaxed);
+            entries.fetch_add(u64::from(n), Ordering::Relaxed);
+            total.fetch_add(ns, Ordering::Relaxed);
+        }
         n
     }
 

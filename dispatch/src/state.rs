@@ -262,6 +262,9 @@ pub(crate) struct Inner<M: Machine> {
     pub ring_generation: AtomicU64,
     /// Set when the VM ends (a system call took effect): no ring consumes any more.
     pub rings_stopped: AtomicBool,
+    /// Ring passes that consumed submissions, the submissions, and the nanoseconds those
+    /// passes took (host work per ring entry, for benchmarks).
+    pub ring_work: [AtomicU64; 3],
     pub stopping: AtomicBool,
     pub workers: Mutex<Workers>,
 }
@@ -291,6 +294,7 @@ impl<M: Machine> Inner<M> {
                 time_cv: Condvar::new(),
                 ring_generation: AtomicU64::new(0),
                 rings_stopped: AtomicBool::new(false),
+                ring_work: Default::default(),
                 stopping: AtomicBool::new(false),
                 workers: Mutex::new(Workers::default()),
             }

@@ -446,6 +446,16 @@ impl VmCtl {
         }
     }
 
+    /// Exits of vCPU `vcpu` to this VMM so far: every return from `KVM_RUN` (port I/O the
+    /// VMM answers, kicks, interrupt windows, halts, ...), counted by the VM layer. 0 for an
+    /// index that does not exist.
+    pub fn vmm_exits(&self, vcpu: u32) -> u64 {
+        self.shared
+            .vcpus
+            .get(vcpu as usize)
+            .map_or(0, |v| v.exits.load(Ordering::Relaxed))
+    }
+
     /// KVM's own exit counters of vCPU `vcpu` now (`None`: no such vCPU, or this KVM has no
     /// binary stats). Safe from any thread while the vCPU runs.
     pub fn kvm_exit_stats(&self, vcpu: u32) -> Option<KvmExitStats> {

@@ -60,6 +60,13 @@ pub struct KvmExitStats {
 }
 
 impl KvmExitStats {
+    /// Every counter known and 0: where sums of differences start.
+    pub const fn zero() -> KvmExitStats {
+        KvmExitStats {
+            values: [Some(0); STAT_NAMES.len()],
+        }
+    }
+
     /// The value of the statistic `name` (one of [`STAT_NAMES`]).
     pub fn get(&self, name: &str) -> Option<u64> {
         STAT_NAMES
@@ -168,5 +175,33 @@ impl StatsFile {
                 .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
         }
         KvmExitStats { values }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::testing::kvm_or_skip;
+
+    /// The names and values a fresh vCPU's stats file has (printed), and that the counters
+    /// this module keeps are among them.
+    #[test]
+    fn a_vcpu_stats_file_has_the_exit_counters() {
+        if !kvm_or_skip("a_vcpu_stats_file_has_the_exit_counters") {
+            return;
+        }
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        let vm = kvm.create_vm().unwrap();
+        let vcpu = vm.create_vcpu(0).unwrap();
+        let Some(file) = StatsFile::open(&vcpu) else {
+            println!("SKIP: this KVM has no binary stats fd");
+            return;
+        };
+        let stats = file.read();
+        for (name, value) in STAT_NAMES.iter().zip(stats.values) {
+            println!("{name} = {value:?}");
+        }
+        assert!(stats.exits().is_some(), "{stats:?}");
+        assert!(stats.io_exits().is_some(), "{stats:?}");
     }
 }
