@@ -678,7 +678,11 @@ impl BenchHost {
             mark.phase,
             PHASE_EVENTS_COALESCED | PHASE_EVENTS_UNCOALESCED
         ) {
-            self.start_producer(regs.r9, regs.rdi, mark.phase == PHASE_EVENTS_COALESCED);
+            self.start_producer(
+                [regs.r9, regs.r10],
+                regs.rdi,
+                mark.phase == PHASE_EVENTS_COALESCED,
+            );
         }
         let mut marks = lock(&self.marks);
         marks.push(mark);
@@ -693,11 +697,12 @@ impl BenchHost {
         }
     }
 
-    /// Starts the host-side producer of `n` events for vCPU 0's queue at `gpa`: in bursts
-    /// of up to the queue's capacity, each once the guest has drained the last
-    /// (`coalesced`), or one at a time, each once the guest has drained the last and
-    /// re-armed the interrupt (so that every event raises one).
-    fn start_producer(&self, gpa: u64, n: u64, coalesced: bool) {
+    /// Starts the host-side producer of `n` events for vCPU 0's queue at `gpa`, once the
+    /// guest's loop has set the word at `ready_gpa` (so that no interrupt rides on the start
+    /// mark's exit): in bursts of up to the queue's capacity, each once the guest has
+    /// drained the last (`coalesced`), or one at a time, each once the guest has drained the
+    /// last and re-armed the interrupt (so that every event raises one).
+    fn start_producer(&self, [gpa, ready_gpa]: [u64; 2], n: u64, coalesced: bool) {
         self.producer.stop.store(false, Ordering::SeqCst);
         let (pv, ctl, producer) = (self.pv.clone(), self.ctl.clone(), self.producer.clone());
         let thread = std::thread::spawn(move || {
@@ -712,6 +717,16 @@ impl BenchHost {
                 offset_of!(EventQueueHeader, interrupt_pending),
             );
             let mut posted = 0u64;
+            while mem
+                .load::<u64>(GuestAddress(ready_gpa), Ordering::Acquire)
+                .ok()
+                != Some(1)
+            {
+                if ctl.is_ended() || producer.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
             while posted < n {
                 // Wait until the guest has drained the queue (and, uncoalesced, re-armed).
                 let ready = || {

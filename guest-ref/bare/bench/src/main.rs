@@ -108,6 +108,9 @@ static TIME: SharedTimePage = SharedTimePage::new();
 static IRQS: AtomicU64 = AtomicU64::new(0);
 /// [`IRQS`] just before an events phase's start mark.
 static IRQS_AT_START: AtomicU64 = AtomicU64::new(0);
+/// Set to 1 by `events` once its loop runs: the host's producer waits for it, so that no
+/// event's interrupt rides on the start mark's exit.
+static EVENTS_READY: AtomicU64 = AtomicU64::new(0);
 /// Ring-3 loops that report a second figure (e.g. the doorbell's own TSC ticks) put it here.
 static EXTRA: AtomicU64 = AtomicU64::new(0);
 /// ... and how many of whatever [`EXTRA`] measures there were.
@@ -512,6 +515,7 @@ fn events(n: u64) -> u64 {
     let (mut consumed, mut failed, mut rescues) = (0u64, 0u64, 0u64);
     let dropped_before = queue.dropped();
     let mut last_progress = start;
+    EVENTS_READY.store(1, Ordering::Release);
     while consumed < n {
         let irqs = IRQS.load(Ordering::Acquire);
         let waited = rdtsc().wrapping_sub(last_progress);
@@ -767,7 +771,9 @@ fn main(boot: &BootInfo) -> ! {
             // SAFETY: only the address is taken.
             let gpa = unsafe { EVENTS.get() }.gpa();
             IRQS_AT_START.store(IRQS.load(Ordering::Acquire), Ordering::Relaxed);
-            mark_with(phase, round, false, [events, 0, 0, gpa, 0]);
+            EVENTS_READY.store(0, Ordering::Release);
+            let ready = &EVENTS_READY as *const AtomicU64 as u64;
+            mark_with(phase, round, false, [events, 0, 0, gpa, ready]);
             run_phase(phase, round, events);
         }
         disable_interrupts();
