@@ -338,6 +338,75 @@ impl Default for BenchConfig {
     }
 }
 
+/// Buckets of [`Histogram`]: 16 of 1 ns, then 4 per power of two up to 2^31 ns.
+const BUCKETS: usize = 16 + 4 * 28;
+
+/// Port handler times, bucketed, so that a phase's typical handler time (the median) can
+/// be told from the mean, which a loaded host's preemptions inflate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Histogram(pub [u64; BUCKETS]);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram([0; BUCKETS])
+    }
+}
+
+fn bucket(ns: u64) -> usize {
+    if ns < 16 {
+        return ns as usize;
+    }
+    let log = 63 - ns.leading_zeros() as usize; // >= 4
+    (16 + (log - 4) * 4 + ((ns >> (log - 2)) & 3) as usize).min(BUCKETS - 1)
+}
+
+/// The middle of bucket `b`, in ns.
+fn bucket_mid(b: usize) -> f64 {
+    if b < 16 {
+        return b as f64;
+    }
+    let (log, quarter) = (4 + (b - 16) / 4, (b - 16) % 4);
+    let lo = (1u64 << log) + (quarter as u64) * (1u64 << (log - 2));
+    lo as f64 + (1u64 << (log - 2)) as f64 / 2.0
+}
+
+impl Histogram {
+    fn since(&self, a: &Histogram) -> Histogram {
+        let mut h = *self;
+        for (v, o) in h.0.iter_mut().zip(a.0) {
+            *v -= o;
+        }
+        h
+    }
+
+    fn add(&mut self, d: &Histogram) {
+        for (v, o) in self.0.iter_mut().zip(d.0) {
+            *v += o;
+        }
+    }
+
+    /// Handler invocations counted.
+    pub fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The median handler time (ns, to a quarter of its power of two), NaN if empty.
+    pub fn median(&self) -> f64 {
+        let n = self.count();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let mut seen = 0;
+        for (b, &c) in self.0.iter().enumerate() {
+            seen += c;
+            if 2 * seen >= n {
+                return bucket_mid(b);
+            }
+        }
+        f64::NAN
+    }
+}
+
 /// Counters the host reads at every mark; a phase's figures are differences of two.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Counters {
@@ -359,6 +428,8 @@ pub struct Counters {
     pub produced: u64,
     /// See [`produced`](Self::produced).
     pub produce_ns: u64,
+    /// The port handler times behind `handler_ns`, one per handled exit.
+    pub handler_hist: Histogram,
 }
 
 impl Counters {
@@ -373,6 +444,7 @@ impl Counters {
             ring_ns: self.ring_ns - a.ring_ns,
             produced: self.produced - a.produced,
             produce_ns: self.produce_ns - a.produce_ns,
+            handler_hist: self.handler_hist.since(&a.handler_hist),
         }
     }
 
@@ -386,6 +458,7 @@ impl Counters {
         self.ring_ns += d.ring_ns;
         self.produced += d.produced;
         self.produce_ns += d.produce_ns;
+        self.handler_hist.add(&d.handler_hist);
     }
 }
 
@@ -464,6 +537,11 @@ pub struct PhaseResult {
     /// batches), ring pass time (rings), post time (events); NaN where the host does no
     /// work per operation that the bench can time.
     pub host_ns_per_op: f64,
+    /// The typical host work per operation where it is port handler time: the median
+    /// handler invocation over the measured rounds, divided by the operations per
+    /// invocation (NaN elsewhere). Unlike [`host_ns_per_op`](Self::host_ns_per_op), a
+    /// mean, it is not inflated by the preemptions of a loaded host.
+    pub host_ns_per_op_median: f64,
     /// Median of the phase's own figure per operation (see [`Sample::extra`]).
     pub extra_per_op: f64,
     /// Median of `extra / extra_count` (NaN when the count is 0).
@@ -598,6 +676,7 @@ struct BenchHost {
     params: Mutex<VecDeque<u32>>,
     exits: AtomicU64,
     handler_ns: AtomicU64,
+    handler_hist: [AtomicU64; BUCKETS],
     /// The bench port's ioeventfd, and the writes it counted so far.
     ioeventfd: EventFd,
     ioeventfd_hits: AtomicU64,
@@ -615,6 +694,7 @@ impl BenchHost {
     fn add_handler_time(&self, start: Instant) {
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.handler_ns.fetch_add(ns, Ordering::Relaxed);
+        self.handler_hist[bucket(ns)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn counters(&self) -> Counters {
@@ -642,6 +722,9 @@ impl BenchHost {
             ring_ns: u64::try_from(work.time.as_nanos()).unwrap_or(u64::MAX),
             produced: self.producer.posted.load(Ordering::Relaxed),
             produce_ns: self.producer.post_ns.load(Ordering::Relaxed),
+            handler_hist: Histogram(std::array::from_fn(|b| {
+                self.handler_hist[b].load(Ordering::Relaxed)
+            })),
         }
     }
 
@@ -908,6 +991,7 @@ pub fn run(
             params: Mutex::new([config.iterations.max(1), config.rounds.max(1)].into()),
             exits: AtomicU64::new(0),
             handler_ns: AtomicU64::new(0),
+            handler_hist: std::array::from_fn(|_| AtomicU64::new(0)),
             ioeventfd,
             ioeventfd_hits: AtomicU64::new(0),
             notify_served: served.cloned(),
@@ -1058,6 +1142,29 @@ fn summarise(marks: &[Mark], info: PhaseInfo, rounds: u32) -> Result<PhaseResult
         kvm_vmm_exits_per_op: per(&|s| s.kvm_vmm_exits().map_or(f64::NAN, |k| k as f64)),
         tsc_per_op: per(&|s| s.tsc_ticks as f64),
         host_ns_per_op: per(&host_ns),
+        host_ns_per_op_median: {
+            let mut all = Histogram::default();
+            let (mut ops, mut calls) = (0u64, 0u64);
+            for s in &samples {
+                all.add(&s.counters.handler_hist);
+                ops += s.ops;
+                calls += s.counters.handler_hist.count();
+            }
+            let handler_phase = host_ns(&samples[0]).is_finite()
+                && !matches!(
+                    info.id,
+                    PHASE_RING_DOORBELL
+                        | PHASE_RING_POLLED
+                        | PHASE_RING_ENTER
+                        | PHASE_EVENTS_COALESCED
+                        | PHASE_EVENTS_UNCOALESCED
+                );
+            if handler_phase && ops > 0 {
+                all.median() * calls as f64 / ops as f64
+            } else {
+                f64::NAN
+            }
+        },
         extra_per_op: per(&|s| s.extra as f64),
         extra_per_count: median(
             samples
@@ -1249,6 +1356,29 @@ mod tests {
         let mut unpaired = marks.clone();
         unpaired.push(unpaired[0]);
         assert!(summarise(&unpaired, phase_by_id(PHASE_SMP_1), 3).is_err());
+    }
+
+    #[test]
+    fn the_handler_histogram_finds_the_median() {
+        for ns in [0u64, 15, 16, 17, 100, 1_000, 65_535, 1 << 40] {
+            let b = bucket(ns);
+            assert!(b < BUCKETS);
+            if ns < 1 << 31 {
+                // The bucket's middle is within a quarter power of two of the value.
+                let mid = bucket_mid(b);
+                assert!(
+                    (mid - ns as f64).abs() <= (ns as f64 / 4.0).max(0.5),
+                    "{ns} {mid}"
+                );
+            }
+        }
+        let mut h = Histogram::default();
+        for ns in [40u64, 41, 42, 43, 1_000_000] {
+            h.0[bucket(ns)] += 1;
+        }
+        assert_eq!(h.count(), 5);
+        assert!((h.median() - 42.0).abs() <= 4.0, "{}", h.median());
+        assert!(Histogram::default().median().is_nan());
     }
 
     #[test]

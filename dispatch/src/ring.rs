@@ -37,8 +37,6 @@ const DROPPED: u64 = offset_of!(RingHeader, dropped) as u64;
 const SQE_SIZE: u64 = size_of::<SubmissionEntry>() as u64;
 const CQE_SIZE: u64 = size_of::<CompletionEntry>() as u64;
 
-/// How long the poller sleeps between two empty polls while it still spins.
-const POLL_SPIN: Duration = Duration::from_micros(20);
 /// How often a sleeping poller looks at the shutdown flag without being woken.
 const POLL_RECHECK: Duration = Duration::from_millis(100);
 
@@ -324,7 +322,11 @@ fn poller<M: Machine>(h: Arc<Inner<M>>, vcpu: u32, generation: u64) {
             continue;
         }
         if idle_since.elapsed() < h.config.poll_idle {
-            thread::sleep(POLL_SPIN);
+            // Spin, but give the CPU to whoever else wants it. (A sleep here, even of 20 µs,
+            // lasts at least the timer slack, 50 µs by default, plus a wake-up: every burst
+            // the guest submits then waits that long to be seen, which made host-polled rings
+            // cost 390-520 ns per entry instead of 290-370.)
+            thread::yield_now();
             continue;
         }
         let mut g = lock(&slot.ring);
