@@ -45,14 +45,24 @@
 //! vector raised from another thread reaches a vCPU spinning at CPL3 (kicked out of
 //! `KVM_RUN`) or halted, and the guest's handler reports it within about 0.4 ms
 //! (`vm_boot.rs`, `measure_exit_costs`). The in-kernel irqchip also works there: an MSI
-//! (`KVM_SIGNAL_MSI`) to an x2APIC guest arrives within about 0.3 ms
-//! (`irqchip_probe.rs`, an ignored test). `KVM_INTERRUPT` is used because (1) with the
+//! (`KVM_SIGNAL_MSI`) to an x2APIC guest arrives within 0.2-0.45 ms, the guest's emulated
+//! CPL0 handler included (`irqchip_probe.rs`, an ignored test). `KVM_INTERRUPT` is used because (1) with the
 //! irqchip `HLT` is handled inside the kernel, so the layer could no longer see a vCPU
 //! that halts with interrupts disabled and would hang instead of reporting it, (2)
 //! guests would need APIC set-up and an EOI per interrupt (an MSR or MMIO write, each
 //! emulated at CPL0 on PVM), and (3) the irqchip adds a PIC/IOAPIC/APIC the ABI has no
 //! use for. The price: one vector is injected per exit (KVM has a single slot), so
 //! bursts of different vectors are delivered one window at a time.
+//!
+//! # Exits that stay in the kernel, and KVM's own counts
+//!
+//! [`VmCtl::ioeventfd`] binds writes to a port (optionally only 32-bit writes of one value)
+//! to an event file descriptor: KVM signals it and resumes the vCPU without returning to this
+//! layer (the host uses it for the ring-notify port). [`VmCtl::vmm_exits`] counts every
+//! return from `KVM_RUN` per vCPU, and [`VmCtl::kvm_exit_stats`] reads KVM's own per-vCPU
+//! counters (`exits`, `io_exits`, `signal_exits`, ...) from the binary stats file descriptor,
+//! from any thread. On the project's PVM host `exits` counts every exit into KVM (those it
+//! answers itself, such as an ioeventfd write, included) while `io_exits` stays 0.
 //!
 //! # Halting and faults
 //!
