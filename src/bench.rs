@@ -80,6 +80,8 @@ mod protocol {
     ));
 }
 use protocol::*;
+/// Events each burst of the coalesced events phase holds at most (the queue's capacity).
+const EVENT_BURST: u64 = pvabi_abi::events::EVENT_QUEUE_CAPACITY as u64;
 /// vCPUs of the bench VM: vCPU 1 calls in the SMP phase only.
 pub const BENCH_VCPUS: u32 = 2;
 

@@ -120,12 +120,26 @@ impl PvabiPorts {
     /// [`RingNotifyWorkers::stop`] once the VM has ended.
     pub fn bind_ring_notify(&self, ctl: &VmCtl) -> Result<RingNotifyWorkers, VmError> {
         let port = self.dispatcher.config().ring_notify_port;
+        // All or nothing: a write bound to a descriptor nobody serves would be lost.
+        let unbind = |fds: &[EventFd]| {
+            for (i, fd) in fds.iter().enumerate() {
+                let _ = ctl.remove_ioeventfd(fd, port, Some(i as u32));
+            }
+        };
+        let mut fds = Vec::new();
+        for i in 0..ctl.vcpu_count() {
+            match ctl.ioeventfd(port, Some(i)) {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    unbind(&fds);
+                    return Err(e);
+                }
+            }
+        }
         let shared = Arc::new(WorkerShared {
             stopping: AtomicBool::new(false),
             served: AtomicU64::new(0),
-            fds: (0..ctl.vcpu_count())
-                .map(|i| ctl.ioeventfd(port, Some(i)))
-                .collect::<Result<_, _>>()?,
+            fds,
         });
         let mut threads = Vec::new();
         for vcpu in 0..ctl.vcpu_count() {
@@ -136,7 +150,12 @@ impl PvabiPorts {
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    RingNotifyWorkers { shared, threads }.stop();
+                    unbind(&shared.fds);
+                    RingNotifyWorkers {
+                        shared: shared.clone(),
+                        threads,
+                    }
+                    .stop();
                     return Err(VmError::Thread(e));
                 }
             }

@@ -491,6 +491,22 @@ impl VmCtl {
         Ok(fd)
     }
 
+    /// Undoes [`ioeventfd`](Self::ioeventfd) for `fd` (same `port` and `datamatch`): such
+    /// writes exit to the VMM again.
+    pub fn remove_ioeventfd(
+        &self,
+        fd: &EventFd,
+        port: u16,
+        datamatch: Option<u32>,
+    ) -> Result<(), VmError> {
+        let addr = IoEventAddress::Pio(u64::from(port));
+        match datamatch {
+            Some(value) => self.shared.vm.unregister_ioevent(fd, &addr, value),
+            None => self.shared.vm.unregister_ioevent(fd, &addr, NoDatamatch),
+        }
+        .map_err(kvm_err("KVM_IOEVENTFD"))
+    }
+
     /// Whether the VM has ended (or is ending).
     pub fn is_ended(&self) -> bool {
         self.shared.ended.load(Ordering::SeqCst)

@@ -44,9 +44,9 @@ use pvabi_guest::abi::batch::{RingMode, SubmissionEntry};
 use pvabi_guest::abi::vcpu::VcpuStartState;
 use pvabi_guest::base::NegotiateRequest;
 use pvabi_guest::batch::{completion_result, DeferredQueue, Multicall, Rings};
+use pvabi_guest::discovery::discover;
 use pvabi_guest::events::EventQueue;
 use pvabi_guest::time::SharedTimePage;
-use pvabi_guest::discovery::discover;
 use pvabi_guest::transport::notify_ring;
 use pvabi_guest::{Block, Call, Features, PortTransport, Pvabi};
 use pvabi_guest_rt::cpu::{pause, rdtsc};
@@ -652,7 +652,10 @@ fn run_phase(phase: u32, round: u32, n: u64) {
         PHASE_RING_POLLED => (run_at_cpl3(ring, n << 2 | RING_POLLED), n),
         PHASE_EVENTS_COALESCED | PHASE_EVENTS_UNCOALESCED => (run_at_cpl3(events, n), n),
         PHASE_TIME_CALL => (run_at_cpl3(time_call, n), n),
-        PHASE_TIME_PAGE => (run_at_cpl3(time_page, n * TIME_PAGE_FACTOR), n * TIME_PAGE_FACTOR),
+        PHASE_TIME_PAGE => (
+            run_at_cpl3(time_page, n * TIME_PAGE_FACTOR),
+            n * TIME_PAGE_FACTOR,
+        ),
         _ => fail("unknown phase"),
     };
     mark_with(

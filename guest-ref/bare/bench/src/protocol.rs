@@ -41,8 +41,6 @@ pub const PHASE_TIME_PAGE: u32 = 20;
 pub const PORT_IOEVENTFD: u16 = 0x5685;
 /// The event vector of the events phases.
 pub const EVENT_VECTOR: u8 = 0x41;
-/// Events each burst of the coalesced events phase holds at most (the queue's capacity).
-pub const EVENT_BURST: u64 = 128;
 /// Time-page reads per operation of the other phases (a read is far cheaper than an exit,
 /// so more of them make the marks' own exits negligible).
 pub const TIME_PAGE_FACTOR: u64 = 10;
