@@ -1487,8 +1487,9 @@ mod on_kvm {
         }
         for s in sample("events_uncoalesced") {
             assert_eq!(s.counters.produced, s.ops, "{s:?}");
-            // One interrupt per event (a drain without one would be counted in extra_count).
-            assert_eq!((s.extra, s.extra_count), (s.ops, 0), "{s:?}");
+            // One interrupt per event. (How many drains came before their interrupt,
+            // `extra_count`, depends on how loaded the host is: not asserted.)
+            assert_eq!(s.extra, s.ops, "{s:?}");
         }
         let smp = r.smp_scaling();
         assert!(smp.is_finite() && smp > 0.0, "{smp}");

@@ -66,9 +66,9 @@ const CHUNKS: u64 = 32;
 const SMP_CHUNKS: u64 = 8;
 /// A phase that makes no progress for this many TSC ticks gives up (seconds on any CPU).
 const STALL_TICKS: u64 = 30_000_000_000;
-/// An event queued this long (TSC ticks: milliseconds) without an interrupt is drained
-/// without one (see `events`).
-const RESCUE_TICKS: u64 = 100_000_000;
+/// An event queued this long (TSC ticks: about half a second) without an interrupt is
+/// drained without one (see `events`).
+const RESCUE_TICKS: u64 = 1_000_000_000;
 
 /// A `static` the guest mutates through `&mut` obtained by hand: each is used by vCPU 0 only
 /// (vCPU 1 touches nothing but the `SMP_*` atomics), never re-entrantly.
