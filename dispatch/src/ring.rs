@@ -38,8 +38,11 @@ const DROPPED: u64 = offset_of!(RingHeader, dropped) as u64;
 const SQE_SIZE: u64 = size_of::<SubmissionEntry>() as u64;
 const CQE_SIZE: u64 = size_of::<CompletionEntry>() as u64;
 
-/// How long the poller sleeps between two empty polls while it still spins.
+/// How long the poller sleeps between two empty polls while it still polls. A sleep lasts
+/// at least the thread's timer slack too (50 µs by default on Linux).
 const POLL_SPIN: Duration = Duration::from_micros(20);
+/// How long after its last work the poller looks again without sleeping.
+const POLL_SPIN_FIRST: Duration = Duration::from_micros(5);
 /// How often a sleeping poller looks at the shutdown flag without being woken.
 const POLL_RECHECK: Duration = Duration::from_millis(100);
 
@@ -188,6 +191,7 @@ impl<M: Machine> Inner<M> {
             CQ_CAPACITY.saturating_sub(ring.cq_tail.wrapping_sub(cq_head))
         };
         let n = pending.min(room);
+        let started = Instant::now();
         let mut failed = 0u64;
         for _ in 0..n {
             let sqe =
@@ -225,6 +229,13 @@ impl<M: Machine> Inner<M> {
             r.ring_submissions += u64::from(n);
             r.ring_failed += failed;
         });
+        if n > 0 {
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let [passes, entries, total] = &self.ring_work;
+            passes.fetch_add(1, Ordering::Relaxed);
+            entries.fetch_add(u64::from(n), Ordering::Relaxed);
+            total.fetch_add(ns, Ordering::Relaxed);
+        }
         n
     }
 
@@ -328,7 +339,16 @@ fn poller<M: Machine>(h: Arc<Inner<M>>, vcpu: u32, generation: u64) {
             continue;
         }
         if idle_since.elapsed() < h.config.poll_idle {
-            thread::sleep(POLL_SPIN);
+            // Look again at once for a short while (a guest that submits in bursts usually
+            // has the next one ready), then sleep briefly. The sleep, not a yield, because on
+            // a loaded host a thread that wakes from a sleep is scheduled promptly while one
+            // that yields waits for its fair share: measured on the 2-core PVM machine at a
+            // load of 15, yielding made ring_polled ~170 us per entry, sleeping ~1 us.
+            if idle_since.elapsed() < POLL_SPIN_FIRST {
+                std::hint::spin_loop();
+            } else {
+                thread::sleep(POLL_SPIN);
+            }
             continue;
         }
         let mut g = lock(&slot.ring);

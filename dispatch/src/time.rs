@@ -129,6 +129,9 @@ fn set_steal_page<M: Machine>(h: &Inner<M>, vcpu: u32, page: Option<u64>) -> Res
             write_steal_page(h, &mut new);
             *reg = Some(new);
         }
+        h.vcpus[vcpu as usize]
+            .steal_on
+            .store(reg.is_some(), std::sync::atomic::Ordering::Relaxed);
         old
     };
     if let Some(old) = old {

@@ -105,7 +105,12 @@ fn stop<M: Machine>(h: &Inner<M>, vcpu: u32) -> Result<Reply, Status> {
         st.latched = false;
         st.queue.take()
     };
-    let steal = lock(&slot.steal).take();
+    let steal = {
+        let mut reg = lock(&slot.steal);
+        slot.steal_on
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        reg.take()
+    };
     if let Some(t) = lock(&h.timers).get_mut(vcpu as usize) {
         *t = None;
     }

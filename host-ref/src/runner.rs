@@ -38,7 +38,7 @@ use pvabi_dispatch::sync::lock;
 use pvabi_dispatch::{ConfigError, ConsoleSink, HostConfig, Report};
 
 use crate::bus::PortBus;
-use crate::machine::{KvmDispatcher, PvabiPorts};
+use crate::machine::{KvmDispatcher, PvabiPorts, RingNotifyWorkers, ServedCounter};
 use crate::vm::{self, Fault, FaultReport, VmConfig, VmCtl, VmEnd, VmError};
 
 /// What to run a guest with.
@@ -69,8 +69,12 @@ impl Default for RunConfig {
 pub struct ExitCounts {
     /// `out` to the doorbell port: pvabi calls made directly.
     pub doorbell: u64,
-    /// `out` to the ring-notify port.
+    /// `out` to the ring-notify port that reached the VMM (writes of a vCPU's index are
+    /// served inside the kernel instead: [`ring_notify_kernel`](Self::ring_notify_kernel)).
     pub ring_notify: u64,
+    /// Writes to the ring-notify port that KVM served through an ioeventfd, without an exit
+    /// to the VMM (not counted in [`total`](Self::total)).
+    pub ring_notify_kernel: u64,
     /// `out` to any other port.
     pub other_out: u64,
     /// `in` from any port.
@@ -78,7 +82,7 @@ pub struct ExitCounts {
 }
 
 impl ExitCounts {
-    /// Every port exit.
+    /// Every port exit to the VMM.
     pub fn total(&self) -> u64 {
         self.doorbell + self.ring_notify + self.other_out + self.port_in
     }
@@ -182,6 +186,19 @@ pub fn run_with(
     config: RunConfig,
     add_devices: impl FnOnce(&mut PortBus, &Arc<KvmDispatcher>),
 ) -> Result<RunOutcome, RunError> {
+    run_with_notify(image, config, |bus, dispatcher, _| {
+        add_devices(bus, dispatcher)
+    })
+}
+
+/// [`run_with`], whose callback also gets the counter of ring-notify writes served inside
+/// the kernel (`None` when this KVM could not bind the port to ioeventfds: then every
+/// write reaches the VMM, as [`ExitCounts::ring_notify`]).
+pub fn run_with_notify(
+    image: &[u8],
+    config: RunConfig,
+    add_devices: impl FnOnce(&mut PortBus, &Arc<KvmDispatcher>, Option<&ServedCounter>),
+) -> Result<RunOutcome, RunError> {
     let RunConfig {
         host: mut host_config,
         vm: mut vm_config,
@@ -202,7 +219,10 @@ pub fn run_with(
     pvabi.attach_to(&mut bus);
     bus.watch(doorbell);
     bus.watch(ring_notify);
-    add_devices(&mut bus, pvabi.dispatcher());
+    // The ring-notify port inside the kernel; without ioeventfds, writes reach the bus.
+    let workers = pvabi.bind_ring_notify(&vm.ctl()).ok();
+    let served = workers.as_ref().map(RingNotifyWorkers::served_counter);
+    add_devices(&mut bus, pvabi.dispatcher(), served.as_ref());
     let bus = Arc::new(bus);
 
     let watchdog = timeout.map(|limit| Watchdog::start(vm.ctl(), limit));
@@ -210,6 +230,7 @@ pub fn run_with(
     if let Some(w) = watchdog {
         w.stop();
     }
+    let notify_kernel = workers.map_or(0, RingNotifyWorkers::stop);
     let end = end?;
     let wall = started.elapsed();
     let console = std::mem::take(&mut *lock(&captured));
@@ -224,6 +245,7 @@ pub fn run_with(
         exits: ExitCounts {
             doorbell: doorbell_outs,
             ring_notify: notify_outs,
+            ring_notify_kernel: notify_kernel,
             other_out: outs.saturating_sub(doorbell_outs + notify_outs),
             port_in: ins,
         },

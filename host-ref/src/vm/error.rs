@@ -122,6 +122,12 @@ pub enum VmError {
          owns SIGRTMIN, which the VM layer needs"
     )]
     Signal(#[source] std::io::Error),
+    /// An event file descriptor (for an ioeventfd) could not be created.
+    #[error(
+        "cannot create an eventfd: {0}; the process is out of file descriptors (raise \
+         `ulimit -n`)"
+    )]
+    EventFd(#[source] std::io::Error),
 }
 
 /// Why a vCPU could not go on: the VM ends with a [`FaultReport`](super::FaultReport)

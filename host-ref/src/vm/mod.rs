@@ -45,14 +45,24 @@
 //! vector raised from another thread reaches a vCPU spinning at CPL3 (kicked out of
 //! `KVM_RUN`) or halted, and the guest's handler reports it within about 0.4 ms
 //! (`vm_boot.rs`, `measure_exit_costs`). The in-kernel irqchip also works there: an MSI
-//! (`KVM_SIGNAL_MSI`) to an x2APIC guest arrives within about 0.3 ms
-//! (`irqchip_probe.rs`, an ignored test). `KVM_INTERRUPT` is used because (1) with the
+//! (`KVM_SIGNAL_MSI`) to an x2APIC guest arrives within 0.2-0.45 ms, the guest's emulated
+//! CPL0 handler included (`irqchip_probe.rs`, an ignored test). `KVM_INTERRUPT` is used because (1) with the
 //! irqchip `HLT` is handled inside the kernel, so the layer could no longer see a vCPU
 //! that halts with interrupts disabled and would hang instead of reporting it, (2)
 //! guests would need APIC set-up and an EOI per interrupt (an MSR or MMIO write, each
 //! emulated at CPL0 on PVM), and (3) the irqchip adds a PIC/IOAPIC/APIC the ABI has no
 //! use for. The price: one vector is injected per exit (KVM has a single slot), so
 //! bursts of different vectors are delivered one window at a time.
+//!
+//! # Exits that stay in the kernel, and KVM's own counts
+//!
+//! [`VmCtl::ioeventfd`] binds writes to a port (optionally only 32-bit writes of one value)
+//! to an event file descriptor: KVM signals it and resumes the vCPU without returning to this
+//! layer (the host uses it for the ring-notify port). [`VmCtl::vmm_exits`] counts every
+//! return from `KVM_RUN` per vCPU, and [`VmCtl::kvm_exit_stats`] reads KVM's own per-vCPU
+//! counters (`exits`, `io_exits`, `signal_exits`, ...) from the binary stats file descriptor,
+//! from any thread. On the project's PVM host `exits` counts every exit into KVM (those it
+//! answers itself, such as an ioeventfd write, included) while `io_exits` stays 0.
 //!
 //! # Halting and faults
 //!
@@ -79,6 +89,7 @@ mod error;
 #[cfg(test)]
 mod irqchip_probe;
 mod loader;
+mod stats;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tsc;
@@ -89,10 +100,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use kvm_bindings::kvm_userspace_memory_region;
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use pvabi_dispatch::sync::{lock, wait};
 use pvabi_dispatch::End;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::bus::PortBus;
 use loader as memory;
@@ -100,6 +112,7 @@ use vcpu_thread as vcpu;
 
 pub use cpuid::HYPERVISOR_LEAVES;
 pub use error::{Fault, VmError};
+pub use stats::{KvmExitStats, STAT_NAMES};
 pub use tsc::TscLink;
 
 /// One mebibyte.
@@ -304,7 +317,9 @@ pub enum StartError {
 /// State shared by the VM, its vCPU threads and every [`VmCtl`].
 struct Shared {
     // Field order matters: the VM file is closed before guest RAM is unmapped.
-    _vm: VmFd,
+    vm: VmFd,
+    /// Each vCPU's binary stats file (`None`: this KVM has none).
+    stats: Vec<Option<stats::StatsFile>>,
     memory: GuestMemoryMmap,
     mem_bytes: u64,
     vcpus: Vec<vcpu::VcpuShared>,
@@ -439,6 +454,57 @@ impl VmCtl {
         for v in &self.shared.vcpus {
             v.kick();
         }
+    }
+
+    /// Exits of vCPU `vcpu` to this VMM so far: every return from `KVM_RUN` (port I/O the
+    /// VMM answers, kicks, interrupt windows, halts, ...), counted by the VM layer. 0 for an
+    /// index that does not exist.
+    pub fn vmm_exits(&self, vcpu: u32) -> u64 {
+        self.shared
+            .vcpus
+            .get(vcpu as usize)
+            .map_or(0, |v| v.exits.load(Ordering::Relaxed))
+    }
+
+    /// KVM's own exit counters of vCPU `vcpu` now (`None`: no such vCPU, or this KVM has no
+    /// binary stats). Safe from any thread while the vCPU runs.
+    pub fn kvm_exit_stats(&self, vcpu: u32) -> Option<KvmExitStats> {
+        self.shared
+            .stats
+            .get(vcpu as usize)?
+            .as_ref()
+            .map(stats::StatsFile::read)
+    }
+
+    /// Binds `out`s to `port` to a new event file descriptor inside KVM (an ioeventfd): such
+    /// a write signals the descriptor and the vCPU goes on without returning to this VMM.
+    /// With `datamatch`, only 32-bit writes of that value are bound (others still exit as
+    /// before); without, writes of any width and value. The descriptor is non-blocking.
+    pub fn ioeventfd(&self, port: u16, datamatch: Option<u32>) -> Result<EventFd, VmError> {
+        let fd = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+        let addr = IoEventAddress::Pio(u64::from(port));
+        match datamatch {
+            Some(value) => self.shared.vm.register_ioevent(&fd, &addr, value),
+            None => self.shared.vm.register_ioevent(&fd, &addr, NoDatamatch),
+        }
+        .map_err(kvm_err("KVM_IOEVENTFD"))?;
+        Ok(fd)
+    }
+
+    /// Undoes [`ioeventfd`](Self::ioeventfd) for `fd` (same `port` and `datamatch`): such
+    /// writes exit to the VMM again.
+    pub fn remove_ioeventfd(
+        &self,
+        fd: &EventFd,
+        port: u16,
+        datamatch: Option<u32>,
+    ) -> Result<(), VmError> {
+        let addr = IoEventAddress::Pio(u64::from(port));
+        match datamatch {
+            Some(value) => self.shared.vm.unregister_ioevent(fd, &addr, value),
+            None => self.shared.vm.unregister_ioevent(fd, &addr, NoDatamatch),
+        }
+        .map_err(kvm_err("KVM_IOEVENTFD"))
     }
 
     /// Whether the VM has ended (or is ending).
@@ -597,8 +663,10 @@ impl Vm {
         vcpus[0]
             .request_start(boot_regs, || {})
             .expect("a fresh vCPU is parked");
+        let stats = vcpu_fds.iter().map(stats::StatsFile::open).collect();
         let shared = Arc::new(Shared {
-            _vm: vm,
+            vm,
+            stats,
             memory,
             mem_bytes,
             vcpus,

@@ -58,6 +58,8 @@ pub(super) struct VcpuShared {
     kicks: AtomicU64,
     /// The thread to signal; `None` before it starts and after it has finished.
     thread: Mutex<Option<libc::pthread_t>>,
+    /// Returns from `KVM_RUN` (every exit to this VMM, whatever its reason).
+    pub(super) exits: AtomicU64,
 }
 
 impl VcpuShared {
@@ -71,6 +73,7 @@ impl VcpuShared {
             in_run: AtomicBool::new(false),
             kicks: AtomicU64::new(0),
             thread: Mutex::new(None),
+            exits: AtomicU64::new(0),
         }
     }
 
@@ -460,9 +463,9 @@ impl Vcpu {
             }
             let exit = self.fd.run();
             // Field-disjoint from `self.fd`, which `exit` borrows.
-            self.ctl.shared.vcpus[self.index as usize]
-                .in_run
-                .store(false, Ordering::SeqCst);
+            let shared = &self.ctl.shared.vcpus[self.index as usize];
+            shared.in_run.store(false, Ordering::SeqCst);
+            shared.exits.fetch_add(1, Ordering::Relaxed);
             let step = match exit {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     let mut small = [0u8; 8];

@@ -28,3 +28,21 @@ pub const PHASE_CPL0_REGS: u32 = 9;
 pub const PHASE_CPL3_REGS: u32 = 10;
 pub const PHASE_SMP_1: u32 = 11;
 pub const PHASE_SMP_2: u32 = 12;
+pub const PHASE_CPL3_IOEVENTFD: u32 = 13;
+pub const PHASE_MULTICALL_1: u32 = 14;
+pub const PHASE_MULTICALL_8: u32 = 15;
+pub const PHASE_RING_ENTER: u32 = 16;
+pub const PHASE_EVENTS_COALESCED: u32 = 17;
+pub const PHASE_EVENTS_UNCOALESCED: u32 = 18;
+pub const PHASE_TIME_CALL: u32 = 19;
+pub const PHASE_TIME_PAGE: u32 = 20;
+pub const PHASE_MULTICALL_256: u32 = 21;
+pub const PHASE_MULTICALL_1024: u32 = 22;
+
+/// `out` 32-bit: a port the host binds to an ioeventfd (the write never reaches the VMM).
+pub const PORT_IOEVENTFD: u16 = 0x5685;
+/// The event vector of the events phases.
+pub const EVENT_VECTOR: u8 = 0x41;
+/// Time-page reads per operation of the other phases (a read is far cheaper than an exit,
+/// so more of them make the marks' own exits negligible).
+pub const TIME_PAGE_FACTOR: u64 = 10;

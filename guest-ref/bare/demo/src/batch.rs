@@ -21,6 +21,8 @@ const MC_TEXT: &[u8] = b"    (from a MULTICALL entry)\n";
 /// Printed by a ring submission (CONSOLE_WRITE_REGS: at most 32 bytes).
 const RING_TEXT: &[u8] = b"    (from a ring submission)\n";
 const _: () = assert!(MC_TEXT.len() <= 32 && RING_TEXT.len() <= 32);
+/// How long to wait for the completions of a ring-notify write (TSC ticks: seconds).
+const NOTIFY_WAIT_TICKS: u64 = 10_000_000_000;
 
 // vCPU 0 only.
 static BATCH: Global<Multicall<MULTICALL_ENTRIES>> = Global::new(Multicall::new());
@@ -323,13 +325,19 @@ fn ring() {
     let mut ids = [0u64; 2];
     let mut m = 0usize;
     let mut all_ok = true;
-    rings.reap(|c| {
-        if m < ids.len() {
-            ids[m] = c.user_data;
-        }
-        all_ok &= completion_result(&c).is_ok();
-        m += 1;
-    });
+    // The write may return before the host has run the submissions (PVABI-RING-021: the
+    // reference host serves it on a worker thread, without an exit): wait for them, bounded.
+    let start = pvabi_guest_rt::cpu::rdtsc();
+    while m < ids.len() && pvabi_guest_rt::cpu::rdtsc().wrapping_sub(start) < NOTIFY_WAIT_TICKS {
+        rings.reap(|c| {
+            if m < ids.len() {
+                ids[m] = c.user_data;
+            }
+            all_ok &= completion_result(&c).is_ok();
+            m += 1;
+        });
+        pvabi_guest_rt::cpu::pause();
+    }
     Line::check("batch", m == 2 && ids == [5, 6] && all_ok)
         .s("2 more submissions, then a write of vCPU 0 to the ring-notify port ")
         .hex(u64::from(port))

@@ -1273,6 +1273,12 @@ fn garbage_ring() -> ! {
         0,
     );
     notify(4, 0);
+    // The host may serve the write on another thread after it returns (PVABI-RING-021):
+    // wait (bounded) for the head to move.
+    let start = rdtsc();
+    while r32(sq + RH_HEAD) == 1007 && rdtsc().wrapping_sub(start) < SPIN_TICKS {
+        pause();
+    }
     report(
         "sq_head_after_notify",
         u64::from(r32(sq + RH_HEAD)),
