@@ -51,7 +51,9 @@ par=()
 ((jobs > 1)) && par=(-jobs="$jobs" -workers="$jobs")
 
 echo "==> building the fuzz targets (sanitizer $sanitizer)"
-nice -n 19 cargo +nightly fuzz build --fuzz-dir fuzz -s "$sanitizer" "${targets[@]}" >/dev/null
+for t in "${targets[@]}"; do
+    nice -n 19 cargo +nightly fuzz build --fuzz-dir fuzz -s "$sanitizer" "$t" >/dev/null
+done
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bindir="$root/fuzz/target/$triple/release"
 cargo build -q --release -p pvabi-fuzz-support --example replay
