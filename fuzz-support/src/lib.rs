@@ -1036,3 +1036,71 @@ pub fn may_succeed(d: &CallDescriptor, negotiated: bool, granted: Features) -> b
         Some(f) => negotiated && granted.contains(f),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryBackend;
+
+    /// A world of class `MultiVcpu` (2 vCPUs) from an all-zero input, negotiated.
+    fn world() -> World {
+        let zeros = [0u8; 64];
+        let mut w = World::new(&mut Unstructured::new(&zeros), Class::MultiVcpu).expect("world");
+        let mut regs = CallRegs::raw(
+            u64::from(Call::Negotiate.code()),
+            &[
+                u64::from(w.d.config().highest().major()) << 16,
+                0,
+                u64::MAX,
+                0,
+            ],
+        );
+        oracle::direct(&mut w, 0, &mut regs).expect("NEGOTIATE");
+        w
+    }
+
+    fn start_vcpu_1(w: &mut World) -> Result<(), Violation> {
+        let gpa = pages::SETUP * PAGE_SIZE;
+        let mut regs = CallRegs::raw(u64::from(Call::VcpuStart.code()), &[1, gpa]);
+        oracle::direct(w, 0, &mut regs)
+    }
+
+    /// The memory oracle sees a byte the host writes outside what the call may write (here
+    /// the machine, inside VCPU_START, on a page nobody registered).
+    #[test]
+    fn a_stray_host_write_during_a_call_is_a_violation() {
+        let mut w = world();
+        w.m.on_start(Box::new(|mem| {
+            let _ = mem.write_slice(&[0x5a], GuestAddress(3 * PAGE_SIZE + 7));
+        }));
+        let v = start_vcpu_1(&mut w).expect_err("the stray write is seen");
+        assert!(v.0.contains("wrote 0x3007"), "{v}");
+    }
+
+    /// Without the stray write the same call passes (the test above fails for the write).
+    #[test]
+    fn the_same_call_without_a_stray_write_passes() {
+        let mut w = world();
+        start_vcpu_1(&mut w).expect("no violation");
+        w.shadow.verify(&w.m).expect("the copy is RAM");
+    }
+
+    /// The end-of-input check sees a change of RAM that bypassed `vm_memory` (so the dirty
+    /// bitmap never saw it): the per-call checks trust the bitmap, this one does not.
+    #[test]
+    fn a_write_the_dirty_bitmap_missed_is_a_violation() {
+        let mut w = world();
+        let host =
+            w.m.memory()
+                .get_host_address(GuestAddress(5 * PAGE_SIZE + 1))
+                .expect("in RAM");
+        // SAFETY: the address is inside the machine's RAM mapping (checked by
+        // get_host_address), no other thread touches page 5, and a byte has no alignment.
+        unsafe { host.write_volatile(0x77) };
+        let v = w
+            .shadow
+            .verify(&w.m)
+            .expect_err("the untracked write is seen");
+        assert!(v.0.contains("0x5001"), "{v}");
+    }
+}
