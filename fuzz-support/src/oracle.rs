@@ -75,7 +75,7 @@ fn other(w: &mut World, sh: &mut Shadow, op: crate::Op) -> Result<(), Violation>
             // Pages a submission gave back (MEM_BALLOON_RELEASE) are zeroed by the machine.
             let released = w.m.log().released[log_before..].to_vec();
             allowed.extend(released.iter().map(|&p| (p, p + PAGE_SIZE)));
-            diff(sh, &dirty, &allowed, u64::MAX, &"ring notify")?;
+            diff(w, sh, &dirty, &allowed, u64::MAX, &"ring notify")?;
             check_rings(w, &sh.before, &sh.after, None, &"ring notify")
         }
         crate::Op::OddAccess {
@@ -110,6 +110,7 @@ fn other(w: &mut World, sh: &mut Shadow, op: crate::Op) -> Result<(), Violation>
                 );
                 let dirty = sh.end(&w.m);
                 diff(
+                    w,
                     sh,
                     &dirty,
                     &owned_pages(w),
@@ -210,8 +211,11 @@ fn multicall_ranges(mem: &[u8], gpa: u64, count: u64, r: &mut Ranges, ptes: &mut
 }
 
 /// Every byte below `limit` that differs between `sh.before` and `sh.after` is in `allowed`.
-/// Only the `dirty` pages can differ (the others of `after` are `before`'s).
+/// Only the `dirty` pages can differ (the others of `after` are `before`'s). A page released
+/// in this input (MEM_BALLOON_RELEASE, in the machine's log) may also come back all zeros:
+/// MEM_BALLOON_RECLAIM zeroes the pages it reclaims (MEM-009), directly or as an entry.
 fn diff(
+    w: &World,
     sh: &Shadow,
     dirty: &[usize],
     allowed: &Ranges,
@@ -233,6 +237,9 @@ fn diff(
             .iter()
             .any(|&(s, e)| s <= base && e >= base + a.len() as u64);
         if whole {
+            continue;
+        }
+        if b.iter().all(|&x| x == 0) && w.m.log().released.contains(&base) {
             continue;
         }
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -416,6 +423,7 @@ fn direct_in(
             "{what}: vCPU out of range answered {s:?}"
         );
         diff(
+            w,
             sh,
             &dirty,
             &owned_pages(w),
@@ -432,6 +440,7 @@ fn direct_in(
             "{what}: unknown code answered {s:?}"
         );
         diff(
+            w,
             sh,
             &dirty,
             &owned_pages(w),
@@ -505,6 +514,7 @@ fn direct_in(
                 if gpa < RAM_BYTES {
                     let end = (gpa + size).min(RAM_BYTES);
                     diff(
+                        w,
                         sh,
                         &dirty,
                         &side_effects.iter().copied().chain([(0, gpa)]).collect(),
@@ -539,6 +549,19 @@ fn direct_in(
                     cq_tail: 0,
                     dropped: 0,
                 });
+            }
+            Call::MemBalloonReclaim => {
+                // MEM-009: every page of the list is guest RAM again, filled with zeros.
+                for i in 0..a[1].min(PAGE_SIZE / 8) {
+                    let at = u64_at(before, a[0].wrapping_add(8 * i)).wrapping_mul(PAGE_SIZE);
+                    let page = usize::try_from(at)
+                        .ok()
+                        .and_then(|at| after.get(at..at.checked_add(4096)?));
+                    ensure!(
+                        page.is_some_and(|p| p.iter().all(|&x| x == 0)),
+                        "{what}: reclaimed page {at:#x} is not RAM filled with zeros (MEM-009)"
+                    );
+                }
             }
             Call::DeferFlush => {
                 *w.stats.entries.entry("deferred run").or_default() += regs.rdi;
@@ -585,7 +608,7 @@ fn direct_in(
     }
     // Pages registered by this call are the host's from the call on.
     allowed.extend(w.reg.pages().into_iter().map(|p| (p, p + PAGE_SIZE)));
-    diff(sh, &dirty, &allowed, u64::MAX, &what)?;
+    diff(w, sh, &dirty, &allowed, u64::MAX, &what)?;
     let (before, after) = (&sh.before[..], &sh.after[..]);
     if d.call == Call::Multicall && matches!(s, Status::Success | Status::Incomplete) {
         check_multicall(w, before, after, &regs_in, regs, &ptes, &what)?;
