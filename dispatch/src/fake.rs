@@ -5,14 +5,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use pvabi_abi::status::Status;
 use pvabi_abi::vcpu::VcpuStartState;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::bitmap::{AtomicBitmap, Bitmap, NewBitmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::machine::Machine;
 use crate::sync::lock;
 
 /// A hook run inside [`Machine::start_vcpu`], with guest RAM (tests use it to change guest
 /// memory while the dispatcher handles a call).
-pub type MemoryHook = Box<dyn Fn(&GuestMemoryMmap) + Send + Sync>;
+pub type MemoryHook<B = ()> = Box<dyn Fn(&GuestMemoryMmap<B>) + Send + Sync>;
 
 /// What a [`FakeMachine`] was asked to do, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,15 +29,20 @@ pub struct FakeLog {
 }
 
 /// A fake machine: guest RAM from guest-physical 0, and a [`FakeLog`].
-pub struct FakeMachine {
-    memory: GuestMemoryMmap,
+///
+/// `B` is the RAM's dirty bitmap: none (`()`, [`FakeMachine::new`]), or an
+/// [`AtomicBitmap`] ([`FakeMachine::tracked`]) that records every page written through
+/// `vm_memory` (by the dispatcher, its threads, or the test), read by
+/// [`take_dirty_pages`](FakeMachine::take_dirty_pages).
+pub struct FakeMachine<B: Bitmap + 'static = ()> {
+    memory: GuestMemoryMmap<B>,
     vcpus: u32,
     log: Mutex<FakeLog>,
     refuse_starts: Mutex<Option<Status>>,
-    start_hook: Mutex<Option<MemoryHook>>,
+    start_hook: Mutex<Option<MemoryHook<B>>>,
 }
 
-impl std::fmt::Debug for FakeMachine {
+impl<B: Bitmap + 'static> std::fmt::Debug for FakeMachine<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeMachine")
             .field("vcpus", &self.vcpus)
@@ -51,7 +57,54 @@ impl FakeMachine {
     /// # Panics
     /// If the RAM cannot be allocated (a test set-up failure).
     pub fn new(mem_bytes: usize, vcpus: u32) -> Self {
-        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_bytes)])
+        Self::with_bitmap(mem_bytes, vcpus)
+    }
+}
+
+impl FakeMachine<AtomicBitmap> {
+    /// Like [`new`](FakeMachine::new), with a dirty bitmap over the RAM (one bit per host
+    /// page) that every write through `vm_memory` sets.
+    ///
+    /// # Panics
+    /// If the RAM cannot be allocated (a test set-up failure).
+    pub fn tracked(mem_bytes: usize, vcpus: u32) -> Self {
+        Self::with_bitmap(mem_bytes, vcpus)
+    }
+
+    /// The indices of the host pages written since the last call (or since creation), in
+    /// increasing order, and clears them. A write that races with this call is in this
+    /// answer or in the next one.
+    pub fn take_dirty_pages(&self) -> Vec<usize> {
+        let mut pages = Vec::new();
+        for region in self.memory.iter() {
+            let base = region.start_addr().0 as usize / self.page_size();
+            let bitmap: &AtomicBitmap = std::ops::Deref::deref(region).bitmap();
+            for (w, bits) in bitmap.get_and_reset().into_iter().enumerate() {
+                let mut b = bits;
+                while b != 0 {
+                    pages.push(base + w * 64 + b.trailing_zeros() as usize);
+                    b &= b - 1;
+                }
+            }
+        }
+        pages
+    }
+
+    /// The bytes one bit of the dirty bitmap covers (the host's page size).
+    pub fn page_size(&self) -> usize {
+        self.memory.iter().next().map_or(4096, |r| {
+            let bitmap: &AtomicBitmap = std::ops::Deref::deref(r).bitmap();
+            bitmap.byte_size() / bitmap.len().max(1)
+        })
+    }
+}
+
+impl<B: Bitmap + 'static> FakeMachine<B> {
+    fn with_bitmap(mem_bytes: usize, vcpus: u32) -> Self
+    where
+        B: NewBitmap,
+    {
+        let memory = GuestMemoryMmap::<B>::from_ranges(&[(GuestAddress(0), mem_bytes)])
             .expect("allocate fake guest RAM");
         FakeMachine {
             memory,
@@ -73,15 +126,15 @@ impl FakeMachine {
     }
 
     /// Runs `hook` inside every later `start_vcpu`, before it records the start.
-    pub fn on_start(&self, hook: MemoryHook) {
+    pub fn on_start(&self, hook: MemoryHook<B>) {
         *lock(&self.start_hook) = Some(hook);
     }
 }
 
-impl Machine for FakeMachine {
-    type Memory = GuestMemoryMmap;
+impl<B: Bitmap + Send + Sync + 'static> Machine for FakeMachine<B> {
+    type Memory = GuestMemoryMmap<B>;
 
-    fn memory(&self) -> &GuestMemoryMmap {
+    fn memory(&self) -> &GuestMemoryMmap<B> {
         &self.memory
     }
 

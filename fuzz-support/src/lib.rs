@@ -8,6 +8,7 @@
 //! accesses). Every call is checked against the spec's rules ([`run`] returns the first
 //! violation).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,14 +22,17 @@ use pvabi_abi::convention::PAGE_SIZE;
 use pvabi_abi::features::Features;
 use pvabi_abi::vcpu::VcpuStartState;
 use pvabi_abi::version::{V1_0, V1_2, V2_0_PREVIEW};
-use pvabi_dispatch::{CallRegs, ConsoleSink, Dispatcher, FakeMachine, HostConfig, Machine};
+use pvabi_dispatch::{
+    CallRegs, ConsoleSink, Dispatcher, FakeLog, FakeMachine, HostConfig, Machine,
+};
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{Bytes, GuestAddress};
 
 mod oracle;
 
 pub use oracle::Violation;
 
-/// Guest RAM pages of the model (256 KiB): small, so that a whole-memory snapshot per call is cheap.
+/// Guest RAM pages of the model (256 KiB).
 pub const RAM_PAGES: u64 = 64;
 /// Guest RAM bytes.
 pub const RAM_BYTES: u64 = RAM_PAGES * PAGE_SIZE;
@@ -182,10 +186,164 @@ pub(crate) struct RingModel {
     pub dropped: u32,
 }
 
+/// The machine of the model: RAM with a dirty bitmap.
+pub(crate) type Fake = FakeMachine<AtomicBitmap>;
+
+/// The guest RAM as the oracles see it around one call: `before` is RAM as it was when the
+/// call began, `after` as the call left it. Both are whole copies of RAM kept up to date
+/// from the machine's dirty bitmap (only pages written since the last look are copied), so
+/// that an oracle compares every byte of RAM without copying all of it on every call; at the
+/// end of each input, [`Shadow::verify`] compares the whole RAM with the copy, so a write the
+/// bitmap missed cannot go unseen.
+#[derive(Debug, Default)]
+pub(crate) struct Shadow {
+    pub before: Vec<u8>,
+    pub after: Vec<u8>,
+    /// The host page size (one bit of the dirty bitmap).
+    page: usize,
+    /// Pages the last call wrote: `after` holds them, `before` does not yet.
+    pending: Vec<usize>,
+    /// Every page seen written in this input (zeroed before the next input reuses the copy).
+    touched: Vec<bool>,
+    /// [`verify`](Self::verify)'s copy of RAM.
+    scratch: Vec<u8>,
+}
+
+impl Shadow {
+    fn new(page: usize) -> Shadow {
+        let n = RAM_BYTES as usize;
+        Shadow {
+            before: vec![0; n],
+            after: vec![0; n],
+            page,
+            pending: Vec::new(),
+            touched: vec![false; n.div_ceil(page)],
+            scratch: Vec::new(),
+        }
+    }
+
+    fn read_page(&mut self, m: &Fake, p: usize) {
+        let r = p * self.page..((p + 1) * self.page).min(self.after.len());
+        let _ = m
+            .memory()
+            .read_slice(&mut self.after[r], GuestAddress((p * self.page) as u64));
+        self.touched[p] = true;
+    }
+
+    fn copy_to_before(&mut self, p: usize) {
+        let r = p * self.page..((p + 1) * self.page).min(self.after.len());
+        let (before, after) = (&mut self.before[r.clone()], &self.after[r]);
+        before.copy_from_slice(after);
+    }
+
+    /// Before a call: takes every write since the last call's [`end`](Self::end) (the
+    /// guest's, the host threads') into `before` and `after`, unchecked.
+    pub fn begin(&mut self, m: &Fake) {
+        for p in std::mem::take(&mut self.pending) {
+            self.copy_to_before(p);
+        }
+        for p in m.take_dirty_pages() {
+            self.read_page(m, p);
+            self.copy_to_before(p);
+        }
+    }
+
+    /// After a call: takes the pages written since [`begin`](Self::begin) into `after` and
+    /// returns them (every other page of `after` equals `before`).
+    pub fn end(&mut self, m: &Fake) -> Vec<usize> {
+        let pages = m.take_dirty_pages();
+        for &p in &pages {
+            self.read_page(m, p);
+        }
+        self.pending.clone_from(&pages);
+        pages
+    }
+
+    /// The page size of [`end`](Self::end)'s page indices.
+    pub fn page_size(&self) -> usize {
+        self.page
+    }
+
+    /// At the end of an input (the host's threads stopped): the whole RAM equals the copy,
+    /// that is, the dirty bitmap saw every write.
+    fn verify(&mut self, m: &Fake) -> Result<(), Violation> {
+        self.begin(m);
+        let ram = &mut self.scratch;
+        ram.resize(self.before.len(), 0);
+        let _ = m.memory().read_slice(ram, GuestAddress(0));
+        if *ram == self.before {
+            return Ok(());
+        }
+        if let Some(at) = ram.iter().zip(&self.before).position(|(a, b)| a != b) {
+            return Err(Violation(format!(
+                "guest RAM at {at:#x} is {:#04x}, but the oracles' copy says {:#04x}: a write the dirty bitmap did not see",
+                ram[at], self.before[at]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Zeroes the pages this input wrote, for the next input (RAM is zeroed the same way).
+    fn clear(&mut self) {
+        for p in 0..self.touched.len() {
+            if std::mem::take(&mut self.touched[p]) {
+                let r = p * self.page..((p + 1) * self.page).min(self.after.len());
+                self.before[r.clone()].fill(0);
+                self.after[r].fill(0);
+            }
+        }
+        self.pending.clear();
+    }
+}
+
+/// Machines (by vCPU count) and RAM copies of finished inputs, reused by the next input of
+/// the thread: reused RAM is zeroed and the log emptied, so an input starts as on a new
+/// machine, without an mmap and page faults per input.
+#[derive(Default)]
+struct Pool {
+    machines: Vec<(u32, Fake)>,
+    shadow: Option<Shadow>,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+fn machine(vcpus: u32) -> Fake {
+    let reused = POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let i = p.machines.iter().position(|(v, _)| *v == vcpus)?;
+        Some(p.machines.swap_remove(i).1)
+    });
+    reused.unwrap_or_else(|| Fake::tracked(RAM_BYTES as usize, vcpus))
+}
+
+/// Returns a finished input's machine and RAM copy to the pool, zeroed.
+fn recycle(m: Arc<Fake>, vcpus: u32, mut shadow: Shadow) {
+    let Ok(m) = Arc::try_unwrap(m) else { return };
+    let zero = vec![0u8; shadow.page];
+    for (p, &t) in shadow.touched.iter().enumerate() {
+        if t {
+            let _ = m
+                .memory()
+                .write_slice(&zero, GuestAddress((p * shadow.page) as u64));
+        }
+    }
+    let _ = m.take_dirty_pages();
+    *m.log() = FakeLog::default();
+    shadow.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        p.machines.push((vcpus, m));
+        p.shadow = Some(shadow);
+    });
+}
+
 /// One guest (and its host) under test.
 pub(crate) struct World {
-    pub d: Dispatcher<FakeMachine>,
-    pub m: Arc<FakeMachine>,
+    pub d: Dispatcher<Fake>,
+    pub m: Arc<Fake>,
+    pub shadow: Shadow,
     pub vcpus: u32,
     pub strict: bool,
     pub disabled: Option<Call>,
@@ -223,7 +381,11 @@ impl World {
             ..base
         };
         let strict = config.strict;
-        let m = Arc::new(FakeMachine::new(RAM_BYTES as usize, vcpus));
+        let m = Arc::new(machine(vcpus));
+        let shadow = POOL
+            .with(|p| p.borrow_mut().shadow.take())
+            .filter(|s| s.page == m.page_size())
+            .unwrap_or_else(|| Shadow::new(m.page_size()));
         let d = Dispatcher::new(config, m.clone()).expect("a valid configuration");
         let n = vcpus as usize;
         let mut running = vec![false; n];
@@ -231,6 +393,7 @@ impl World {
         Ok(World {
             d,
             m,
+            shadow,
             vcpus,
             strict,
             disabled,
@@ -257,15 +420,6 @@ impl World {
         let mut b = [0u8; 4];
         let _ = self.m.memory().read_slice(&mut b, GuestAddress(gpa));
         u32::from_le_bytes(b)
-    }
-
-    pub fn snapshot(&self) -> Vec<u8> {
-        let mut v = vec![0u8; RAM_BYTES as usize];
-        self.m
-            .memory()
-            .read_slice(&mut v, GuestAddress(0))
-            .expect("read RAM");
-        v
     }
 
     /// A running vCPU, mostly; now and then any index (also out of range).
@@ -847,8 +1001,19 @@ pub fn run(class: Class, data: &[u8]) -> Result<Stats, Violation> {
     }
     oracle::finish(&mut w)?;
     w.d.shutdown();
-    w.stats.inputs = 1;
-    Ok(w.stats)
+    w.shadow.verify(&w.m)?;
+    let World {
+        d,
+        m,
+        shadow,
+        vcpus,
+        mut stats,
+        ..
+    } = w;
+    drop(d);
+    recycle(m, vcpus, shadow);
+    stats.inputs = 1;
+    Ok(stats)
 }
 
 /// A tiny fixed-seed generator (xorshift64*) for the stable run inside `cargo test`.
@@ -869,5 +1034,73 @@ pub fn may_succeed(d: &CallDescriptor, negotiated: bool, granted: Features) -> b
     match d.feature {
         None => d.family() == Family::Base,
         Some(f) => negotiated && granted.contains(f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryBackend;
+
+    /// A world of class `MultiVcpu` (2 vCPUs) from an all-zero input, negotiated.
+    fn world() -> World {
+        let zeros = [0u8; 64];
+        let mut w = World::new(&mut Unstructured::new(&zeros), Class::MultiVcpu).expect("world");
+        let mut regs = CallRegs::raw(
+            u64::from(Call::Negotiate.code()),
+            &[
+                u64::from(w.d.config().highest().major()) << 16,
+                0,
+                u64::MAX,
+                0,
+            ],
+        );
+        oracle::direct(&mut w, 0, &mut regs).expect("NEGOTIATE");
+        w
+    }
+
+    fn start_vcpu_1(w: &mut World) -> Result<(), Violation> {
+        let gpa = pages::SETUP * PAGE_SIZE;
+        let mut regs = CallRegs::raw(u64::from(Call::VcpuStart.code()), &[1, gpa]);
+        oracle::direct(w, 0, &mut regs)
+    }
+
+    /// The memory oracle sees a byte the host writes outside what the call may write (here
+    /// the machine, inside VCPU_START, on a page nobody registered).
+    #[test]
+    fn a_stray_host_write_during_a_call_is_a_violation() {
+        let mut w = world();
+        w.m.on_start(Box::new(|mem| {
+            let _ = mem.write_slice(&[0x5a], GuestAddress(3 * PAGE_SIZE + 7));
+        }));
+        let v = start_vcpu_1(&mut w).expect_err("the stray write is seen");
+        assert!(v.0.contains("wrote 0x3007"), "{v}");
+    }
+
+    /// Without the stray write the same call passes (the test above fails for the write).
+    #[test]
+    fn the_same_call_without_a_stray_write_passes() {
+        let mut w = world();
+        start_vcpu_1(&mut w).expect("no violation");
+        w.shadow.verify(&w.m).expect("the copy is RAM");
+    }
+
+    /// The end-of-input check sees a change of RAM that bypassed `vm_memory` (so the dirty
+    /// bitmap never saw it): the per-call checks trust the bitmap, this one does not.
+    #[test]
+    fn a_write_the_dirty_bitmap_missed_is_a_violation() {
+        let mut w = world();
+        let host =
+            w.m.memory()
+                .get_host_address(GuestAddress(5 * PAGE_SIZE + 1))
+                .expect("in RAM");
+        // SAFETY: the address is inside the machine's RAM mapping (checked by
+        // get_host_address), no other thread touches page 5, and a byte has no alignment.
+        unsafe { host.write_volatile(0x77) };
+        let v = w
+            .shadow
+            .verify(&w.m)
+            .expect_err("the untracked write is seen");
+        assert!(v.0.contains("0x5001"), "{v}");
     }
 }

@@ -9,7 +9,7 @@ use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use pvabi_dispatch::{CallRegs, Caller, Doorbell, Outcome, POISON};
 
-use crate::{may_succeed, RingModel, World, MC_SIZE, RAM_BYTES};
+use crate::{may_succeed, RingModel, Shadow, World, MC_SIZE, RAM_BYTES};
 
 /// An oracle's finding: which rule, on which call, and what happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,20 @@ macro_rules! ensure {
 /// Byte ranges `[start, end)` the call may write.
 type Ranges = Vec<(u64, u64)>;
 
+/// Runs `f` with the RAM copies taken out of `w` (so that `f` may borrow both).
+fn with_shadow<T>(w: &mut World, f: impl FnOnce(&mut World, &mut Shadow) -> T) -> T {
+    let mut sh = std::mem::take(&mut w.shadow);
+    let r = f(w, &mut sh);
+    w.shadow = sh;
+    r
+}
+
+/// Whether calls are traced to stderr (`PVABI_FUZZ_TRACE` set), read once.
+fn tracing() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("PVABI_FUZZ_TRACE").is_some())
+}
+
 /// Applies one operation, checking it.
 pub(crate) fn apply(w: &mut World, op: crate::Op) -> Result<(), Violation> {
     match op {
@@ -40,17 +54,29 @@ pub(crate) fn apply(w: &mut World, op: crate::Op) -> Result<(), Violation> {
             Ok(())
         }
         crate::Op::Call { vcpu, mut regs } => direct(w, vcpu, &mut regs),
+        op => with_shadow(w, |w, sh| other(w, sh, op)),
+    }
+}
+
+/// A ring notify or an odd doorbell access, checked.
+fn other(w: &mut World, sh: &mut Shadow, op: crate::Op) -> Result<(), Violation> {
+    sh.begin(&w.m);
+    match op {
+        crate::Op::Write { .. } | crate::Op::Call { .. } => unreachable!("handled by apply"),
         crate::Op::Notify { vcpu } => {
-            let before = w.snapshot();
-            let allowed = allowed_pages(w, &before);
+            let mut allowed = allowed_pages(w, &sh.before);
+            let log_before = w.m.log().released.len();
             let mut regs = CallRegs::default();
             let port = w.d.config().ring_notify_port;
             let o =
                 w.d.port_out(Caller::kernel(0), port, &vcpu.to_le_bytes(), &mut regs);
             ensure!(o == Some(Outcome::Resume), "ring notify: {o:?}");
-            let after = w.snapshot();
-            diff(&before, &after, &allowed, "ring notify")?;
-            check_rings(w, &before, &after, None, "ring notify")
+            let dirty = sh.end(&w.m);
+            // Pages a submission gave back (MEM_BALLOON_RELEASE) are zeroed by the machine.
+            let released = w.m.log().released[log_before..].to_vec();
+            allowed.extend(released.iter().map(|&p| (p, p + PAGE_SIZE)));
+            diff(w, sh, &dirty, &allowed, u64::MAX, &"ring notify")?;
+            check_rings(w, &sh.before, &sh.after, None, &"ring notify")
         }
         crate::Op::OddAccess {
             vcpu,
@@ -59,7 +85,6 @@ pub(crate) fn apply(w: &mut World, op: crate::Op) -> Result<(), Violation> {
             width,
             mut regs,
         } => {
-            let before = w.snapshot();
             let exit = Doorbell {
                 caller: Caller {
                     vcpu,
@@ -83,12 +108,14 @@ pub(crate) fn apply(w: &mut World, op: crate::Op) -> Result<(), Violation> {
                     s == Some(want),
                     "access {exit:?} performs no call, got {s:?}"
                 );
-                let after = w.snapshot();
+                let dirty = sh.end(&w.m);
                 diff(
-                    &before,
-                    &after,
+                    w,
+                    sh,
+                    &dirty,
                     &owned_pages(w),
-                    &format!("access {exit:?}"),
+                    u64::MAX,
+                    &format_args!("access {exit:?}"),
                 )?;
             }
             Ok(())
@@ -129,12 +156,14 @@ fn owned_pages(w: &World) -> Ranges {
 /// call), and the 64-bit word of every MEM_UPDATE_PTE entry waiting in a deferred queue, a
 /// submission ring or (for MULTICALL) the call's list.
 fn allowed_pages(w: &World, mem: &[u8]) -> Ranges {
-    let mut r: Ranges = w
-        .reg
-        .pages()
-        .into_iter()
-        .map(|p| (p, p + PAGE_SIZE))
-        .collect();
+    let mut r = owned_pages(w);
+    r.extend(pte_words(w, mem));
+    r
+}
+
+/// The 64-bit word of every MEM_UPDATE_PTE entry waiting in a deferred queue or a
+/// submission ring (any call may drain them).
+fn pte_words(w: &World, mem: &[u8]) -> Ranges {
     let pte = u64::from(Call::MemUpdatePte.code());
     let word = |at: u64| -> u64 {
         let i = at as usize;
@@ -158,12 +187,12 @@ fn allowed_pages(w: &World, mem: &[u8]) -> Ranges {
             }
         }
     }
-    r.extend(ptes.into_iter().map(|a| (a, a.saturating_add(8))));
-    r
+    ptes.into_iter().map(|a| (a, a.saturating_add(8))).collect()
 }
 
-/// MULTICALL's list: each entry's `status` and `results`, and the PTE words it names.
-fn multicall_ranges(mem: &[u8], gpa: u64, count: u64, r: &mut Ranges) {
+/// MULTICALL's list: each entry's `status` and `results`, and the PTE words it names (also
+/// in `ptes`).
+fn multicall_ranges(mem: &[u8], gpa: u64, count: u64, r: &mut Ranges, ptes: &mut Ranges) {
     let word = |at: u64| -> u64 {
         let i = at as usize;
         mem.get(i..i + 8)
@@ -176,13 +205,30 @@ fn multicall_ranges(mem: &[u8], gpa: u64, count: u64, r: &mut Ranges) {
         if word(e) & 0xffff_ffff == u64::from(Call::MemUpdatePte.code()) {
             let a = word(e + 16);
             r.push((a, a.saturating_add(8)));
+            ptes.push((a, a.saturating_add(8)));
         }
     }
 }
 
-fn diff(before: &[u8], after: &[u8], allowed: &Ranges, what: &str) -> Result<(), Violation> {
-    let page = PAGE_SIZE as usize;
-    for (p, (a, b)) in before.chunks(page).zip(after.chunks(page)).enumerate() {
+/// Every byte below `limit` that differs between `sh.before` and `sh.after` is in `allowed`.
+/// Only the `dirty` pages can differ (the others of `after` are `before`'s). A page released
+/// in this input (MEM_BALLOON_RELEASE, in the machine's log) may also come back all zeros:
+/// MEM_BALLOON_RECLAIM zeroes the pages it reclaims (MEM-009), directly or as an entry.
+fn diff(
+    w: &World,
+    sh: &Shadow,
+    dirty: &[usize],
+    allowed: &Ranges,
+    limit: u64,
+    what: &dyn std::fmt::Display,
+) -> Result<(), Violation> {
+    let page = sh.page_size();
+    let limit = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .min(sh.before.len());
+    for &p in dirty {
+        let r = (p * page).min(limit)..((p + 1) * page).min(limit);
+        let (a, b) = (&sh.before[r.clone()], &sh.after[r]);
         if a == b {
             continue;
         }
@@ -191,6 +237,9 @@ fn diff(before: &[u8], after: &[u8], allowed: &Ranges, what: &str) -> Result<(),
             .iter()
             .any(|&(s, e)| s <= base && e >= base + a.len() as u64);
         if whole {
+            continue;
+        }
+        if b.iter().all(|&x| x == 0) && w.m.log().released.contains(&base) {
             continue;
         }
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -219,7 +268,7 @@ fn check_rings(
     before: &[u8],
     after: &[u8],
     consumed: Option<(u32, u64)>,
-    what: &str,
+    what: &dyn std::fmt::Display,
 ) -> Result<(), Violation> {
     for v in 0..w.vcpus as usize {
         let Some(m) = w.reg.rings[v] else { continue };
@@ -274,22 +323,53 @@ fn check_rings(
     Ok(())
 }
 
+/// A call as the oracles' messages name it (formatted only for a message).
+struct What {
+    code: u64,
+    vcpu: u32,
+    args: [u64; 6],
+}
+
+impl std::fmt::Display for What {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Call::from_code(self.code) {
+            Some(c) => f.write_str(c.descriptor().name)?,
+            None => write!(f, "code {:#x}", self.code)?,
+        }
+        write!(f, " from vCPU {} with {:x?}", self.vcpu, self.args)
+    }
+}
+
 /// One direct call from `vcpu`, checked: the status, the registers, the memory written,
 /// the model of host-owned pages and queue/ring state.
 pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<(), Violation> {
+    with_shadow(w, |w, sh| direct_in(w, sh, vcpu, regs))
+}
+
+fn direct_in(
+    w: &mut World,
+    sh: &mut Shadow,
+    vcpu: u32,
+    regs: &mut CallRegs,
+) -> Result<(), Violation> {
     let code = regs.rax;
     let call = pvabi_abi::calls::Call::from_code(code);
-    let name = call.map_or_else(|| format!("code {code:#x}"), |c| c.descriptor().name.into());
-    let what = format!("{name} from vCPU {vcpu} with {:x?}", regs.args());
-    let before = w.snapshot();
+    let what = What {
+        code,
+        vcpu,
+        args: regs.args(),
+    };
+    sh.begin(&w.m);
+    let before = &sh.before;
     let log_before = w.m.log().released.len();
-    let mut allowed = allowed_pages(w, &before);
+    let mut allowed = allowed_pages(w, before);
+    let mut ptes = pte_words(w, before);
     // What a failed call may still write (the drain of its deferred queue at a sync point,
     // the host's pages): everything but its own block.
     let side_effects = allowed.clone();
     let regs_in = *regs;
     if let (Some(Call::Multicall), true) = (call, regs.rdi < RAM_BYTES) {
-        multicall_ranges(&before, regs.rdi, regs.rsi, &mut allowed);
+        multicall_ranges(before, regs.rdi, regs.rsi, &mut allowed, &mut ptes);
     }
     if call == Some(Call::MemUpdatePte) {
         allowed.push((regs.rdi, regs.rdi.saturating_add(8)));
@@ -298,7 +378,7 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
         let at = regs.rdi as usize;
         let b = &before[at..at + 24];
         let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        (q(0), q(8), u32_at(&before, regs.rdi + 16))
+        (q(0), q(8), u32_at(before, regs.rdi + 16))
     });
     let deferred_tail = w
         .reg
@@ -306,10 +386,12 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
         .get(vcpu as usize)
         .copied()
         .flatten()
-        .map(|q| u32_at(&before, q + 4));
+        .map(|q| u32_at(before, q + 4));
 
     let outcome = w.d.call(Doorbell::ring0(vcpu), regs);
-    if std::env::var_os("PVABI_FUZZ_TRACE").is_some() {
+    let dirty = sh.end(&w.m);
+    let (before, after) = (&sh.before[..], &sh.after[..]);
+    if tracing() {
         eprintln!(
             "{what} -> {:?} {:x?} {outcome:?}",
             Status::from_raw(regs.rax),
@@ -324,7 +406,6 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
         }
     }
 
-    let after = w.snapshot();
     let s = Status::from_raw(regs.rax);
     w.count(s);
     let Some(s) = s else {
@@ -342,10 +423,12 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
             "{what}: vCPU out of range answered {s:?}"
         );
         diff(
-            &before,
-            &after,
+            w,
+            sh,
+            &dirty,
             &owned_pages(w),
-            &format!("{what} (vCPU out of range)"),
+            u64::MAX,
+            &format_args!("{what} (vCPU out of range)"),
         )?;
         return Ok(());
     }
@@ -357,10 +440,12 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
             "{what}: unknown code answered {s:?}"
         );
         diff(
-            &before,
-            &after,
+            w,
+            sh,
+            &dirty,
             &owned_pages(w),
-            &format!("{what} (unknown code)"),
+            u64::MAX,
+            &format_args!("{what} (unknown code)"),
         )?;
         return check_regs(w, &regs_in, regs, s, 0, &outcome, &what);
     };
@@ -429,10 +514,12 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
                 if gpa < RAM_BYTES {
                     let end = (gpa + size).min(RAM_BYTES);
                     diff(
-                        &before[..end as usize],
-                        &after[..end as usize],
+                        w,
+                        sh,
+                        &dirty,
                         &side_effects.iter().copied().chain([(0, gpa)]).collect(),
-                        &format!("{what}: failed with {s:?}, its block (STAT-012)"),
+                        end,
+                        &format_args!("{what}: failed with {s:?}, its block (STAT-012)"),
                     )?;
                 }
             }
@@ -463,11 +550,24 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
                     dropped: 0,
                 });
             }
+            Call::MemBalloonReclaim => {
+                // MEM-009: every page of the list is guest RAM again, filled with zeros.
+                for i in 0..a[1].min(PAGE_SIZE / 8) {
+                    let at = u64_at(before, a[0].wrapping_add(8 * i)).wrapping_mul(PAGE_SIZE);
+                    let page = usize::try_from(at)
+                        .ok()
+                        .and_then(|at| after.get(at..at.checked_add(4096)?));
+                    ensure!(
+                        page.is_some_and(|p| p.iter().all(|&x| x == 0)),
+                        "{what}: reclaimed page {at:#x} is not RAM filled with zeros (MEM-009)"
+                    );
+                }
+            }
             Call::DeferFlush => {
                 *w.stats.entries.entry("deferred run").or_default() += regs.rdi;
                 *w.stats.entries.entry("deferred failed").or_default() += regs.rsi;
                 if let Some(q) = w.reg.deferred[vcpu as usize] {
-                    let first = u32_at(&after, q + 20);
+                    let first = u32_at(after, q + 20);
                     ensure!(
                         Status::from_raw(u64::from(first)).is_some(),
                         "{what}: deferred first_error_status {first:#x} is not a status"
@@ -500,17 +600,18 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
         let drained = d.call == Call::DeferFlush && s == Status::Success;
         if drained {
             ensure!(
-                u32_at(&after, q) == tail,
+                u32_at(after, q) == tail,
                 "{what}: deferred head {} after a flush, tail {tail}",
-                u32_at(&after, q)
+                u32_at(after, q)
             );
         }
     }
     // Pages registered by this call are the host's from the call on.
     allowed.extend(w.reg.pages().into_iter().map(|p| (p, p + PAGE_SIZE)));
-    diff(&before, &after, &allowed, &what)?;
+    diff(w, sh, &dirty, &allowed, u64::MAX, &what)?;
+    let (before, after) = (&sh.before[..], &sh.after[..]);
     if d.call == Call::Multicall && matches!(s, Status::Success | Status::Incomplete) {
-        check_multicall(w, &before, &after, &regs_in, regs, &what)?;
+        check_multicall(w, before, after, &regs_in, regs, &ptes, &what)?;
     }
     if s == Status::AccessDenied {
         // ACCESS_DENIED only for a block (or a page it names) that overlaps a host-owned page.
@@ -530,7 +631,7 @@ pub(crate) fn direct(w: &mut World, vcpu: u32, regs: &mut CallRegs) -> Result<()
         );
     }
     let consumed = (d.call == Call::RingEnter && s == Status::Success).then_some((vcpu, regs.rdi));
-    check_rings(w, &before, &after, consumed, &what)?;
+    check_rings(w, before, after, consumed, &what)?;
     let defined = if s == Status::Success || s == Status::Incomplete {
         d.results.len()
     } else {
@@ -553,7 +654,7 @@ fn check_completions(
     after: &[u8],
     m: &RingModel,
     n: u32,
-    what: &str,
+    what: &dyn std::fmt::Display,
 ) -> Result<(), Violation> {
     for k in 0..n {
         let sqe =
@@ -609,14 +710,19 @@ fn check_completions(
 
 /// MULTICALL entries: each processed entry has a defined status, nested MULTICALL is not
 /// allowed, a failed entry's results are left as the guest wrote them (BATCH-010), and `r0`
-/// / `r1` agree with the arguments.
+/// / `r1` agree with the arguments. An entry that a MEM_UPDATE_PTE of the same call may
+/// have rewritten (one of `ptes` overlaps it: the guest pointed a PTE update at its own
+/// list) is not read back: the host ran what the list held when it got there, and the
+/// status may be the PTE's value.
+#[allow(clippy::too_many_arguments)]
 fn check_multicall(
     w: &mut World,
     before: &[u8],
     after: &[u8],
     regs_in: &CallRegs,
     regs: &CallRegs,
-    what: &str,
+    ptes: &Ranges,
+    what: &dyn std::fmt::Display,
 ) -> Result<(), Violation> {
     let (gpa, count, start) = (regs_in.rdi, regs_in.rsi, regs_in.r8);
     let (next, processed) = (regs.rdi, regs.rsi);
@@ -626,6 +732,13 @@ fn check_multicall(
     );
     for i in start..next {
         let e = gpa + MC_SIZE * i;
+        if ptes.iter().any(|&(s, end)| s < e + MC_SIZE && end > e) {
+            *w.stats
+                .entries
+                .entry("rewritten by a PTE update")
+                .or_default() += 1;
+            continue;
+        }
         let st = u32_at(after, e + 4);
         let status = Status::from_raw(u64::from(st));
         w.count_entry(status);
@@ -676,7 +789,7 @@ fn check_regs(
     s: Status,
     defined: usize,
     outcome: &Outcome,
-    what: &str,
+    what: &dyn std::fmt::Display,
 ) -> Result<(), Violation> {
     ensure!(
         (after.r10, after.r11) == (before.r10, before.r11),
