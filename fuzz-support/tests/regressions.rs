@@ -13,10 +13,12 @@ fn input(class: Class, seed: u64) -> Vec<u8> {
 /// (`call` and `status`). The host runs the entry and writes the PTE after entry 0's status,
 /// so entry 0 reads back with the PTE's value as its status (0x4000000). The oracle took
 /// that for an undefined status; now it does not read back an entry a PTE update of the same
-/// call may have rewritten.
+/// call may have rewritten. (Found as seed 14446; the seed that builds this input changes when
+/// the call table grows: 2210 since 1.3 added MULTICALL_PAGES. The assertion below fails if
+/// the seed no longer reaches the case.)
 #[test]
 fn a_pte_update_aimed_at_its_own_multicall_list() {
-    let stats = run(Class::Multicall, &input(Class::Multicall, 14446)).expect("no violation");
+    let stats = run(Class::Multicall, &input(Class::Multicall, 2210)).expect("no violation");
     assert_eq!(stats.entries.get("rewritten by a PTE update"), Some(&1));
 }
 
