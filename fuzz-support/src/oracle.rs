@@ -198,7 +198,7 @@ fn multicall_ranges(mem: &[u8], gpa: u64, count: u64, r: &mut Ranges, ptes: &mut
         mem.get(i..i + 8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
     };
-    for i in 0..count.min(32) {
+    for i in 0..count {
         let e = gpa + MC_SIZE * i;
         r.push((e + 4, e + 8));
         r.push((e + 64, e + MC_SIZE));
@@ -207,6 +207,34 @@ fn multicall_ranges(mem: &[u8], gpa: u64, count: u64, r: &mut Ranges, ptes: &mut
             r.push((a, a.saturating_add(8)));
             ptes.push((a, a.saturating_add(8)));
         }
+    }
+}
+
+/// The entries of a MULTICALL_PAGES (1.3) with page list `list` of `pages` addresses and
+/// `count` entries: entry `i` is at offset 96 × (i mod 42) of list page ⌊i / 42⌋ (BATCH-014).
+/// They may be written as MULTICALL's are.
+fn multicall_pages_ranges(
+    mem: &[u8],
+    list: u64,
+    pages: u64,
+    count: u64,
+    r: &mut Ranges,
+    ptes: &mut Ranges,
+) {
+    let per_page = pvabi_abi::batch::MULTICALL_PAGE_ENTRIES;
+    let word = |at: u64| -> u64 {
+        let i = at as usize;
+        mem.get(i..i + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    let count = count.min(pvabi_abi::batch::MULTICALL_PAGES_MAX_ENTRIES);
+    for p in 0..pages.min(pvabi_abi::batch::MULTICALL_PAGES_MAX_PAGES) {
+        let page = word(list.saturating_add(8 * p));
+        let here = count.saturating_sub(p * per_page).min(per_page);
+        if page % PAGE_SIZE != 0 || page >= RAM_BYTES || here == 0 {
+            continue;
+        }
+        multicall_ranges(mem, page, here, r, ptes);
     }
 }
 
@@ -369,7 +397,10 @@ fn direct_in(
     let side_effects = allowed.clone();
     let regs_in = *regs;
     if let (Some(Call::Multicall), true) = (call, regs.rdi < RAM_BYTES) {
-        multicall_ranges(before, regs.rdi, regs.rsi, &mut allowed, &mut ptes);
+        multicall_ranges(before, regs.rdi, regs.rsi.min(32), &mut allowed, &mut ptes);
+    }
+    if let (Some(Call::MulticallPages), true) = (call, regs.rdi < RAM_BYTES) {
+        multicall_pages_ranges(before, regs.rdi, regs.rsi, regs.r8, &mut allowed, &mut ptes);
     }
     if call == Some(Call::MemUpdatePte) {
         allowed.push((regs.rdi, regs.rdi.saturating_add(8)));
@@ -462,7 +493,7 @@ fn direct_in(
             w.negotiated
         );
         ensure!(
-            s == Status::Success || d.call == Call::Multicall,
+            s == Status::Success || matches!(d.call, Call::Multicall | Call::MulticallPages),
             "{what}: INCOMPLETE from a call that cannot be preempted"
         );
     }
