@@ -651,6 +651,7 @@ fn direct_in(
         let names_pages = matches!(
             d.call,
             Call::RingSetup
+                | Call::MulticallPages
                 | Call::MemShare
                 | Call::MemUnshare
                 | Call::MemBalloonRelease
