@@ -111,9 +111,16 @@ impl Default for PortTransport {
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Transport for PortTransport {
+impl PortTransport {
+    /// A doorbell call with a full 64-bit `rax`: what [`Transport::call`] does with the code
+    /// zero-extended, for test guests that must also make calls the convention forbids (a
+    /// code with bits 63:32 set, PVABI-CONV-001).
+    ///
+    /// # Safety
+    ///
+    /// As [`Transport::call`].
     #[inline]
-    unsafe fn call(&self, code: u32, args: [u64; MAX_ARGS]) -> RawResult {
+    pub unsafe fn call_rax(&self, rax: u64, args: [u64; MAX_ARGS]) -> RawResult {
         let status: u64;
         let (r0, r1, r2, r3): (u64, u64, u64, u64);
         // SAFETY: the doorbell exit follows the calling convention: the host reads rax, rdi,
@@ -127,7 +134,7 @@ impl Transport for PortTransport {
         unsafe {
             core::arch::asm!(
                 "out dx, eax",
-                inout("rax") u64::from(code) => status,
+                inout("rax") rax => status,
                 inout("rdi") args[0] => r0,
                 inout("rsi") args[1] => r1,
                 inout("r8") args[2] => r2,
@@ -142,6 +149,15 @@ impl Transport for PortTransport {
             status,
             results: [r0, r1, r2, r3],
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Transport for PortTransport {
+    #[inline]
+    unsafe fn call(&self, code: u32, args: [u64; MAX_ARGS]) -> RawResult {
+        // SAFETY: forwarded; the caller upholds this fn's contract.
+        unsafe { self.call_rax(u64::from(code), args) }
     }
 }
 

@@ -27,7 +27,7 @@ use pvabi_guest::abi::batch::{
 use pvabi_guest::abi::events::{Event, EventQueueHeader, EVENT_QUEUE_ENTRIES_OFFSET};
 use pvabi_guest::abi::vcpu::VcpuStartState;
 use pvabi_guest::discovery::discover;
-use pvabi_guest::{Call, Features};
+use pvabi_guest::{Call, Features, PortTransport};
 use pvabi_guest_rt::cpu::pause;
 use pvabi_guest_rt::port::{inl, RawConsole};
 use pvabi_guest_rt::{ap_launch, current_vcpu, halt_forever, run_at_cpl3, BootInfo};
@@ -62,21 +62,12 @@ struct Ret {
 /// A doorbell call with a full 64-bit `rax`.
 #[inline(never)]
 fn raw_call(rax: u64, a: [u64; 6]) -> Ret {
-    let (st, r0, r1, r2, r3);
     // SAFETY: a pvabi doorbell call. The guest passes addresses of memory it owns (the arena),
-    // of nothing (outside RAM), or of pages it has given to the host; the asm may read and
-    // write memory (no `nomem`). Result registers are declared as outputs.
-    unsafe {
-        asm!("out dx, eax",
-             inout("rax") rax => st,
-             inout("rdi") a[0] => r0, inout("rsi") a[1] => r1,
-             inout("r8") a[2] => r2, inout("r9") a[3] => r3,
-             in("r10") a[4], in("r11") a[5], in("dx") doorbell(),
-             options(nostack));
-    }
+    // of nothing (outside RAM), or of pages it has given to the host.
+    let r = unsafe { PortTransport::new(doorbell()).call_rax(rax, a) };
     Ret {
-        st,
-        r: [r0, r1, r2, r3],
+        st: r.status,
+        r: r.results,
     }
 }
 
