@@ -5,8 +5,9 @@
 //! Chapters never type an ABI number: they `{{#include}}` generated tables, and they name
 //! constants as `{{pvabi:NAME}}`, which rendering replaces with the crate's value.
 //!
-//! - [`generate`] renders every generated table.
-//! - [`requirements`] parses the normative rules (requirement IDs) out of the chapters.
+//! - [`generate`](generate()) renders every generated table.
+//! - [`requirements`](mod@requirements) parses the normative rules (requirement IDs) out of the
+//!   chapters.
 //! - [`traceability`] joins them to the conformance suite's committed data (which checks cite
 //!   each rule, and its verdict on the reference host).
 //! - [`render::render`] stages the sources, writes fresh tables, and renders HTML with mdBook.
@@ -113,7 +114,7 @@ pub fn write_generated(text_dir: &Path) -> Result<Vec<String>> {
     Ok(files.into_iter().map(|(p, _)| p).collect())
 }
 
-/// A difference between the generated files in a source tree and a fresh [`generate`].
+/// A difference between the generated files in a source tree and a fresh [`generate()`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Drift {
     /// The file should exist but does not.
@@ -124,7 +125,7 @@ pub enum Drift {
     Stale(String),
 }
 
-/// Compares the generated files under `text_dir` with a fresh [`generate`].
+/// Compares the generated files under `text_dir` with a fresh [`generate()`].
 pub fn check_generated(text_dir: &Path) -> Result<Vec<Drift>> {
     let files = generate();
     let mut drift = Vec::new();

@@ -1,7 +1,7 @@
 //! Rendering the book to HTML with mdBook, from a staged copy of the sources.
 //!
 //! The sources are never rendered in place: `book.toml` and `text/` are copied to a temporary
-//! directory, the generated tables there are replaced by a fresh [`generate`](crate::generate)
+//! directory, the generated tables there are replaced by a fresh [`generate`](crate::generate())
 //! (so a stale checked-in table cannot reach the HTML), every `{{#include}}` is checked, and
 //! mdBook builds into the output directory. The result's links are then checked.
 
