@@ -41,5 +41,7 @@ echo "==> bare-metal guests (guest-ref/bare, a workspace of its own): fmt and cl
         cargo clippy --locked --release --target x86_64-unknown-linux-gnu \
         --target-dir ../../target/bare-clippy -- -D warnings
 )
+echo "==> cargo doc (workspace; a broken or ambiguous intra-doc link is an error)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 echo "==> cargo test (workspace; with the self-test feature, so that pvabi conform --self-test runs)"
 cargo test --workspace --locked --features pvabi/self-test
