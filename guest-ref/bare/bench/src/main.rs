@@ -843,13 +843,5 @@ pvabi_guest_rt::entry!(main);
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: the host treats bytes on this port as console output.
-    let console = unsafe { RawConsole::new(PORT_CONSOLE) };
-    console.write_str("bench panic at ");
-    if let Some(location) = info.location() {
-        console.write_str(location.file());
-        console.write_str(":");
-        console.write_dec(u64::from(location.line()));
-    }
-    console.write_str("\n");
-    halt_forever()
+    unsafe { RawConsole::new(PORT_CONSOLE) }.report_panic("bench", info)
 }

@@ -26,11 +26,11 @@ use pvabi_guest::abi::batch::{
 };
 use pvabi_guest::abi::events::{Event, EventQueueHeader, EVENT_QUEUE_ENTRIES_OFFSET};
 use pvabi_guest::abi::vcpu::VcpuStartState;
-use pvabi_guest::discovery::discover;
-use pvabi_guest::{Call, Features, PortTransport};
+use pvabi_guest::{Call, Features};
 use pvabi_guest_rt::cpu::pause;
 use pvabi_guest_rt::port::{inl, RawConsole};
 use pvabi_guest_rt::{ap_launch, current_vcpu, halt_forever, run_at_cpl3, BootInfo};
+use pvabi_guest_testkit::{args, call, notify_port, probe, raw_call, report, Ret};
 
 mod protocol;
 use protocol::*;
@@ -41,67 +41,6 @@ mod inputs {
     include!("inputs.rs");
 }
 use inputs::*;
-
-// ---------------------------------------------------------------------------------------
-// Raw calls and reports
-
-static DOORBELL: AtomicU64 = AtomicU64::new(0x5650);
-static NOTIFY: AtomicU64 = AtomicU64::new(0x5654);
-
-fn doorbell() -> u16 {
-    DOORBELL.load(Ordering::Relaxed) as u16
-}
-
-/// What a call left in `rax` and the result registers.
-#[derive(Clone, Copy)]
-struct Ret {
-    st: u64,
-    r: [u64; 4],
-}
-
-/// A doorbell call with a full 64-bit `rax`.
-#[inline(never)]
-fn raw_call(rax: u64, a: [u64; 6]) -> Ret {
-    // SAFETY: a pvabi doorbell call. The guest passes addresses of memory it owns (the arena),
-    // of nothing (outside RAM), or of pages it has given to the host.
-    let r = unsafe { PortTransport::new(doorbell()).call_rax(rax, a) };
-    Ret {
-        st: r.status,
-        r: r.results,
-    }
-}
-
-fn args(a: &[u64]) -> [u64; 6] {
-    let mut out = [0u64; 6];
-    let mut i = 0;
-    while i < a.len() && i < 6 {
-        out[i] = a[i];
-        i += 1;
-    }
-    out
-}
-
-fn call(c: Call, a: &[u64]) -> Ret {
-    raw_call(u64::from(c.code()), args(a))
-}
-
-/// A named report to the test host.
-fn report(name: &str, st: u64, r0: u64, r1: u64, extra: u64) {
-    // SAFETY: the test host reads the name from guest memory and records the values.
-    unsafe {
-        asm!("out dx, eax", in("dx") PORT_REPORT, in("eax") 0u32,
-             in("rdi") name.as_ptr() as u64, in("rsi") name.len() as u64,
-             in("r8") st, in("r9") r0, in("r10") r1, in("r11") extra,
-             options(nostack, preserves_flags, readonly));
-    }
-}
-
-/// Makes a call and reports its status and first results under `name`.
-fn probe(name: &str, c: Call, a: &[u64]) -> Ret {
-    let r = call(c, a);
-    report(name, r.st, r.r[0], r.r[1], r.r[2]);
-    r
-}
 
 /// Asks the test host to snapshot `len` bytes at `addr` under `tag`.
 fn snapshot(tag: u64, addr: u64, len: u64) {
@@ -394,7 +333,7 @@ fn ring_setup_block(at: u64, sq: u64, cq: u64, mode: u32) {
 
 /// Tells the host to look at this vCPU's ring (the value written is the vCPU's index).
 fn ring_notify() {
-    let port = NOTIFY.load(Ordering::Relaxed) as u16;
+    let port = notify_port();
     let vcpu = current_vcpu();
     // SAFETY: a write to the ring-notify port: the host looks at this vCPU's ring.
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") vcpu, options(nostack)) };
@@ -1447,15 +1386,11 @@ fn ring_busy() -> ! {
 // ---------------------------------------------------------------------------------------
 
 fn main(boot: &BootInfo) -> ! {
-    match discover() {
-        Some(d) => {
-            DOORBELL.store(u64::from(d.info.doorbell_port), Ordering::Relaxed);
-            NOTIFY.store(u64::from(d.info.ring_notify_port), Ordering::Relaxed);
-        }
-        None => {
-            report("no_pvabi", 0, 0, 0, 0);
-            halt_forever()
-        }
+    // SAFETY: every call this guest makes passes addresses of memory it owns (its arena), of
+    // nothing (outside RAM), or of pages it has given to the host; PORT_REPORT is the test
+    // host's report port.
+    if !unsafe { pvabi_guest_testkit::init(PORT_REPORT) } {
+        halt_forever()
     }
     // SAFETY: the test host answers scenario reads.
     let scenario = unsafe { inl(PORT_SCENARIO) };
@@ -1492,13 +1427,5 @@ pvabi_guest_rt::entry!(main);
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: the test host treats bytes on this port as console output.
-    let console = unsafe { RawConsole::new(PORT_CONSOLE) };
-    console.write_str("hostile panic at ");
-    if let Some(location) = info.location() {
-        console.write_str(location.file());
-        console.write_str(":");
-        console.write_dec(u64::from(location.line()));
-    }
-    console.write_str("\n");
-    halt_forever()
+    unsafe { RawConsole::new(PORT_CONSOLE) }.report_panic("hostile", info)
 }

@@ -28,11 +28,11 @@ use pvabi_guest::abi::batch::{
 };
 use pvabi_guest::abi::calls::FAMILIES;
 use pvabi_guest::abi::vcpu::VcpuStartState;
-use pvabi_guest::discovery::discover;
-use pvabi_guest::{Call, Features, PortTransport};
+use pvabi_guest::{Call, Features};
 use pvabi_guest_rt::cpu::{pause, rdtsc};
 use pvabi_guest_rt::port::{inl, RawConsole};
 use pvabi_guest_rt::{ap_launch, halt_forever, run_at_cpl3, BootInfo};
+use pvabi_guest_testkit::{args, call, doorbell, notify_port, probe, raw_call, report, Ret};
 
 mod protocol;
 use protocol::*;
@@ -41,72 +41,6 @@ use protocol::*;
 const SPIN_TICKS: u64 = 20_000_000_000;
 /// Status sentinel written into MULTICALL entries before a run.
 const SENTINEL: u32 = 0xEEEE_EEEE;
-
-// ---------------------------------------------------------------------------------------
-// Raw calls and reports
-
-/// The doorbell and ring-notify ports (from CPUID, set once at boot).
-static DOORBELL: AtomicU64 = AtomicU64::new(0x5650);
-static NOTIFY: AtomicU64 = AtomicU64::new(0x5654);
-
-fn doorbell() -> u16 {
-    DOORBELL.load(Ordering::Relaxed) as u16
-}
-
-fn notify_port() -> u16 {
-    NOTIFY.load(Ordering::Relaxed) as u16
-}
-
-/// What a call left in `rax` and the result registers.
-#[derive(Clone, Copy)]
-struct Ret {
-    st: u64,
-    r: [u64; 4],
-}
-
-/// A doorbell call with a full 64-bit `rax` (so codes with bits 63:32 set can be made).
-#[inline(never)]
-fn raw_call(rax: u64, a: [u64; 6]) -> Ret {
-    // SAFETY: a pvabi doorbell call. The guest passes addresses of memory it owns (the arena),
-    // of nothing (outside RAM), or of pages it has given to the host.
-    let r = unsafe { PortTransport::new(doorbell()).call_rax(rax, a) };
-    Ret {
-        st: r.status,
-        r: r.results,
-    }
-}
-
-fn args(a: &[u64]) -> [u64; 6] {
-    let mut out = [0u64; 6];
-    let mut i = 0;
-    while i < a.len() && i < 6 {
-        out[i] = a[i];
-        i += 1;
-    }
-    out
-}
-
-fn call(c: Call, a: &[u64]) -> Ret {
-    raw_call(u64::from(c.code()), args(a))
-}
-
-/// Reports a case to the test host.
-fn report(name: &str, st: u64, r0: u64, r1: u64, extra: u64) {
-    // SAFETY: the test host reads the name from guest memory and records the values.
-    unsafe {
-        asm!("out dx, eax", in("dx") PORT_REPORT, in("eax") 0u32,
-             in("rdi") name.as_ptr() as u64, in("rsi") name.len() as u64,
-             in("r8") st, in("r9") r0, in("r10") r1, in("r11") extra,
-             options(nostack, preserves_flags, readonly));
-    }
-}
-
-/// Makes a call and reports its status and first two results under `name`.
-fn probe(name: &str, c: Call, a: &[u64]) -> Ret {
-    let r = call(c, a);
-    report(name, r.st, r.r[0], r.r[1], r.r[2]);
-    r
-}
 
 /// Makes a call with a raw code and reports it.
 fn probe_code(name: &str, code: u64, a: &[u64]) -> Ret {
@@ -1588,15 +1522,11 @@ fn cpl3_calls() -> ! {
 // ---------------------------------------------------------------------------------------
 
 fn main(boot: &BootInfo) -> ! {
-    match discover() {
-        Some(d) => {
-            DOORBELL.store(u64::from(d.info.doorbell_port), Ordering::Relaxed);
-            NOTIFY.store(u64::from(d.info.ring_notify_port), Ordering::Relaxed);
-        }
-        None => {
-            report("no_pvabi", 0, 0, 0, 0);
-            halt_forever()
-        }
+    // SAFETY: every call this guest makes passes addresses of memory it owns (its arena), of
+    // nothing (outside RAM), or of pages it has given to the host; PORT_REPORT is the test
+    // host's report port.
+    if !unsafe { pvabi_guest_testkit::init(PORT_REPORT) } {
+        halt_forever()
     }
     // SAFETY: the test host answers scenario reads.
     let scenario = unsafe { inl(PORT_SCENARIO) };
@@ -1635,13 +1565,5 @@ pvabi_guest_rt::entry!(main);
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: the test host treats bytes on this port as console output.
-    let console = unsafe { RawConsole::new(PORT_CONSOLE) };
-    console.write_str("probe panic at ");
-    if let Some(location) = info.location() {
-        console.write_str(location.file());
-        console.write_str(":");
-        console.write_dec(u64::from(location.line()));
-    }
-    console.write_str("\n");
-    halt_forever()
+    unsafe { RawConsole::new(PORT_CONSOLE) }.report_panic("probe", info)
 }

@@ -128,6 +128,20 @@ impl RawConsole {
         }
         self.write_bytes(&buf[i..]);
     }
+
+    /// Writes "`guest` panic at FILE:LINE" and a newline, then halts this vCPU for ever: the
+    /// body of a guest's `#[panic_handler]` (no `core::fmt`, so it is safe at CPL0).
+    pub fn report_panic(&self, guest: &str, info: &core::panic::PanicInfo<'_>) -> ! {
+        self.write_str(guest);
+        self.write_str(" panic at ");
+        if let Some(location) = info.location() {
+            self.write_str(location.file());
+            self.write_str(":");
+            self.write_dec(u64::from(location.line()));
+        }
+        self.write_str("\n");
+        crate::cpu::halt_forever()
+    }
 }
 
 impl core::fmt::Write for RawConsole {
