@@ -413,6 +413,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             verdict,
             requirements: vec![(*rule).to_owned()],
             message,
+            warning: false,
         });
     }
     let (verdict, message) = match &outcome.end {
@@ -435,6 +436,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         message: message.map(|m| {
             format!("{m} (the host served the newest minor and offered feature bit {:#x}, which no version defines)", pvabi_host::dispatch::guest_check::UNKNOWN_FEATURE)
         }),
+        warning: false,
     });
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
     TestResult {

@@ -280,6 +280,7 @@ impl Profile {
                 verdict,
                 requirements: requirements.iter().map(|s| (*s).to_owned()).collect(),
                 message,
+                warning: false,
             });
         };
         if let Some(i) = &self.implementation {
@@ -495,12 +496,14 @@ mod tests {
                         verdict: Verdict::Pass,
                         requirements: vec![],
                         message: None,
+                        warning: false,
                     },
                     Check {
                         name: "time.refresh".into(),
                         verdict: Verdict::Fail,
                         requirements: vec![],
                         message: Some("got 0".into()),
+                        warning: false,
                     },
                 ],
                 reason: None,
