@@ -40,10 +40,25 @@ fn as_served(host: HostConfig) -> HostConfig {
     host
 }
 
-/// A host that preempts every MULTICALL after each entry (INCOMPLETE at every index).
+/// A host that preempts every MULTICALL and MULTICALL_PAGES after each entry (INCOMPLETE at
+/// every index, and so at every page boundary of a page list).
 fn preempt_every_entry(host: HostConfig) -> HostConfig {
     HostConfig {
         max_multicall: 1,
+        max_multicall_pages: 1,
+        ..host
+    }
+}
+
+/// The served host acting as release 1.0 (its versions and features only; everything else,
+/// an injected fault included, as served), for the checks that need a host older than the
+/// newest minor: the calls of later minors are unknown to it (COMPAT-002).
+fn acting_as_1_0(host: HostConfig) -> HostConfig {
+    let v1_0 = HostConfig::acting_as(pvabi_abi::version::V1_0);
+    HostConfig {
+        lowest: v1_0.lowest,
+        served: v1_0.served,
+        features: v1_0.features,
         ..host
     }
 }
@@ -73,14 +88,14 @@ pub const TESTS: &[TestInfo] = &[
     },
     TestInfo {
         name: "multicall",
-        what: "MULTICALL: per-entry status and results, entry checks, non-batchable entries, start, STOP_ON_ERROR, the one copy, resumption",
+        what: "MULTICALL: per-entry status and results, entry checks, non-batchable entries, start, STOP_ON_ERROR, the one copy, resumption; MULTICALL_PAGES (1.3): three pages listed out of order, its page count and start, the list and each page checked in list order (misaligned, outside RAM, host-owned), no write outside statuses and results, the one copy of the list",
         image: pvabi_guest_images::conform_multicall,
         vcpus: 1,
         host: as_served,
     },
     TestInfo {
         name: "multicall-preempt",
-        what: "the multicall checks under a host that preempts after every entry: INCOMPLETE and resumption at every index",
+        what: "the multicall and MULTICALL_PAGES checks under a host that preempts after every entry: INCOMPLETE and resumption at every index, across every page boundary of a page list",
         image: pvabi_guest_images::conform_multicall_preempt,
         vcpus: 1,
         host: preempt_every_entry,
@@ -140,6 +155,13 @@ pub const TESTS: &[TestInfo] = &[
         image: pvabi_guest_images::conform_version,
         vcpus: 1,
         host: as_served,
+    },
+    TestInfo {
+        name: "version-1.0",
+        what: "the version test under a host acting as release 1.0: the calls of the later minors (1.1 to 1.3) unknown before and after NEGOTIATE, and the accepted version kept",
+        image: pvabi_guest_images::conform_version_1_0,
+        vcpus: 1,
+        host: acting_as_1_0,
     },
     TestInfo {
         name: "platform",
