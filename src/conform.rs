@@ -851,6 +851,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unmet_should_is_a_warning_not_a_failure() {
+        if !kvm_or_skip("an_unmet_should_is_a_warning_not_a_failure") {
+            return;
+        }
+        // A host on other ports than the defaults (DISC-009, a SHOULD) still passes the base
+        // test; the check warns, and the trace shows the rule as a warning.
+        let moved = HostConfig {
+            doorbell_port: 0x5660,
+            ring_notify_port: 0x5664,
+            ..HostConfig::default()
+        };
+        let r = run_test(&TESTS[0], &moved);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:#?}");
+        let c = r
+            .checks
+            .iter()
+            .find(|c| c.name == "base.the_default_ports_are_used")
+            .expect("the check ran");
+        assert!(c.warning && c.verdict == Verdict::Pass, "{c:#?}");
+        let (traced, _) = report::trace(&requirements(), std::slice::from_ref(&r));
+        let disc_009 = traced.iter().find(|q| q.id == "PVABI-DISC-009").unwrap();
+        assert_eq!(disc_009.verdict, report::RequirementVerdict::Warning);
+        // On the default ports it holds.
+        let r = run_test(&TESTS[0], &HostConfig::default());
+        assert!(r.checks.iter().all(|c| !c.warning), "{r:#?}");
+    }
+
+    #[test]
     fn a_guest_that_never_reports_is_a_crash() {
         if !kvm_or_skip("a_guest_that_never_reports_is_a_crash") {
             return;
