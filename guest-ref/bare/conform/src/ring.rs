@@ -184,11 +184,14 @@ fn main(boot: &BootInfo) -> ! {
         setup(&t, block, sq, sq, 0, 0),
         setup(&t, block, sq + 8, cq, 0, 0),
         setup(&t, block, 0, cq, 0, 0),
+        // A page outside RAM with an undefined flag: the flag's step 10 comes first, as the
+        // page is a field of the block, checked at step 11 (not a block of its own, step 8).
+        setup(&t, block, boot.mem_bytes, cq, 0, 2),
     ];
     let worst = bad.iter().copied().find(|&s| s != INVALID_PARAMETER);
     check(
         "ring.setup_refuses_a_bad_block",
-        &["PVABI-RING-012"],
+        &["PVABI-RING-012", "PVABI-CONV-036"],
         worst.is_none(),
         worst.unwrap_or(0),
         INVALID_PARAMETER,
