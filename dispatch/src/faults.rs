@@ -82,12 +82,14 @@ pub enum InjectedFault {
     MulticallPagesResumeBackAcrossPage,
     /// MULTICALL_PAGES checks only the pages from the one that holds entry `start` on, not the pages before it (a missed check of the list).
     MulticallPagesSkipsPagesBeforeStart,
+    /// MEM_UPDATE_PTE writes its value as two 32-bit halves, not with one atomic 64-bit store (a concurrent reader sees a mix).
+    UpdatePteTornStore,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 37] = [
+    pub const ALL: [InjectedFault; 38] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -125,6 +127,7 @@ impl InjectedFault {
         InjectedFault::SystemArgumentsUnchecked,
         InjectedFault::MulticallPagesResumeBackAcrossPage,
         InjectedFault::MulticallPagesSkipsPagesBeforeStart,
+        InjectedFault::UpdatePteTornStore,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -168,6 +171,7 @@ impl InjectedFault {
             InjectedFault::RingFullCompletionRingOverwritten => "ring",
             InjectedFault::MulticallPagesResumeBackAcrossPage => "multicall",
             InjectedFault::MulticallPagesSkipsPagesBeforeStart => "multicall",
+            InjectedFault::UpdatePteTornStore => "vcpu",
         }
     }
 
@@ -221,6 +225,7 @@ impl InjectedFault {
             InjectedFault::MulticallPagesSkipsPagesBeforeStart => {
                 "multicall-pages-skips-pages-before-start"
             }
+            InjectedFault::UpdatePteTornStore => "update-pte-torn-store",
         }
     }
 }

@@ -149,7 +149,13 @@ fn update_pte<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     } else {
         r.args[1]
     };
-    if !guest_mem::store_u64(h.machine.memory(), gpa, value) {
+    if injected!(h, UpdatePteTornStore) {
+        // Two 32-bit halves with a pause between: a concurrent reader sees a mix.
+        let mem = h.machine.memory();
+        guest_mem::write(mem, gpa, &(value as u32).to_le_bytes());
+        std::thread::sleep(std::time::Duration::from_micros(20));
+        guest_mem::write(mem, gpa + 4, &((value >> 32) as u32).to_le_bytes());
+    } else if !guest_mem::store_u64(h.machine.memory(), gpa, value) {
         return Err(Status::InvalidAddress);
     }
     let write = PteWrite {

@@ -304,3 +304,36 @@ fn a_port_without_a_device_ignores_writes_and_reads_zero() {
     assert_eq!(r.rax, 0, "{r}");
     assert_eq!(r.rip, IMAGE_BASE + UNCLAIMED_PORT.len() as u64, "{r}");
 }
+
+#[test]
+fn an_image_below_the_minimum_address_or_beyond_ram_is_refused_before_it_runs() {
+    // PVABI-PLAT-005: refused by Vm::new, which checks the image before it touches KVM, so
+    // none of its instructions can run (no KVM needed).
+    let config = VmConfig {
+        vcpus: 1,
+        mem_bytes: 32 * MIB,
+        cpuid: Vec::new(),
+    };
+    let good = image(&[(0, BOOT)], 0);
+    let set64 =
+        |elf: &mut Vec<u8>, at: usize, v: u64| elf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    // The segment at 0x1000 (and the entry in it): inside the host's boot area.
+    let mut low = good.clone();
+    set64(&mut low, 64 + 16, 0x1000);
+    set64(&mut low, 64 + 24, 0x1000);
+    set64(&mut low, 24, 0x1000);
+    match Vm::new(&config, &low) {
+        Err(e) => assert!(e.to_string().contains("boot area"), "{e}"),
+        Ok(_) => panic!("an image loading at 0x1000 was accepted"),
+    }
+    // A segment whose memory size runs past the end of guest RAM.
+    let mut big = good;
+    set64(&mut big, 64 + 40, 64 * MIB);
+    match Vm::new(&config, &big) {
+        Err(e) => assert!(
+            matches!(e, pvabi_host::vm::VmError::ImageTooLarge { .. }),
+            "{e}"
+        ),
+        Ok(_) => panic!("an image larger than guest RAM was accepted"),
+    }
+}

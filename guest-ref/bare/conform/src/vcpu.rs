@@ -44,7 +44,7 @@ const HANDSHAKE: u64 = 0x0123_4567_89ab_cdef;
 static PAGES: Pages<4> = Pages::new();
 
 /// What vCPU 1 saw, by slot.
-static SEEN: [AtomicU64; 18] = [const { AtomicU64::new(u64::MAX) }; 18];
+static SEEN: [AtomicU64; 21] = [const { AtomicU64::new(u64::MAX) }; 21];
 /// vCPU 0 to vCPU 1: its deferred call is queued.
 static GO: AtomicU64 = AtomicU64::new(0);
 /// vCPU 0's store before VCPU_START.
@@ -69,6 +69,18 @@ const AGAIN_HALT: usize = 14;
 const AGAIN_DONE: usize = 15;
 const NEGOTIATED: usize = 16;
 const RENEGOTIATE: usize = 17;
+const RACE_READS: usize = 18;
+const RACE_TORN: usize = 19;
+const RACE_DONE: usize = 20;
+
+/// The word MEM_UPDATE_PTE flips while vCPU 1 reads it, between two values that differ in
+/// every byte.
+static mut RACE_WORD: u64 = RACE_A;
+const RACE_A: u64 = 0xa5a5_a5a5_a5a5_a5a5;
+const RACE_B: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+const RACE_UPDATES: u64 = 2000;
+/// vCPU 0 to vCPU 1: stop reading.
+static RACE_STOP: AtomicU64 = AtomicU64::new(0);
 
 fn seen(slot: usize) -> u64 {
     SEEN[slot].load(Ordering::Acquire)
@@ -586,14 +598,71 @@ fn main(boot: &BootInfo) -> ! {
         TIMEOUT,
     );
     let _ = q1;
+
+    // MEM_UPDATE_PTE is one atomic 64-bit store: vCPU 1 reads the word at CPL3 (natively,
+    // as fast as it can) while vCPU 0 has the host flip it between two values that differ in
+    // every byte; a read that is neither is a torn store.
+    let mut stopped = false;
+    wait_ms(&t, PATIENCE_MS, || {
+        stopped = raw(&t, Call::VcpuKick, &[1]).status == INVALID_STATE;
+        stopped
+    });
+    RACE_STOP.store(0, Ordering::Release);
+    let (s, _, _) = start_vcpu1(&t, 3, port);
+    let reading = wait_ms(&t, PATIENCE_MS, || seen(RACE_READS) == 0);
+    let word = core::ptr::addr_of!(RACE_WORD) as u64;
+    let mut updated = 0u64;
+    for i in 0..RACE_UPDATES {
+        let value = if i % 2 == 0 { RACE_B } else { RACE_A };
+        if raw(&t, Call::MemUpdatePte, &[word, value, 1]).status == SUCCESS {
+            updated += 1;
+        }
+    }
+    RACE_STOP.store(1, Ordering::Release);
+    let finished = wait_ms(&t, PATIENCE_MS, || seen(RACE_DONE) == 1);
+    let (reads, torn) = (seen(RACE_READS), seen(RACE_TORN));
+    check(
+        "vcpu.update_pte_is_one_atomic_store_to_a_concurrent_reader",
+        &["PVABI-MEM-011"],
+        stopped
+            && s == SUCCESS
+            && reading
+            && finished
+            && updated == RACE_UPDATES
+            && reads > 0
+            && torn == 0,
+        torn << 32 | updated,
+        RACE_UPDATES,
+    );
     channel::end(TEST)
 }
 
 /// vCPU 1 (`arg`: the phase in bits 7:0, the doorbell port above).
+/// At CPL3: reads RACE_WORD until RACE_STOP, counting the reads and the values that are
+/// neither RACE_A nor RACE_B; returns `torn << 32 | reads` (reads capped at 2^32 - 1).
+fn race_reader(_: u64) -> u64 {
+    let (mut reads, mut torn) = (0u64, 0u64);
+    while RACE_STOP.load(Ordering::Acquire) == 0 {
+        // SAFETY: a volatile read of a word the host writes with MEM_UPDATE_PTE.
+        let v = unsafe { core::ptr::addr_of!(RACE_WORD).read_volatile() };
+        if v != RACE_A && v != RACE_B {
+            torn += 1;
+        }
+        reads = (reads + 1).min(u32::MAX as u64);
+    }
+    torn << 32 | reads
+}
+
 fn vcpu1(arg: u64) -> ! {
     let t = PortTransport::new((arg >> 8) as u16);
     let q1 = PAGES.page(1);
-    if arg & 0xff == 1 {
+    if arg & 0xff == 3 {
+        record(RACE_READS, 0);
+        let r = run_at_cpl3(race_reader, 0);
+        record(RACE_TORN, r >> 32);
+        record(RACE_READS, r & 0xffff_ffff);
+        record(RACE_DONE, 1);
+    } else if arg & 0xff == 1 {
         record(HANDSHAKE_SEEN, BEFORE_START.load(Ordering::Relaxed));
         let info = raw(&t, Call::VcpuInfo, &[]);
         record(INFO, info.results[0] << 32 | info.results[1]);
