@@ -84,12 +84,14 @@ pub enum InjectedFault {
     MulticallPagesSkipsPagesBeforeStart,
     /// MEM_UPDATE_PTE writes its value as two 32-bit halves, not with one atomic 64-bit store (a concurrent reader sees a mix).
     UpdatePteTornStore,
+    /// MEM_FLUSH_TLB_RANGE of a range whose end passes 2^64 gets INVALID_PARAMETER instead of SUCCESS (an overflow treated as an error).
+    FlushRangePastTheTopRefused,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 38] = [
+    pub const ALL: [InjectedFault; 39] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -128,6 +130,7 @@ impl InjectedFault {
         InjectedFault::MulticallPagesResumeBackAcrossPage,
         InjectedFault::MulticallPagesSkipsPagesBeforeStart,
         InjectedFault::UpdatePteTornStore,
+        InjectedFault::FlushRangePastTheTopRefused,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -172,6 +175,7 @@ impl InjectedFault {
             InjectedFault::MulticallPagesResumeBackAcrossPage => "multicall",
             InjectedFault::MulticallPagesSkipsPagesBeforeStart => "multicall",
             InjectedFault::UpdatePteTornStore => "vcpu",
+            InjectedFault::FlushRangePastTheTopRefused => "memory",
         }
     }
 
@@ -226,6 +230,7 @@ impl InjectedFault {
                 "multicall-pages-skips-pages-before-start"
             }
             InjectedFault::UpdatePteTornStore => "update-pte-torn-store",
+            InjectedFault::FlushRangePastTheTopRefused => "flush-range-past-the-top-refused",
         }
     }
 }

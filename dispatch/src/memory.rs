@@ -22,6 +22,12 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         }
         Call::MemUpdatePte => update_pte(h, r),
         Call::MemFlushTlbLocal => flush(h, Some(r.vcpu), TlbFlush::Local(r.vcpu)),
+        Call::MemFlushTlbRange
+            if injected!(h, FlushRangePastTheTopRefused)
+                && r.args[0].checked_add(r.args[1] << 12).is_none() =>
+        {
+            Err(Status::InvalidParameter)
+        }
         Call::MemFlushTlbRange => flush(h, None, TlbFlush::Range(r.args[0], r.args[1])),
         Call::MemFlushTlbAll => flush(h, None, TlbFlush::All),
         _ => Err(Status::NotSupported),
