@@ -40,10 +40,25 @@ fn as_served(host: HostConfig) -> HostConfig {
     host
 }
 
-/// A host that preempts every MULTICALL after each entry (INCOMPLETE at every index).
+/// A host that preempts every MULTICALL and MULTICALL_PAGES after each entry (INCOMPLETE at
+/// every index, and so at every page boundary of a page list).
 fn preempt_every_entry(host: HostConfig) -> HostConfig {
     HostConfig {
         max_multicall: 1,
+        max_multicall_pages: 1,
+        ..host
+    }
+}
+
+/// The served host acting as release 1.0 (its versions and features only; everything else,
+/// an injected fault included, as served), for the checks that need a host older than the
+/// newest minor: the calls of later minors are unknown to it (COMPAT-002).
+fn acting_as_1_0(host: HostConfig) -> HostConfig {
+    let v1_0 = HostConfig::acting_as(pvabi_abi::version::V1_0);
+    HostConfig {
+        lowest: v1_0.lowest,
+        served: v1_0.served,
+        features: v1_0.features,
         ..host
     }
 }
@@ -73,14 +88,14 @@ pub const TESTS: &[TestInfo] = &[
     },
     TestInfo {
         name: "multicall",
-        what: "MULTICALL: per-entry status and results, entry checks, non-batchable entries, start, STOP_ON_ERROR, the one copy, resumption",
+        what: "MULTICALL: per-entry status and results, entry checks, non-batchable entries, start, STOP_ON_ERROR, the one copy, resumption; MULTICALL_PAGES (1.3): three pages listed out of order, its page count and start, the list and each page checked in list order (misaligned, outside RAM, host-owned), no write outside statuses and results, the one copy of the list",
         image: pvabi_guest_images::conform_multicall,
         vcpus: 1,
         host: as_served,
     },
     TestInfo {
         name: "multicall-preempt",
-        what: "the multicall checks under a host that preempts after every entry: INCOMPLETE and resumption at every index",
+        what: "the multicall and MULTICALL_PAGES checks under a host that preempts after every entry: INCOMPLETE and resumption at every index, across every page boundary of a page list",
         image: pvabi_guest_images::conform_multicall_preempt,
         vcpus: 1,
         host: preempt_every_entry,
@@ -140,6 +155,13 @@ pub const TESTS: &[TestInfo] = &[
         image: pvabi_guest_images::conform_version,
         vcpus: 1,
         host: as_served,
+    },
+    TestInfo {
+        name: "version-1.0",
+        what: "the version test under a host acting as release 1.0: the calls of the later minors (1.1 to 1.3) unknown before and after NEGOTIATE, and the accepted version kept",
+        image: pvabi_guest_images::conform_version_1_0,
+        vcpus: 1,
+        host: acting_as_1_0,
     },
     TestInfo {
         name: "platform",
@@ -413,6 +435,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             verdict,
             requirements: vec![(*rule).to_owned()],
             message,
+            warning: false,
         });
     }
     let (verdict, message) = match &outcome.end {
@@ -435,6 +458,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         message: message.map(|m| {
             format!("{m} (the host served the newest minor and offered feature bit {:#x}, which no version defines)", pvabi_host::dispatch::guest_check::UNKNOWN_FEATURE)
         }),
+        warning: false,
     });
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
     TestResult {
@@ -824,6 +848,34 @@ mod tests {
         // And so does a host acting as 1.1.
         let v1_1 = HostConfig::acting_as(pvabi_abi::version::V1_1);
         assert_eq!(failures("version", v1_1).0, Verdict::Pass);
+    }
+
+    #[test]
+    fn an_unmet_should_is_a_warning_not_a_failure() {
+        if !kvm_or_skip("an_unmet_should_is_a_warning_not_a_failure") {
+            return;
+        }
+        // A host on other ports than the defaults (DISC-009, a SHOULD) still passes the base
+        // test; the check warns, and the trace shows the rule as a warning.
+        let moved = HostConfig {
+            doorbell_port: 0x5660,
+            ring_notify_port: 0x5664,
+            ..HostConfig::default()
+        };
+        let r = run_test(&TESTS[0], &moved);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:#?}");
+        let c = r
+            .checks
+            .iter()
+            .find(|c| c.name == "base.the_default_ports_are_used")
+            .expect("the check ran");
+        assert!(c.warning && c.verdict == Verdict::Pass, "{c:#?}");
+        let (traced, _) = report::trace(&requirements(), std::slice::from_ref(&r));
+        let disc_009 = traced.iter().find(|q| q.id == "PVABI-DISC-009").unwrap();
+        assert_eq!(disc_009.verdict, report::RequirementVerdict::Warning);
+        // On the default ports it holds.
+        let r = run_test(&TESTS[0], &HostConfig::default());
+        assert!(r.checks.iter().all(|c| !c.warning), "{r:#?}");
     }
 
     #[test]

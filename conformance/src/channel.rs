@@ -6,11 +6,16 @@
 //!
 //! ```text
 //! pvabi-conform: BEGIN <test>
-//! pvabi-conform: <PASS|SKIP|ERROR|FAIL> <check> [<requirement ID> ...] [-- <message>]
+//! pvabi-conform: <PASS|SKIP|ERROR|FAIL|WARN> <check> [<requirement ID> ...] [-- <message>]
 //! pvabi-conform: INFO <key>=<value> ...
 //! ...
 //! pvabi-conform: END <test> <verdict>
 //! ```
+//!
+//! WARN is a check of a SHOULD, SHOULD NOT or MAY rule that did not hold: a warning, which
+//! counts as a PASS for the test's verdict (it cannot fail the implementation) and makes each
+//! rule it cites a warning in the report; a WARN that cites a MUST or MUST NOT rule is taken
+//! as a FAIL of that rule (see [`Check::warning`]).
 //!
 //! INFO lines carry what the guest learnt about the implementation (its identity, the versions
 //! and features it offers), for the runner to hold against the implementation's profile; they
@@ -64,6 +69,15 @@ pub struct Check {
     /// What the guest said about it (a FAIL's observed and expected values, a SKIP's reason).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A check of a SHOULD or MAY rule that did not hold (the channel's WARN): its `verdict`
+    /// is PASS, so that it does not fail the test, and the report shows each rule it cites as
+    /// a warning; a MUST or MUST NOT it cites is a FAIL all the same.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub warning: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The result of one test run.
@@ -105,11 +119,14 @@ fn parse_check(body: &str) -> Result<Check, String> {
         None => (body, None),
     };
     let mut words = words.split_whitespace();
-    let verdict: Verdict = words
-        .next()
-        .ok_or("an empty channel line")?
-        .parse()
-        .map_err(|e: crate::verdict::NotAVerdict| e.to_string())?;
+    let word = words.next().ok_or("an empty channel line")?;
+    let warning = word == "WARN";
+    let verdict: Verdict = if warning {
+        Verdict::Pass
+    } else {
+        word.parse()
+            .map_err(|e: crate::verdict::NotAVerdict| e.to_string())?
+    };
     if matches!(verdict, Verdict::Crash | Verdict::KnownFailure) {
         return Err(format!("a guest cannot report {verdict}"));
     }
@@ -126,6 +143,7 @@ fn parse_check(body: &str) -> Result<Check, String> {
         verdict,
         requirements,
         message,
+        warning,
     })
 }
 
@@ -328,6 +346,30 @@ mod tests {
             RunEnd::Shutdown(5),
         );
         assert_eq!((r.verdict, r.reason), (Verdict::Fail, None));
+    }
+
+    #[test]
+    fn a_warning_does_not_fail_the_test() {
+        let r = run(
+            &[
+                "BEGIN t",
+                "PASS t.a PVABI-BASE-001",
+                "WARN t.b PVABI-DISC-009 -- doorbell at 0x600, want 0x510",
+                "END t PASS",
+            ],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!((r.verdict, r.reason.as_deref()), (Verdict::Pass, None));
+        assert!(!r.checks[0].warning);
+        assert!(r.checks[1].warning);
+        assert_eq!(r.checks[1].verdict, Verdict::Pass);
+        assert_eq!(r.checks[1].requirements, ["PVABI-DISC-009"]);
+        // WARN is not a test verdict: an END with it is no END, never a PASS.
+        let r = run(
+            &["BEGIN t", "WARN t.b PVABI-DISC-009", "END t WARN"],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!(r.verdict, Verdict::Crash);
     }
 
     #[test]

@@ -280,6 +280,7 @@ impl Profile {
                 verdict,
                 requirements: requirements.iter().map(|s| (*s).to_owned()).collect(),
                 message,
+                warning: false,
             });
         };
         if let Some(i) = &self.implementation {
@@ -292,9 +293,11 @@ impl Profile {
                 &|v| format!("id {v}"),
             );
             let want = impl_version("", &i.version).unwrap_or(u64::MAX);
+            // The claimed version is the one thing GET_IMPL_VERSION's packing (major in bits
+            // 63:32, minor in 31:16, patch in 15:0) can be held to.
             claim(
                 "implementation_version".into(),
-                &[],
+                &["PVABI-BASE-018"],
                 facts.get("impl_version"),
                 &|v| v == want,
                 format!("version {}", i.version),
@@ -495,12 +498,14 @@ mod tests {
                         verdict: Verdict::Pass,
                         requirements: vec![],
                         message: None,
+                        warning: false,
                     },
                     Check {
                         name: "time.refresh".into(),
                         verdict: Verdict::Fail,
                         requirements: vec![],
                         message: Some("got 0".into()),
+                        warning: false,
                     },
                 ],
                 reason: None,

@@ -83,21 +83,23 @@ pub fn trace(
     requirements: &[Requirement],
     results: &[TestResult],
 ) -> (Vec<TracedRequirement>, Vec<String>) {
-    let mut cited: BTreeMap<&str, Vec<(String, Verdict)>> = BTreeMap::new();
+    // Each citing check with its verdict and whether it was a warning (WARN).
+    let mut cited: BTreeMap<&str, Vec<(String, Verdict, bool)>> = BTreeMap::new();
     let mut unknown = Vec::new();
     for r in results {
         for c in &r.checks {
             // A check of a test that did not finish cleanly proves nothing.
-            let v = match r.verdict {
-                Verdict::Error | Verdict::Crash => r.verdict,
-                _ => c.verdict,
+            let (v, warning) = match r.verdict {
+                Verdict::Error | Verdict::Crash => (r.verdict, false),
+                _ => (c.verdict, c.warning),
             };
             for id in &c.requirements {
                 if requirements.iter().any(|q| &q.id == id) {
-                    cited
-                        .entry(id.as_str())
-                        .or_default()
-                        .push((format!("{}/{}", r.test, c.name), v));
+                    cited.entry(id.as_str()).or_default().push((
+                        format!("{}/{}", r.test, c.name),
+                        v,
+                        warning,
+                    ));
                 } else {
                     unknown.push(format!("{}/{} cites {id}", r.test, c.name));
                 }
@@ -108,13 +110,22 @@ pub fn trace(
         .iter()
         .map(|q| {
             let checks = cited.get(q.id.as_str()).cloned().unwrap_or_default();
-            let worst = Verdict::worst(checks.iter().map(|(_, v)| *v));
+            // A warning about a MUST is a failure of it: WARN excuses only SHOULD and MAY.
+            let worst = Verdict::worst(checks.iter().map(|&(_, v, warning)| {
+                if warning && q.is_absolute() {
+                    Verdict::Fail
+                } else {
+                    v
+                }
+            }));
+            let warned = checks.iter().any(|&(_, _, warning)| warning);
             let verdict = if q.is_process_rule() {
                 RequirementVerdict::NotApplicable
             } else if checks.is_empty() {
                 RequirementVerdict::Untested
             } else {
                 match worst {
+                    Verdict::Pass if warned => RequirementVerdict::Warning,
                     Verdict::Pass => RequirementVerdict::Pass,
                     Verdict::Skip => RequirementVerdict::Skip,
                     Verdict::KnownFailure => RequirementVerdict::KnownFailure,
@@ -128,7 +139,7 @@ pub fn trace(
                 level: q.level.clone(),
                 party: q.party.clone(),
                 verdict,
-                tests: checks.into_iter().map(|(t, _)| t).collect(),
+                tests: checks.into_iter().map(|(t, _, _)| t).collect(),
             }
         })
         .collect();
@@ -169,6 +180,10 @@ pub fn tap(results: &[TestResult]) -> String {
         for c in &r.checks {
             let ok = matches!(c.verdict, Verdict::Pass | Verdict::Skip);
             let directive = match (c.verdict, &c.message) {
+                // A SHOULD or MAY that did not hold: a passing point that says so.
+                (Verdict::Pass, m) if c.warning => {
+                    format!(" # warning {}", m.as_deref().unwrap_or(""))
+                }
                 (Verdict::Skip, m) => format!(" # SKIP {}", m.as_deref().unwrap_or("")),
                 // TAP's TODO: a failure that is expected, reported as one.
                 (Verdict::KnownFailure, m) => format!(" # TODO {}", m.as_deref().unwrap_or("")),
@@ -260,6 +275,9 @@ pub fn junit(results: &[TestResult]) -> String {
             );
             let message = xml_escape(c.message.as_deref().unwrap_or(""));
             match c.verdict {
+                Verdict::Pass if c.warning => {
+                    let _ = writeln!(s, "><system-out>warning: {message}</system-out></testcase>");
+                }
                 Verdict::Pass => s.push_str("/>\n"),
                 Verdict::Skip => {
                     let _ = writeln!(s, "><skipped message=\"{message}\"/></testcase>");
@@ -337,6 +355,33 @@ mod tests {
         assert_eq!(v, [Fail, Warning, Pass, Untested, NotApplicable]);
         assert_eq!(traced[0].tests, ["t/t.a"]);
         assert_eq!(unknown, ["t/t.b cites PVABI-A-009"]);
+    }
+
+    #[test]
+    fn a_warning_warns_a_should_and_fails_a_must() {
+        let reqs = [
+            req("PVABI-A-001", "SHOULD", "host"),
+            req("PVABI-A-002", "MAY", "host"),
+            req("PVABI-A-003", "MUST", "host"),
+        ];
+        let r = result(
+            "t",
+            &[
+                "BEGIN t",
+                "WARN t.a PVABI-A-001 -- got 0x1, want 0x2",
+                "PASS t.b PVABI-A-002",
+                "WARN t.c PVABI-A-003",
+                "END t PASS",
+            ],
+            0,
+        );
+        assert_eq!(r.verdict, Verdict::Pass);
+        let (traced, _) = trace(&reqs, std::slice::from_ref(&r));
+        let v: Vec<_> = traced.iter().map(|t| t.verdict).collect();
+        use RequirementVerdict::*;
+        assert_eq!(v, [Warning, Pass, Fail]);
+        assert!(tap(std::slice::from_ref(&r)).contains("ok 1 - t/t.a # warning got 0x1, want 0x2"));
+        assert!(junit(&[r]).contains("warning: got 0x1, want 0x2"));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct ReferenceCheck {
     pub verdict: Verdict,
     /// The requirement IDs it cites.
     pub requirements: Vec<String>,
+    /// Whether it was a warning (the channel's WARN: a SHOULD or MAY that did not hold).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 /// One test of the reference run.
@@ -87,6 +90,7 @@ impl ReferenceRun {
                             check: c.name.clone(),
                             verdict: c.verdict,
                             requirements: c.requirements.clone(),
+                            warning: c.warning,
                         })
                         .collect(),
                 })
@@ -121,6 +125,7 @@ impl ReferenceRun {
                         verdict: c.verdict,
                         requirements: c.requirements.clone(),
                         message: None,
+                        warning: c.warning,
                     })
                     .collect(),
                 reason: None,
@@ -222,6 +227,7 @@ mod tests {
                 verdict: Verdict::Skip,
                 requirements: vec!["PVABI-RING-001".into()],
                 message: Some("RING not offered".into()),
+                warning: false,
             }],
             reason: None,
             end: RunEnd::Shutdown(3),

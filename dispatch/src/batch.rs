@@ -87,7 +87,12 @@ fn multicall_pages<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     let start = r.args[3] as usize;
     let on_page = |k: usize| count.saturating_sub(k * PAGE_ENTRIES).min(PAGE_ENTRIES);
     let mem = h.machine.memory();
-    for (k, &page) in list.iter().enumerate() {
+    let first_checked = if injected!(h, MulticallPagesSkipsPagesBeforeStart) {
+        start / PAGE_ENTRIES
+    } else {
+        0
+    };
+    for (k, &page) in list.iter().enumerate().skip(first_checked) {
         let size = (on_page(k) * MC_SIZE) as u64;
         if !page.is_multiple_of(PAGE_SIZE) {
             return Err(Status::Misaligned);
@@ -123,10 +128,21 @@ fn multicall_pages<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         stop_on_error: r.args[4] & MULTICALL_STOP_ON_ERROR != 0,
         budget: h.config.max_multicall_pages as usize,
     };
-    run_batch(h, r.vcpu, &batch, &copy, |i| {
+    let reply = run_batch(h, r.vcpu, &batch, &copy, |i| {
         let page = list.get(i / PAGE_ENTRIES).copied().unwrap_or_default();
         page + ((i % PAGE_ENTRIES) * MC_SIZE) as u64
-    })
+    });
+    match reply {
+        Ok(mut reply)
+            if injected!(h, MulticallPagesResumeBackAcrossPage)
+                && reply.status == Status::Incomplete
+                && reply.results[0] % PAGE_ENTRIES as u64 == 0 =>
+        {
+            reply.results[0] -= 1;
+            Ok(reply)
+        }
+        other => other,
+    }
 }
 
 /// What a MULTICALL or MULTICALL_PAGES issue runs: entries `start..count`, with STOP_ON_ERROR

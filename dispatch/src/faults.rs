@@ -78,12 +78,20 @@ pub enum InjectedFault {
     ConsoleWriteRegsIgnoresLength,
     /// The register arguments of the System family are not checked (step 5 skipped): SYSTEM_SHUTDOWN with reserved code bits ends the VM.
     SystemArgumentsUnchecked,
+    /// An INCOMPLETE MULTICALL_PAGES preempted at the first entry of a page returns as `next` the last entry of the page before (a continuation index broken across a page boundary: that entry runs twice).
+    MulticallPagesResumeBackAcrossPage,
+    /// MULTICALL_PAGES checks only the pages from the one that holds entry `start` on, not the pages before it (a missed check of the list).
+    MulticallPagesSkipsPagesBeforeStart,
+    /// MEM_UPDATE_PTE writes its value as two 32-bit halves, not with one atomic 64-bit store (a concurrent reader sees a mix).
+    UpdatePteTornStore,
+    /// MEM_FLUSH_TLB_RANGE of a range whose end passes 2^64 gets INVALID_PARAMETER instead of SUCCESS (an overflow treated as an error).
+    FlushRangePastTheTopRefused,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 35] = [
+    pub const ALL: [InjectedFault; 39] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -119,6 +127,10 @@ impl InjectedFault {
         InjectedFault::KickOfStoppedVcpuAccepted,
         InjectedFault::ConsoleWriteRegsIgnoresLength,
         InjectedFault::SystemArgumentsUnchecked,
+        InjectedFault::MulticallPagesResumeBackAcrossPage,
+        InjectedFault::MulticallPagesSkipsPagesBeforeStart,
+        InjectedFault::UpdatePteTornStore,
+        InjectedFault::FlushRangePastTheTopRefused,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -160,6 +172,10 @@ impl InjectedFault {
             InjectedFault::ProbeFeaturesGrantsBeforeNegotiate => "base",
             InjectedFault::NegotiateGrantsEverythingOffered => "base",
             InjectedFault::RingFullCompletionRingOverwritten => "ring",
+            InjectedFault::MulticallPagesResumeBackAcrossPage => "multicall",
+            InjectedFault::MulticallPagesSkipsPagesBeforeStart => "multicall",
+            InjectedFault::UpdatePteTornStore => "vcpu",
+            InjectedFault::FlushRangePastTheTopRefused => "memory",
         }
     }
 
@@ -207,6 +223,14 @@ impl InjectedFault {
             InjectedFault::KickOfStoppedVcpuAccepted => "kick-of-stopped-vcpu-accepted",
             InjectedFault::ConsoleWriteRegsIgnoresLength => "console-write-regs-ignores-length",
             InjectedFault::SystemArgumentsUnchecked => "system-arguments-unchecked",
+            InjectedFault::MulticallPagesResumeBackAcrossPage => {
+                "multicall-pages-resume-back-across-page"
+            }
+            InjectedFault::MulticallPagesSkipsPagesBeforeStart => {
+                "multicall-pages-skips-pages-before-start"
+            }
+            InjectedFault::UpdatePteTornStore => "update-pte-torn-store",
+            InjectedFault::FlushRangePastTheTopRefused => "flush-range-past-the-top-refused",
         }
     }
 }

@@ -22,6 +22,12 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         }
         Call::MemUpdatePte => update_pte(h, r),
         Call::MemFlushTlbLocal => flush(h, Some(r.vcpu), TlbFlush::Local(r.vcpu)),
+        Call::MemFlushTlbRange
+            if injected!(h, FlushRangePastTheTopRefused)
+                && r.args[0].checked_add(r.args[1] << 12).is_none() =>
+        {
+            Err(Status::InvalidParameter)
+        }
         Call::MemFlushTlbRange => flush(h, None, TlbFlush::Range(r.args[0], r.args[1])),
         Call::MemFlushTlbAll => flush(h, None, TlbFlush::All),
         _ => Err(Status::NotSupported),
@@ -149,7 +155,13 @@ fn update_pte<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     } else {
         r.args[1]
     };
-    if !guest_mem::store_u64(h.machine.memory(), gpa, value) {
+    if injected!(h, UpdatePteTornStore) {
+        // Two 32-bit halves with a pause between: a concurrent reader sees a mix.
+        let mem = h.machine.memory();
+        guest_mem::write(mem, gpa, &(value as u32).to_le_bytes());
+        std::thread::sleep(std::time::Duration::from_micros(20));
+        guest_mem::write(mem, gpa + 4, &((value >> 32) as u32).to_le_bytes());
+    } else if !guest_mem::store_u64(h.machine.memory(), gpa, value) {
         return Err(Status::InvalidAddress);
     }
     let write = PteWrite {

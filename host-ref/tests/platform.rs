@@ -21,7 +21,7 @@ use pvabi_host::vm::{Fault, FaultReport, GuestRegs, Vm, VmConfig, VmCtl, VmEnd, 
 const BOOT: &[u8] = &[0xf4];
 /// Offset 0x10 (vCPU 0): `mov dx, 0x7001; out dx, eax; sti; 1: hlt; jmp 1b`.
 const SMP0: &[u8] = &[0x66, 0xba, 0x01, 0x70, 0xef, 0xfb, 0xf4, 0xeb, 0xfd];
-/// Offset 0x100 (vCPU 1, first run): dirty r12, rbx, cr2, LSTAR and KERNEL_GS_BASE, then
+/// Offset 0x100 (vCPU 1, first run): dirty r12, rbx, cr2, LSTAR, KERNEL_GS_BASE and the TPR (cr8), then
 /// `out` to 0x7002 (the host stops it and starts it again at offset 0x200).
 const SMP1_FIRST: &[u8] = &[
     0x49, 0xc7, 0xc4, 0xff, 0xff, 0xff, 0xff, // mov r12, -1
@@ -34,10 +34,13 @@ const SMP1_FIRST: &[u8] = &[
     0x0f, 0x30, // wrmsr
     0xb9, 0x02, 0x01, 0x00, 0xc0, // mov ecx, KERNEL_GS_BASE
     0x0f, 0x30, // wrmsr
+    0xb8, 0x02, 0x00, 0x00, 0x00, // mov eax, 2
+    0x4c, 0x0f, 0x22, 0xc0, // mov cr8, rax (the TPR)
     0x66, 0xba, 0x02, 0x70, 0xef, // mov dx, 0x7002; out dx, eax
     0x0f, 0x0b, // ud2
 ];
-/// Offset 0x200 (vCPU 1, second run): KERNEL_GS_BASE into r9:r8, LSTAR into rdx:rax, `hlt`.
+/// Offset 0x200 (vCPU 1, second run): KERNEL_GS_BASE into r9:r8, LSTAR into rdx:rax, the TPR
+/// into r10, `hlt`.
 const SMP1_SECOND: &[u8] = &[
     0xb9, 0x02, 0x01, 0x00, 0xc0, // mov ecx, KERNEL_GS_BASE
     0x0f, 0x32, // rdmsr
@@ -45,6 +48,7 @@ const SMP1_SECOND: &[u8] = &[
     0x49, 0x89, 0xd1, // mov r9, rdx
     0xb9, 0x82, 0x00, 0x00, 0xc0, // mov ecx, LSTAR
     0x0f, 0x32, // rdmsr
+    0x4d, 0x0f, 0x20, 0xc2, // mov r10, cr8
     0xf4, // hlt
 ];
 const LSTAR: u64 = 0xc000_0082;
@@ -223,7 +227,10 @@ fn a_restarted_vcpu_starts_in_the_entry_state_not_in_its_old_one() {
     let others = [
         r.rbx, r.rsi, r.rbp, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
     ];
-    assert_eq!(others, [0; 9], "the first run's r12 and rbx are gone\n{r}");
+    assert_eq!(
+        others, [0; 9],
+        "the first run's r12 and rbx are gone, and its TPR (r10 = cr8)\n{r}"
+    );
     assert_eq!(
         r.cr3, PML4_ADDR,
         "cr3 0 in the start means the entry page tables\n{r}"
@@ -296,4 +303,37 @@ fn a_port_without_a_device_ignores_writes_and_reads_zero() {
     let r = halted_regs(&run(&image(&[(0, UNCLAIMED_PORT)], 0), 1, 32 * MIB), 0);
     assert_eq!(r.rax, 0, "{r}");
     assert_eq!(r.rip, IMAGE_BASE + UNCLAIMED_PORT.len() as u64, "{r}");
+}
+
+#[test]
+fn an_image_below_the_minimum_address_or_beyond_ram_is_refused_before_it_runs() {
+    // PVABI-PLAT-005: refused by Vm::new, which checks the image before it touches KVM, so
+    // none of its instructions can run (no KVM needed).
+    let config = VmConfig {
+        vcpus: 1,
+        mem_bytes: 32 * MIB,
+        cpuid: Vec::new(),
+    };
+    let good = image(&[(0, BOOT)], 0);
+    let set64 =
+        |elf: &mut Vec<u8>, at: usize, v: u64| elf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    // The segment at 0x1000 (and the entry in it): inside the host's boot area.
+    let mut low = good.clone();
+    set64(&mut low, 64 + 16, 0x1000);
+    set64(&mut low, 64 + 24, 0x1000);
+    set64(&mut low, 24, 0x1000);
+    match Vm::new(&config, &low) {
+        Err(e) => assert!(e.to_string().contains("boot area"), "{e}"),
+        Ok(_) => panic!("an image loading at 0x1000 was accepted"),
+    }
+    // A segment whose memory size runs past the end of guest RAM.
+    let mut big = good;
+    set64(&mut big, 64 + 40, 64 * MIB);
+    match Vm::new(&config, &big) {
+        Err(e) => assert!(
+            matches!(e, pvabi_host::vm::VmError::ImageTooLarge { .. }),
+            "{e}"
+        ),
+        Ok(_) => panic!("an image larger than guest RAM was accepted"),
+    }
 }

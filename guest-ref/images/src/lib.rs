@@ -72,6 +72,12 @@ pub fn conform_version() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_VERSION"))
 }
 
+/// The conformance test `version-1.0` (`guest-ref/bare/conform/src/version_1_0.rs`): the checks
+/// of `version`, which the suite runs under a host acting as release 1.0.
+pub fn conform_version_1_0() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_VERSION_1_0"))
+}
+
 /// The conformance test `platform` (`guest-ref/bare/conform/src/platform.rs`): guest RAM, the boot structures and zeroed RAM, the entry state and the platform's CPUID values.
 pub fn conform_platform() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_PLATFORM"))
@@ -157,6 +163,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-convention", conform_convention),
     ("conform-status", conform_status),
     ("conform-version", conform_version),
+    ("conform-version-1-0", conform_version_1_0),
     ("conform-platform", conform_platform),
 ];
 

@@ -28,6 +28,10 @@ const IMAGES: &[(&str, &str)] = &[
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
     ("conform-status", env!("PVABI_GUEST_CONFORM_STATUS")),
     ("conform-version", env!("PVABI_GUEST_CONFORM_VERSION")),
+    (
+        "conform-version-1-0",
+        env!("PVABI_GUEST_CONFORM_VERSION_1_0"),
+    ),
     ("conform-platform", env!("PVABI_GUEST_CONFORM_PLATFORM")),
 ];
 

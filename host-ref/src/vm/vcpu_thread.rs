@@ -344,6 +344,10 @@ impl Vcpu {
         run.request_interrupt_window = 0;
         run.ready_for_interrupt_injection = 0;
         run.if_flag = 0;
+        // Without an in-kernel local APIC, KVM loads the TPR (cr8) from `kvm_run.cr8` at every
+        // KVM_RUN, and that field holds what the vCPU had at its last exit: left alone, a
+        // restarted vCPU would get its old TPR back over the sregs' 0 (PVABI-PLAT-007).
+        run.cr8 = 0;
         Ok(())
     }
 

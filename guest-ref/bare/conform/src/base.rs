@@ -12,6 +12,7 @@ mod call;
 mod channel;
 
 use pvabi_guest::abi::base::CallState;
+use pvabi_guest::abi::convention::{DOORBELL_PORT, RING_NOTIFY_PORT};
 use pvabi_guest::abi::discovery::{CPUID_LEAF_MAX, CPUID_LEAF_TRANSPORT};
 use pvabi_guest::abi::features::Features;
 use pvabi_guest::discovery::discover;
@@ -21,13 +22,18 @@ use pvabi_guest_rt::cpu::cpuid;
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
 use call::{raw, raw_code};
-use channel::check;
+use channel::{check, observe, should};
 
 const TEST: &str = "base";
 /// A code no version defines (family 0x7f).
 const UNKNOWN_CODE: u32 = 0x7f42;
 
 const SUCCESS: u64 = Status::Success as u64;
+
+/// A log line in one page (64-byte aligned, shorter than 64 bytes).
+#[repr(C, align(64))]
+struct LogLine([u8; 26]);
+static LOG_LINE: LogLine = LogLine(*b"base: console write probe\n");
 
 fn status_is(r: &RawResult, s: Status) -> bool {
     r.status == s as u64
@@ -43,6 +49,15 @@ fn main(_boot: &BootInfo) -> ! {
     let t = PortTransport::new(found.info.doorbell_port);
 
     // Discovery.
+    let ports = u64::from(found.info.doorbell_port) << 16 | u64::from(found.info.ring_notify_port);
+    should(
+        "base.the_default_ports_are_used",
+        &["PVABI-DISC-009"],
+        found.info.doorbell_port == DOORBELL_PORT
+            && found.info.ring_notify_port == RING_NOTIFY_PORT,
+        ports,
+        u64::from(DOORBELL_PORT) << 16 | u64::from(RING_NOTIFY_PORT),
+    );
     let leaf0 = cpuid(found.base, 0);
     check(
         "base.cpuid_signature_and_max_leaf",
@@ -185,6 +200,20 @@ fn main(_boot: &BootInfo) -> ! {
         halt_forever()
     }
     channel::go_live();
+    // A free-form log line (not a channel line): a host may answer BUSY, having appended
+    // nothing, when it cannot take output (CON-003); what it did is reported.
+    let log = &LOG_LINE.0;
+    let w = raw(
+        &t,
+        Call::ConsoleWrite,
+        &[pvabi_guest::gpa_of(log), log.len() as u64],
+    );
+    observe(
+        "base.console_write_of_a_log_line",
+        &["PVABI-CON-003"],
+        "CONSOLE_WRITE status (0 SUCCESS, 14 BUSY having appended nothing):",
+        w.status,
+    );
     let want_version = if highest >> 16 == 1 {
         highest
     } else {

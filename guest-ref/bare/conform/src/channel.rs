@@ -15,9 +15,13 @@ use pvabi_guest_rt::halt_forever;
 
 /// A check's verdict, in the channel's order of severity. (ERROR joins when a test needs it;
 /// the channel defines it.)
+/// `Warn` is a check of a SHOULD or MAY rule that did not hold: it is reported (the line says
+/// WARN) but ranks as a PASS, so it never fails the test.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     Pass,
+    #[allow(dead_code)] // Constructed only by tests that have a SHOULD check.
+    Warn,
     #[allow(dead_code)] // Constructed only by tests that have a check that can skip.
     Skip,
     Fail,
@@ -27,6 +31,7 @@ impl Verdict {
     const fn word(self) -> &'static str {
         match self {
             Verdict::Pass => "PASS",
+            Verdict::Warn => "WARN",
             Verdict::Skip => "SKIP",
             Verdict::Fail => "FAIL",
         }
@@ -35,9 +40,17 @@ impl Verdict {
     /// The shutdown code for a run with this worst verdict.
     const fn exit_code(self) -> u64 {
         match self {
-            Verdict::Pass => 0,
+            Verdict::Pass | Verdict::Warn => 0,
             Verdict::Skip => 3,
             Verdict::Fail => 5,
+        }
+    }
+
+    /// What the verdict counts as for the test's END verdict (a warning as a PASS).
+    const fn rank(self) -> Verdict {
+        match self {
+            Verdict::Warn => Verdict::Pass,
+            v => v,
         }
     }
 }
@@ -140,6 +153,34 @@ pub fn check(name: &str, requirements: &[&str], ok: bool, seen: u64, expected: u
     push(b"\n");
 }
 
+/// A check of a SHOULD (or SHOULD NOT) rule: PASS when `ok`, otherwise a warning (WARN, with
+/// what was seen and expected), which the report shows as such and which never fails the test.
+/// Cite only SHOULD and MAY rules: the runner takes a WARN of a MUST for a FAIL.
+#[allow(dead_code)] // Not every test checks a SHOULD.
+pub fn should(name: &str, requirements: &[&str], ok: bool, seen: u64, expected: u64) {
+    let verdict = if ok { Verdict::Pass } else { Verdict::Warn };
+    report(verdict, name, requirements);
+    if !ok {
+        push(b" -- got ");
+        hex(seen);
+        push(b", want ");
+        hex(expected);
+    }
+    push(b"\n");
+}
+
+/// A MAY rule exercised: what the host did (`what` and a value) as a PASS line's message. A
+/// host may do either, so this never fails.
+#[allow(dead_code)] // Not every test exercises a MAY.
+pub fn observe(name: &str, requirements: &[&str], what: &str, value: u64) {
+    report(Verdict::Pass, name, requirements);
+    push(b" -- ");
+    push(what.as_bytes());
+    push(b" ");
+    hex(value);
+    push(b"\n");
+}
+
 /// A check that does not apply here, with the reason (a SKIP never hides a FAIL: use it only
 /// where the rule's condition does not hold, e.g. a flag the host leaves clear).
 #[allow(dead_code)] // Not every test has a check that can skip.
@@ -163,7 +204,7 @@ pub fn info(key: &str, value: u64) {
 
 fn report(verdict: Verdict, name: &str, requirements: &[&str]) {
     let o = out();
-    o.worst = o.worst.max(verdict);
+    o.worst = o.worst.max(verdict.rank());
     push(b"pvabi-conform: ");
     push(verdict.word().as_bytes());
     push(b" ");

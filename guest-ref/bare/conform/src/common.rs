@@ -41,6 +41,31 @@ pub fn start(test: &str, features: Features) -> (PortTransport, Discovery) {
     (t, found)
 }
 
+/// [`start`], asking for `optional` features too; also returns the granted features.
+pub fn start_optional(
+    test: &str,
+    required: Features,
+    optional: Features,
+) -> (PortTransport, Discovery, u64) {
+    channel::begin(test);
+    let Some(found) = discover() else {
+        halt_forever()
+    };
+    channel::set_doorbell(found.info.doorbell_port);
+    let t = PortTransport::new(found.info.doorbell_port);
+    let required = (required | Features::CONSOLE | Features::SYSTEM).bits();
+    let r = raw(
+        &t,
+        Call::Negotiate,
+        &[0x0001_0000, required, optional.bits()],
+    );
+    if r.status != SUCCESS {
+        halt_forever()
+    }
+    channel::go_live();
+    (t, found, r.results[1])
+}
+
 /// `N` page-aligned pages in a static, owned by one test.
 #[repr(C, align(4096))]
 pub struct Pages<const N: usize>(UnsafeCell<[[u8; 4096]; N]>);

@@ -26,7 +26,7 @@ use pvabi_guest_rt::cpu::cpuid;
 use pvabi_guest_rt::{halt_forever, run_at_cpl3, BootInfo};
 
 use call::raw;
-use channel::check;
+use channel::{check, observe};
 use regs::{exchange, pattern, Op, Regs};
 use regs::{R8, R9, RAX, RCX, RDI, RDX, RFLAGS, RSI, RSP};
 
@@ -380,6 +380,16 @@ fn main(_boot: &BootInfo) -> ! {
         );
     }
 
+    // The probe at CPL3 came back: the host answered it with a status rather than by
+    // injecting the fault the port write would raise without a hypervisor (either is allowed;
+    // an injected fault would have ended this test).
+    observe(
+        "convention.a_call_at_cpl3_is_answered_with_a_status_not_a_fault",
+        &["PVABI-CONV-037"],
+        "no fault injected (call_at_cpl3 checks what rax became); CPL3 doorbell writes made:",
+        PROBES.iter().filter(|p| p.cpl3).count() as u64,
+    );
+
     // The NEGOTIATE: results in rdi and rsi, the rest preserved.
     let (before, after) = &negotiate;
     let (kept, got, want) = preserved(before, after);
@@ -469,6 +479,15 @@ fn main(_boot: &BootInfo) -> ! {
         [RDI, RSI, R8, R9].iter().all(|s| undefined_ok(*s, &a, &b)),
         a.1.r[RDI],
         a.0.r[RDI],
+    );
+    let kept = [RDI, RSI, R8, R9]
+        .iter()
+        .fold(0, |m, &r| m << 1 | u64::from(a.1.r[r] == a.0.r[r]));
+    observe(
+        "convention.what_a_failed_call_leaves_in_the_result_registers",
+        &["PVABI-STAT-006"],
+        "after NOT_SUPPORTED, which of rdi, rsi, r8, r9 (bits 3 to 0) keep the guest's value:",
+        kept,
     );
     let (kept, got, want) = preserved(&a.0, &a.1);
     check(

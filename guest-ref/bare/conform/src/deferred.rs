@@ -15,7 +15,7 @@ use pvabi_guest::{Call, PortTransport, Status};
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
 use call::raw;
-use channel::check;
+use channel::{check, observe};
 use common::{fill, rd32, rd64, start, wr32, wr64, Pages, SUCCESS};
 
 const TEST: &str = "deferred";
@@ -122,6 +122,19 @@ fn main(_boot: &BootInfo) -> ! {
         processed << 32 | after,
         3 << 32 | 3,
     );
+
+    // A host may drain at other exits of the vCPU too (never while it runs guest code):
+    // whether a call that is no sync point drained the queue is reported.
+    q.write(w(0), 0x44);
+    raw(&t, Call::GetSpecVersion, &[]);
+    let drained = rd64(w(0)) == 0x44;
+    observe(
+        "deferred.a_call_that_is_no_sync_point_may_drain",
+        &["PVABI-DEFER-004"],
+        "GET_SPEC_VERSION (no sync point) drained the queue (1) or left it queued (0):",
+        u64::from(drained),
+    );
+    flush(&t);
 
     // Drain points: a sync-point call made directly, even one that then fails.
     q.write(w(0), 4);

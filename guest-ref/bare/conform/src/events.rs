@@ -113,7 +113,7 @@ fn main(_boot: &BootInfo) -> ! {
     let s = send(&t, 0x11);
     check(
         "events.send_posts_one_user_event",
-        &["PVABI-EVT-016", "PVABI-EVT-001"],
+        &["PVABI-EVT-016", "PVABI-EVT-001", "PVABI-EVT-004"],
         s == SUCCESS && field(q, TAIL) == 1 && event_at(q, 0) == (user, 0, 0x11),
         u64::from(field(q, TAIL)) << 32 | event_at(q, 0).2,
         1 << 32 | 0x11,
@@ -182,6 +182,24 @@ fn main(_boot: &BootInfo) -> ! {
         s == SUCCESS && tail == 4 && kick == (EventKind::Kick as u32, 0, 0),
         u64::from(kick.0) << 32 | kick.2,
         u64::from(EventKind::Kick as u32) << 32,
+    );
+
+    // Each call's event is posted before the call returns, so calls that follow one another
+    // post in their order (the tail has moved on when each returns).
+    consume_all(q);
+    let first = field(q, TAIL);
+    let mut posted = true;
+    for i in 0..8u32 {
+        send(&t, 0x400 + u64::from(i));
+        posted &= field(q, TAIL) == first.wrapping_add(i + 1);
+    }
+    let ordered = (0..8u32).all(|i| event_at(q, first.wrapping_add(i)).2 == 0x400 + u64::from(i));
+    check(
+        "events.each_event_is_posted_before_its_call_returns_in_call_order",
+        &["PVABI-EVT-004"],
+        posted && ordered,
+        u64::from(posted) << 1 | u64::from(ordered),
+        3,
     );
 
     // A full queue: the next event is dropped and counted; nothing is overwritten.

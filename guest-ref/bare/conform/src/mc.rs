@@ -14,7 +14,7 @@ use pvabi_guest::{Call, PortTransport, Status};
 
 use crate::call::raw;
 use crate::channel::{self, check};
-use crate::common::{rd32, rd64, start, wr32, wr64, Pages, SENTINEL, SENTINEL32, SUCCESS};
+use crate::common::{rd32, rd64, start_optional, wr32, wr64, Pages, SENTINEL, SENTINEL32, SUCCESS};
 
 const E_STATUS: u64 = 4;
 const E_FLAGS: u64 = 8;
@@ -23,7 +23,7 @@ const E_ARGS: u64 = 16;
 const E_RESULTS: u64 = 64;
 const E_SIZE: u64 = 96;
 const COUNT: u64 = 32;
-const UNKNOWN_CODE: u32 = 0xffff;
+pub const UNKNOWN_CODE: u32 = 0xffff;
 const VECTOR: u64 = 0x40;
 
 const INCOMPLETE: u64 = Status::Incomplete as u64;
@@ -57,6 +57,27 @@ fn set(array: u64, i: u64, code: u32, flags: u32, reserved: u32, args: &[u64]) {
     for k in 0..4 {
         wr64(e + E_RESULTS + 8 * k, SENTINEL);
     }
+}
+
+/// The entry of slot `slot` of the entries at `page`.
+pub fn entry_at(page: u64, slot: u64) -> u64 {
+    page + slot * E_SIZE
+}
+
+/// Writes the entry at `e`: the call, flags and reserved 0, the arguments, and sentinels in
+/// `status` and `results`.
+pub fn set_at(e: u64, code: u32, args: &[u64]) {
+    set(e, 0, code, 0, 0, args);
+}
+
+/// The status of the entry at `e`.
+pub fn status_at(e: u64) -> u64 {
+    u64::from(rd32(e + E_STATUS))
+}
+
+/// Result `k` of the entry at `e`.
+pub fn result_at(e: u64, k: u64) -> u64 {
+    rd64(e + E_RESULTS + 8 * k)
 }
 
 fn status_of(array: u64, i: u64) -> u64 {
@@ -127,8 +148,9 @@ fn run_batch(t: &PortTransport, array: u64, count: u64, flags: u64) -> Run {
 }
 
 /// The event queue, consumed by this guest: `head` is its own.
-struct Queue {
-    page: u64,
+pub struct Queue {
+    /// The queue's page (host-owned while registered).
+    pub page: u64,
     head: u32,
 }
 
@@ -150,7 +172,7 @@ impl Queue {
     }
 
     /// Whether the next events are exactly USER events from vCPU 0 with `data`, and no more.
-    fn holds_exactly(&mut self, data: impl Iterator<Item = u64>) -> (bool, u64) {
+    pub fn holds_exactly(&mut self, data: impl Iterator<Item = u64>) -> (bool, u64) {
         let mut ok = true;
         let mut seen = 0;
         for want in data {
@@ -204,7 +226,7 @@ pub fn run(test: &str) -> ! {
     // TIME is left out on purpose: an entry of an ungranted call checks the precedence of
     // NOT_GRANTED (step 3) over NOT_ALLOWED_HERE (step 4).
     let features = Features::MULTICALL | Features::EVENTS | Features::MEMORY;
-    let (t, _) = start(test, features);
+    let (t, _, granted) = start_optional(test, features, Features::MULTICALL_PAGES);
     let (a, q, b, spare) = (PAGES.page(0), PAGES.page(1), PAGES.page(2), PAGES.page(3));
     // The queue records the entries' EVENTS_SEND; every kind masked, so no interrupt.
     // (If either fails, the checks of the entries' events fail.)
@@ -421,5 +443,6 @@ pub fn run(test: &str) -> ! {
         seen,
         want,
     );
+    crate::mc_pages::run(&t, &mut queue, granted);
     channel::end(test)
 }

@@ -15,7 +15,7 @@ use pvabi_guest::{Call, PortTransport, Status};
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
 use call::raw;
-use channel::check;
+use channel::{check, observe};
 
 const TEST: &str = "memory";
 const SUCCESS: u64 = Status::Success as u64;
@@ -88,6 +88,23 @@ fn main(boot: &BootInfo) -> ! {
         s2,
         SUCCESS,
     );
+    // Unshared, the page is the guest's alone: the host does not write it, whatever calls
+    // follow (a host that went on writing a page it had shared would show here).
+    for w in 0..PAGE / 8 {
+        write_u64(page(0) + 8 * w, 0x5a5a_5a5a_5a5a_5a5a);
+    }
+    for _ in 0..4 {
+        status(Call::MemFlushTlbAll, &[]);
+        status(Call::GetSpecVersion, &[]);
+    }
+    let kept = (0..PAGE / 8).all(|w| read_u64(page(0) + 8 * w) == 0x5a5a_5a5a_5a5a_5a5a);
+    check(
+        "memory.an_unshared_page_is_not_written_by_the_host",
+        &["PVABI-MEM-003"],
+        kept,
+        u64::from(kept),
+        1,
+    );
     let ram_end = boot.mem_bytes;
     let s = status(Call::MemShare, &[ram_end, 1]);
     let want = Status::InvalidAddress as u64;
@@ -150,6 +167,12 @@ fn main(boot: &BootInfo) -> ! {
         want,
     );
     let r = raw(&t, Call::MemBalloonReclaim, &[list, 1]);
+    observe(
+        "memory.balloon_reclaim_status",
+        &["PVABI-MEM-010"],
+        "MEM_BALLOON_RECLAIM of one page answered status (0 SUCCESS; 15 NO_RESOURCES, allowed when the host cannot back it now):",
+        r.status,
+    );
     let after = read_u64(page(1));
     check(
         "memory.a_reclaimed_page_is_zeroed",
@@ -167,6 +190,16 @@ fn main(boot: &BootInfo) -> ! {
         &["PVABI-MEM-014"],
         local == SUCCESS && all == SUCCESS,
         local | all,
+        SUCCESS,
+    );
+    // A range whose end passes 2^64 is flushed up to the top of the address space.
+    let top = status(Call::MemFlushTlbRange, &[!(PAGE - 1), 2]);
+    let wide = status(Call::MemFlushTlbRange, &[!(PAGE - 1) - 3 * PAGE, 512]);
+    check(
+        "memory.flush_range_past_the_top_of_the_address_space_succeeds",
+        &["PVABI-MEM-023"],
+        top == SUCCESS && wide == SUCCESS,
+        top << 32 | wide,
         SUCCESS,
     );
     channel::end(TEST)

@@ -8,6 +8,7 @@ mod call;
 mod channel;
 mod common;
 mod mc;
+mod mc_pages;
 
 use pvabi_guest_rt::{halt_forever, BootInfo};
 

@@ -162,7 +162,7 @@ fn set_cr8(v: u64) {
 /// the guest re-arms the queue and a second event raises A again while undelivered; a new
 /// queue with vector B gets a third. Nothing may arrive while IF is clear; once IF is set
 /// (with CR8 at its highest), B then A, A once, although the queue now has vector B.
-fn interrupts(t: &PortTransport) {
+fn interrupts(t: &PortTransport, time: bool) {
     let call = |c: Call, args: &[u64]| raw(t, c, args).status;
     let ok = set_interrupt_handler(VECTOR_A, on_interrupt).is_ok()
         && set_interrupt_handler(VECTOR_B, on_interrupt).is_ok();
@@ -196,10 +196,31 @@ fn interrupts(t: &PortTransport) {
     for _ in 0..8 {
         call(Call::GetSpecVersion, &[]);
     }
+    let n = DELIVERIES.load(Ordering::SeqCst);
+    // `hlt` with IF set: the vCPU sleeps until an interrupt comes (a TIMER event 5 ms on),
+    // then resumes after the `hlt`. `sti; hlt` leaves no window for the interrupt to come
+    // first (the instruction after `sti` runs before any interrupt).
+    let woken = if time {
+        disable_interrupts();
+        // SAFETY: as above; the handler does not clear it, so clear it for the next interrupt.
+        unsafe { ((queue(1) + 12) as *mut u32).write_volatile(0) };
+        core::sync::atomic::fence(Ordering::SeqCst);
+        let before = DELIVERIES.load(Ordering::SeqCst);
+        let now = raw(t, Call::TimeMonotonic, &[]).results[0];
+        let armed = call(Call::TimeSetTimer, &[now + 5_000_000]);
+        if armed == Status::Success as u64 {
+            while DELIVERIES.load(Ordering::SeqCst) == before {
+                // SAFETY: waits for the interrupt the armed timer raises; its handler is set.
+                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+            }
+        }
+        Some(armed == Status::Success as u64 && DELIVERIES.load(Ordering::SeqCst) > before)
+    } else {
+        None
+    };
     disable_interrupts();
     set_cr8(0);
     let _ = call(Call::EventsSetQueue, &[0, 0]);
-    let n = DELIVERIES.load(Ordering::SeqCst);
     let got = [
         DELIVERED[0].load(Ordering::SeqCst),
         DELIVERED[1].load(Ordering::SeqCst),
@@ -219,6 +240,20 @@ fn interrupts(t: &PortTransport) {
         pack(got[0], got[1]) | (n as u64) << 16,
         pack(u64::from(VECTOR_B), u64::from(VECTOR_A)) | 2 << 16,
     );
+    match woken {
+        Some(woken) => check(
+            "platform.hlt_with_if_set_resumes_on_an_interrupt",
+            &["PVABI-PLAT-014"],
+            woken,
+            u64::from(woken),
+            1,
+        ),
+        None => channel::skip(
+            "platform.hlt_with_if_set_resumes_on_an_interrupt",
+            &["PVABI-PLAT-014"],
+            "TIME not granted: no timer to raise the interrupt",
+        ),
+    }
     check(
         "platform.interrupt_keeps_its_vector_after_the_queue_changes",
         &["PVABI-PLAT-013"],
@@ -276,7 +311,11 @@ fn main(boot: &BootInfo) -> ! {
     let n = raw(
         &t,
         Call::Negotiate,
-        &[0x0001_0000, required, Features::EVENTS.bits()],
+        &[
+            0x0001_0000,
+            required,
+            (Features::EVENTS | Features::TIME).bits(),
+        ],
     );
     if n.status != Status::Success as u64 {
         halt_forever()
@@ -388,7 +427,7 @@ fn main(boot: &BootInfo) -> ! {
         0,
     );
     if n.results[1] & Features::EVENTS.bits() != 0 {
-        interrupts(&t);
+        interrupts(&t, n.results[1] & Features::TIME.bits() != 0);
     } else {
         for (name, id) in [
             (
@@ -411,6 +450,23 @@ fn main(boot: &BootInfo) -> ! {
             );
         }
     }
+    // At the end, after every call of the test: guest RAM is still the range it was, its
+    // last byte RAM to the host and the byte after it not (no page added or removed).
+    // SAFETY: as above (the byte is restored at once).
+    unsafe { ((ram - 1) as *mut u8).write_volatile(b'\n') };
+    let last_again = raw(&t, Call::ConsoleWrite, &[ram - 1, 1]).status;
+    let past_again = raw(&t, Call::ConsoleWrite, &[ram, 1]).status;
+    // SAFETY: as above.
+    let kept = unsafe { ((ram - 1) as *const u8).read_volatile() } == b'\n';
+    // SAFETY: as above.
+    unsafe { ((ram - 1) as *mut u8).write_volatile(0) };
+    check(
+        "platform.guest_ram_does_not_change_while_the_vm_runs",
+        &["PVABI-CONV-034"],
+        last_again == Status::Success as u64 && past_again == Status::InvalidAddress as u64 && kept,
+        last_again | past_again << 8 | u64::from(kept) << 16,
+        (Status::InvalidAddress as u64) << 8 | 1 << 16,
+    );
     channel::end(TEST)
 }
 

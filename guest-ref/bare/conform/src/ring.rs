@@ -19,7 +19,7 @@ use pvabi_guest_rt::port::{inl, outl, outw};
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
 use call::raw;
-use channel::{check, skip};
+use channel::{check, observe, skip};
 use common::{fence, fill, rd32, rd64, start, wait_ms, wr32, wr64, Pages, PAGE, SUCCESS};
 
 const TEST: &str = "ring";
@@ -184,11 +184,14 @@ fn main(boot: &BootInfo) -> ! {
         setup(&t, block, sq, sq, 0, 0),
         setup(&t, block, sq + 8, cq, 0, 0),
         setup(&t, block, 0, cq, 0, 0),
+        // A page outside RAM with an undefined flag: the flag's step 10 comes first, as the
+        // page is a field of the block, checked at step 11 (not a block of its own, step 8).
+        setup(&t, block, boot.mem_bytes, cq, 0, 2),
     ];
     let worst = bad.iter().copied().find(|&s| s != INVALID_PARAMETER);
     check(
         "ring.setup_refuses_a_bad_block",
-        &["PVABI-RING-012"],
+        &["PVABI-RING-012", "PVABI-CONV-036"],
         worst.is_none(),
         worst.unwrap_or(0),
         INVALID_PARAMETER,
@@ -483,6 +486,12 @@ fn main(boot: &BootInfo) -> ! {
         }
         channel::end(TEST)
     }
+    observe(
+        "ring.host_polled_mode_is_offered",
+        &["PVABI-RING-014"],
+        "RING_SETUP in host-polled mode answered (0 SUCCESS; 15 NO_RESOURCES, allowed for a host that cannot poll):",
+        s,
+    );
     let mut r = Rings {
         sq: sq2,
         cq: cq2,
@@ -519,7 +528,14 @@ fn main(boot: &BootInfo) -> ! {
     );
     r.submit(0x701, Call::GetSpecVersion.code(), 0, &[]);
     notify_if_asleep(&r);
+    let at_once = r.cq_tail() != r.cq_head;
     let done = wait_ms(&t, patience, || r.cq_tail() != r.cq_head);
+    observe(
+        "ring.a_notification_may_return_before_the_ring_is_processed",
+        &["PVABI-RING-021"],
+        "the completion was there when the notification returned (1) or came later (0):",
+        u64::from(at_once),
+    );
     let (ok, seen) = r.pop_run(0x701, 1);
     check(
         "ring.a_notified_poller_consumes",
@@ -533,13 +549,21 @@ fn main(boot: &BootInfo) -> ! {
     // (A poller posts the event after the completion it announces: wait for it.)
     let mut last = None;
     let mut well_formed = true;
+    let mut posted = 0;
     wait_ms(&t, patience, || {
         while let Some((kind, source, data)) = events.pop() {
             well_formed &= kind == EventKind::RingCompletion as u32 && source == 0 && data <= 2;
             last = Some(data);
+            posted += 1;
         }
         last == Some(2)
     });
+    observe(
+        "ring.completion_events_per_completion",
+        &["PVABI-RING-030"],
+        "RING_COMPLETION events posted for 2 completions (one event may cover several):",
+        posted,
+    );
     check(
         "ring.completion_events_carry_the_completion_tail",
         &["PVABI-RING-011"],
@@ -557,15 +581,46 @@ fn main(boot: &BootInfo) -> ! {
         s << 32 | seen,
         0,
     );
+    // Unregistering while the poller works: every submission it has consumed is complete,
+    // its effect (an event) and its completion, when the unregistering call returns.
+    while events.pop().is_some() {}
+    let (head0, cq0) = (r.sq_head(), r.cq_tail());
+    for i in 0..16 {
+        r.submit(0x800 + i, Call::EventsSend.code(), 0, &[0, 0x800 + i]);
+    }
+    // SAFETY: a write to the ring-notify port; the submissions are sound to run.
+    unsafe { outl(port, 0) };
+    let s = setup(&t, block, 0, 0, 0, 0);
+    let consumed = r.sq_head().wrapping_sub(head0);
+    let completed = r.cq_tail().wrapping_sub(cq0);
+    let mut effects = 0;
+    let mut in_order = true;
+    while let Some((kind, _, data)) = events.pop() {
+        if kind == EventKind::User as u32 {
+            in_order &= data == 0x800 + effects;
+            effects += 1;
+        }
+    }
+    check(
+        "ring.unregistering_completes_every_consumed_submission",
+        &["PVABI-RING-016"],
+        s == SUCCESS && completed == consumed && effects == u64::from(consumed) && in_order,
+        u64::from(consumed) << 32 | u64::from(completed) << 16 | effects,
+        u64::from(consumed) << 32 | u64::from(consumed) << 16 | u64::from(consumed),
+    );
+    observe(
+        "ring.submissions_consumed_before_unregistering",
+        &["PVABI-RING-016"],
+        "of 16 submissions made just before unregistering, the poller had consumed:",
+        u64::from(consumed),
+    );
     // Once unregistered, the pages are the guest's again and nothing more is consumed.
     let s = setup(&t, block, 0, 0, 0, 0);
-    let tail = r.cq_tail();
+    let (tail, head) = (r.cq_tail(), r.sq_head());
     r.submit(0x703, Call::GetSpecVersion.code(), 0, &[]);
     // SAFETY: the host must ignore it: the vCPU has no rings.
     unsafe { outl(port, 0) };
-    let moved = wait_ms(&t, 20, || {
-        r.cq_tail() != tail || r.sq_head() != r.sq_tail - 1
-    });
+    let moved = wait_ms(&t, 20, || r.cq_tail() != tail || r.sq_head() != head);
     check(
         "ring.nothing_is_consumed_after_unregistering",
         &["PVABI-RING-025"],

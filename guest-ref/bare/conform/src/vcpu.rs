@@ -12,10 +12,13 @@ mod call;
 mod channel;
 mod common;
 
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use pvabi_guest::abi::events::{EventKind, EVENT_MASK_VALID};
 use pvabi_guest::abi::features::Features;
+use pvabi_guest::abi::platform::{BOOT_APIC_BASE, BOOT_CR0, BOOT_CR4, BOOT_EFER, PML4_ADDR};
 use pvabi_guest::abi::vcpu::WakeReason;
 use pvabi_guest::{Call, PortTransport, Status};
 use pvabi_guest_rt::{ap_launch, halt_forever, run_at_cpl3, BootInfo};
@@ -41,7 +44,7 @@ const HANDSHAKE: u64 = 0x0123_4567_89ab_cdef;
 static PAGES: Pages<4> = Pages::new();
 
 /// What vCPU 1 saw, by slot.
-static SEEN: [AtomicU64; 16] = [const { AtomicU64::new(u64::MAX) }; 16];
+static SEEN: [AtomicU64; 21] = [const { AtomicU64::new(u64::MAX) }; 21];
 /// vCPU 0 to vCPU 1: its deferred call is queued.
 static GO: AtomicU64 = AtomicU64::new(0);
 /// vCPU 0's store before VCPU_START.
@@ -64,6 +67,20 @@ const AGAIN_MASK: usize = 12;
 const AGAIN_QUEUE: usize = 13;
 const AGAIN_HALT: usize = 14;
 const AGAIN_DONE: usize = 15;
+const NEGOTIATED: usize = 16;
+const RENEGOTIATE: usize = 17;
+const RACE_READS: usize = 18;
+const RACE_TORN: usize = 19;
+const RACE_DONE: usize = 20;
+
+/// The word MEM_UPDATE_PTE flips while vCPU 1 reads it, between two values that differ in
+/// every byte.
+static mut RACE_WORD: u64 = RACE_A;
+const RACE_A: u64 = 0xa5a5_a5a5_a5a5_a5a5;
+const RACE_B: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+const RACE_UPDATES: u64 = 2000;
+/// vCPU 0 to vCPU 1: stop reading.
+static RACE_STOP: AtomicU64 = AtomicU64::new(0);
 
 fn seen(slot: usize) -> u64 {
     SEEN[slot].load(Ordering::Acquire)
@@ -96,17 +113,204 @@ fn start_vcpu(t: &PortTransport, target: u64, rip: u64, rsp: u64, arg: u64, cr3:
     raw(t, Call::VcpuStart, &[target, b]).status
 }
 
-/// VCPU_START of vCPU 1 running `vcpu1` in `phase`, retried while it is still stopping.
-fn start_vcpu1(t: &PortTransport, phase: u64, port: u16) -> u64 {
+/// What a started vCPU held at its first instruction (see `conform_vcpu_entry`), by slot:
+/// 0-15 the general-purpose registers (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8-r15), 16-23
+/// the 8 words below `rsp` (which nothing of the guest has written since vCPU 0 filled them),
+/// 24-28 cr0, cr2, cr3, cr4, cr8, 29-37 the MSRs EFER, IA32_APIC_BASE, FS.base,
+/// GS.base, KERNEL_GS_BASE, STAR, LSTAR, CSTAR and SFMASK, 38 rflags.
+#[repr(C, align(64))]
+struct EntrySave(UnsafeCell<[u64; ENTRY_SLOTS]>);
+
+// SAFETY: written only by the started vCPU's entry stub before it runs anything else, and
+// read by vCPU 0 after the vCPU has reported (an Acquire load of SEEN orders the reads).
+unsafe impl Sync for EntrySave {}
+
+const ENTRY_SLOTS: usize = 40;
+const E_RSP: usize = 7;
+const E_RDI: usize = 5;
+const E_BELOW: usize = 16;
+const E_CR: usize = 24;
+const E_MSR: usize = 29;
+const E_RFLAGS: usize = 38;
+
+static ENTRY: EntrySave = EntrySave(UnsafeCell::new([0; ENTRY_SLOTS]));
+/// Where the stub goes on: the runtime's secondary-vCPU entry.
+static ENTRY_TARGET: AtomicU64 = AtomicU64::new(0);
+
+// The entry of a started vCPU: records every register it began with (and the words below its
+// stack pointer) before anything can change them, then enters the runtime as its own entry
+// would have (rdi and rsp as the host set them).
+global_asm!(
+    ".section .text.conform_vcpu_entry, \"ax\", @progbits",
+    ".global conform_vcpu_entry",
+    "conform_vcpu_entry:",
+    "    mov qword ptr [rip + {save} + 0], rax",
+    "    mov qword ptr [rip + {save} + 8], rbx",
+    "    mov qword ptr [rip + {save} + 16], rcx",
+    "    mov qword ptr [rip + {save} + 24], rdx",
+    "    mov qword ptr [rip + {save} + 32], rsi",
+    "    mov qword ptr [rip + {save} + 40], rdi",
+    "    mov qword ptr [rip + {save} + 48], rbp",
+    "    mov qword ptr [rip + {save} + 56], rsp",
+    "    mov qword ptr [rip + {save} + 64], r8",
+    "    mov qword ptr [rip + {save} + 72], r9",
+    "    mov qword ptr [rip + {save} + 80], r10",
+    "    mov qword ptr [rip + {save} + 88], r11",
+    "    mov qword ptr [rip + {save} + 96], r12",
+    "    mov qword ptr [rip + {save} + 104], r13",
+    "    mov qword ptr [rip + {save} + 112], r14",
+    "    mov qword ptr [rip + {save} + 120], r15",
+    "    mov rax, qword ptr [rsp - 8]",
+    "    mov qword ptr [rip + {save} + 128], rax",
+    "    mov rax, qword ptr [rsp - 16]",
+    "    mov qword ptr [rip + {save} + 136], rax",
+    "    mov rax, qword ptr [rsp - 24]",
+    "    mov qword ptr [rip + {save} + 144], rax",
+    "    mov rax, qword ptr [rsp - 32]",
+    "    mov qword ptr [rip + {save} + 152], rax",
+    "    mov rax, qword ptr [rsp - 40]",
+    "    mov qword ptr [rip + {save} + 160], rax",
+    "    mov rax, qword ptr [rsp - 48]",
+    "    mov qword ptr [rip + {save} + 168], rax",
+    "    mov rax, qword ptr [rsp - 56]",
+    "    mov qword ptr [rip + {save} + 176], rax",
+    "    mov rax, qword ptr [rsp - 64]",
+    "    mov qword ptr [rip + {save} + 184], rax",
+    "    pushfq", // rflags first: the arithmetic below changes them
+    "    pop rax",
+    "    mov qword ptr [rip + {save} + 304], rax",
+    "    mov rax, cr0",
+    "    mov qword ptr [rip + {save} + 192], rax",
+    "    mov rax, cr2",
+    "    mov qword ptr [rip + {save} + 200], rax",
+    "    mov rax, cr3",
+    "    mov qword ptr [rip + {save} + 208], rax",
+    "    mov rax, cr4",
+    "    mov qword ptr [rip + {save} + 216], rax",
+    "    mov rax, cr8",
+    "    mov qword ptr [rip + {save} + 224], rax",
+    "    mov ecx, 0xc0000080",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 232], rax",
+    "    mov ecx, 0x1b",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 240], rax",
+    "    mov ecx, 0xc0000100",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 248], rax",
+    "    mov ecx, 0xc0000101",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 256], rax",
+    "    mov ecx, 0xc0000102",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 264], rax",
+    "    mov ecx, 0xc0000081",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 272], rax",
+    "    mov ecx, 0xc0000082",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 280], rax",
+    "    mov ecx, 0xc0000083",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 288], rax",
+    "    mov ecx, 0xc0000084",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov qword ptr [rip + {save} + 296], rax",
+    "    jmp qword ptr [rip + {target}]",
+    save = sym ENTRY,
+    target = sym ENTRY_TARGET,
+);
+
+extern "C" {
+    fn conform_vcpu_entry();
+}
+
+fn entry_slot(i: usize) -> u64 {
+    // SAFETY: in bounds; see `EntrySave`.
+    unsafe { (ENTRY.0.get() as *const u64).add(i).read_volatile() }
+}
+
+/// Whether the started vCPU began in the entry state of the platform's started column
+/// (`rip` aside, which its running shows): the first slot that differs, if any, as
+/// `slot << 56 | value`.
+fn entry_state_wrong(rsp: u64, arg: u64) -> Option<u64> {
+    let mut want = [0u64; ENTRY_SLOTS];
+    want[E_RSP] = rsp;
+    want[E_RDI] = arg;
+    want[E_CR..E_CR + 5].copy_from_slice(&[BOOT_CR0, 0, PML4_ADDR, BOOT_CR4, 0]);
+    want[E_MSR] = BOOT_EFER;
+    want[E_MSR + 1] = BOOT_APIC_BASE;
+    want[E_RFLAGS] = 0x2;
+    (0..=E_RFLAGS)
+        .filter(|i| !(E_BELOW..E_CR).contains(i))
+        .find(|&i| entry_slot(i) != want[i])
+        .map(|i| (i as u64) << 56 | (entry_slot(i) & ((1 << 56) - 1)))
+}
+
+/// Whether the words below the started vCPU's stack pointer were as vCPU 0 left them when
+/// it began (a host that pushed a frame or wrote a trampoline there would show), and its
+/// VcpuStartState block as vCPU 0 wrote it: the first that differs, if any.
+fn start_wrote_memory(rip: u64, rsp: u64, arg: u64) -> Option<u64> {
+    let below = (E_BELOW..E_CR).find(|&i| entry_slot(i) != STACK_SENTINEL);
+    let b = state_block();
+    let block = [rip, rsp, arg, 0, 0, 0, 0, 0];
+    let written = (0..8).find(|&k| rd64(b + 8 * k as u64) != block[k]);
+    below
+        .map(|i| i as u64)
+        .or(written.map(|k| 0x100 + k as u64))
+}
+
+/// What fills the words below a started vCPU's stack pointer before VCPU_START.
+const STACK_SENTINEL: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+
+/// VCPU_START of vCPU 1 running `vcpu1` in `phase`, retried while it is still stopping; it
+/// enters through `conform_vcpu_entry`. Returns the status and the `rsp` and `arg` it passed.
+fn start_vcpu1(t: &PortTransport, phase: u64, port: u16) -> (u64, u64, u64) {
     let Some(launch) = ap_launch(1, vcpu1, phase | u64::from(port) << 8) else {
-        return u64::MAX;
+        return (u64::MAX, 0, 0);
     };
+    ENTRY_TARGET.store(launch.rip, Ordering::Relaxed);
+    for i in 0..ENTRY_SLOTS {
+        // SAFETY: in bounds; vCPU 1 is not running (see `EntrySave`).
+        unsafe { (ENTRY.0.get() as *mut u64).add(i).write_volatile(u64::MAX) };
+    }
     let mut status = INVALID_STATE;
     wait_ms(t, PATIENCE_MS, || {
-        status = start_vcpu(t, 1, launch.rip, launch.rsp, launch.rdi, 0);
+        // Stopping, vCPU 1 may still be on its stack: fill the words below its stack pointer
+        // at each try.
+        for k in 1..=8 {
+            wr64(launch.rsp - 8 * k, STACK_SENTINEL);
+        }
+        common::fence();
+        status = start_vcpu(
+            t,
+            1,
+            conform_vcpu_entry as *const () as usize as u64,
+            launch.rsp,
+            launch.rdi,
+            0,
+        );
         status != INVALID_STATE
     });
-    status
+    (status, launch.rsp, launch.rdi)
 }
 
 /// The last event of the queue at `q`: `(kind, source, data)`.
@@ -260,7 +464,7 @@ fn main(boot: &BootInfo) -> ! {
     raw(&t, Call::EventsSetMask, &[EVENT_MASK_VALID]);
     raw(&t, Call::DeferSetQueue, &[d0, 0]);
     BEFORE_START.store(HANDSHAKE, Ordering::Relaxed);
-    let s = start_vcpu1(&t, 1, port);
+    let (s, rsp1, arg1) = start_vcpu1(&t, 1, port);
     // Queue a call in vCPU 0's deferred queue (no exit); vCPU 1's DEFER_FLUSH must not run it.
     let entry = d0 + 64;
     common::wr32(entry, Call::MemUpdatePte.code());
@@ -302,6 +506,32 @@ fn main(boot: &BootInfo) -> ! {
         seen(FLUSH) << 32 | untouched,
         0,
     );
+    let entry = conform_vcpu_entry as *const () as usize as u64;
+    let wrong = entry_state_wrong(rsp1, arg1);
+    check(
+        "vcpu.a_started_vcpu_begins_in_the_entry_state",
+        &["PVABI-VCPU-018", "PVABI-PLAT-007"],
+        ready && wrong.is_none(),
+        wrong.unwrap_or(0),
+        0,
+    );
+    let wrote = start_wrote_memory(entry, rsp1, arg1);
+    check(
+        "vcpu.starting_a_vcpu_writes_no_guest_memory",
+        &["PVABI-VCPU-019"],
+        ready && wrote.is_none(),
+        wrote.unwrap_or(0),
+        0,
+    );
+    check(
+        "vcpu.a_started_vcpu_has_the_accepted_version_and_the_lock",
+        &["PVABI-BASE-015"],
+        seen(NEGOTIATED) == raw(&t, Call::GetSpecVersion, &[]).results[2]
+            && seen(NEGOTIATED) != 0
+            && seen(RENEGOTIATE) == Status::Locked as u64,
+        seen(NEGOTIATED) << 16 | seen(RENEGOTIATE),
+        Status::Locked as u64,
+    );
     let from1 = last_event(q0);
     check(
         SMP[5],
@@ -337,8 +567,25 @@ fn main(boot: &BootInfo) -> ! {
         INVALID_STATE << 32 | INVALID_STATE,
     );
     // Started again: fresh state, and its old queue page is free.
-    let s = start_vcpu1(&t, 2, port);
+    let (s, rsp1, arg1) = start_vcpu1(&t, 2, port);
     let done = wait_ms(&t, PATIENCE_MS, || seen(AGAIN_DONE) == 1);
+    // It had left FS.base, KERNEL_GS_BASE and the TPR (cr8) changed when it stopped.
+    let wrong = entry_state_wrong(rsp1, arg1);
+    check(
+        "vcpu.a_restarted_vcpu_begins_in_the_entry_state_whatever_it_left",
+        &["PVABI-VCPU-018", "PVABI-PLAT-007"],
+        done && wrong.is_none(),
+        wrong.unwrap_or(0),
+        0,
+    );
+    let wrote = start_wrote_memory(entry, rsp1, arg1);
+    check(
+        "vcpu.restarting_a_vcpu_writes_no_guest_memory",
+        &["PVABI-VCPU-019"],
+        done && wrote.is_none(),
+        wrote.unwrap_or(0),
+        0,
+    );
     check(
         SMP[8],
         &["PVABI-VCPU-016", "PVABI-VCPU-008", "PVABI-VCPU-005"],
@@ -351,14 +598,71 @@ fn main(boot: &BootInfo) -> ! {
         TIMEOUT,
     );
     let _ = q1;
+
+    // MEM_UPDATE_PTE is one atomic 64-bit store: vCPU 1 reads the word at CPL3 (natively,
+    // as fast as it can) while vCPU 0 has the host flip it between two values that differ in
+    // every byte; a read that is neither is a torn store.
+    let mut stopped = false;
+    wait_ms(&t, PATIENCE_MS, || {
+        stopped = raw(&t, Call::VcpuKick, &[1]).status == INVALID_STATE;
+        stopped
+    });
+    RACE_STOP.store(0, Ordering::Release);
+    let (s, _, _) = start_vcpu1(&t, 3, port);
+    let reading = wait_ms(&t, PATIENCE_MS, || seen(RACE_READS) == 0);
+    let word = core::ptr::addr_of!(RACE_WORD) as u64;
+    let mut updated = 0u64;
+    for i in 0..RACE_UPDATES {
+        let value = if i % 2 == 0 { RACE_B } else { RACE_A };
+        if raw(&t, Call::MemUpdatePte, &[word, value, 1]).status == SUCCESS {
+            updated += 1;
+        }
+    }
+    RACE_STOP.store(1, Ordering::Release);
+    let finished = wait_ms(&t, PATIENCE_MS, || seen(RACE_DONE) == 1);
+    let (reads, torn) = (seen(RACE_READS), seen(RACE_TORN));
+    check(
+        "vcpu.update_pte_is_one_atomic_store_to_a_concurrent_reader",
+        &["PVABI-MEM-011"],
+        stopped
+            && s == SUCCESS
+            && reading
+            && finished
+            && updated == RACE_UPDATES
+            && reads > 0
+            && torn == 0,
+        torn << 32 | updated,
+        RACE_UPDATES,
+    );
     channel::end(TEST)
 }
 
 /// vCPU 1 (`arg`: the phase in bits 7:0, the doorbell port above).
+/// At CPL3: reads RACE_WORD until RACE_STOP, counting the reads and the values that are
+/// neither RACE_A nor RACE_B; returns `torn << 32 | reads` (reads capped at 2^32 - 1).
+fn race_reader(_: u64) -> u64 {
+    let (mut reads, mut torn) = (0u64, 0u64);
+    while RACE_STOP.load(Ordering::Acquire) == 0 {
+        // SAFETY: a volatile read of a word the host writes with MEM_UPDATE_PTE.
+        let v = unsafe { core::ptr::addr_of!(RACE_WORD).read_volatile() };
+        if v != RACE_A && v != RACE_B {
+            torn += 1;
+        }
+        reads = (reads + 1).min(u32::MAX as u64);
+    }
+    torn << 32 | reads
+}
+
 fn vcpu1(arg: u64) -> ! {
     let t = PortTransport::new((arg >> 8) as u16);
     let q1 = PAGES.page(1);
-    if arg & 0xff == 1 {
+    if arg & 0xff == 3 {
+        record(RACE_READS, 0);
+        let r = run_at_cpl3(race_reader, 0);
+        record(RACE_TORN, r >> 32);
+        record(RACE_READS, r & 0xffff_ffff);
+        record(RACE_DONE, 1);
+    } else if arg & 0xff == 1 {
         record(HANDSHAKE_SEEN, BEFORE_START.load(Ordering::Relaxed));
         let info = raw(&t, Call::VcpuInfo, &[]);
         record(INFO, info.results[0] << 32 | info.results[1]);
@@ -381,6 +685,16 @@ fn vcpu1(arg: u64) -> ! {
             raw(&t, Call::EventsSetQueue, &[q1, VECTOR]).status,
         );
         record(SEND, raw(&t, Call::EventsSend, &[0, 0xb1]).status);
+        record(NEGOTIATED, raw(&t, Call::GetSpecVersion, &[]).results[2]);
+        record(
+            RENEGOTIATE,
+            raw(
+                &t,
+                Call::Negotiate,
+                &[0x0001_0000, Features::CONSOLE.bits()],
+            )
+            .status,
+        );
         record(READY, 1);
         record(HALT, halt(&t, 0));
         let (kind, source, data) = last_event(q1);
@@ -388,6 +702,13 @@ fn vcpu1(arg: u64) -> ! {
             KICK_EVENT,
             u64::from(kind) << 32 | u64::from(source) << 16 | data,
         );
+        // State for the restart to clear (PVABI-PLAT-007): FS.base, KERNEL_GS_BASE, TPR.
+        // SAFETY: writing these MSRs and cr8 at CPL0 affects only this vCPU, which stops next.
+        unsafe {
+            pvabi_guest_rt::cpu::wrmsr(0xc000_0100, 0x1234_5000);
+            pvabi_guest_rt::cpu::wrmsr(0xc000_0102, 0x5678_9000);
+            core::arch::asm!("mov cr8, {}", in(reg) 2u64, options(nomem, nostack));
+        }
         record(DONE, 1);
     } else {
         record(AGAIN_MASK, raw(&t, Call::EventsSetMask, &[0]).results[0]);
