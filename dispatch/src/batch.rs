@@ -18,7 +18,7 @@ use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{DeferredQueue, Inner, Owner};
-use crate::sync::{lock, read_lock, write_lock};
+use crate::sync::{lock, write_lock};
 use crate::{done, Outcome, Reply, Req};
 
 const MC_SIZE: usize = size_of::<MulticallEntry>();
@@ -99,7 +99,7 @@ fn multicall_pages<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         if !guest_mem::in_ram(mem, page, size) {
             return Err(Status::InvalidAddress);
         }
-        if read_lock(&h.vm).overlaps_owned(page, size) {
+        if h.overlaps_owned(page, size) {
             return Err(Status::AccessDenied);
         }
     }
@@ -170,13 +170,14 @@ fn run_batch<M: Machine>(
                 (Status::InvalidParameter, None)
             }
         };
-        let gpa = entry_gpa(next);
-        guest_mem::write(mem, gpa + MC_STATUS, &(status as u32).to_le_bytes());
+        // The entry looked up once for both writes.
+        let entry = guest_mem::Area::new(mem, entry_gpa(next), MC_SIZE);
+        entry.write(MC_STATUS, &(status as u32).to_le_bytes());
         // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
         // `results` are left as the guest wrote them, strict or not (BATCH-010).
         if let Some(res) = results.or(injected!(h, MulticallWritesFailedResults).then_some([0; 4]))
         {
-            guest_mem::write(mem, gpa + MC_RESULTS, res.as_bytes());
+            entry.write(MC_RESULTS, res.as_bytes());
         }
         processed += 1;
         next += 1;
@@ -248,9 +249,10 @@ impl<M: Machine> Inner<M> {
         let Some(q) = guard.as_mut() else {
             return (0, 0);
         };
-        let mem = self.machine.memory();
+        // The queue's page, looked up once for the drain (registered after its checks).
+        let page = guest_mem::Area::new(self.machine.memory(), q.gpa, PAGE_SIZE as usize);
         // The guest's tail, read once.
-        let Some(tail) = guest_mem::load_u32(mem, q.gpa + DQ_TAIL) else {
+        let Some(tail) = page.load_u32(DQ_TAIL) else {
             return (0, 0);
         };
         let pending = tail.wrapping_sub(q.head);
@@ -273,12 +275,11 @@ impl<M: Machine> Inner<M> {
                 i
             };
             let index = q.head.wrapping_add(i);
-            let gpa = q.gpa
-                + DEFERRED_ENTRIES_OFFSET
+            let offset = DEFERRED_ENTRIES_OFFSET
                 + u64::from(index % DEFERRED_QUEUE_CAPACITY) * DQ_ENTRY_SIZE;
-            let status = match guest_mem::copy_in(mem, gpa, DQ_ENTRY_SIZE as usize) {
+            let status = match page.copy_array::<{ DQ_ENTRY_SIZE as usize }>(offset) {
                 Err(s) => s,
-                Ok(raw) => match DeferredEntry::try_read_from_bytes(&raw) {
+                Ok(raw) => match DeferredEntry::try_read_from_bytes(&raw[..]) {
                     Ok(e) => {
                         let args = [e.args[0], e.args[1], e.args[2], 0, 0, 0];
                         match self.execute(vcpu, Ctx::Deferred, u64::from(e.call), args) {
@@ -304,9 +305,9 @@ impl<M: Machine> Inner<M> {
         }
         q.head = tail;
         let (first_index, first_status) = q.first_error.unwrap_or((0, 0));
-        guest_mem::store_u32(mem, q.gpa + DQ_HEAD, q.head);
+        page.store_u32(DQ_HEAD, q.head);
         let errors = [q.error_count, first_index, first_status];
-        guest_mem::write(mem, q.gpa + DQ_ERRORS, errors.as_bytes());
+        page.write(DQ_ERRORS, errors.as_bytes());
         drop(guard);
         self.record(|rep| {
             rep.deferred_drained += u64::from(run);

@@ -34,7 +34,6 @@ use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::Inner;
-use crate::sync::read_lock;
 
 /// Where a call is made: decides which calls are allowed (check 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,7 +195,7 @@ impl<M: Machine> Inner<M> {
         if !guest_mem::in_ram(mem, gpa, size) {
             return Err(Status::InvalidAddress);
         }
-        if read_lock(&self.vm).overlaps_owned(gpa, size) {
+        if self.overlaps_owned(gpa, size) {
             return Err(Status::AccessDenied);
         }
         match b.kind {
