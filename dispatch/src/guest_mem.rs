@@ -64,6 +64,16 @@ impl<'a, G: GuestMemoryBackend> Area<'a, G> {
         }
     }
 
+    /// Stores a `u32` at `offset` with release ordering: every write before it is visible
+    /// to a reader that sees it (a ring index that publishes entries; no full barrier, so a
+    /// store to a line the guest is reading does not stall the host).
+    pub fn publish_u32(&self, offset: u64, value: u32) -> bool {
+        match (&self.slice, usize::try_from(offset)) {
+            (Some(s), Ok(at)) => s.store(value, at, Ordering::Release).is_ok(),
+            _ => store_u32(self.mem, self.gpa.wrapping_add(offset), value),
+        }
+    }
+
     /// Copies `N` bytes at `offset` once (see [`copy_array`]).
     pub fn copy_array<const N: usize>(&self, offset: u64) -> Result<[u8; N], Status> {
         match (&self.slice, usize::try_from(offset)) {

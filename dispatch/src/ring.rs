@@ -211,11 +211,15 @@ impl<M: Machine> Inner<M> {
                 cq.write(cqe, completion.as_bytes());
                 ring.cq_tail = ring.cq_tail.wrapping_add(1);
             }
-            // The completion is written before the tail that publishes it.
-            cq.store_u32(TAIL, ring.cq_tail);
             ring.sq_head = ring.sq_head.wrapping_add(1);
-            sq.store_u32(HEAD, ring.sq_head);
             failed += u64::from(status != Status::Success);
+        }
+        // The pass's completions published with one store of the CQ tail, after all of them,
+        // and its slots freed with one store of the SQ head (RING-003): each store to a line
+        // the guest reads moves the line between cores, so one per pass, not one per entry.
+        if n > 0 {
+            cq.publish_u32(TAIL, ring.cq_tail);
+            sq.publish_u32(HEAD, ring.sq_head);
         }
         if n > 0 && ring.completion_events {
             self.post_event(
