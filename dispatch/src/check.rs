@@ -100,6 +100,7 @@ impl Block {
 /// cross-argument rules the table cannot express hold.
 ///
 /// [`ArgCheck`]: pvabi_abi::calls::ArgCheck
+#[inline]
 pub fn register_args(d: &CallDescriptor, args: &[u64; 6], vcpus: u32) -> Result<(), Status> {
     if d.args
         .iter()
@@ -125,6 +126,7 @@ pub fn register_args(d: &CallDescriptor, args: &[u64; 6], vcpus: u32) -> Result<
 impl<M: Machine> Inner<M> {
     /// The descriptor of `code` if this host implements it for `version` (the negotiated
     /// version, or before NEGOTIATE the highest served): check 1.
+    #[inline]
     pub(crate) fn known(
         &self,
         code: u64,
@@ -136,6 +138,7 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Checks 1-4.
+    #[inline]
     pub(crate) fn gate(&self, code: u64, ctx: Ctx) -> Result<&'static CallDescriptor, Status> {
         let negotiated = self.negotiated();
         let unknown = if injected!(self, UnknownCodeIsInvalidParameter) {

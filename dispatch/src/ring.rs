@@ -194,6 +194,21 @@ impl<M: Machine> Inner<M> {
             CQ_CAPACITY.saturating_sub(ring.cq_tail.wrapping_sub(cq_head))
         };
         let n = pending.min(room);
+        // The entries' lines come from the guest's core: ask for all of them at once.
+        for k in 0..n {
+            let sqe = ring.sq_head.wrapping_add(k) % SQ_CAPACITY;
+            sq.prefetch(
+                RING_ENTRIES_OFFSET + u64::from(sqe) * SQE_SIZE,
+                SQE_SIZE as usize,
+                false,
+            );
+            let cqe = ring.cq_tail.wrapping_add(k) % CQ_CAPACITY;
+            cq.prefetch(
+                RING_ENTRIES_OFFSET + u64::from(cqe) * CQE_SIZE,
+                CQE_SIZE as usize,
+                true,
+            );
+        }
         let started = Instant::now();
         let mut failed = 0u64;
         for _ in 0..n {

@@ -424,6 +424,7 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Counts one call (or entry) of `code` made for `vcpu` that ended with `status`.
+    #[inline]
     pub fn count_call(&self, vcpu: u32, code: u64, status: Status) {
         if let Some(c) = self.counters.get(vcpu as usize) {
             c.count(&self.calls, code, status);

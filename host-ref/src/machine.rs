@@ -290,7 +290,9 @@ fn notify_worker(shared: &WorkerShared, dispatcher: &KvmDispatcher, vcpu: u32) {
                     serve(n);
                     last = std::time::Instant::now();
                 }
-                Err(_) => std::hint::spin_loop(),
+                // Politely: a thread that is waiting for this core (the vCPU thread, on a
+                // busy host) gets it at once.
+                Err(_) => std::thread::yield_now(),
             }
         }
         let mut pfd = libc::pollfd {
