@@ -68,7 +68,15 @@ fn multicall<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     };
     // The copy holds entries 0..count; run from `start`.
     let copy = r.block.bytes().get(start * MC_SIZE..).unwrap_or_default();
-    run_batch(h, r.vcpu, &batch, copy, |i| gpa + (i * MC_SIZE) as u64)
+    // The entry array (checked and copied as the call's block) looked up once.
+    let array = [guest_mem::Area::new(
+        h.machine.memory(),
+        gpa,
+        count * MC_SIZE,
+    )];
+    run_batch(h, r.vcpu, &batch, copy, &array, |i| {
+        (0, (i * MC_SIZE) as u64)
+    })
 }
 
 /// MULTICALL_PAGES (list, pages, count, start, flags). Check 5 made `pages` the number of
@@ -123,9 +131,14 @@ fn multicall_pages<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         stop_on_error: r.args[4] & MULTICALL_STOP_ON_ERROR != 0,
         budget: h.config.max_multicall_pages as usize,
     };
-    run_batch(h, r.vcpu, &batch, &copy, |i| {
-        let page = list.get(i / PAGE_ENTRIES).copied().unwrap_or_default();
-        page + ((i % PAGE_ENTRIES) * MC_SIZE) as u64
+    // Each listed page (checked above) looked up once.
+    let pages: Vec<_> = list
+        .iter()
+        .enumerate()
+        .map(|(k, &page)| guest_mem::Area::new(mem, page, on_page(k) * MC_SIZE))
+        .collect();
+    run_batch(h, r.vcpu, &batch, &copy, &pages, |i| {
+        (i / PAGE_ENTRIES, ((i % PAGE_ENTRIES) * MC_SIZE) as u64)
     })
 }
 
@@ -139,16 +152,17 @@ struct Batch {
 }
 
 /// The one entry loop of MULTICALL and MULTICALL_PAGES (BATCH-002 to BATCH-008). `copy` holds
-/// entries `start..count`, copied before any runs; `entry_gpa(i)` is where entry `i` lies in
-/// guest memory, for writing its `status` and, on SUCCESS, its `results`.
+/// entries `start..count`, copied before any runs; entry `i` lies in guest memory at offset
+/// `locate(i).1` of `areas[locate(i).0]`, where its `status` and, on SUCCESS, its `results`
+/// are written.
 fn run_batch<M: Machine>(
     h: &Inner<M>,
     vcpu: u32,
     b: &Batch,
     copy: &[u8],
-    entry_gpa: impl Fn(usize) -> u64,
+    areas: &[guest_mem::Area<'_, M::Memory>],
+    locate: impl Fn(usize) -> (usize, u64),
 ) -> Result<Reply, Status> {
-    let mem = h.machine.memory();
     let mut next = b.start;
     let mut processed = 0usize;
     let mut preempted = false;
@@ -170,14 +184,16 @@ fn run_batch<M: Machine>(
                 (Status::InvalidParameter, None)
             }
         };
-        // The entry looked up once for both writes.
-        let entry = guest_mem::Area::new(mem, entry_gpa(next), MC_SIZE);
-        entry.write(MC_STATUS, &(status as u32).to_le_bytes());
-        // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
-        // `results` are left as the guest wrote them, strict or not (BATCH-010).
-        if let Some(res) = results.or(injected!(h, MulticallWritesFailedResults).then_some([0; 4]))
-        {
-            entry.write(MC_RESULTS, res.as_bytes());
+        // Every entry lies in one of the areas (the array, or a listed page).
+        let (k, at) = locate(next);
+        if let Some(area) = areas.get(k) {
+            area.write(at + MC_STATUS, &(status as u32).to_le_bytes());
+            // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
+            // `results` are left as the guest wrote them, strict or not (BATCH-010).
+            let failed_too = injected!(h, MulticallWritesFailedResults).then_some([0; 4]);
+            if let Some(res) = results.or(failed_too) {
+                area.write(at + MC_RESULTS, res.as_bytes());
+            }
         }
         processed += 1;
         next += 1;
