@@ -258,43 +258,13 @@ impl ServedCounter {
     }
 }
 
-/// How long a notify worker keeps looking at its descriptor without sleeping after the last
-/// write it served. While it looks, the descriptor has no waiter, so KVM's signal on a write
-/// wakes no thread (no wake-up, no inter-processor interrupt, no preemption of the vCPU
-/// thread by the worker on a busy core): the `out` costs what a write to an unwatched
-/// ioeventfd costs. Measured with `pvabi bench` on the 2-core PVM machine: the doorbell cost
-/// 0.48x a VMM round trip with a worker that slept in poll(2) after every write, against
-/// 0.36x for the unwatched ioeventfd. Bounded, so an idle ring costs at most this much of a
-/// core after its last notification.
-const NOTIFY_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
-
-/// Serves `vcpu`'s descriptor: notifies the dispatcher once per read of the descriptor,
-/// however many writes it coalesced (one pass over the ring consumes every submission
-/// published before the writes: RING-007). After a write it keeps reading the descriptor
-/// (non-blocking) for [`NOTIFY_SPIN`], then waits for it in poll(2).
+/// Waits for `vcpu`'s descriptor to be signalled (a poll, as the descriptor is non-blocking)
+/// and notifies the dispatcher once per wake-up, however many writes it coalesced: one pass
+/// over the ring consumes every submission published before the writes (RING-007).
 fn notify_worker(shared: &WorkerShared, dispatcher: &KvmDispatcher, vcpu: u32) {
     use std::os::fd::AsRawFd;
     let fd = &shared.fds[vcpu as usize];
-    let serve = |n: u64| {
-        shared.served.fetch_add(n, Ordering::SeqCst);
-        dispatcher.ring_notify(vcpu);
-    };
     loop {
-        let mut last = std::time::Instant::now();
-        while last.elapsed() < NOTIFY_SPIN {
-            if shared.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            match fd.read() {
-                Ok(n) => {
-                    serve(n);
-                    last = std::time::Instant::now();
-                }
-                // Politely: a thread that is waiting for this core (the vCPU thread, on a
-                // busy host) gets it at once.
-                Err(_) => std::thread::yield_now(),
-            }
-        }
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -309,7 +279,8 @@ fn notify_worker(shared: &WorkerShared, dispatcher: &KvmDispatcher, vcpu: u32) {
             continue; // EINTR
         }
         if let Ok(n) = fd.read() {
-            serve(n);
+            shared.served.fetch_add(n, Ordering::SeqCst);
+            dispatcher.ring_notify(vcpu);
         }
     }
 }
