@@ -18,7 +18,7 @@ use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{DeferredQueue, Inner, Owner};
-use crate::sync::{lock, read_lock, write_lock};
+use crate::sync::{lock, write_lock};
 use crate::{done, Outcome, Reply, Req};
 
 const MC_SIZE: usize = size_of::<MulticallEntry>();
@@ -68,7 +68,15 @@ fn multicall<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     };
     // The copy holds entries 0..count; run from `start`.
     let copy = r.block.bytes().get(start * MC_SIZE..).unwrap_or_default();
-    run_batch(h, r.vcpu, &batch, copy, |i| gpa + (i * MC_SIZE) as u64)
+    // The entry array (checked and copied as the call's block) looked up once.
+    let array = [guest_mem::Area::new(
+        h.machine.memory(),
+        gpa,
+        count * MC_SIZE,
+    )];
+    run_batch(h, r.vcpu, &batch, copy, &array, |i| {
+        (0, (i * MC_SIZE) as u64)
+    })
 }
 
 /// MULTICALL_PAGES (list, pages, count, start, flags). Check 5 made `pages` the number of
@@ -104,7 +112,7 @@ fn multicall_pages<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         if !guest_mem::in_ram(mem, page, size) {
             return Err(Status::InvalidAddress);
         }
-        if read_lock(&h.vm).overlaps_owned(page, size) {
+        if h.overlaps_owned(page, size) {
             return Err(Status::AccessDenied);
         }
     }
@@ -128,9 +136,14 @@ fn multicall_pages<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         stop_on_error: r.args[4] & MULTICALL_STOP_ON_ERROR != 0,
         budget: h.config.max_multicall_pages as usize,
     };
-    let reply = run_batch(h, r.vcpu, &batch, &copy, |i| {
-        let page = list.get(i / PAGE_ENTRIES).copied().unwrap_or_default();
-        page + ((i % PAGE_ENTRIES) * MC_SIZE) as u64
+    // Each listed page (checked above) looked up once.
+    let pages: Vec<_> = list
+        .iter()
+        .enumerate()
+        .map(|(k, &page)| guest_mem::Area::new(mem, page, on_page(k) * MC_SIZE))
+        .collect();
+    let reply = run_batch(h, r.vcpu, &batch, &copy, &pages, |i| {
+        (i / PAGE_ENTRIES, ((i % PAGE_ENTRIES) * MC_SIZE) as u64)
     });
     match reply {
         Ok(mut reply)
@@ -155,16 +168,17 @@ struct Batch {
 }
 
 /// The one entry loop of MULTICALL and MULTICALL_PAGES (BATCH-002 to BATCH-008). `copy` holds
-/// entries `start..count`, copied before any runs; `entry_gpa(i)` is where entry `i` lies in
-/// guest memory, for writing its `status` and, on SUCCESS, its `results`.
+/// entries `start..count`, copied before any runs; entry `i` lies in guest memory at offset
+/// `locate(i).1` of `areas[locate(i).0]`, where its `status` and, on SUCCESS, its `results`
+/// are written.
 fn run_batch<M: Machine>(
     h: &Inner<M>,
     vcpu: u32,
     b: &Batch,
     copy: &[u8],
-    entry_gpa: impl Fn(usize) -> u64,
+    areas: &[guest_mem::Area<'_, M::Memory>],
+    locate: impl Fn(usize) -> (usize, u64),
 ) -> Result<Reply, Status> {
-    let mem = h.machine.memory();
     let mut next = b.start;
     let mut processed = 0usize;
     let mut preempted = false;
@@ -186,13 +200,16 @@ fn run_batch<M: Machine>(
                 (Status::InvalidParameter, None)
             }
         };
-        let gpa = entry_gpa(next);
-        guest_mem::write(mem, gpa + MC_STATUS, &(status as u32).to_le_bytes());
-        // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
-        // `results` are left as the guest wrote them, strict or not (BATCH-010).
-        if let Some(res) = results.or(injected!(h, MulticallWritesFailedResults).then_some([0; 4]))
-        {
-            guest_mem::write(mem, gpa + MC_RESULTS, res.as_bytes());
+        // Every entry lies in one of the areas (the array, or a listed page).
+        let (k, at) = locate(next);
+        if let Some(area) = areas.get(k) {
+            area.write(at + MC_STATUS, &(status as u32).to_le_bytes());
+            // The results only on SUCCESS (undefined slots are 0: BATCH-003); a failed entry's
+            // `results` are left as the guest wrote them, strict or not (BATCH-010).
+            let failed_too = injected!(h, MulticallWritesFailedResults).then_some([0; 4]);
+            if let Some(res) = results.or(failed_too) {
+                area.write(at + MC_RESULTS, res.as_bytes());
+            }
         }
         processed += 1;
         next += 1;
@@ -264,9 +281,10 @@ impl<M: Machine> Inner<M> {
         let Some(q) = guard.as_mut() else {
             return (0, 0);
         };
-        let mem = self.machine.memory();
+        // The queue's page, looked up once for the drain (registered after its checks).
+        let page = guest_mem::Area::new(self.machine.memory(), q.gpa, PAGE_SIZE as usize);
         // The guest's tail, read once.
-        let Some(tail) = guest_mem::load_u32(mem, q.gpa + DQ_TAIL) else {
+        let Some(tail) = page.load_u32(DQ_TAIL) else {
             return (0, 0);
         };
         let pending = tail.wrapping_sub(q.head);
@@ -289,12 +307,11 @@ impl<M: Machine> Inner<M> {
                 i
             };
             let index = q.head.wrapping_add(i);
-            let gpa = q.gpa
-                + DEFERRED_ENTRIES_OFFSET
+            let offset = DEFERRED_ENTRIES_OFFSET
                 + u64::from(index % DEFERRED_QUEUE_CAPACITY) * DQ_ENTRY_SIZE;
-            let status = match guest_mem::copy_in(mem, gpa, DQ_ENTRY_SIZE as usize) {
+            let status = match page.copy_array::<{ DQ_ENTRY_SIZE as usize }>(offset) {
                 Err(s) => s,
-                Ok(raw) => match DeferredEntry::try_read_from_bytes(&raw) {
+                Ok(raw) => match DeferredEntry::try_read_from_bytes(&raw[..]) {
                     Ok(e) => {
                         let args = [e.args[0], e.args[1], e.args[2], 0, 0, 0];
                         match self.execute(vcpu, Ctx::Deferred, u64::from(e.call), args) {
@@ -320,9 +337,9 @@ impl<M: Machine> Inner<M> {
         }
         q.head = tail;
         let (first_index, first_status) = q.first_error.unwrap_or((0, 0));
-        guest_mem::store_u32(mem, q.gpa + DQ_HEAD, q.head);
+        page.store_u32(DQ_HEAD, q.head);
         let errors = [q.error_count, first_index, first_status];
-        guest_mem::write(mem, q.gpa + DQ_ERRORS, errors.as_bytes());
+        page.write(DQ_ERRORS, errors.as_bytes());
         drop(guard);
         self.record(|rep| {
             rep.deferred_drained += u64::from(run);

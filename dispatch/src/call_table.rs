@@ -52,6 +52,7 @@ impl CallTable {
     }
 
     /// The slot of `code`, if it is a defined call.
+    #[inline]
     pub fn get(&self, code: u64) -> Option<&Slot> {
         let i = usize::try_from(code).ok()?;
         self.by_code.get(i)?.as_ref()
@@ -78,6 +79,7 @@ impl CallCounters {
         }
     }
 
+    #[inline]
     pub fn count(&self, table: &CallTable, code: u64, status: Status) {
         match table.get(code) {
             Some(slot) => {

@@ -34,7 +34,6 @@ use crate::faults::injected;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::Inner;
-use crate::sync::read_lock;
 
 /// Where a call is made: decides which calls are allowed (check 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,6 +100,7 @@ impl Block {
 /// cross-argument rules the table cannot express hold.
 ///
 /// [`ArgCheck`]: pvabi_abi::calls::ArgCheck
+#[inline]
 pub fn register_args(d: &CallDescriptor, args: &[u64; 6], vcpus: u32) -> Result<(), Status> {
     if d.args
         .iter()
@@ -126,6 +126,7 @@ pub fn register_args(d: &CallDescriptor, args: &[u64; 6], vcpus: u32) -> Result<
 impl<M: Machine> Inner<M> {
     /// The descriptor of `code` if this host implements it for `version` (the negotiated
     /// version, or before NEGOTIATE the highest served): check 1.
+    #[inline]
     pub(crate) fn known(
         &self,
         code: u64,
@@ -137,6 +138,7 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Checks 1-4.
+    #[inline]
     pub(crate) fn gate(&self, code: u64, ctx: Ctx) -> Result<&'static CallDescriptor, Status> {
         let negotiated = self.negotiated();
         let unknown = if injected!(self, UnknownCodeIsInvalidParameter) {
@@ -196,7 +198,7 @@ impl<M: Machine> Inner<M> {
         if !guest_mem::in_ram(mem, gpa, size) {
             return Err(Status::InvalidAddress);
         }
-        if read_lock(&self.vm).overlaps_owned(gpa, size) {
+        if self.overlaps_owned(gpa, size) {
             return Err(Status::AccessDenied);
         }
         match b.kind {

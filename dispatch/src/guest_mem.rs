@@ -4,19 +4,127 @@
 //! Guest RAM never moves or shrinks while the VM exists, so once a range has been checked (or
 //! a shared page registered after a check), accesses to it cannot fail; the write helpers
 //! therefore report failure as `false` and callers that wrote to a checked page ignore it.
+//!
+//! Every access first asks for the one [`VolatileSlice`](vm_memory::VolatileSlice) that
+//! holds it (`GuestMemoryBackend::get_slice`: one region lookup, then plain loads, stores and
+//! copies with the region's dirty tracking), and only a range that spans two regions takes
+//! `vm_memory`'s general path (an iterator over regions, several lookups per access). The
+//! blocks and entries the dispatcher touches lie within one page, and regions are whole
+//! pages, so the general path is for completeness; on the hot path it was the largest single
+//! cost of a trivial call (measured with `dispatch/examples/hot_path.rs`).
 
 use std::sync::atomic::{fence, Ordering};
 
 use pvabi_abi::convention::PAGE_SIZE;
 use pvabi_abi::status::Status;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::bitmap::MS;
+use vm_memory::{AtomicAccess, Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
+
+/// A range of guest memory looked up once for several accesses (a ring's or a queue's page
+/// for one pass, a MULTICALL entry's status and results): offsets are relative to its start
+/// and bounds-checked by `vm_memory`. A range that is not in one region (or not RAM) falls
+/// back to the per-access helpers below, which answer as they always do.
+pub(crate) struct Area<'a, G: GuestMemoryBackend> {
+    mem: &'a G,
+    gpa: u64,
+    slice: Option<VolatileSlice<'a, MS<'a, G>>>,
+}
+
+impl<'a, G: GuestMemoryBackend> Area<'a, G> {
+    /// `[gpa, gpa + len)`.
+    pub fn new(mem: &'a G, gpa: u64, len: usize) -> Self {
+        Area {
+            mem,
+            gpa,
+            slice: mem.get_slice(GuestAddress(gpa), len).ok(),
+        }
+    }
+
+    /// Writes `bytes` at `offset`.
+    pub fn write(&self, offset: u64, bytes: &[u8]) -> bool {
+        match (&self.slice, usize::try_from(offset)) {
+            (Some(s), Ok(at)) => s.write_slice(bytes, at).is_ok(),
+            _ => write(self.mem, self.gpa.wrapping_add(offset), bytes),
+        }
+    }
+
+    /// Atomically loads the `u32` at `offset`.
+    pub fn load_u32(&self, offset: u64) -> Option<u32> {
+        match (&self.slice, usize::try_from(offset)) {
+            (Some(s), Ok(at)) => s.load(at, Ordering::SeqCst).ok(),
+            _ => load_u32(self.mem, self.gpa.wrapping_add(offset)),
+        }
+    }
+
+    /// Atomically stores a `u32` at `offset`.
+    pub fn store_u32(&self, offset: u64, value: u32) -> bool {
+        match (&self.slice, usize::try_from(offset)) {
+            (Some(s), Ok(at)) => s.store(value, at, Ordering::SeqCst).is_ok(),
+            _ => store_u32(self.mem, self.gpa.wrapping_add(offset), value),
+        }
+    }
+
+    /// Stores a `u32` at `offset` with release ordering: every write before it is visible
+    /// to a reader that sees it (a ring index that publishes entries; no full barrier, so a
+    /// store to a line the guest is reading does not stall the host).
+    pub fn publish_u32(&self, offset: u64, value: u32) -> bool {
+        match (&self.slice, usize::try_from(offset)) {
+            (Some(s), Ok(at)) => s.store(value, at, Ordering::Release).is_ok(),
+            _ => store_u32(self.mem, self.gpa.wrapping_add(offset), value),
+        }
+    }
+
+    /// Hints the CPU to fetch the cache lines of `[offset, offset + len)` now (to read them,
+    /// or to write them if `write`), so that the misses of a ring's entries overlap instead
+    /// of coming one after another. No access to guest memory in the program's sense: a
+    /// prefetch cannot fault, change memory or be observed by the guest.
+    pub fn prefetch(&self, offset: u64, len: usize, write: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(s), Ok(at)) = (&self.slice, usize::try_from(offset)) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
+            let end = at.saturating_add(len).min(s.len());
+            let base = s.ptr_guard().as_ptr();
+            for line in (at..end).step_by(64) {
+                let p = base.wrapping_add(line).cast::<i8>();
+                // SAFETY: SSE is part of x86-64, so `prefetcht0`/`prefetchw` exist; a prefetch
+                // is a hint that never faults and reads or writes nothing, and `p` points
+                // into the slice, which this area borrows.
+                unsafe {
+                    if write {
+                        _mm_prefetch::<_MM_HINT_ET0>(p);
+                    } else {
+                        _mm_prefetch::<_MM_HINT_T0>(p);
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (offset, len, write);
+    }
+
+    /// Copies `N` bytes at `offset` once (see [`copy_array`]).
+    pub fn copy_array<const N: usize>(&self, offset: u64) -> Result<[u8; N], Status> {
+        match (&self.slice, usize::try_from(offset)) {
+            (Some(s), Ok(at)) => {
+                let mut buf = [0u8; N];
+                s.read_slice(&mut buf, at)
+                    .map_err(|_| Status::InvalidAddress)?;
+                Ok(buf)
+            }
+            _ => copy_array(self.mem, self.gpa.wrapping_add(offset)),
+        }
+    }
+}
 
 /// Whether `[gpa, gpa + len)` is guest RAM (`len > 0`; no overflow).
 pub(crate) fn in_ram<G: GuestMemoryBackend>(mem: &G, gpa: u64, len: u64) -> bool {
     let Ok(len_usize) = usize::try_from(len) else {
         return false;
     };
-    len > 0 && gpa.checked_add(len - 1).is_some() && mem.check_range(GuestAddress(gpa), len_usize)
+    len > 0
+        && gpa.checked_add(len - 1).is_some()
+        && (mem.get_slice(GuestAddress(gpa), len_usize).is_ok()
+            || mem.check_range(GuestAddress(gpa), len_usize))
 }
 
 /// Whether every page of `pages` pages from `gpa` is guest RAM.
@@ -33,31 +141,66 @@ pub(crate) fn copy_in<G: GuestMemoryBackend>(
     len: usize,
 ) -> Result<Vec<u8>, Status> {
     let mut buf = vec![0u8; len];
-    mem.read_slice(&mut buf, GuestAddress(gpa))
-        .map_err(|_| Status::InvalidAddress)?;
+    read_into(mem, gpa, &mut buf)?;
     Ok(buf)
+}
+
+/// Copies `N` bytes from `gpa` once into an array on the stack (an entry of a queue or ring:
+/// no allocation per entry).
+pub(crate) fn copy_array<const N: usize, G: GuestMemoryBackend>(
+    mem: &G,
+    gpa: u64,
+) -> Result<[u8; N], Status> {
+    let mut buf = [0u8; N];
+    read_into(mem, gpa, &mut buf)?;
+    Ok(buf)
+}
+
+/// Copies `buf.len()` bytes from `gpa` into `buf`.
+fn read_into<G: GuestMemoryBackend>(mem: &G, gpa: u64, buf: &mut [u8]) -> Result<(), Status> {
+    match mem.get_slice(GuestAddress(gpa), buf.len()) {
+        // The slice is exactly `buf.len()` bytes long, so this copies all of them.
+        Ok(slice) if slice.copy_to(buf) == buf.len() => Ok(()),
+        _ => mem
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|_| Status::InvalidAddress),
+    }
 }
 
 /// Writes `bytes` at `gpa`.
 pub(crate) fn write<G: GuestMemoryBackend>(mem: &G, gpa: u64, bytes: &[u8]) -> bool {
-    mem.write_slice(bytes, GuestAddress(gpa)).is_ok()
+    match mem.get_slice(GuestAddress(gpa), bytes.len()) {
+        Ok(slice) => slice.write_slice(bytes, 0).is_ok(),
+        Err(_) => mem.write_slice(bytes, GuestAddress(gpa)).is_ok(),
+    }
+}
+
+/// An atomic store of `value` at `gpa` (aligned: one access), sequentially consistent.
+fn store<T: AtomicAccess, G: GuestMemoryBackend>(mem: &G, gpa: u64, value: T) -> bool {
+    match mem.get_slice(GuestAddress(gpa), size_of::<T>()) {
+        Ok(slice) => slice.store(value, 0, Ordering::SeqCst).is_ok(),
+        Err(_) => mem
+            .store(value, GuestAddress(gpa), Ordering::SeqCst)
+            .is_ok(),
+    }
 }
 
 /// Atomically loads a `u32` that the guest writes (an index of a shared page).
 pub(crate) fn load_u32<G: GuestMemoryBackend>(mem: &G, gpa: u64) -> Option<u32> {
-    mem.load(GuestAddress(gpa), Ordering::SeqCst).ok()
+    match mem.get_slice(GuestAddress(gpa), size_of::<u32>()) {
+        Ok(slice) => slice.load(0, Ordering::SeqCst).ok(),
+        Err(_) => mem.load(GuestAddress(gpa), Ordering::SeqCst).ok(),
+    }
 }
 
 /// Atomically stores a `u32` into a shared page.
 pub(crate) fn store_u32<G: GuestMemoryBackend>(mem: &G, gpa: u64, value: u32) -> bool {
-    mem.store(value, GuestAddress(gpa), Ordering::SeqCst)
-        .is_ok()
+    store(mem, gpa, value)
 }
 
 /// Atomically stores a `u64` (a page-table entry: aligned, so one access).
 pub(crate) fn store_u64<G: GuestMemoryBackend>(mem: &G, gpa: u64, value: u64) -> bool {
-    mem.store(value, GuestAddress(gpa), Ordering::SeqCst)
-        .is_ok()
+    store(mem, gpa, value)
 }
 
 /// The width of a shared page's sequence counter (at offset 0 of the page).

@@ -82,7 +82,8 @@
 //! refresh, one-shot timers, HOST_POLLED ring pollers), started on first use and stopped by
 //! [`Dispatcher::shutdown`] (also on drop). The hot path takes no VM-wide mutex: the
 //! negotiated state is set once and read without a lock, call counters are per-vCPU
-//! atomics, host-owned pages are read under a shared (read) lock, and recording of effects
+//! atomics, host-owned pages are checked through a lock-free filter (and, only for a page
+//! that shares its filter bit with an owned one, under a shared read lock), and recording of effects
 //! is off unless [`HostConfig::record_effects`] asks for it. Lock order, outermost first: a
 //! vCPU's ring, its deferred queue, a vCPU's state, then the leaf locks (VM state, timers,
 //! time page, report). No lock is held across a call that could take an outer one.

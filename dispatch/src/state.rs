@@ -46,11 +46,83 @@ pub(crate) struct Negotiated {
     pub granted: Features,
 }
 
+/// Bits per word of an [`OwnedFilter`], and its words.
+const FILTER_WORD_BITS: u64 = 64;
+const FILTER_WORDS: usize = 64;
+
+/// A lock-free filter over the host-owned pages, so that check 9 ("block not host-owned")
+/// takes no lock for the blocks of trivial calls: one bit per page frame modulo 4096, set
+/// while a page with that frame number modulo 4096 is host-owned. A clear bit proves the
+/// page is not owned; a set bit sends the check to the exact map under the read lock.
+///
+/// Only [`VmState`]'s methods change it, under the write lock, in the same critical section
+/// as the map: a claim sets the page's bit, a release stores the exact value of the page's
+/// word computed from the remaining owned pages (a bit of a page still owned is never
+/// cleared, not even for an instant). A check that races with a claim sees the bit set or
+/// clear, as it would have seen the map before or after the claim behind the lock.
+#[derive(Debug)]
+pub(crate) struct OwnedFilter {
+    words: [AtomicU64; FILTER_WORDS],
+}
+
+impl Default for OwnedFilter {
+    fn default() -> Self {
+        OwnedFilter {
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl OwnedFilter {
+    /// The word index and bit of page frame `pfn`.
+    fn slot(pfn: u64) -> (usize, u64) {
+        let bit = pfn % (FILTER_WORD_BITS * FILTER_WORDS as u64);
+        (
+            (bit / FILTER_WORD_BITS) as usize,
+            1 << (bit % FILTER_WORD_BITS),
+        )
+    }
+
+    /// Whether `[gpa, gpa + len)` (`len > 0`, no overflow) may overlap a host-owned page:
+    /// false only if none of its pages can be owned.
+    pub fn may_overlap(&self, gpa: u64, len: u64) -> bool {
+        let first = gpa / PAGE_SIZE;
+        let last = gpa.saturating_add(len.saturating_sub(1)) / PAGE_SIZE;
+        if last - first >= FILTER_WORD_BITS {
+            // A long range: let the exact check decide.
+            return true;
+        }
+        (first..=last).any(|pfn| {
+            let (word, bit) = Self::slot(pfn);
+            self.words[word].load(Ordering::Acquire) & bit != 0
+        })
+    }
+
+    fn set(&self, pfn: u64) {
+        let (word, bit) = Self::slot(pfn);
+        self.words[word].fetch_or(bit, Ordering::SeqCst);
+    }
+
+    /// Recomputes the word of `pfn` from `owned` (after a page left it).
+    fn refresh(&self, pfn: u64, owned: &BTreeMap<u64, Owner>) {
+        let (word, _) = Self::slot(pfn);
+        let value = owned
+            .keys()
+            .map(|&gpa| Self::slot(gpa / PAGE_SIZE))
+            .filter(|&(w, _)| w == word)
+            .fold(0, |acc, (_, bit)| acc | bit);
+        self.words[word].store(value, Ordering::SeqCst);
+    }
+}
+
 /// VM-wide state that calls change (behind a read-write lock: the hot path only reads it).
 #[derive(Debug, Default)]
 pub(crate) struct VmState {
-    /// Host-owned pages (4 KiB-aligned guest-physical address -> owner).
-    pub owned: BTreeMap<u64, Owner>,
+    /// Host-owned pages (4 KiB-aligned guest-physical address -> owner). Changed only by
+    /// [`claim`](Self::claim) and [`release`](Self::release), which keep `filter` in step.
+    owned: BTreeMap<u64, Owner>,
+    /// The lock-free filter over `owned` (shared with [`Inner::owned_filter`]).
+    filter: Arc<OwnedFilter>,
     /// Shared ranges, as disjoint, merged page-frame ranges `start -> end` (exclusive).
     pub shared: BTreeMap<u64, u64>,
     /// Page frames released by the balloon and not reclaimed.
@@ -58,6 +130,12 @@ pub(crate) struct VmState {
 }
 
 impl VmState {
+    /// The lock-free filter over the owned pages (for tests of it).
+    #[cfg(test)]
+    pub fn filter(&self) -> &OwnedFilter {
+        &self.filter
+    }
+
     /// Whether `[gpa, gpa + len)` (`len > 0`, no overflow) overlaps a host-owned page.
     pub fn overlaps_owned(&self, gpa: u64, len: u64) -> bool {
         let first = gpa & !(PAGE_SIZE - 1);
@@ -72,6 +150,7 @@ impl VmState {
         }
         for &(p, owner) in pages {
             self.owned.insert(p, owner);
+            self.filter.set(p / PAGE_SIZE);
         }
         Ok(())
     }
@@ -80,6 +159,7 @@ impl VmState {
     pub fn release(&mut self, page: u64, owner: Owner) {
         if self.owned.get(&page) == Some(&owner) {
             self.owned.remove(&page);
+            self.filter.refresh(page / PAGE_SIZE, &self.owned);
         }
     }
 
@@ -248,6 +328,8 @@ pub(crate) struct Inner<M: Machine> {
     /// NEGOTIATE's result: set once, read by every call without a lock.
     pub negotiated: OnceLock<Negotiated>,
     pub vm: RwLock<VmState>,
+    /// The lock-free filter over the host-owned pages of `vm` (check 9's fast path).
+    pub owned_filter: Arc<OwnedFilter>,
     pub vcpus: Vec<VcpuSlot>,
     /// Per-vCPU call counters (indexed like `vcpus`).
     pub counters: Vec<CallCounters>,
@@ -279,6 +361,8 @@ impl<M: Machine> Inner<M> {
         let n = config.vcpus as usize;
         let calls = CallTable::new(&config);
         let config_check = config.check_guest;
+        let vm = VmState::default();
+        let owned_filter = vm.filter.clone();
         Arc::new_cyclic(|me| {
             let vcpus: Vec<VcpuSlot> = (0..n).map(|_| VcpuSlot::default()).collect();
             lock(&vcpus[0].state).running = true;
@@ -290,7 +374,8 @@ impl<M: Machine> Inner<M> {
                 epoch: Instant::now(),
                 me: me.clone(),
                 negotiated: OnceLock::new(),
-                vm: RwLock::new(VmState::default()),
+                vm: RwLock::new(vm),
+                owned_filter,
                 vcpus,
                 report: Mutex::new(Report::default()),
                 timers: Mutex::new(vec![None; n]),
@@ -306,6 +391,12 @@ impl<M: Machine> Inner<M> {
                 checker: config_check.then(|| crate::guest_check::GuestChecker::new(n as u32)),
             }
         })
+    }
+
+    /// Check 9: whether `[gpa, gpa + len)` (`len > 0`, no overflow) overlaps a host-owned
+    /// page. The lock-free filter answers most blocks; the others take the read lock.
+    pub fn overlaps_owned(&self, gpa: u64, len: u64) -> bool {
+        self.owned_filter.may_overlap(gpa, len) && read_lock(&self.vm).overlaps_owned(gpa, len)
     }
 
     pub fn vcpu_count(&self) -> u32 {
@@ -333,6 +424,7 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Counts one call (or entry) of `code` made for `vcpu` that ended with `status`.
+    #[inline]
     pub fn count_call(&self, vcpu: u32, code: u64, status: Status) {
         if let Some(c) = self.counters.get(vcpu as usize) {
             c.count(&self.calls, code, status);

@@ -12,6 +12,7 @@ mod events;
 mod guest_check;
 mod memory;
 mod multicall_pages;
+mod owned;
 mod regs;
 mod ring;
 mod system;
