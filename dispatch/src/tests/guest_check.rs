@@ -8,8 +8,8 @@ use pvabi_abi::time::TimePage;
 
 use super::{config, wait_for, BUF, H, PAGE1};
 use crate::guest_check::{
-    GuestCheckReport, BASE_016, BATCH_009, BATCH_019, CONV_001, CONV_012, DISC_006, GEN_002,
-    TIME_014, TORN_MARK, TORN_MASK,
+    GuestCheckReport, ADVISORY, BASE_016, BATCH_009, BATCH_019, CONV_001, CONV_012, DISC_006,
+    GEN_002, TIME_014, TORN_MARK, TORN_MASK,
 };
 use crate::{CallRegs, Caller, Doorbell, HostConfig};
 
@@ -24,8 +24,14 @@ fn report(h: &H) -> GuestCheckReport {
     h.d.guest_check().expect("checking mode")
 }
 
+/// The MUST rules broken (the SHOULD and MAY ones, warnings, are tested on their own).
 fn broken(h: &H) -> Vec<&'static str> {
-    report(h).violations.iter().map(|v| v.rule).collect()
+    report(h)
+        .violations
+        .iter()
+        .map(|v| v.rule)
+        .filter(|r| !ADVISORY.contains(r))
+        .collect()
 }
 
 fn entries(n: usize) -> Vec<MulticallEntry> {
@@ -45,7 +51,7 @@ fn a_careful_guest_breaks_nothing_and_the_checker_is_off_by_default() {
     assert_eq!(h.status(0, Call::TimeMonotonic, &[]), Status::Success);
     assert_eq!(h.status(0, Call::GetSpecVersion, &[]), Status::Success);
     let r = report(&h);
-    assert!(r.violations.is_empty(), "{r:?}");
+    assert!(broken(&h).is_empty(), "{r:?}");
     assert!(
         r.exercised[CONV_012] >= 3 && r.exercised[BASE_016] >= 1,
         "{r:?}"
