@@ -353,6 +353,7 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
             "guest.no_submission_into_a_full_ring",
             "guest.completion_head_never_past_tail",
             "guest.doorbell_rings_notified",
+            "guest.sleeping_pollers_woken",
             "guest.lowest_minor_and_needed_features_requested",
             "guest.later_minor_features_optional",
         ],
@@ -373,6 +374,7 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     assert!(message("guest.no_submission_into_a_full_ring").contains("33 entries"));
     assert!(message("guest.completion_head_never_past_tail").contains("past `tail`"));
     assert!(message("guest.doorbell_rings_notified").contains("ring-notify port"));
+    assert!(message("guest.sleeping_pollers_woken").contains("SQ_NEED_WAKEUP set"));
     assert!(message("guest.later_minor_features_optional").contains("0x400"));
     // The MAY rule it exercises passes; it found pvabi where the checking host moved it.
     for name in [

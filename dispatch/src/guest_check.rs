@@ -913,40 +913,62 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
         });
     }
 
-    /// The report, with the rings' state at this moment (RING-008, RING-010): a ring with
-    /// submissions waiting and completion room whose indices moved after the guest's last
-    /// notify was left without the notify that would have run them.
-    pub(crate) fn guest_check_report(&self, c: &GuestChecker) -> GuestCheckReport {
+    /// RING-008 and RING-010 for `vcpu`'s ring `ring` as the guest leaves it (unregistered,
+    /// or at the end of the run): submissions waiting with completion room, and ring indices
+    /// moved after the guest's last notify, mean the guest left them without the notify that
+    /// would have run them (for a HOST_POLLED ring, only while its poller sleeps).
+    pub(crate) fn check_ring_left(&self, c: &GuestChecker, vcpu: u32, ring: &Ring, at_end: bool) {
         let mem = self.machine.memory();
+        let load = |gpa| crate::guest_mem::load_u32(mem, gpa).unwrap_or(0);
+        let (sq_tail, cq_head) = (load(ring.sq + RING_TAIL), load(ring.cq + RING_HEAD));
+        let waiting = sq_tail.wrapping_sub(ring.sq_head);
+        let room = ring.cq_tail.wrapping_sub(cq_head) < RING_CQ_CAPACITY;
+        let moved = c.last_notify(vcpu) != Some((sq_tail, cq_head));
+        let stuck = waiting > 0 && waiting <= RING_SQ_CAPACITY && room && moved;
+        let (rule, how) = match ring.mode {
+            RingMode::Doorbell => (RING_008, "write the vCPU's index to the ring-notify port"),
+            RingMode::HostPolled => (
+                RING_010,
+                "execute a full barrier after the store, then notify if SQ_NEED_WAKEUP is set",
+            ),
+        };
+        let asleep = ring.sq_flags & pvabi_abi::batch::SQ_NEED_WAKEUP != 0;
+        let broken = stuck && (ring.mode == RingMode::Doorbell || asleep);
+        c.saw(rule, vcpu, None, broken, || {
+            format!(
+                "{} submission(s) waited (`tail` {sq_tail}, host `head` {}) with completion \
+                 room{}, and the guest had not notified since it last moved its submission \
+                 `tail` or completion `head` (the ring was then {}): after submitting, or \
+                 freeing completion space while submissions wait, {how}",
+                waiting,
+                ring.sq_head,
+                if asleep {
+                    " while the poller slept (SQ_NEED_WAKEUP set)"
+                } else {
+                    ""
+                },
+                if at_end {
+                    "left at the end of the run"
+                } else {
+                    "unregistered"
+                }
+            )
+        });
+        if !at_end {
+            // The next ring starts with no notify.
+            if let Some(n) = lock(&c.state).notified.get_mut(vcpu as usize) {
+                *n = None;
+            }
+        }
+    }
+
+    /// The report, with the rings' state at this moment (RING-008, RING-010: see
+    /// [`Self::check_ring_left`]).
+    pub(crate) fn guest_check_report(&self, c: &GuestChecker) -> GuestCheckReport {
         for (vcpu, slot) in self.vcpus.iter().enumerate() {
-            let vcpu = vcpu as u32;
-            let Some(ring) = *lock(&slot.ring) else {
-                continue;
-            };
-            let load = |gpa| crate::guest_mem::load_u32(mem, gpa).unwrap_or(0);
-            let (sq_tail, cq_head) = (load(ring.sq + RING_TAIL), load(ring.cq + RING_HEAD));
-            let waiting = sq_tail.wrapping_sub(ring.sq_head);
-            let room = ring.cq_tail.wrapping_sub(cq_head) < RING_CQ_CAPACITY;
-            let moved = c.last_notify(vcpu) != Some((sq_tail, cq_head));
-            let stuck = waiting > 0 && waiting <= RING_SQ_CAPACITY && room && moved;
-            let (rule, how) = match ring.mode {
-                RingMode::Doorbell => (RING_008, "write the vCPU's index to the ring-notify port"),
-                RingMode::HostPolled => (
-                    RING_010,
-                    "execute a full barrier after the store, then notify if SQ_NEED_WAKEUP is set",
-                ),
-            };
-            let asleep = ring.sq_flags & pvabi_abi::batch::SQ_NEED_WAKEUP != 0;
-            let broken = stuck && (ring.mode == RingMode::Doorbell || asleep);
-            c.saw(rule, vcpu, None, broken, || {
-                format!(
-                    "at the end of the run {waiting} submission(s) waited (`tail` {sq_tail}, host \
-                     `head` {}) with completion room, and the guest had not notified since it \
-                     last moved its submission `tail` or completion `head`: after submitting, or \
-                     freeing completion space while submissions wait, {how}",
-                    ring.sq_head
-                )
-            });
+            if let Some(ring) = *lock(&slot.ring) {
+                self.check_ring_left(c, vcpu as u32, &ring, true);
+            }
         }
         c.report()
     }

@@ -130,6 +130,9 @@ fn setup<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     // An old poller sees the generation change and exits.
     slot.ring_wake.notify_all();
     if let Some(old) = old {
+        if let Some(c) = &h.checker {
+            h.check_ring_left(c, vcpu, &old, false);
+        }
         let mut vm = write_lock(&h.vm);
         vm.release(old.sq, sq_owner);
         vm.release(old.cq, cq_owner);

@@ -14,8 +14,9 @@
 //! 6. queues into a full deferred queue (PVABI-DEFER-013) and writes the queue's `head`
 //!    (PVABI-DEFER-002),
 //! 7. submits into a full ring (PVABI-RING-028), moves the completion ring's `head` past its
-//!    `tail` (PVABI-RING-029), and frees completion space while a submission waits without
-//!    notifying (PVABI-RING-008),
+//!    `tail` (PVABI-RING-029), frees completion space while a submission waits without
+//!    notifying (PVABI-RING-008), and submits to a HOST_POLLED ring whose poller sleeps
+//!    without waking it (PVABI-RING-010),
 //! 8. asks NEGOTIATE for minor 3 and requires MULTICALL_PAGES, a 1.3 feature, that it never
 //!    uses (PVABI-VER-014, PVABI-COMPAT-001: SHOULD rules, warnings), and reads the locked
 //!    result after a second NEGOTIATE answers LOCKED (PVABI-BASE-017, a MAY: exercised).
@@ -28,8 +29,8 @@ use core::cell::UnsafeCell;
 use core::mem::offset_of;
 
 use pvabi_guest::abi::batch::{
-    DeferredQueueHeader, MulticallEntry, RingHeader, DEFERRED_QUEUE_CAPACITY, RING_ENTRIES_OFFSET,
-    SQ_CAPACITY,
+    DeferredQueueHeader, MulticallEntry, RingHeader, RingMode, DEFERRED_QUEUE_CAPACITY,
+    RING_ENTRIES_OFFSET, SQ_CAPACITY, SQ_NEED_WAKEUP,
 };
 use pvabi_guest::abi::events::EventQueueHeader;
 use pvabi_guest::abi::features::Features;
@@ -46,6 +47,7 @@ const DQ_HEAD: u64 = offset_of!(DeferredQueueHeader, head) as u64;
 const DQ_TAIL: u64 = offset_of!(DeferredQueueHeader, tail) as u64;
 const RING_HEAD: u64 = offset_of!(RingHeader, head) as u64;
 const RING_TAIL: u64 = offset_of!(RingHeader, tail) as u64;
+const RING_FLAGS: u64 = offset_of!(RingHeader, flags) as u64;
 
 /// Entries in the batch (a checking host preempts after each).
 const ENTRIES: usize = 4;
@@ -77,6 +79,18 @@ const BALLOON: usize = 5;
 fn page(i: usize) -> u64 {
     PAGES.0.get() as u64 + (i as u64) * 4096
 }
+
+/// A volatile load of the word at byte `offset` of page `i`.
+fn peek(i: usize, offset: u64) -> u32 {
+    // SAFETY: inside this guest's own page `i`; volatile, as the host writes it.
+    unsafe { ((page(i) + offset) as *const u32).read_volatile() }
+}
+
+/// How many times at most the guest looks for its poller's SQ_NEED_WAKEUP.
+const POLLER_WAIT: usize = 400_000;
+/// How many more looks the guest takes before it submits (some tens of milliseconds at CPL0,
+/// where guest code is emulated on the project's machines).
+const POLLER_SETTLE: usize = 20_000;
 
 /// A volatile store of `value` at byte `offset` of page `i`.
 fn poke(i: usize, offset: u64, value: u32) {
@@ -147,16 +161,16 @@ fn main(_boot: &BootInfo) -> ! {
 
     // 3. The time page read without the sequence lock.
     let _ = call(&t, Call::TimeSetPage, &[PAGE.gpa()]);
-    // A host-owned field written (`tsc_mul`, 0 on a page without TSC_VALID).
+    // A host-owned field written at every read (`tsc_mul`, 0 on a page without TSC_VALID).
     let tsc_mul = (PAGE.as_ptr() as u64 + offset_of!(TimePage, tsc_mul) as u64) as *mut u32;
-    // SAFETY: the registered time page, identity mapped (the careless write is the point).
-    unsafe { tsc_mul.write_volatile(1) };
     let monotonic =
         (PAGE.as_ptr() as u64 + offset_of!(TimePage, monotonic_ns) as u64) as *const u64;
     for _ in 0..READS {
         // SAFETY: the registered time page, identity mapped; a volatile read of memory the
         // host writes (and, carelessly, without checking `sequence`).
         let now = unsafe { monotonic.read_volatile() };
+        // SAFETY: the registered time page, identity mapped (the careless write is the point).
+        unsafe { tsc_mul.write_volatile(1) };
         let _ = call(&t, Call::TimeSetTimer, &[now + 1_000_000]);
     }
     let _ = call(&t, Call::TimeSetTimer, &[0]);
@@ -203,6 +217,24 @@ fn main(_boot: &BootInfo) -> ! {
     poke(CQ, RING_HEAD, 5);
     let _ = call(&t, Call::RingEnter, &[]);
     poke(CQ, RING_HEAD, 0);
+    // Unregistered (a block of zeros).
+    let _ = call(&t, Call::RingSetup, &[page(STEAL) + 2048]);
+
+    //    A HOST_POLLED ring whose sleeping poller it does not wake after submitting.
+    poke(BALLOON, 16, RingMode::HostPolled as u32);
+    let _ = call(&t, Call::RingSetup, &[setup]);
+    for _ in 0..POLLER_WAIT {
+        if peek(SQ, RING_FLAGS) & SQ_NEED_WAKEUP != 0 {
+            break;
+        }
+    }
+    // A while longer, so that the poller's last look after setting the flag is over and it
+    // sleeps (the careless submission below then waits for a notify that never comes).
+    for _ in 0..POLLER_SETTLE {
+        let _ = peek(SQ, RING_FLAGS);
+    }
+    poke(SQ, RING_ENTRIES_OFFSET + 8, Call::GetSpecVersion.code());
+    poke(SQ, RING_TAIL, 1);
 
     let _ = call(&t, Call::SystemShutdown, &[0]);
     halt_forever()
