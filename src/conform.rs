@@ -419,6 +419,11 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "the guest had no HOST_POLLED ring at the end of the run",
     ),
     (
+        guest_check::VCPU_020,
+        "started_vcpus_mapped_by_their_cr3",
+        "the guest made no VCPU_START that reached the page-table check",
+    ),
+    (
         guest_check::VER_014,
         "lowest_minor_and_needed_features_requested",
         "the guest's NEGOTIATE never succeeded",
@@ -679,12 +684,22 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
     }
     let (verdict, message) = match &outcome.end {
         VmEnd::Shutdown(0) => (Verdict::Pass, None),
-        VmEnd::Shutdown(code) => (
-            Verdict::Fail,
-            Some(format!(
-                "the guest shut down with code {code}, its own report of a failure"
-            )),
-        ),
+        VmEnd::Shutdown(code) => {
+            let console = String::from_utf8_lossy(&outcome.console);
+            let last = console
+                .lines()
+                .find(|l| l.contains("FAIL"))
+                .or_else(|| console.lines().rev().find(|l| !l.trim().is_empty()))
+                .unwrap_or("");
+            (
+                Verdict::Fail,
+                Some(format!(
+                    "the guest shut down with code {code}, its own report of a failure (its \
+                     console: {:?})",
+                    last.chars().take(200).collect::<String>()
+                )),
+            )
+        }
         other => (
             Verdict::Fail,
             Some(format!("the guest did not run to SYSTEM_SHUTDOWN: {other}")),

@@ -328,7 +328,10 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
 
     // The careless guest: exactly its mistakes, each named with what the host saw; the two
     // SHOULD rules it breaks are warnings (FAIL checks, "warning" requirements).
-    let out = pvabi(&["conform", "--guest", "careless", "--format", "json"]);
+    // On two vCPUs, so that it can start vCPU 1 badly too.
+    let out = pvabi(&[
+        "conform", "--guest", "careless", "--vcpus", "2", "--format", "json",
+    ]);
     let careless = checks(&out);
     assert_eq!(out.status.code(), Some(5), "{careless:#?}");
     let failed: Vec<&str> = careless
@@ -354,6 +357,7 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
             "guest.completion_head_never_past_tail",
             "guest.doorbell_rings_notified",
             "guest.sleeping_pollers_woken",
+            "guest.started_vcpus_mapped_by_their_cr3",
             "guest.lowest_minor_and_needed_features_requested",
             "guest.later_minor_features_optional",
         ],
@@ -375,6 +379,7 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     assert!(message("guest.completion_head_never_past_tail").contains("past `tail`"));
     assert!(message("guest.doorbell_rings_notified").contains("ring-notify port"));
     assert!(message("guest.sleeping_pollers_woken").contains("SQ_NEED_WAKEUP set"));
+    assert!(message("guest.started_vcpus_mapped_by_their_cr3").contains("below rsp"));
     assert!(message("guest.later_minor_features_optional").contains("0x400"));
     // The MAY rule it exercises passes; it found pvabi where the checking host moved it.
     for name in [

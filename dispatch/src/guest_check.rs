@@ -27,12 +27,14 @@
 //! | [`RING_029`] | a completion ring whose `head` is past its `tail` |
 //! | [`RING_008`] | at the end of the run, a DOORBELL-mode ring with submissions waiting and completion room, whose submission `tail` or completion `head` moved after the guest's last notify |
 //! | [`RING_010`] | the same for a HOST_POLLED ring whose poller sleeps (`SQ_NEED_WAKEUP` set) |
+//! | [`VCPU_020`] | VCPU_START whose page tables (`cr3`, or the entry tables for 0) do not map `rip` or the word below `rsp` as present (walked in guest memory at the call, 4-level, with 1 GiB and 2 MiB pages) |
 //! | [`VER_014`], [`COMPAT_001`] (SHOULD) | NEGOTIATE asking for a higher minor than the calls the guest made need, or requiring a feature it never used; requiring a feature a later minor than 1.0 introduced |
 //! | [`BASE_017`] (MAY) | after NEGOTIATE answered LOCKED, GET_SPEC_VERSION or PROBE_FEATURES on that vCPU |
 //!
 //! The checking host is demanding but legal. Besides preempting every batch and leaving the
 //! time page torn, it raises each registered event queue's interrupt spuriously (with no new
-//! entry, following the `interrupt_pending` protocol), in bursts: every
+//! entry, following the `interrupt_pending` protocol, while no kind is masked and never at
+//! EVENTS_SET_MASK), in bursts: every
 //! [`SPURIOUS_PERIOD`] calls of a vCPU, at each of its next [`SPURIOUS_BURST`] calls. A guest
 //! that counts interrupts instead of reading `tail` then shows as [`EVT_025`] (its `head` runs
 //! past `tail`).
@@ -96,6 +98,8 @@ pub const RING_029: &str = "PVABI-RING-029";
 pub const RING_008: &str = "PVABI-RING-008";
 /// RING-010: notify a sleeping HOST_POLLED poller.
 pub const RING_010: &str = "PVABI-RING-010";
+/// VCPU-020: VCPU_START's `cr3` maps the started vCPU's first instructions and stack.
+pub const VCPU_020: &str = "PVABI-VCPU-020";
 /// VER-014 (SHOULD): the lowest minor needed, only the features needed as required.
 pub const VER_014: &str = "PVABI-VER-014";
 /// COMPAT-001 (SHOULD): later-minor features as optional.
@@ -104,10 +108,10 @@ pub const COMPAT_001: &str = "PVABI-COMPAT-001";
 pub const BASE_017: &str = "PVABI-BASE-017";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 23] = [
+pub const RULES: [&str; 24] = [
     CONV_012, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009, BATCH_019, TIME_014, CONV_006,
     TIME_025, MEM_019, CONV_025, EVT_025, EVT_011, DEFER_013, DEFER_002, RING_028, RING_029,
-    RING_008, RING_010, VER_014, COMPAT_001, BASE_017,
+    RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, BASE_017,
 ];
 
 /// The rules of [`RULES`] whose level is SHOULD or MAY: a violation of one is a warning.
@@ -733,7 +737,11 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
                 },
             );
         }
-        if spurious && pending == 0 {
+        // Only while no kind is masked and not at EVENTS_SET_MASK: an interrupt then could
+        // not be mistaken for one raised for a masked event (EVT-007) or by a mask change
+        // that unmasked nothing (EVT-023).
+        let set_mask = code == u64::from(Call::EventsSetMask.code());
+        if spurious && pending == 0 && st.mask == 0 && !set_mask {
             // An interrupt with nothing new to announce, by the coalescing protocol.
             crate::guest_mem::store_u32(mem, q.gpa + EQ_PENDING, 1);
             self.machine.raise_interrupt(vcpu, q.vector);
@@ -911,6 +919,65 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
                 at(off, n)
             )
         });
+    }
+
+    /// VCPU_START by `vcpu` of a vCPU at `rip` and `rsp` with page tables `cr3` (0: the entry
+    /// tables, PML4_ADDR) (VCPU-020).
+    pub(crate) fn check_vcpu_start(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        rip: u64,
+        rsp: u64,
+        cr3: u64,
+    ) {
+        let root = if cr3 == 0 {
+            pvabi_abi::platform::PML4_ADDR
+        } else {
+            cr3
+        };
+        let stack = rsp.wrapping_sub(8);
+        let unmapped = [("rip", rip), ("the word below rsp", stack)]
+            .into_iter()
+            .find(|(_, va)| !self.maps(root, *va));
+        c.saw(
+            VCPU_020,
+            vcpu,
+            Some(Call::VcpuStart),
+            unmapped.is_some(),
+            || {
+                let (what, va) = unmapped.unwrap_or(("", 0));
+                format!(
+                    "VCPU_START with cr3 {cr3:#x}: the page tables at {root:#x} do not map {what} \
+                 ({va:#x}); pass in `cr3` the root of page tables that map the started vCPU's \
+                 first instructions and stack"
+                )
+            },
+        );
+    }
+
+    /// Whether the 4-level page tables at `root` map `va` (present at every level).
+    fn maps(&self, root: u64, va: u64) -> bool {
+        const PRESENT: u64 = 1;
+        const PS: u64 = 1 << 7;
+        const ADDR: u64 = 0x000f_ffff_ffff_f000;
+        let mem = self.machine.memory();
+        let mut table = root & ADDR;
+        for level in (1..=4u32).rev() {
+            let index = (va >> (12 + 9 * (level - 1))) & 0x1ff;
+            let Ok(raw) = crate::guest_mem::copy_in(mem, table + index * 8, 8) else {
+                return false;
+            };
+            let entry = u64::from_le_bytes(raw.as_slice().try_into().unwrap_or_default());
+            if entry & PRESENT == 0 {
+                return false;
+            }
+            if level == 1 || (level <= 3 && entry & PS != 0) {
+                return true;
+            }
+            table = entry & ADDR;
+        }
+        true
     }
 
     /// RING-008 and RING-010 for `vcpu`'s ring `ring` as the guest leaves it (unregistered,

@@ -19,7 +19,9 @@
 //!    without waking it (PVABI-RING-010),
 //! 8. asks NEGOTIATE for minor 3 and requires MULTICALL_PAGES, a 1.3 feature, that it never
 //!    uses (PVABI-VER-014, PVABI-COMPAT-001: SHOULD rules, warnings), and reads the locked
-//!    result after a second NEGOTIATE answers LOCKED (PVABI-BASE-017, a MAY: exercised).
+//!    result after a second NEGOTIATE answers LOCKED (PVABI-BASE-017, a MAY: exercised),
+//! 9. on two vCPUs (`--vcpus 2`), starts vCPU 1 with page tables that do not map the stack it
+//!    gives it (PVABI-VCPU-020).
 //!
 //! A checking host must report each of them. Runs on vCPU 0 at CPL0.
 #![no_std]
@@ -236,8 +238,36 @@ fn main(_boot: &BootInfo) -> ! {
     poke(SQ, RING_ENTRIES_OFFSET + 8, Call::GetSpecVersion.code());
     poke(SQ, RING_TAIL, 1);
 
+    // 9. With a second vCPU (`--vcpus 2`): VCPU_START with page tables (the entry ones) that
+    //    do not map the stack it passes. The vCPU's code spins without touching the stack.
+    let vcpus = call(&t, Call::VcpuInfo, &[]).results[1];
+    if vcpus >= 2 {
+        let state = page(STEAL) + 1024;
+        let rip = careless_spin as usize as u64;
+        for (i, word) in [rip, UNMAPPED_STACK, 0, 0].into_iter().enumerate() {
+            poke(STEAL, 1024 + 8 * i as u64, word as u32);
+            poke(STEAL, 1024 + 8 * i as u64 + 4, (word >> 32) as u32);
+        }
+        let _ = call(&t, Call::VcpuStart, &[1, state]);
+    }
+
     let _ = call(&t, Call::SystemShutdown, &[0]);
     halt_forever()
+}
+
+/// A canonical stack address far above what the entry page tables map (the first GiB).
+const UNMAPPED_STACK: u64 = 0x7f00_0000_0000;
+
+// The started vCPU's code: a loop that uses no stack.
+core::arch::global_asm!(
+    ".global careless_spin",
+    "careless_spin:",
+    "pause",
+    "jmp careless_spin",
+);
+
+extern "C" {
+    fn careless_spin();
 }
 
 #[panic_handler]
