@@ -434,6 +434,11 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "the guest's NEGOTIATE never succeeded",
     ),
     (
+        guest_check::SYS_007,
+        "crash_message_in_utf8",
+        "the guest made no SYSTEM_CRASH",
+    ),
+    (
         guest_check::BASE_017,
         "locked_result_read_after_locked",
         "no NEGOTIATE of the guest was answered LOCKED and followed by GET_SPEC_VERSION or PROBE_FEATURES (a MAY)",

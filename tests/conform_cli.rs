@@ -316,6 +316,7 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
         "guest.resumes_preempted_page_batches",
         "guest.steal_page_only_when_granted",
         "guest.sleeping_pollers_woken",
+        "guest.crash_message_in_utf8",
     ];
     for (name, verdict, message) in &demo {
         if never.contains(&name.as_str()) {
@@ -403,7 +404,8 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     assert_eq!(requirement("PVABI-RING-008").as_deref(), Some("FAIL"));
 
     // The second careless guest skips discovery and calls at the default port: the checking
-    // host, which moved its leaves and ports, sees both; the guest still runs to its end.
+    // host, which moved its leaves and ports, sees both; the guest still runs to its end, a
+    // SYSTEM_CRASH whose message is not UTF-8 (a SHOULD: a warning).
     let out = pvabi(&[
         "conform",
         "--guest",
@@ -424,12 +426,15 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
             "guest.finds_pvabi_at_a_later_base",
             "guest.uses_the_transport_leaf_ports",
             "guest.lowest_minor_and_needed_features_requested",
+            "guest.crash_message_in_utf8",
+            "guest.runs_under_a_host_offering_more_than_it_knows",
         ],
         "{disc:#?}"
     );
     let message = |name: &str| &disc.iter().find(|(n, _, _)| n == name).unwrap().2;
     assert!(message("guest.finds_pvabi_at_a_later_base").contains("0x40000100"));
     assert!(message("guest.uses_the_transport_leaf_ports").contains("0x5650"));
+    assert!(message("guest.crash_message_in_utf8").contains("not UTF-8"));
 
     // The text summary names the rules; a missing image names the built-in guests.
     let out = pvabi(&["conform", "--guest", "careless"]);

@@ -29,6 +29,7 @@
 //! | [`RING_010`] | the same for a HOST_POLLED ring whose poller sleeps (`SQ_NEED_WAKEUP` set) |
 //! | [`VCPU_020`] | VCPU_START whose page tables (`cr3`, or the entry tables for 0) do not map `rip` or the word below `rsp` as present (walked in guest memory at the call, 4-level, with 1 GiB and 2 MiB pages) |
 //! | [`VER_014`], [`COMPAT_001`] (SHOULD) | NEGOTIATE asking for a higher minor than the calls the guest made need, or requiring a feature it never used; requiring a feature a later minor than 1.0 introduced |
+//! | [`SYS_007`] (SHOULD) | a SYSTEM_CRASH message that is not UTF-8 (which vCPU detected the failure does not show) |
 //! | [`BASE_017`] (MAY) | after NEGOTIATE answered LOCKED, GET_SPEC_VERSION or PROBE_FEATURES on that vCPU |
 //!
 //! The checking host is demanding but legal. Besides preempting every batch and leaving the
@@ -104,18 +105,20 @@ pub const VCPU_020: &str = "PVABI-VCPU-020";
 pub const VER_014: &str = "PVABI-VER-014";
 /// COMPAT-001 (SHOULD): later-minor features as optional.
 pub const COMPAT_001: &str = "PVABI-COMPAT-001";
+/// SYS-007 (SHOULD): a SYSTEM_CRASH message in UTF-8.
+pub const SYS_007: &str = "PVABI-SYS-007";
 /// BASE-017 (MAY): reading the locked result after LOCKED.
 pub const BASE_017: &str = "PVABI-BASE-017";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 24] = [
+pub const RULES: [&str; 25] = [
     CONV_012, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009, BATCH_019, TIME_014, CONV_006,
     TIME_025, MEM_019, CONV_025, EVT_025, EVT_011, DEFER_013, DEFER_002, RING_028, RING_029,
-    RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, BASE_017,
+    RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, SYS_007, BASE_017,
 ];
 
 /// The rules of [`RULES`] whose level is SHOULD or MAY: a violation of one is a warning.
-pub const ADVISORY: [&str; 3] = [VER_014, COMPAT_001, BASE_017];
+pub const ADVISORY: [&str; 4] = [VER_014, COMPAT_001, SYS_007, BASE_017];
 
 /// How many calls of a vCPU apart the checking host's bursts of spurious event interrupts
 /// start.
@@ -602,6 +605,25 @@ impl GuestChecker {
                  announce none: the checking host raises spurious ones)"
             )
         });
+    }
+
+    /// SYSTEM_CRASH by `vcpu` with `message` (SYS-007).
+    pub(crate) fn crash_message(&self, vcpu: u32, message: &[u8]) {
+        let bad = std::str::from_utf8(message).err();
+        self.saw(
+            SYS_007,
+            vcpu,
+            Some(Call::SystemCrash),
+            bad.is_some(),
+            || {
+                format!(
+                    "the SYSTEM_CRASH message ({} bytes) is not UTF-8 (byte {} starts an invalid \
+                 sequence): send UTF-8 text that identifies the failure",
+                    message.len(),
+                    bad.map_or(0, |e| e.valid_up_to())
+                )
+            },
+        );
     }
 
     /// The indices of `vcpu`'s ring at its last notify.

@@ -243,7 +243,7 @@ fn main(_boot: &BootInfo) -> ! {
     let vcpus = call(&t, Call::VcpuInfo, &[]).results[1];
     if vcpus >= 2 {
         let state = page(STEAL) + 1024;
-        let rip = careless_spin as usize as u64;
+        let rip = careless_spin as *const () as u64;
         for (i, word) in [rip, UNMAPPED_STACK, 0, 0].into_iter().enumerate() {
             poke(STEAL, 1024 + 8 * i as u64, word as u32);
             poke(STEAL, 1024 + 8 * i as u64 + 4, (word >> 32) as u32);
