@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 use pvabi_conformance::channel::{self, RunEnd, TestResult};
 use pvabi_conformance::report::{self, Report, Requirement};
 use pvabi_conformance::Verdict;
-use pvabi_host::dispatch::{ConsoleSink, HostConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pvabi_host::bus::{PortAccess, PortDevice};
+use pvabi_host::dispatch::{CallRegs, ConsoleSink, HostConfig, Outcome};
 use pvabi_host::runner::{self, RunConfig};
 use pvabi_host::vm::{VmConfig, VmEnd};
 
@@ -333,6 +337,8 @@ pub fn checking_host(vcpus: u32) -> HostConfig {
 
 /// One check of [`check_guest`]'s report per guest rule the host can see: its name, and what
 /// "not exercised" means for it.
+use pvabi_host::dispatch::guest_check;
+
 const GUEST_RULES: &[(&str, &str, &str)] = &[
     (
         pvabi_host::dispatch::guest_check::CONV_012,
@@ -374,7 +380,240 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "time_page_sequence_lock",
         "the guest armed no timer (a torn time-page read shows in a TIME_SET_TIMER deadline)",
     ),
+    (
+        guest_check::CONV_006,
+        "no_reliance_on_undefined_results",
+        "the guest made no call",
+    ),
+    (
+        guest_check::TIME_025,
+        "steal_page_only_when_granted",
+        "the guest made no TIME_SET_STEAL_PAGE",
+    ),
+    (
+        guest_check::MEM_019,
+        "no_released_page_in_a_call",
+        "the guest named no memory in a call",
+    ),
+    (
+        guest_check::CONV_025,
+        "host_fields_of_host_pages_left_alone",
+        "the guest registered no time page (or it was never refreshed)",
+    ),
+    (
+        guest_check::EVT_025,
+        "event_head_never_past_tail",
+        "no event was posted to a registered queue",
+    ),
+    (
+        guest_check::EVT_011,
+        "event_interrupt_rearmed_then_tail_reread",
+        "the guest made no VCPU_HALT with an event queue registered",
+    ),
+    (
+        guest_check::DEFER_013,
+        "no_queuing_into_a_full_deferred_queue",
+        "the guest's deferred queue was never drained",
+    ),
+    (
+        guest_check::DEFER_002,
+        "deferred_head_and_errors_left_to_the_host",
+        "the guest's deferred queue was never drained",
+    ),
+    (
+        guest_check::RING_028,
+        "no_submission_into_a_full_ring",
+        "the host made no pass over a ring of the guest",
+    ),
+    (
+        guest_check::RING_029,
+        "completion_head_never_past_tail",
+        "the host read no completion-ring head of the guest",
+    ),
+    (
+        guest_check::RING_008,
+        "doorbell_rings_notified",
+        "the guest had no DOORBELL-mode ring at the end of the run",
+    ),
+    (
+        guest_check::RING_010,
+        "sleeping_pollers_woken",
+        "the guest had no HOST_POLLED ring at the end of the run",
+    ),
+    (
+        guest_check::VCPU_020,
+        "started_vcpus_mapped_by_their_cr3",
+        "the guest made no VCPU_START that reached the page-table check",
+    ),
+    (
+        guest_check::VER_014,
+        "lowest_minor_and_needed_features_requested",
+        "the guest's NEGOTIATE never succeeded",
+    ),
+    (
+        guest_check::COMPAT_001,
+        "later_minor_features_optional",
+        "the guest's NEGOTIATE never succeeded",
+    ),
+    (
+        guest_check::SYS_007,
+        "crash_message_in_utf8",
+        "the guest made no SYSTEM_CRASH",
+    ),
+    (
+        guest_check::BASE_017,
+        "locked_result_read_after_locked",
+        "no NEGOTIATE of the guest was answered LOCKED and followed by GET_SPEC_VERSION or PROBE_FEATURES (a MAY)",
+    ),
 ];
+
+/// PVABI-PLAT-004: where the image's loadable segments are, checked before the guest runs:
+/// `Err` names the first segment below `IMAGE_MIN_ADDR` or beyond guest RAM of `ram` bytes.
+pub fn check_image_placement(image: &[u8], ram: u64) -> Result<(), String> {
+    use pvabi_abi::platform::IMAGE_MIN_ADDR;
+    let word = |at: usize, n: usize| -> Option<u64> {
+        let b = image.get(at..at + n)?;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(b);
+        Some(u64::from_le_bytes(v))
+    };
+    if image.get(..4) != Some(b"\x7fELF".as_slice()) {
+        return Ok(()); // not an ELF image: the loader says so
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (word(32, 8), word(54, 2), word(56, 2))
+    else {
+        return Ok(());
+    };
+    for i in 0..phnum {
+        let at = usize::try_from(phoff + i * phentsize).unwrap_or(usize::MAX);
+        let (Some(kind), Some(paddr), Some(memsz)) = (
+            word(at, 4),
+            word(at.saturating_add(24), 8),
+            word(at.saturating_add(40), 8),
+        ) else {
+            return Ok(());
+        };
+        if kind != 1 {
+            continue; // not PT_LOAD
+        }
+        let end = paddr.saturating_add(memsz);
+        if paddr < IMAGE_MIN_ADDR || end > ram {
+            return Err(format!(
+                "loadable segment {i} occupies {paddr:#x}..{end:#x}: place every loadable segment \
+                 at or above IMAGE_MIN_ADDR ({IMAGE_MIN_ADDR:#x}) and within guest RAM (here \
+                 {ram:#x} bytes; link the image at 0x200000, as guest-ref/bare/rt/link.ld does)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checking host's device on the default pvabi ports, which it does not use
+/// ([`guest_check::CHECKING_DOORBELL_PORT`]): it counts the guest's writes there
+/// (PVABI-DISC-008) and passes each on to the dispatcher as if made at the advertised port, so
+/// that such a guest still runs to its end and its other rules are checked.
+#[derive(Default)]
+struct DefaultPortTrap {
+    dispatcher: std::sync::Mutex<Option<Arc<pvabi_host::KvmDispatcher>>>,
+    /// Writes to the default doorbell and ring-notify ports.
+    writes: [AtomicU64; 2],
+    /// The first write: `(vCPU, port)`.
+    first: std::sync::Mutex<Option<(u32, u16)>>,
+}
+
+fn lock_trap<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PortDevice for DefaultPortTrap {
+    fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
+        let doorbell = access.port == pvabi_abi::convention::DOORBELL_PORT;
+        self.writes[usize::from(!doorbell)].fetch_add(1, Ordering::Relaxed);
+        lock_trap(&self.first).get_or_insert((access.vcpu, access.port));
+        let d = lock_trap(&self.dispatcher).clone()?;
+        let c = d.config();
+        let port = if doorbell {
+            c.doorbell_port
+        } else {
+            c.ring_notify_port
+        };
+        d.port_out(access.caller(), port, data, regs)
+    }
+}
+
+/// PVABI-DISC-002 and PVABI-DISC-008 from where the guest's calls arrived: at the ports the
+/// transport leaf names (found by scanning up to [`guest_check::CHECKING_CPUID_BASE`]) or at
+/// the default ones.
+fn discovery_checks(
+    seen: &pvabi_host::dispatch::guest_check::GuestCheckReport,
+    trap: &DefaultPortTrap,
+) -> Vec<pvabi_conformance::Check> {
+    use pvabi_conformance::Check;
+    let [at_default, notify_default] = [0, 1].map(|i| trap.writes[i].load(Ordering::Relaxed));
+    let calls = seen
+        .exercised
+        .get(guest_check::CONV_012)
+        .copied()
+        .unwrap_or(0);
+    let advertised = calls.saturating_sub(at_default);
+    let base = guest_check::CHECKING_CPUID_BASE;
+    let disc_002 = if advertised > 0 {
+        (Verdict::Pass, None)
+    } else {
+        (
+            Verdict::Fail,
+            Some(format!(
+                "the guest made no call at the doorbell port {:#x} that the pvabi leaves name: the \
+                 checking host put them at base {base:#x}, behind another signature at {:#x}; \
+                 scan the candidate bases in increasing order and use the first that carries \
+                 pvabi's signature",
+                guest_check::CHECKING_DOORBELL_PORT,
+                pvabi_abi::discovery::CPUID_FIRST_BASE
+            )),
+        )
+    };
+    let disc_008 = if at_default + notify_default > 0 {
+        let (vcpu, port) = lock_trap(&trap.first).unwrap_or((0, 0));
+        (
+            Verdict::Fail,
+            Some(format!(
+                "vCPU {vcpu}: {} write(s) to the default doorbell port and {} to the default \
+                 ring-notify port (the first to {port:#x}), where the transport leaf names {:#x} \
+                 and {:#x}: use the ports the transport leaf reports",
+                at_default,
+                notify_default,
+                guest_check::CHECKING_DOORBELL_PORT,
+                guest_check::CHECKING_RING_NOTIFY_PORT
+            )),
+        )
+    } else if calls > 0 {
+        (Verdict::Pass, None)
+    } else {
+        (
+            Verdict::Skip,
+            Some("not exercised: the guest made no call".to_owned()),
+        )
+    };
+    [
+        ("finds_pvabi_at_a_later_base", "PVABI-DISC-002", disc_002),
+        ("uses_the_transport_leaf_ports", "PVABI-DISC-008", disc_008),
+    ]
+    .into_iter()
+    .map(|(name, rule, (verdict, message))| Check {
+        name: format!("{GUEST_TEST}.{name}"),
+        verdict,
+        requirements: vec![rule.to_owned()],
+        message,
+        warning: false,
+    })
+    .collect()
+}
+
+/// The guest rules of [`GUEST_RULES`] whose level is SHOULD or MAY: a failed check of one is
+/// a warning, which does not fail the run.
+fn guest_rule_is_advisory(rule: &str) -> bool {
+    guest_check::ADVISORY.contains(&rule)
+}
 
 /// Runs the guest `image` on `vcpus` vCPUs under [`checking_host`] and reports, per guest
 /// rule the host can see, PASS (exercised, never broken), FAIL (broken: what, where, how
@@ -390,8 +629,42 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         },
         timeout: Some(TEST_TIMEOUT),
     };
+    let placement = check_image_placement(image, config.vm.mem_bytes);
+    let plat_004 = Check {
+        name: format!("{GUEST_TEST}.image_placed_at_or_above_image_min_addr"),
+        verdict: if placement.is_ok() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        requirements: vec!["PVABI-PLAT-004".to_owned()],
+        message: placement.clone().err(),
+        warning: false,
+    };
+    if placement.is_err() {
+        return TestResult {
+            test: GUEST_TEST.to_owned(),
+            verdict: Verdict::Fail,
+            checks: vec![plat_004],
+            reason: Some(
+                "the reference platform refuses to start the image (PVABI-PLAT-005)".to_owned(),
+            ),
+            end: RunEnd::Fault("image not started".to_owned()),
+            info: Default::default(),
+        };
+    }
     let mut dispatcher = None;
-    let run = runner::run_with(image, config, |_, d| dispatcher = Some(d.clone()));
+    let trap = Arc::new(DefaultPortTrap::default());
+    let run = runner::run_with(image, config, |bus, d| {
+        dispatcher = Some(d.clone());
+        *lock_trap(&trap.dispatcher) = Some(d.clone());
+        let default = pvabi_abi::convention::DOORBELL_PORT;
+        bus.attach(default..=default, trap.clone());
+        let notify = pvabi_abi::convention::RING_NOTIFY_PORT;
+        bus.attach(notify..=notify, trap.clone());
+    });
+    // The trap holds the dispatcher only while the VM runs.
+    lock_trap(&trap.dispatcher).take();
     let outcome = match run {
         Ok(o) => o,
         Err(e) => {
@@ -406,7 +679,8 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         }
     };
     let seen = dispatcher.and_then(|d| d.guest_check()).unwrap_or_default();
-    let mut checks = Vec::new();
+    let mut checks = vec![plat_004];
+    checks.extend(discovery_checks(&seen, &trap));
     for (rule, name, idle) in GUEST_RULES {
         let broken = seen.counts.get(rule).copied().unwrap_or(0);
         let (verdict, message) = if broken > 0 {
@@ -440,12 +714,22 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
     }
     let (verdict, message) = match &outcome.end {
         VmEnd::Shutdown(0) => (Verdict::Pass, None),
-        VmEnd::Shutdown(code) => (
-            Verdict::Fail,
-            Some(format!(
-                "the guest shut down with code {code}, its own report of a failure"
-            )),
-        ),
+        VmEnd::Shutdown(code) => {
+            let console = String::from_utf8_lossy(&outcome.console);
+            let last = console
+                .lines()
+                .find(|l| l.contains("FAIL"))
+                .or_else(|| console.lines().rev().find(|l| !l.trim().is_empty()))
+                .unwrap_or("");
+            (
+                Verdict::Fail,
+                Some(format!(
+                    "the guest shut down with code {code}, its own report of a failure (its \
+                     console: {:?})",
+                    last.chars().take(200).collect::<String>()
+                )),
+            )
+        }
         other => (
             Verdict::Fail,
             Some(format!("the guest did not run to SYSTEM_SHUTDOWN: {other}")),
@@ -460,6 +744,13 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         }),
         warning: false,
     });
+    // A broken SHOULD or MAY is the channel's WARN: a PASS for the run, a warning for the rule.
+    for c in &mut checks {
+        if c.verdict == Verdict::Fail && c.requirements.iter().all(|r| guest_rule_is_advisory(r)) {
+            c.verdict = Verdict::Pass;
+            c.warning = true;
+        }
+    }
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
     TestResult {
         test: GUEST_TEST.to_owned(),
@@ -698,6 +989,51 @@ mod tests {
     use super::*;
     use pvabi_abi::calls::Call;
     use pvabi_host::vm::testing::kvm_or_skip;
+
+    /// The careless guest's image with its first loadable segment moved to `paddr`.
+    fn careless_at(paddr: u64) -> Vec<u8> {
+        let mut image = pvabi_guest_images::careless().to_vec();
+        let word = |img: &[u8], at: usize, n: usize| {
+            let mut v = [0u8; 8];
+            v[..n].copy_from_slice(&img[at..at + n]);
+            u64::from_le_bytes(v) as usize
+        };
+        let (phoff, size, n) = (
+            word(&image, 32, 8),
+            word(&image, 54, 2),
+            word(&image, 56, 2),
+        );
+        let load = (0..n)
+            .map(|i| phoff + i * size)
+            .find(|&at| word(&image, at, 4) == 1)
+            .expect("a PT_LOAD segment");
+        image[load + 24..load + 32].copy_from_slice(&paddr.to_le_bytes());
+        image
+    }
+
+    #[test]
+    fn an_image_below_image_min_addr_or_beyond_ram_fails_plat_004_before_it_runs() {
+        let ram = VmConfig::default().mem_bytes;
+        assert_eq!(
+            check_image_placement(pvabi_guest_images::careless(), ram),
+            Ok(())
+        );
+        for (paddr, shows) in [(0x1000, "0x1000"), (ram, "within guest RAM")] {
+            let image = careless_at(paddr);
+            let why = check_image_placement(&image, ram).unwrap_err();
+            assert!(
+                why.contains(shows) && why.contains("IMAGE_MIN_ADDR"),
+                "{why}"
+            );
+            // `--guest` reports it as the guest's failure, without starting the image (so
+            // without KVM too).
+            let r = check_guest(&image, 1);
+            assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+            assert_eq!(r.checks.len(), 1, "{r:?}");
+            assert_eq!(r.checks[0].requirements, ["PVABI-PLAT-004"]);
+            assert_eq!(r.checks[0].message.as_deref(), Some(why.as_str()));
+        }
+    }
 
     /// The whole reference run: the host suite on the reference host, then the demo guest under
     /// the checking host (the guest rules' results), `jobs` tests at a time.

@@ -287,6 +287,9 @@ impl<M: Machine> Inner<M> {
         let Some(tail) = page.load_u32(DQ_TAIL) else {
             return (0, 0);
         };
+        if let Some(c) = &self.checker {
+            self.check_deferred(c, vcpu, q, tail);
+        }
         let pending = tail.wrapping_sub(q.head);
         let malformed =
             pending > DEFERRED_QUEUE_CAPACITY && !injected!(self, DeferredMalformedTailRuns);

@@ -132,6 +132,9 @@ impl<M: Machine> Inner<M> {
                 Some(q) => {
                     // The guest's head, read once; a head "ahead" of the tail looks full.
                     let head = guest_mem::load_u32(mem, q.gpa + HEAD).unwrap_or(q.tail);
+                    if let Some(c) = &self.checker {
+                        c.event_head(target, head, q.tail);
+                    }
                     let full = q.tail.wrapping_sub(head) >= EVENT_QUEUE_CAPACITY;
                     if full && !injected!(self, EventsFullQueueOverwrites) {
                         q.dropped = q.dropped.wrapping_add(1);

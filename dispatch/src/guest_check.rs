@@ -15,6 +15,30 @@
 //! | [`BATCH_009`] | after INCOMPLETE, a MULTICALL of the same list that does not resume at `next` with the same `count` and `flags`, or a batch never resumed |
 //! | [`BATCH_019`] | the same for MULTICALL_PAGES (the same `list`, `pages`, `count` and `flags`) |
 //! | [`TIME_014`] | a time-page value read during an update: in checking mode the host leaves the page mid-update (odd `sequence`, a marked `monotonic_ns`) for a while at every refresh, so a reader that ignores the sequence lock picks up the mark and passes it on, as a TIME_SET_TIMER deadline |
+//! | [`CONV_006`] | an argument holding [`POISON`], the value the checking host writes into every result register the guest must not read (all four after a failure, the undefined ones after SUCCESS): the guest passed on a result it must not rely on |
+//! | [`TIME_025`] | TIME_SET_STEAL_PAGE answered NOT_SUPPORTED or NOT_GRANTED (NEGOTIATE accepted 1.0, or did not grant STEAL_TIME) |
+//! | [`MEM_019`] | a call naming a page MEM_BALLOON_RELEASE released and no MEM_BALLOON_RECLAIM took back: its memory block, the page it registers, the entry of MEM_UPDATE_PTE (in any context), a page of a MEM_SHARE range |
+//! | [`CONV_025`] | a host-owned field of the time page that differs, at the next refresh, from what the host last wrote there (`sequence`, `flags`, the TSC fields, the reserved words) |
+//! | [`EVT_025`] | an event-queue `head` past `tail` (`tail - head` beyond the capacity) when the host posts an event |
+//! | [`EVT_011`] | VCPU_HALT while `interrupt_pending` is 0 and an entry of an unmasked kind waits in the queue: the guest re-armed the interrupt without looking at `tail` again (read under the vCPU's event lock, so a post in flight is never mistaken for it) |
+//! | [`DEFER_013`] | a deferred queue with `tail - head` beyond the capacity at a drain point |
+//! | [`DEFER_002`] | a deferred queue whose `head` or error fields differ, at a drain point, from what the host last wrote |
+//! | [`RING_028`] | a submission ring with `tail - head` beyond the capacity |
+//! | [`RING_029`] | a completion ring whose `head` is past its `tail` |
+//! | [`RING_008`] | at the end of the run, a DOORBELL-mode ring with submissions waiting and completion room, whose submission `tail` or completion `head` moved after the guest's last notify |
+//! | [`RING_010`] | the same for a HOST_POLLED ring whose poller sleeps (`SQ_NEED_WAKEUP` set) |
+//! | [`VCPU_020`] | VCPU_START whose page tables (`cr3`, or the entry tables for 0) do not map `rip` or the word below `rsp` as present (walked in guest memory at the call, 4-level, with 1 GiB and 2 MiB pages) |
+//! | [`VER_014`], [`COMPAT_001`] (SHOULD) | NEGOTIATE asking for a higher minor than the calls the guest made need, or requiring a feature it never used; requiring a feature a later minor than 1.0 introduced |
+//! | [`SYS_007`] (SHOULD) | a SYSTEM_CRASH message that is not UTF-8 (which vCPU detected the failure does not show) |
+//! | [`BASE_017`] (MAY) | after NEGOTIATE answered LOCKED, GET_SPEC_VERSION or PROBE_FEATURES on that vCPU |
+//!
+//! The checking host is demanding but legal. Besides preempting every batch and leaving the
+//! time page torn, it raises each registered event queue's interrupt spuriously (with no new
+//! entry, following the `interrupt_pending` protocol, while no kind is masked and never at
+//! EVENTS_SET_MASK), in bursts: every
+//! [`SPURIOUS_PERIOD`] calls of a vCPU, at each of its next [`SPURIOUS_BURST`] calls. A guest
+//! that counts interrupts instead of reading `tail` then shows as [`EVT_025`] (its `head` runs
+//! past `tail`).
 //!
 //! Each rule also counts how often the guest exercised it, so that a report can say "not
 //! exercised" rather than claim a pass for a rule the guest never came near.
@@ -27,10 +51,11 @@ use pvabi_abi::status::Status;
 
 use std::time::Duration;
 
+use pvabi_abi::discovery::CPUID_FIRST_BASE;
 use pvabi_abi::features::Features;
-use pvabi_abi::version::V1_0;
+use pvabi_abi::version::{Version, V1_0};
 
-use crate::config::{FeatureOffer, HostConfig};
+use crate::config::{FeatureOffer, HostConfig, POISON};
 use crate::sync::lock;
 
 /// CONV-012: calls in 64-bit mode at privilege level 0.
@@ -50,10 +75,56 @@ pub const BATCH_019: &str = "PVABI-BATCH-019";
 /// TIME-014: the time page's sequence lock.
 pub const TIME_014: &str = "PVABI-TIME-014";
 
+/// CONV-006: no reliance on undefined results.
+pub const CONV_006: &str = "PVABI-CONV-006";
+/// TIME-025: TIME_SET_STEAL_PAGE only at 1.1 or later with STEAL_TIME granted.
+pub const TIME_025: &str = "PVABI-TIME-025";
+/// MEM-019: no released page named in a call.
+pub const MEM_019: &str = "PVABI-MEM-019";
+/// CONV-025: no guest write to the host's fields of a host-owned page.
+pub const CONV_025: &str = "PVABI-CONV-025";
+/// EVT-025: the event queue's `head` never past `tail`.
+pub const EVT_025: &str = "PVABI-EVT-025";
+/// EVT-011: clear `interrupt_pending`, barrier, look at `tail` again.
+pub const EVT_011: &str = "PVABI-EVT-011";
+/// DEFER-013: no queuing into a full deferred queue.
+pub const DEFER_013: &str = "PVABI-DEFER-013";
+/// DEFER-002: the deferred queue's `head` and error fields are the host's.
+pub const DEFER_002: &str = "PVABI-DEFER-002";
+/// RING-028: no submission into a full ring.
+pub const RING_028: &str = "PVABI-RING-028";
+/// RING-029: the completion ring's `head` never past its `tail`.
+pub const RING_029: &str = "PVABI-RING-029";
+/// RING-008: notify in DOORBELL mode.
+pub const RING_008: &str = "PVABI-RING-008";
+/// RING-010: notify a sleeping HOST_POLLED poller.
+pub const RING_010: &str = "PVABI-RING-010";
+/// VCPU-020: VCPU_START's `cr3` maps the started vCPU's first instructions and stack.
+pub const VCPU_020: &str = "PVABI-VCPU-020";
+/// VER-014 (SHOULD): the lowest minor needed, only the features needed as required.
+pub const VER_014: &str = "PVABI-VER-014";
+/// COMPAT-001 (SHOULD): later-minor features as optional.
+pub const COMPAT_001: &str = "PVABI-COMPAT-001";
+/// SYS-007 (SHOULD): a SYSTEM_CRASH message in UTF-8.
+pub const SYS_007: &str = "PVABI-SYS-007";
+/// BASE-017 (MAY): reading the locked result after LOCKED.
+pub const BASE_017: &str = "PVABI-BASE-017";
+
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 8] = [
-    CONV_012, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009, BATCH_019, TIME_014,
+pub const RULES: [&str; 25] = [
+    CONV_012, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009, BATCH_019, TIME_014, CONV_006,
+    TIME_025, MEM_019, CONV_025, EVT_025, EVT_011, DEFER_013, DEFER_002, RING_028, RING_029,
+    RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, SYS_007, BASE_017,
 ];
+
+/// The rules of [`RULES`] whose level is SHOULD or MAY: a violation of one is a warning.
+pub const ADVISORY: [&str; 4] = [VER_014, COMPAT_001, SYS_007, BASE_017];
+
+/// How many calls of a vCPU apart the checking host's bursts of spurious event interrupts
+/// start.
+pub const SPURIOUS_PERIOD: u64 = 16;
+/// How many calls in a row each burst of spurious event interrupts lasts.
+pub const SPURIOUS_BURST: u64 = 3;
 
 /// The mark of a time-page value written mid-update (in `monotonic_ns`'s top 16 bits, with
 /// the low bits the true time): no real monotonic time comes near it (2^62 ns is 146 years).
@@ -65,13 +136,33 @@ pub const TORN_MASK: u64 = 0xffff_0000_0000_0000;
 /// offers: a guest must not fail because of it (PVABI-VER-009).
 pub const UNKNOWN_FEATURE: u64 = 1 << 47;
 
+/// Where the checking host puts the pvabi CPUID leaves: one base up, behind
+/// [`DECOY_SIGNATURE`] at the first base, so that a guest that does not scan the bases
+/// (PVABI-DISC-002) does not find it.
+pub const CHECKING_CPUID_BASE: u32 = 0x4000_0100;
+/// The checking host's doorbell port: not the default, so that a guest that uses the default
+/// ports instead of the transport leaf's (PVABI-DISC-008) shows it.
+pub const CHECKING_DOORBELL_PORT: u16 = 0x5670;
+/// The checking host's ring-notify port (see [`CHECKING_DOORBELL_PORT`]).
+pub const CHECKING_RING_NOTIFY_PORT: u16 = 0x5674;
+/// The leaf the checking host puts at the first base: `eax` = the leaf itself, and a
+/// signature ("NotPvabiHost") that is not pvabi's.
+pub const DECOY_SIGNATURE: [u32; 4] = [
+    CPUID_FIRST_BASE,
+    u32::from_le_bytes(*b"NotP"),
+    u32::from_le_bytes(*b"vabi"),
+    u32::from_le_bytes(*b"Host"),
+];
+
 impl HostConfig {
     /// A host that checks its guest ([`HostConfig::check_guest`]) and is demanding but legal,
     /// for `pvabi conform --guest`: it preempts every MULTICALL and MULTICALL_PAGES after each
     /// entry (INCOMPLETE at every index), poisons the result registers a call does not define, leaves the time
     /// page mid-update for a while at every refresh (every millisecond), lets host-polled
-    /// rings sleep as soon as they are idle, serves the newest minor, and offers a feature bit
-    /// no version defines ([`UNKNOWN_FEATURE`]).
+    /// rings sleep as soon as they are idle, serves the newest minor, offers a feature bit
+    /// no version defines ([`UNKNOWN_FEATURE`]), raises spurious event interrupts in bursts
+    /// ([`SPURIOUS_PERIOD`]), and puts its CPUID leaves one base up behind another signature
+    /// and its ports off the defaults ([`CHECKING_CPUID_BASE`], [`CHECKING_DOORBELL_PORT`]).
     pub fn checking() -> HostConfig {
         let base = HostConfig::default();
         let mut features = base.features.clone();
@@ -82,6 +173,10 @@ impl HostConfig {
         HostConfig {
             check_guest: true,
             strict: true,
+            cpuid_base: CHECKING_CPUID_BASE,
+            doorbell_port: CHECKING_DOORBELL_PORT,
+            ring_notify_port: CHECKING_RING_NOTIFY_PORT,
+            extra_cpuid_leaves: vec![(CPUID_FIRST_BASE, 0, DECOY_SIGNATURE)],
             max_multicall: 1,
             max_multicall_pages: 1,
             time_refresh: Duration::from_millis(1),
@@ -114,6 +209,8 @@ pub struct GuestCheckReport {
     pub counts: BTreeMap<&'static str, u64>,
     /// How often each rule was exercised (the guest did what the rule is about).
     pub exercised: BTreeMap<&'static str, u64>,
+    /// Spurious event interrupts the checking host raised.
+    pub spurious_interrupts: u64,
 }
 
 /// A batch (MULTICALL or MULTICALL_PAGES) the host preempted, waiting for the guest to
@@ -173,6 +270,16 @@ impl Preempted {
 struct State {
     report: GuestCheckReport,
     preempted: Vec<Option<Preempted>>,
+    /// Per vCPU: calls made (for the spurious-interrupt bursts).
+    calls: Vec<u64>,
+    /// Per vCPU: NEGOTIATE answered LOCKED and the guest has not read the locked result yet.
+    locked: Vec<bool>,
+    /// Per vCPU: the ring's (submission `tail`, completion `head`) at the last notify.
+    notified: Vec<Option<(u32, u32)>>,
+    /// The successful NEGOTIATE: `(requested, required)`.
+    negotiate: Option<(u64, u64)>,
+    /// Features of the calls that succeeded, and the highest version that introduced one.
+    used: (u64, Version),
 }
 
 /// The checker, one per dispatcher in checking mode.
@@ -208,6 +315,11 @@ impl GuestChecker {
             state: std::sync::Mutex::new(State {
                 report: GuestCheckReport::default(),
                 preempted: vec![None; vcpus as usize],
+                calls: vec![0; vcpus as usize],
+                locked: vec![false; vcpus as usize],
+                notified: vec![None; vcpus as usize],
+                negotiate: None,
+                used: (0, V1_0),
             }),
         }
     }
@@ -252,10 +364,66 @@ impl GuestChecker {
                 format!("call code {code:#x} has bits 63:32 set"),
             );
         }
+        s.exercised(CONV_006);
+        if let Some(i) = args.iter().position(|&a| a == POISON) {
+            s.violated(
+                CONV_006,
+                vcpu,
+                Call::from_code(code & 0xffff_ffff),
+                format!(
+                    "argument register {i} holds {POISON:#x}, the value the host wrote into a \
+                     result register the guest must not read (one the call does not define, or \
+                     any after a status other than SUCCESS): read only the status after a \
+                     failure and only the defined results after SUCCESS"
+                ),
+            );
+        }
         let Some(call) = Call::from_code(code & 0xffff_ffff) else {
             return;
         };
         let d = call.descriptor();
+        let v = vcpu as usize;
+        match call {
+            Call::Negotiate if status == Status::Locked => {
+                if let Some(l) = s.locked.get_mut(v) {
+                    *l = true;
+                }
+            }
+            Call::Negotiate if status == Status::Success => {
+                s.negotiate = Some((args[0], args[1]));
+            }
+            Call::GetSpecVersion | Call::ProbeFeatures
+                if s.locked.get(v).copied().unwrap_or(false) =>
+            {
+                s.exercised(BASE_017);
+                s.locked[v] = false;
+            }
+            _ => {}
+        }
+        // Any attempt of a feature's call counts as a use of the feature (batched, queued and
+        // ring entries are not seen here, only the calls that set them up or run them); a call
+        // that succeeded shows which minor the guest needs.
+        if let Some(f) = d.feature {
+            s.used.0 |= f.bits();
+        }
+        if status == Status::Success && d.since > s.used.1 {
+            s.used.1 = d.since;
+        }
+        if call == Call::TimeSetStealPage {
+            s.exercised(TIME_025);
+            if matches!(status, Status::NotSupported | Status::NotGranted) {
+                s.violated(
+                    TIME_025,
+                    vcpu,
+                    Some(call),
+                    format!(
+                        "TIME_SET_STEAL_PAGE answered {}: call it only after NEGOTIATE accepted \
+                         1.1 or later and granted STEAL_TIME",
+                        status.name()
+                    ),
+                );
+            }
+        }
         s.exercised(GEN_002);
         for (a, value) in d.args.iter().zip(args) {
             if let ArgCheck::Mask(valid) = a.check {
@@ -374,13 +542,106 @@ impl GuestChecker {
         });
     }
 
+    /// Counts a call of `vcpu` and says whether the checking host raises a spurious event
+    /// interrupt at it (a burst of [`SPURIOUS_BURST`] every [`SPURIOUS_PERIOD`] calls).
+    pub(crate) fn spurious_due(&self, vcpu: u32) -> bool {
+        let mut s = lock(&self.state);
+        let Some(n) = s.calls.get_mut(vcpu as usize) else {
+            return false;
+        };
+        *n += 1;
+        *n % SPURIOUS_PERIOD < SPURIOUS_BURST
+    }
+
+    /// The checking host raised a spurious event interrupt.
+    pub(crate) fn spurious_raised(&self) {
+        lock(&self.state).report.spurious_interrupts += 1;
+    }
+
+    /// Records a violation of `rule` (or, with `broken` false, one clean exercise of it).
+    pub(crate) fn saw(
+        &self,
+        rule: &'static str,
+        vcpu: u32,
+        call: Option<Call>,
+        broken: bool,
+        what: impl FnOnce() -> String,
+    ) {
+        let mut s = lock(&self.state);
+        s.exercised(rule);
+        if broken {
+            s.violated(rule, vcpu, call, what());
+        }
+    }
+
+    /// A notify of `vcpu`'s ring, which then held `indices` (submission `tail`, completion
+    /// `head`).
+    pub(crate) fn ring_notified(&self, vcpu: u32, indices: (u32, u32)) {
+        if let Some(n) = lock(&self.state).notified.get_mut(vcpu as usize) {
+            *n = Some(indices);
+        }
+    }
+
+    /// A ring pass read the completion ring's `head` `head`; the host's `tail` is `tail`
+    /// (RING-029).
+    pub(crate) fn cq_head(&self, vcpu: u32, head: u32, tail: u32) {
+        let behind = tail.wrapping_sub(head);
+        self.saw(RING_029, vcpu, None, behind > RING_CQ_CAPACITY, || {
+            format!(
+                "the completion ring's `head` is {head} while its `tail` is {tail}: the guest \
+                 moved `head` past `tail`; consume only up to `tail`"
+            )
+        });
+    }
+
+    /// A post to `vcpu`'s event queue read `head` `head`; the host's `tail` is `tail`
+    /// (EVT-025).
+    pub(crate) fn event_head(&self, vcpu: u32, head: u32, tail: u32) {
+        let behind = tail.wrapping_sub(head);
+        self.saw(EVT_025, vcpu, None, behind > EVENT_QUEUE_CAPACITY, || {
+            format!(
+                "the event queue's `head` is {head} while its `tail` is {tail}: the guest stored \
+                 a `head` past `tail`; consume only the entries up to `tail` (an interrupt may \
+                 announce none: the checking host raises spurious ones)"
+            )
+        });
+    }
+
+    /// SYSTEM_CRASH by `vcpu` with `message` (SYS-007).
+    pub(crate) fn crash_message(&self, vcpu: u32, message: &[u8]) {
+        let bad = std::str::from_utf8(message).err();
+        self.saw(
+            SYS_007,
+            vcpu,
+            Some(Call::SystemCrash),
+            bad.is_some(),
+            || {
+                format!(
+                    "the SYSTEM_CRASH message ({} bytes) is not UTF-8 (byte {} starts an invalid \
+                 sequence): send UTF-8 text that identifies the failure",
+                    message.len(),
+                    bad.map_or(0, |e| e.valid_up_to())
+                )
+            },
+        );
+    }
+
+    /// The indices of `vcpu`'s ring at its last notify.
+    pub(crate) fn last_notify(&self, vcpu: u32) -> Option<(u32, u32)> {
+        lock(&self.state)
+            .notified
+            .get(vcpu as usize)
+            .copied()
+            .flatten()
+    }
+
     /// The report so far; a batch still waiting to be resumed counts in it as abandoned
     /// (the guest may yet resume it: the count is of this moment).
     pub(crate) fn report(&self) -> GuestCheckReport {
         let s = lock(&self.state);
         let mut now = State {
             report: s.report.clone(),
-            preempted: Vec::new(),
+            ..State::default()
         };
         for (vcpu, p) in s.preempted.iter().enumerate() {
             if let Some(p) = p {
@@ -398,6 +659,424 @@ impl GuestChecker {
                 );
             }
         }
+        if let Some((requested, required)) = s.negotiate {
+            let (used, needed) = s.used;
+            let asked = Version(requested as u32);
+            now.exercised(VER_014);
+            now.exercised(COMPAT_001);
+            if asked.minor() > needed.minor() && asked.major() == needed.major() {
+                now.violated(
+                    VER_014,
+                    0,
+                    Some(Call::Negotiate),
+                    format!(
+                        "NEGOTIATE asked for minor {} at least, but every call the guest made \
+                         exists since {needed}: ask for the lowest minor you need",
+                        asked.minor()
+                    ),
+                );
+            }
+            let unused = required & !used;
+            if unused != 0 {
+                now.violated(
+                    VER_014,
+                    0,
+                    Some(Call::Negotiate),
+                    format!(
+                        "NEGOTIATE required features {unused:#x}, which no call of the guest used: require only what the guest cannot run without, ask for the \
+                         rest as optional"
+                    ),
+                );
+            }
+            let later: u64 = crate::config::HostConfig::default()
+                .features
+                .iter()
+                .filter(|f| f.since > V1_0 && required & f.flag.bits() != 0)
+                .map(|f| f.flag.bits())
+                .fold(0, |a, b| a | b);
+            if later != 0 {
+                now.violated(
+                    COMPAT_001,
+                    0,
+                    Some(Call::Negotiate),
+                    format!(
+                        "NEGOTIATE required features {later:#x}, which a later minor than 1.0 \
+                         introduced: put them in `optional` (and fall back without them) unless \
+                         the guest cannot run without them"
+                    ),
+                );
+            }
+        }
         now.report
     }
 }
+
+/// The checks that need the dispatcher's state (called only in checking mode, from small
+/// hooks in the families).
+impl<M: crate::machine::Machine> crate::state::Inner<M> {
+    /// Before a doorbell call of `vcpu` with code `code`: the checking host's spurious event
+    /// interrupts, and EVT-011 at VCPU_HALT.
+    pub(crate) fn check_before_call(&self, c: &GuestChecker, vcpu: u32, code: u64) {
+        let Some(slot) = self.vcpus.get(vcpu as usize) else {
+            return;
+        };
+        let spurious = c.spurious_due(vcpu);
+        let halt = code == u64::from(Call::VcpuHalt.code());
+        if !spurious && !halt {
+            return;
+        }
+        let mem = self.machine.memory();
+        // Under the vCPU's event lock: a post holds it from its `tail` store to its
+        // `interrupt_pending` store, so no post is seen half done.
+        let st = lock(&slot.state);
+        let Some(q) = st.queue else {
+            return;
+        };
+        let pending = crate::guest_mem::load_u32(mem, q.gpa + EQ_PENDING).unwrap_or(1);
+        if halt {
+            let head = crate::guest_mem::load_u32(mem, q.gpa + EQ_HEAD).unwrap_or(q.tail);
+            let waiting = q.tail.wrapping_sub(head).min(EVENT_QUEUE_CAPACITY);
+            let unmasked = (0..waiting).find_map(|i| {
+                let index = head.wrapping_add(i) % EVENT_QUEUE_CAPACITY;
+                let gpa = q.gpa + EVENT_QUEUE_ENTRIES_OFFSET + u64::from(index) * EQ_EVENT_SIZE;
+                crate::guest_mem::load_u32(mem, gpa)
+                    .filter(|&kind| kind < 64 && st.mask & (1 << kind) == 0)
+            });
+            c.saw(
+                EVT_011,
+                vcpu,
+                Some(Call::VcpuHalt),
+                pending == 0 && unmasked.is_some(),
+                || {
+                    format!(
+                        "VCPU_HALT with `interrupt_pending` 0 while {waiting} event(s) wait in the \
+                         queue (head {head}, tail {}; the first unmasked one of kind {}): after \
+                         storing 0 to `interrupt_pending`, execute a full barrier, read `tail` \
+                         again and drain again if it differs from `head`",
+                        q.tail,
+                        unmasked.unwrap_or(0)
+                    )
+                },
+            );
+        }
+        // Only while no kind is masked and not at EVENTS_SET_MASK: an interrupt then could
+        // not be mistaken for one raised for a masked event (EVT-007) or by a mask change
+        // that unmasked nothing (EVT-023).
+        let set_mask = code == u64::from(Call::EventsSetMask.code());
+        if spurious && pending == 0 && st.mask == 0 && !set_mask {
+            // An interrupt with nothing new to announce, by the coalescing protocol.
+            crate::guest_mem::store_u32(mem, q.gpa + EQ_PENDING, 1);
+            self.machine.raise_interrupt(vcpu, q.vector);
+            c.spurious_raised();
+        }
+    }
+
+    /// After a doorbell call: the checks of [`GuestChecker::call`], and MEM-019 for the
+    /// pages the call names.
+    pub(crate) fn check_after_call(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        code: u64,
+        args: &[u64; 6],
+        status: Status,
+        results: &[u64; 4],
+    ) {
+        c.call(vcpu, code, args, status, results);
+        let Some(call) = Call::from_code(code & 0xffff_ffff).filter(|_| code >> 32 == 0) else {
+            return;
+        };
+        if matches!(call, Call::MemBalloonRelease | Call::MemBalloonReclaim) {
+            return;
+        }
+        let d = call.descriptor();
+        let named = match (call, d.block) {
+            (Call::MemShare | Call::MemUnshare, _) => Some((args[0], args[1].saturating_mul(4096))),
+            (_, Some(b)) if args[b.addr_arg] != 0 => Some((args[b.addr_arg], b.size(args))),
+            _ => None,
+        };
+        if let Some((start, len)) = named {
+            self.check_not_released(c, vcpu, call, start, len);
+        }
+    }
+
+    /// MEM-019: `call` named `len` bytes from `start`.
+    pub(crate) fn check_not_released(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        call: Call,
+        start: u64,
+        len: u64,
+    ) {
+        let first = start >> 12;
+        let last = start.saturating_add(len.max(1) - 1) >> 12;
+        let released = crate::sync::read_lock(&self.vm)
+            .released
+            .range(first..=last)
+            .next()
+            .copied();
+        c.saw(MEM_019, vcpu, Some(call), released.is_some(), || {
+            format!(
+                "{} names page {:#x}, which MEM_BALLOON_RELEASE released and no \
+                 MEM_BALLOON_RECLAIM took back: reclaim a page before naming it in a call",
+                call.descriptor().name,
+                released.unwrap_or(0) << 12
+            )
+        });
+    }
+
+    /// A ring notify of `vcpu` (RING-008, RING-010): remembers the ring's indices.
+    pub(crate) fn check_ring_notify(&self, c: &GuestChecker, vcpu: u32, ring: &Ring) {
+        let mem = self.machine.memory();
+        let sq_tail = crate::guest_mem::load_u32(mem, ring.sq + RING_TAIL).unwrap_or(0);
+        let cq_head = crate::guest_mem::load_u32(mem, ring.cq + RING_HEAD).unwrap_or(0);
+        c.ring_notified(vcpu, (sq_tail, cq_head));
+    }
+
+    /// A pass over `vcpu`'s ring read submission `tail` `sq_tail` (RING-028).
+    pub(crate) fn check_ring_indices(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        ring: &Ring,
+        sq_tail: u32,
+    ) {
+        let pending = sq_tail.wrapping_sub(ring.sq_head);
+        c.saw(RING_028, vcpu, None, pending > RING_SQ_CAPACITY, || {
+            format!(
+                "the submission ring's `tail` is {sq_tail} while the host's `head` is {}: {pending} \
+                 entries, more than its capacity {RING_SQ_CAPACITY}; submit only while `tail - \
+                 head` is below the capacity",
+                ring.sq_head
+            )
+        });
+    }
+
+    /// At a drain of `vcpu`'s deferred queue `q` (the host's copy), whose `tail` the guest set
+    /// to `tail` (DEFER-013, DEFER-002).
+    pub(crate) fn check_deferred(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        q: &crate::state::DeferredQueue,
+        tail: u32,
+    ) {
+        let pending = tail.wrapping_sub(q.head);
+        c.saw(
+            DEFER_013,
+            vcpu,
+            None,
+            pending > DEFERRED_QUEUE_CAPACITY,
+            || {
+                format!(
+                "the deferred queue's `tail` is {tail} while `head` is {}: {pending} entries, more \
+                 than its capacity {DEFERRED_QUEUE_CAPACITY}; when `tail - head` equals the \
+                 capacity, drain it (DEFER_FLUSH) before queuing",
+                q.head
+            )
+            },
+        );
+        let mem = self.machine.memory();
+        let word = |off: u64| crate::guest_mem::load_u32(mem, q.gpa + off);
+        let (first_index, first_status) = q.first_error.unwrap_or((0, 0));
+        let fields = [
+            ("head", DQ_HEAD, q.head),
+            ("error_count", DQ_ERROR_COUNT, q.error_count),
+            ("first_error_index", DQ_FIRST_INDEX, first_index),
+            ("first_error_status", DQ_FIRST_STATUS, first_status),
+        ];
+        let changed = fields
+            .iter()
+            .find(|(_, off, host)| word(*off).is_some_and(|g| g != *host));
+        c.saw(DEFER_002, vcpu, None, changed.is_some(), || {
+            let (name, off, host) = changed.copied().unwrap_or(("", 0, 0));
+            format!(
+                "the deferred queue's `{name}` holds {} where the host last wrote {host}: the \
+                 guest wrote a field that is the host's; write only the entries and `tail`",
+                word(off).unwrap_or(0)
+            )
+        });
+    }
+
+    /// Before a checking-mode refresh of the time page `reg` (1.x layout): CONV-025 for the
+    /// fields the host wrote last time (the sequence, flags, TSC fields and reserved words;
+    /// checking mode writes the page without `TIME_PAGE_TSC_VALID`, so they are all known).
+    pub(crate) fn check_time_page(&self, c: &GuestChecker, reg: &crate::state::TimePageReg) {
+        use pvabi_abi::time::TimePage;
+        use std::mem::offset_of;
+        let mem = self.machine.memory();
+        let Ok(bytes) = crate::guest_mem::copy_in(mem, reg.gpa, std::mem::size_of::<TimePage>())
+        else {
+            return;
+        };
+        let at = |off: usize, n: usize| -> u64 {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&bytes[off..off + n]);
+            u64::from_le_bytes(b)
+        };
+        let fields = [
+            (
+                "sequence",
+                offset_of!(TimePage, sequence),
+                4,
+                reg.seq & 0xffff_ffff,
+            ),
+            ("flags", offset_of!(TimePage, flags), 4, 0),
+            ("tsc_timestamp", offset_of!(TimePage, tsc_timestamp), 8, 0),
+            ("tsc_shift", offset_of!(TimePage, tsc_shift), 4, 0),
+            ("tsc_mul", offset_of!(TimePage, tsc_mul), 4, 0),
+            ("reserved0", offset_of!(TimePage, reserved0), 4, 0),
+            ("reserved", offset_of!(TimePage, reserved), 8, 0),
+            ("reserved", offset_of!(TimePage, reserved) + 8, 8, 0),
+        ];
+        let changed = fields
+            .iter()
+            .find(|(_, off, n, host)| at(*off, *n) != *host);
+        c.saw(CONV_025, 0, None, changed.is_some(), || {
+            let (name, off, n, host) = changed.copied().unwrap_or(("", 0, 4, 0));
+            format!(
+                "the time page's `{name}` holds {:#x} where the host last wrote {host:#x}: the \
+                 guest wrote a field of a host-owned page that the host owns; only read it",
+                at(off, n)
+            )
+        });
+    }
+
+    /// VCPU_START by `vcpu` of a vCPU at `rip` and `rsp` with page tables `cr3` (0: the entry
+    /// tables, PML4_ADDR) (VCPU-020).
+    pub(crate) fn check_vcpu_start(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        rip: u64,
+        rsp: u64,
+        cr3: u64,
+    ) {
+        let root = if cr3 == 0 {
+            pvabi_abi::platform::PML4_ADDR
+        } else {
+            cr3
+        };
+        let stack = rsp.wrapping_sub(8);
+        let unmapped = [("rip", rip), ("the word below rsp", stack)]
+            .into_iter()
+            .find(|(_, va)| !self.maps(root, *va));
+        c.saw(
+            VCPU_020,
+            vcpu,
+            Some(Call::VcpuStart),
+            unmapped.is_some(),
+            || {
+                let (what, va) = unmapped.unwrap_or(("", 0));
+                format!(
+                    "VCPU_START with cr3 {cr3:#x}: the page tables at {root:#x} do not map {what} \
+                 ({va:#x}); pass in `cr3` the root of page tables that map the started vCPU's \
+                 first instructions and stack"
+                )
+            },
+        );
+    }
+
+    /// Whether the 4-level page tables at `root` map `va` (present at every level).
+    fn maps(&self, root: u64, va: u64) -> bool {
+        const PRESENT: u64 = 1;
+        const PS: u64 = 1 << 7;
+        const ADDR: u64 = 0x000f_ffff_ffff_f000;
+        let mem = self.machine.memory();
+        let mut table = root & ADDR;
+        for level in (1..=4u32).rev() {
+            let index = (va >> (12 + 9 * (level - 1))) & 0x1ff;
+            let Ok(raw) = crate::guest_mem::copy_in(mem, table + index * 8, 8) else {
+                return false;
+            };
+            let entry = u64::from_le_bytes(raw.as_slice().try_into().unwrap_or_default());
+            if entry & PRESENT == 0 {
+                return false;
+            }
+            if level == 1 || (level <= 3 && entry & PS != 0) {
+                return true;
+            }
+            table = entry & ADDR;
+        }
+        true
+    }
+
+    /// RING-008 and RING-010 for `vcpu`'s ring `ring` as the guest leaves it (unregistered,
+    /// or at the end of the run): submissions waiting with completion room, and ring indices
+    /// moved after the guest's last notify, mean the guest left them without the notify that
+    /// would have run them (for a HOST_POLLED ring, only while its poller sleeps).
+    pub(crate) fn check_ring_left(&self, c: &GuestChecker, vcpu: u32, ring: &Ring, at_end: bool) {
+        let mem = self.machine.memory();
+        let load = |gpa| crate::guest_mem::load_u32(mem, gpa).unwrap_or(0);
+        let (sq_tail, cq_head) = (load(ring.sq + RING_TAIL), load(ring.cq + RING_HEAD));
+        let waiting = sq_tail.wrapping_sub(ring.sq_head);
+        let room = ring.cq_tail.wrapping_sub(cq_head) < RING_CQ_CAPACITY;
+        let moved = c.last_notify(vcpu) != Some((sq_tail, cq_head));
+        let stuck = waiting > 0 && waiting <= RING_SQ_CAPACITY && room && moved;
+        let (rule, how) = match ring.mode {
+            RingMode::Doorbell => (RING_008, "write the vCPU's index to the ring-notify port"),
+            RingMode::HostPolled => (
+                RING_010,
+                "execute a full barrier after the store, then notify if SQ_NEED_WAKEUP is set",
+            ),
+        };
+        let asleep = ring.sq_flags & pvabi_abi::batch::SQ_NEED_WAKEUP != 0;
+        let broken = stuck && (ring.mode == RingMode::Doorbell || asleep);
+        c.saw(rule, vcpu, None, broken, || {
+            format!(
+                "{} submission(s) waited (`tail` {sq_tail}, host `head` {}) with completion \
+                 room{}, and the guest had not notified since it last moved its submission \
+                 `tail` or completion `head` (the ring was then {}): after submitting, or \
+                 freeing completion space while submissions wait, {how}",
+                waiting,
+                ring.sq_head,
+                if asleep {
+                    " while the poller slept (SQ_NEED_WAKEUP set)"
+                } else {
+                    ""
+                },
+                if at_end {
+                    "left at the end of the run"
+                } else {
+                    "unregistered"
+                }
+            )
+        });
+        if !at_end {
+            // The next ring starts with no notify.
+            if let Some(n) = lock(&c.state).notified.get_mut(vcpu as usize) {
+                *n = None;
+            }
+        }
+    }
+
+    /// The report, with the rings' state at this moment (RING-008, RING-010: see
+    /// [`Self::check_ring_left`]).
+    pub(crate) fn guest_check_report(&self, c: &GuestChecker) -> GuestCheckReport {
+        for (vcpu, slot) in self.vcpus.iter().enumerate() {
+            if let Some(ring) = *lock(&slot.ring) {
+                self.check_ring_left(c, vcpu as u32, &ring, true);
+            }
+        }
+        c.report()
+    }
+}
+
+use pvabi_abi::batch::{DeferredQueueHeader, RingHeader, DEFERRED_QUEUE_CAPACITY};
+use pvabi_abi::events::{EventQueueHeader, EVENT_QUEUE_CAPACITY, EVENT_QUEUE_ENTRIES_OFFSET};
+
+use crate::state::Ring;
+use pvabi_abi::batch::RingMode;
+
+const EQ_HEAD: u64 = std::mem::offset_of!(EventQueueHeader, head) as u64;
+const EQ_PENDING: u64 = std::mem::offset_of!(EventQueueHeader, interrupt_pending) as u64;
+const EQ_EVENT_SIZE: u64 = std::mem::size_of::<pvabi_abi::events::Event>() as u64;
+const RING_HEAD: u64 = std::mem::offset_of!(RingHeader, head) as u64;
+const RING_TAIL: u64 = std::mem::offset_of!(RingHeader, tail) as u64;
+const RING_SQ_CAPACITY: u32 = pvabi_abi::batch::SQ_CAPACITY;
+const RING_CQ_CAPACITY: u32 = pvabi_abi::batch::CQ_CAPACITY;
+const DQ_HEAD: u64 = std::mem::offset_of!(DeferredQueueHeader, head) as u64;
+const DQ_ERROR_COUNT: u64 = std::mem::offset_of!(DeferredQueueHeader, error_count) as u64;
+const DQ_FIRST_INDEX: u64 = std::mem::offset_of!(DeferredQueueHeader, first_error_index) as u64;
+const DQ_FIRST_STATUS: u64 = std::mem::offset_of!(DeferredQueueHeader, first_error_status) as u64;

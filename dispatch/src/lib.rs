@@ -405,6 +405,7 @@ impl<M: Machine> Dispatcher<M> {
         }
         if let Some(c) = &inner.checker {
             c.doorbell(vcpu, cpl, long_mode);
+            inner.check_before_call(c, vcpu, regs.rax);
         }
         let user_mode = cpl != 0 && !inner.config.allow_user_mode_calls;
         if user_mode || !long_mode || u32::from(exit.width) != DOORBELL_WIDTH {
@@ -432,7 +433,7 @@ impl<M: Machine> Dispatcher<M> {
                 Ok(reply) => (reply.status, reply.results),
                 Err(s) => (*s, [0; 4]),
             };
-            c.call(vcpu, code, &regs.args(), status, &results);
+            inner.check_after_call(c, vcpu, code, &regs.args(), status, &results);
         }
         let strict = inner.config.strict;
         match answer {
@@ -548,7 +549,8 @@ impl<M: Machine> Dispatcher<M> {
     /// guest rules the guest broke, and how often it exercised each. A batch still waiting to
     /// be resumed counts as abandoned.
     pub fn guest_check(&self) -> Option<guest_check::GuestCheckReport> {
-        self.inner.checker.as_ref().map(|c| c.report())
+        let inner = &self.inner;
+        inner.checker.as_ref().map(|c| inner.guest_check_report(c))
     }
 
     /// A snapshot of what the host recorded.

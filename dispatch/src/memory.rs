@@ -150,6 +150,9 @@ fn update_pte<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     let crate::check::Block::Word(gpa) = r.block else {
         return Err(Status::InvalidParameter);
     };
+    if let Some(c) = &h.checker {
+        h.check_not_released(c, r.vcpu, Call::MemUpdatePte, gpa, 8);
+    }
     let value = if injected!(h, UpdatePteDropsNx) {
         r.args[1] & !(1 << 63)
     } else {

@@ -52,6 +52,9 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         Call::RingEnter => {
             let mut ring = lock(&h.vcpus[r.vcpu as usize].ring);
             let ring = ring.as_mut().ok_or(Status::InvalidState)?;
+            if let Some(c) = &h.checker {
+                h.check_ring_notify(c, r.vcpu, ring);
+            }
             let consumed = h.process_ring(r.vcpu, ring);
             done(&[u64::from(consumed)])
         }
@@ -127,6 +130,9 @@ fn setup<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     // An old poller sees the generation change and exits.
     slot.ring_wake.notify_all();
     if let Some(old) = old {
+        if let Some(c) = &h.checker {
+            h.check_ring_left(c, vcpu, &old, false);
+        }
         let mut vm = write_lock(&h.vm);
         vm.release(old.sq, sq_owner);
         vm.release(old.cq, cq_owner);
@@ -172,6 +178,9 @@ impl<M: Machine> Inner<M> {
         let Some(sq_tail) = sq.load_u32(TAIL) else {
             return 0;
         };
+        if let Some(c) = &self.checker {
+            self.check_ring_indices(c, vcpu, ring, sq_tail);
+        }
         let pending = sq_tail.wrapping_sub(ring.sq_head);
         if pending > SQ_CAPACITY {
             // Malformed (RING-005, BATCH-013): nothing runs, `dropped` grows by the
@@ -189,6 +198,9 @@ impl<M: Machine> Inner<M> {
         let Some(cq_head) = cq.load_u32(HEAD) else {
             return 0;
         };
+        if let Some(c) = &self.checker {
+            c.cq_head(vcpu, cq_head, ring.cq_tail);
+        }
         // A CQ whose `tail - head` exceeds the capacity (a head ahead of the tail, or more
         // than a capacity behind it) is malformed and treated as full (BATCH-014): no room,
         // nothing is overwritten, nothing is consumed.
@@ -312,6 +324,9 @@ impl<M: Machine> Inner<M> {
         let Some(ring) = g.as_mut() else {
             return;
         };
+        if let Some(c) = &self.checker {
+            self.check_ring_notify(c, vcpu, ring);
+        }
         match ring.mode {
             RingMode::Doorbell if injected!(self, RingNotifyIgnored) => {}
             RingMode::Doorbell => {

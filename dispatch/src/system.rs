@@ -13,7 +13,12 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         Call::SystemShutdown => End::Shutdown(r.args[0] as u32),
         Call::SystemReboot => End::Reboot,
         // The message is the one copy of the block (at most 4096 bytes, check 5).
-        Call::SystemCrash => End::Crash(String::from_utf8_lossy(r.block.bytes()).into_owned()),
+        Call::SystemCrash => {
+            if let Some(c) = &h.checker {
+                c.crash_message(r.vcpu, r.block.bytes());
+            }
+            End::Crash(String::from_utf8_lossy(r.block.bytes()).into_owned())
+        }
         _ => return Err(Status::NotSupported),
     };
     h.record_end(&end);

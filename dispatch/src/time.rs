@@ -296,6 +296,11 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
         let wait = match reg.as_mut() {
             Some(_) if injected!(h, TimePageNotRefreshed) => TIMER_IDLE_WAIT,
             Some(r) if h.checker.is_some() => {
+                if let Some(c) = &h.checker {
+                    if h.negotiated().is_none_or(|n| n.version.major() != 2) {
+                        h.check_time_page(c, r);
+                    }
+                }
                 // Checking mode: every refresh is an update left half-done for a while, then
                 // completed (without TSC_VALID, so that the page is always written whole).
                 h.leave_time_page_torn(r);

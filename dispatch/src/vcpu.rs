@@ -76,6 +76,10 @@ fn start<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         }
         st.running = true;
     }
+    if let Some(c) = &h.checker {
+        // Before the vCPU runs, so that its page tables are the ones it starts with.
+        h.check_vcpu_start(c, r.vcpu, state.rip, state.rsp, state.cr3);
+    }
     if let Err(s) = h.machine.start_vcpu(target, &state) {
         lock(&slot.state).running = false;
         return Err(s);

@@ -85,9 +85,15 @@ pub fn conform_platform() -> &'static [u8] {
 
 /// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
 /// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
-/// the sequence lock).
+/// the sequence lock, and a mistake for each shared-page protocol the checking host watches).
 pub fn careless() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CARELESS"))
+}
+
+/// The second careless guest (`guest-ref/bare/careless/src/bin/careless_discovery.rs`): it
+/// skips discovery and calls at the default doorbell port.
+pub fn careless_discovery() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CARELESS_DISCOVERY"))
 }
 
 /// The hostile guest (`guest-ref/bare/hostile`): table-driven malformed inputs, double-fetch
@@ -160,6 +166,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-vcpu", conform_vcpu),
     ("conform-system", conform_system),
     ("careless", careless),
+    ("careless-discovery", careless_discovery),
     ("conform-convention", conform_convention),
     ("conform-status", conform_status),
     ("conform-version", conform_version),

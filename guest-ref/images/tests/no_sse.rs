@@ -25,6 +25,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("conform-vcpu", env!("PVABI_GUEST_CONFORM_VCPU")),
     ("conform-system", env!("PVABI_GUEST_CONFORM_SYSTEM")),
     ("careless", env!("PVABI_GUEST_CARELESS")),
+    ("careless-discovery", env!("PVABI_GUEST_CARELESS_DISCOVERY")),
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
     ("conform-status", env!("PVABI_GUEST_CONFORM_STATUS")),
     ("conform-version", env!("PVABI_GUEST_CONFORM_VERSION")),
