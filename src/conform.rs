@@ -48,6 +48,15 @@ fn preempt_every_entry(host: HostConfig) -> HostConfig {
     }
 }
 
+/// A host that resets the VM on SYSTEM_REBOOT (at most twice: the reset test's guest reboots
+/// once, and fails if it boots a third time).
+fn reset_on_reboot(host: HostConfig) -> HostConfig {
+    HostConfig {
+        on_reboot: pvabi_host::dispatch::OnReboot::Reset { limit: 2 },
+        ..host
+    }
+}
+
 /// Every test, in the order they run.
 pub const TESTS: &[TestInfo] = &[
     TestInfo {
@@ -142,6 +151,20 @@ pub const TESTS: &[TestInfo] = &[
         host: as_served,
     },
     TestInfo {
+        name: "timer",
+        what: "TIME_FREQUENCY and TIME_MONOTONIC against the TSC, the one-shot timer (replace, disarm, never early, one event, waking HALT, promptness), the steal-time page, and a stopped vCPU's timer and steal-time page",
+        image: pvabi_guest_images::conform_timer,
+        vcpus: 2,
+        host: as_served,
+    },
+    TestInfo {
+        name: RESET_TEST,
+        what: "a guest that survives its own SYSTEM_REBOOT: on its second boot, what a reset restores (NEGOTIATE unlocked, no host-owned page, other vCPUs stopped, deferred calls discarded, fresh per-vCPU state, the balloon and sharing forgotten, monotonic time going on)",
+        image: pvabi_guest_images::conform_reset,
+        vcpus: 2,
+        host: reset_on_reboot,
+    },
+    TestInfo {
         name: "platform",
         what: "what a guest of the reference platform observes: guest RAM and its ends, the boot GDT, page tables and zeroed RAM, the entry control registers and MSRs, the boot registers, the APIC ID and no local APIC in CPUID",
         image: pvabi_guest_images::conform_platform,
@@ -149,6 +172,58 @@ pub const TESTS: &[TestInfo] = &[
         host: as_served,
     },
 ];
+
+/// The name of the test whose guest reboots ([`TESTS`]).
+pub const RESET_TEST: &str = "reset";
+
+/// What the reset test's guest writes before its SYSTEM_REBOOT (a free-form console line).
+const RESET_FIRST_BOOT: &str = "pvabi-conform reset guest: first boot set up, calling SYSTEM_REBOOT";
+
+/// The reset test's result when the host ended the VM on the guest's SYSTEM_REBOOT instead of
+/// resetting it (PVABI-SYS-003 allows either): the guest's first boot ran, asked for a reboot
+/// and the VM ended (the reference host's `RunEnd::Reboot`, or an external VMM's exit status
+/// 3 or 131, `pvabi run`'s for a reboot without and with `--exit-with-guest-code`; the first
+/// boot writes no channel line and never shuts down). Then the test is a SKIP with one passing check of
+/// SYS-003 and the fact `resets_on_reboot=0`, which a profile that claims resets turns into a
+/// FAIL. Any other result is returned as it is.
+fn ended_on_reboot(test: &TestInfo, console: &[u8], result: TestResult) -> TestResult {
+    use pvabi_conformance::Check;
+    // `pvabi run` exits 3 for a reboot, 131 (128 + 3) under --exit-with-guest-code.
+    let ended = matches!(
+        result.end,
+        RunEnd::Reboot | RunEnd::Shutdown(3) | RunEnd::Shutdown(131)
+    );
+    let text = String::from_utf8_lossy(console);
+    if test.name != RESET_TEST
+        || result.verdict != Verdict::Crash
+        || !ended
+        || !text.contains(RESET_FIRST_BOOT)
+        || text.contains(channel::PREFIX)
+    {
+        return result;
+    }
+    let reason = "the host ended the VM on SYSTEM_REBOOT instead of resetting it, which PVABI-SYS-003 allows: what a reset restores cannot be observed";
+    TestResult {
+        verdict: Verdict::Skip,
+        checks: vec![
+            Check {
+                name: format!("{RESET_TEST}.the_host_ends_the_vm_on_reboot"),
+                verdict: Verdict::Pass,
+                requirements: vec!["PVABI-SYS-003".to_owned()],
+                message: None,
+            },
+            Check {
+                name: format!("{RESET_TEST}.what_a_reset_restores"),
+                verdict: Verdict::Skip,
+                requirements: vec!["PVABI-SYS-004".to_owned()],
+                message: Some(reason.to_owned()),
+            },
+        ],
+        reason: None,
+        info: [("resets_on_reboot".to_owned(), "0".to_owned())].into(),
+        ..result
+    }
+}
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -177,7 +252,11 @@ pub fn run_test(test: &TestInfo, host: &HostConfig) -> TestResult {
         timeout: Some(TEST_TIMEOUT),
     };
     match runner::run((test.image)(), config) {
-        Ok(outcome) => channel::parse(test.name, &outcome.console, run_end(&outcome.end)),
+        Ok(outcome) => ended_on_reboot(
+            test,
+            &outcome.console,
+            channel::parse(test.name, &outcome.console, run_end(&outcome.end)),
+        ),
         // The VM could not run: the environment is at fault, not the host under test.
         Err(e) => TestResult {
             test: test.name.to_owned(),
@@ -521,7 +600,7 @@ pub fn run_external(test: &TestInfo, template: &str, scratch: &Path) -> TestResu
         }
         None => RunEnd::Fault(format!("`{command}` was killed by a signal")),
     };
-    channel::parse(test.name, &console, end)
+    ended_on_reboot(test, &console, channel::parse(test.name, &console, end))
 }
 
 /// Writes the suite to `dir` for a machine without the Rust toolchain: the test images, a
@@ -609,7 +688,7 @@ for entry in @TESTS@; do
     else
         verdict=$end
     fi
-    printf '%s\n' "$out" | grep '^pvabi-conform: \(FAIL\|ERROR\|SKIP\) ' | sed 's/^/    /'
+    printf '%s\n' "$out" | grep '^pvabi-conform: \(FAIL\|ERROR\|SKIP\|WARN\) ' | sed 's/^/    /'
     echo "$verdict $t"
     r=$(rank "$verdict")
     [ "$r" -gt "$worst" ] && worst=$r

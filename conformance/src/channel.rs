@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! pvabi-conform: BEGIN <test>
-//! pvabi-conform: <PASS|SKIP|ERROR|FAIL> <check> [<requirement ID> ...] [-- <message>]
+//! pvabi-conform: <PASS|SKIP|ERROR|FAIL|WARN> <check> [<requirement ID> ...] [-- <message>]
 //! pvabi-conform: INFO <key>=<value> ...
 //! ...
 //! pvabi-conform: END <test> <verdict>
@@ -15,6 +15,12 @@
 //! INFO lines carry what the guest learnt about the implementation (its identity, the versions
 //! and features it offers), for the runner to hold against the implementation's profile; they
 //! are not checks.
+//!
+//! WARN is a check of a SHOULD (or MAY) rule that the implementation does not meet: it is
+//! kept as a failed check, so that the rule's verdict in the report is a warning
+//! ([`crate::report::RequirementVerdict::Warning`]), but it does not count towards the test's
+//! verdict (a conforming host may leave a SHOULD unmet); its message starts with
+//! [`WARNING`]. A WARN line cites SHOULD and MAY rules only.
 //!
 //! and then the guest shuts down with the END verdict's [exit code](Verdict::exit_code). The
 //! runner trusts nothing it cannot cross-check ([`parse`]):
@@ -98,8 +104,30 @@ pub fn is_requirement_id(word: &str) -> bool {
     )
 }
 
+/// How the message of a WARN check starts (see the module documentation).
+pub const WARNING: &str = "warning: a SHOULD not met";
+
+impl Check {
+    /// Whether this is a WARN check: a SHOULD or MAY not met, which fails no test.
+    pub fn is_warning(&self) -> bool {
+        self.verdict == Verdict::Fail
+            && self
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(WARNING))
+    }
+}
+
 /// Parses one check line's body (after the prefix): `VERDICT name [IDs] [-- message]`.
 fn parse_check(body: &str) -> Result<Check, String> {
+    if let Some(rest) = body.strip_prefix("WARN ") {
+        let mut c = parse_check(&format!("FAIL {rest}"))?;
+        c.message = Some(match c.message {
+            Some(m) => format!("{WARNING}: {m}"),
+            None => WARNING.to_owned(),
+        });
+        return Ok(c);
+    }
     let (words, message) = match body.split_once(" -- ") {
         Some((w, m)) => (w, Some(m.trim().to_owned())),
         None => (body, None),
@@ -182,7 +210,12 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             }
         }
     }
-    let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
+    let worst = Verdict::worst(
+        checks
+            .iter()
+            .filter(|c| !c.is_warning())
+            .map(|c| c.verdict),
+    );
     let (verdict, reason) = match (&end, ended) {
         (_, None) => (
             Verdict::Crash,
@@ -244,6 +277,34 @@ mod tests {
             console.push('\n');
         }
         parse("t", console.as_bytes(), end)
+    }
+
+    #[test]
+    fn a_warn_line_is_a_failed_check_that_fails_no_test() {
+        let r = run(
+            &[
+                "BEGIN t",
+                "PASS t.a PVABI-BASE-001",
+                "WARN t.b PVABI-TIME-018 -- got 0x5, want 0x1",
+                "END t PASS",
+            ],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!((r.verdict, r.reason.as_deref()), (Verdict::Pass, None));
+        let warn = &r.checks[1];
+        assert!(warn.is_warning(), "{warn:?}");
+        assert_eq!(warn.verdict, Verdict::Fail);
+        assert_eq!(
+            warn.message.as_deref(),
+            Some("warning: a SHOULD not met: got 0x5, want 0x1")
+        );
+        assert!(!r.checks[0].is_warning());
+        // A warning is no excuse for an END that hides a real failure.
+        let r = run(
+            &["BEGIN t", "WARN t.b PVABI-TIME-018", "FAIL t.c PVABI-TIME-001", "END t PASS"],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!(r.verdict, Verdict::Error, "{r:?}");
     }
 
     #[test]

@@ -167,8 +167,12 @@ pub fn tap(results: &[TestResult]) -> String {
     let mut points = Vec::new();
     for r in results {
         for c in &r.checks {
-            let ok = matches!(c.verdict, Verdict::Pass | Verdict::Skip);
+            let ok = matches!(c.verdict, Verdict::Pass | Verdict::Skip) || c.is_warning();
             let directive = match (c.verdict, &c.message) {
+                // A SHOULD not met: reported, and no failure.
+                _ if c.is_warning() => {
+                    format!(" # {}", c.message.as_deref().unwrap_or(""))
+                }
                 (Verdict::Skip, m) => format!(" # SKIP {}", m.as_deref().unwrap_or("")),
                 // TAP's TODO: a failure that is expected, reported as one.
                 (Verdict::KnownFailure, m) => format!(" # TODO {}", m.as_deref().unwrap_or("")),
@@ -232,7 +236,7 @@ pub fn junit(results: &[TestResult]) -> String {
         let failures = r
             .checks
             .iter()
-            .filter(|c| c.verdict == Verdict::Fail)
+            .filter(|c| c.verdict == Verdict::Fail && !c.is_warning())
             .count();
         let errors = r
             .checks
@@ -261,6 +265,10 @@ pub fn junit(results: &[TestResult]) -> String {
             let message = xml_escape(c.message.as_deref().unwrap_or(""));
             match c.verdict {
                 Verdict::Pass => s.push_str("/>\n"),
+                // A SHOULD not met passes, with the warning in its output.
+                Verdict::Fail if c.is_warning() => {
+                    let _ = writeln!(s, "><system-out>{message}</system-out></testcase>");
+                }
                 Verdict::Skip => {
                     let _ = writeln!(s, "><skipped message=\"{message}\"/></testcase>");
                 }

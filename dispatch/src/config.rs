@@ -184,6 +184,27 @@ pub struct HostConfig {
     /// Extra CPUID leaves `(function, index, [eax, ebx, ecx, edx])` added to the pvabi ones
     /// (for tests: a foreign hypervisor signature at 0x4000_0000 in front of pvabi).
     pub extra_cpuid_leaves: Vec<(u32, u32, [u32; 4])>,
+    /// What the VMM does when the guest calls SYSTEM_REBOOT (PVABI-SYS-003 allows either).
+    /// The dispatcher ends the VM with [`End::Reboot`](crate::End::Reboot) both ways; a VMM
+    /// that resets builds the next boot with
+    /// [`Dispatcher::after_reset`](crate::Dispatcher::after_reset).
+    pub on_reboot: OnReboot,
+}
+
+/// What a VMM does on SYSTEM_REBOOT ([`HostConfig::on_reboot`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnReboot {
+    /// End the VM, reporting that the guest asked for a reboot (`pvabi run` exits 3); the
+    /// operator starts a fresh VM. The default.
+    #[default]
+    End,
+    /// Reset the VM as the System chapter's "What a reset restores" describes and boot it
+    /// again, at most `limit` times; the reboot after the last reset ends the VM as
+    /// [`End`](Self::End) does (so a guest that reboots forever cannot run forever).
+    Reset {
+        /// How many resets one run allows.
+        limit: u32,
+    },
 }
 
 /// The value strict mode writes into result registers the guest must not read.
@@ -257,6 +278,7 @@ impl HostConfig {
             transport: TransportFlags::PIO,
             cpuid_base: CPUID_FIRST_BASE,
             extra_cpuid_leaves: Vec::new(),
+            on_reboot: OnReboot::End,
         }
     }
 

@@ -32,7 +32,8 @@ pub enum InjectedFault {
     WallclockNanosecondsOverflow,
     /// The time page is written once and never refreshed.
     TimePageNotRefreshed,
-    /// An unregistered time page goes on being written.
+    /// A time page that was unregistered (address 0) or replaced by another goes on being
+    /// written by the refresh thread.
     TimePageWrittenAfterUnregister,
     /// MEM_SHARE of pages outside guest RAM succeeds (an unchecked bound).
     ShareIgnoresRamBounds,
@@ -78,12 +79,18 @@ pub enum InjectedFault {
     ConsoleWriteRegsIgnoresLength,
     /// The register arguments of the System family are not checked (step 5 skipped): SYSTEM_SHUTDOWN with reserved code bits ends the VM.
     SystemArgumentsUnchecked,
+    /// The time page's update makes `sequence` odd and even again before it writes the fields
+    /// (the fields change under an even sequence: the seqlock's write order broken).
+    TimePageSequenceEvenBeforeData,
+    /// A reset keeps the result of NEGOTIATE: after SYSTEM_REBOOT resets the VM, NEGOTIATE is
+    /// still locked.
+    NegotiateNotUnlockedOnReset,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 35] = [
+    pub const ALL: [InjectedFault; 37] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -119,6 +126,8 @@ impl InjectedFault {
         InjectedFault::KickOfStoppedVcpuAccepted,
         InjectedFault::ConsoleWriteRegsIgnoresLength,
         InjectedFault::SystemArgumentsUnchecked,
+        InjectedFault::TimePageSequenceEvenBeforeData,
+        InjectedFault::NegotiateNotUnlockedOnReset,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -160,6 +169,8 @@ impl InjectedFault {
             InjectedFault::ProbeFeaturesGrantsBeforeNegotiate => "base",
             InjectedFault::NegotiateGrantsEverythingOffered => "base",
             InjectedFault::RingFullCompletionRingOverwritten => "ring",
+            InjectedFault::TimePageSequenceEvenBeforeData => "time",
+            InjectedFault::NegotiateNotUnlockedOnReset => "reset",
         }
     }
 
@@ -207,6 +218,8 @@ impl InjectedFault {
             InjectedFault::KickOfStoppedVcpuAccepted => "kick-of-stopped-vcpu-accepted",
             InjectedFault::ConsoleWriteRegsIgnoresLength => "console-write-regs-ignores-length",
             InjectedFault::SystemArgumentsUnchecked => "system-arguments-unchecked",
+            InjectedFault::TimePageSequenceEvenBeforeData => "time-page-sequence-even-before-data",
+            InjectedFault::NegotiateNotUnlockedOnReset => "negotiate-not-unlocked-on-reset",
         }
     }
 }

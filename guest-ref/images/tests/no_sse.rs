@@ -29,6 +29,8 @@ const IMAGES: &[(&str, &str)] = &[
     ("conform-status", env!("PVABI_GUEST_CONFORM_STATUS")),
     ("conform-version", env!("PVABI_GUEST_CONFORM_VERSION")),
     ("conform-platform", env!("PVABI_GUEST_CONFORM_PLATFORM")),
+    ("conform-reset", env!("PVABI_GUEST_CONFORM_RESET")),
+    ("conform-timer", env!("PVABI_GUEST_CONFORM_TIMER")),
 ];
 
 #[test]

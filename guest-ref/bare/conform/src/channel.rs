@@ -140,6 +140,27 @@ pub fn check(name: &str, requirements: &[&str], ok: bool, seen: u64, expected: u
     push(b"\n");
 }
 
+/// A check of a SHOULD (or MAY) rule: PASS when `ok`, else a WARN line, which the runner
+/// reports as a warning and which does not fail the test (see the channel's WARN).
+#[allow(dead_code)] // Not every test checks a SHOULD.
+pub fn advise(name: &str, requirements: &[&str], ok: bool, seen: u64, expected: u64) {
+    if ok {
+        report(Verdict::Pass, name, requirements);
+    } else {
+        push(b"pvabi-conform: WARN ");
+        push(name.as_bytes());
+        for r in requirements {
+            push(b" ");
+            push(r.as_bytes());
+        }
+        push(b" -- got ");
+        hex(seen);
+        push(b", want ");
+        hex(expected);
+    }
+    push(b"\n");
+}
+
 /// A check that does not apply here, with the reason (a SKIP never hides a FAIL: use it only
 /// where the rule's condition does not hold, e.g. a flag the host leaves clear).
 #[allow(dead_code)] // Not every test has a check that can skip.
