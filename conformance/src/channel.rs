@@ -210,12 +210,7 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             }
         }
     }
-    let worst = Verdict::worst(
-        checks
-            .iter()
-            .filter(|c| !c.is_warning())
-            .map(|c| c.verdict),
-    );
+    let worst = Verdict::worst(checks.iter().filter(|c| !c.is_warning()).map(|c| c.verdict));
     let (verdict, reason) = match (&end, ended) {
         (_, None) => (
             Verdict::Crash,
@@ -301,7 +296,12 @@ mod tests {
         assert!(!r.checks[0].is_warning());
         // A warning is no excuse for an END that hides a real failure.
         let r = run(
-            &["BEGIN t", "WARN t.b PVABI-TIME-018", "FAIL t.c PVABI-TIME-001", "END t PASS"],
+            &[
+                "BEGIN t",
+                "WARN t.b PVABI-TIME-018",
+                "FAIL t.c PVABI-TIME-001",
+                "END t PASS",
+            ],
             RunEnd::Shutdown(0),
         );
         assert_eq!(r.verdict, Verdict::Error, "{r:?}");

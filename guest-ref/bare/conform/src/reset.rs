@@ -168,7 +168,6 @@ fn first_boot(boot: &BootInfo) -> ! {
     set_record(R_BOOTS, 1);
     set_record(R_GRANTED, n.results[1]);
     MARK.store(0x2222, Ordering::Relaxed);
-    let granted = Features::from_bits_retain(n.results[1]);
 
     // vCPU 0's state.
     raw(&t, Call::TimeSetPage, &[top(TIME_PAGE)]);
@@ -313,7 +312,7 @@ fn second_boot(boot: &BootInfo, boots: u64) -> ! {
     );
     check(
         "reset.vcpu_0_begins_in_the_entry_state",
-        &["PVABI-SYS-012", "PVABI-PLAT-023"],
+        &["PVABI-SYS-012", "PVABI-PLAT-016"],
         boot.vcpu == 0
             && u64::from(boot.vcpu_count) == u64::from(found.info.vcpus)
             && boot.mem_bytes == TOP.load(Ordering::Relaxed)
