@@ -737,7 +737,14 @@ for entry in @TESTS@; do
     cmd=$(printf '%s' "$HOST_CMD" | sed "s|{image}|$image|g; s|{vcpus}|$vcpus|g")
     out=$(sh -c "$cmd" 2>/dev/null); code=$?
     end=$(printf '%s\n' "$out" | sed -n "s/^pvabi-conform: END $t \([A-Z]*\)$/\1/p" | tail -n 1)
-    if [ -z "$end" ]; then
+    if [ -z "$end" ] && [ "$t" = reset ] && { [ "$code" = 3 ] || [ "$code" = 131 ]; } \
+        && printf '%s\n' "$out" | grep -q '^pvabi-conform reset guest: first boot' \
+        && ! printf '%s\n' "$out" | grep -q '^pvabi-conform: '; then
+        # The VMM ended the VM on SYSTEM_REBOOT instead of resetting it (PVABI-SYS-003
+        # allows that): what a reset restores cannot be seen.
+        echo "    SKIP reset -- the VMM ended the VM on SYSTEM_REBOOT (PVABI-SYS-003 allows it)"
+        verdict=SKIP
+    elif [ -z "$end" ]; then
         verdict=CRASH
     elif [ "$(rank "$end")" != "$code" ]; then
         verdict=ERROR
