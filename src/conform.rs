@@ -67,6 +67,15 @@ fn acting_as_1_0(host: HostConfig) -> HostConfig {
     }
 }
 
+/// A host that resets the VM on SYSTEM_REBOOT (at most twice: the reset test's guest reboots
+/// once, and fails if it boots a third time).
+fn reset_on_reboot(host: HostConfig) -> HostConfig {
+    HostConfig {
+        on_reboot: pvabi_host::dispatch::OnReboot::Reset { limit: 2 },
+        ..host
+    }
+}
+
 /// Every test, in the order they run.
 pub const TESTS: &[TestInfo] = &[
     TestInfo {
@@ -80,7 +89,7 @@ pub const TESTS: &[TestInfo] = &[
         name: "time",
         what: "the clocks and the shared time page: monotonic order, wall-clock range, page initialisation, seqlock, refresh, unregistering",
         image: pvabi_guest_images::conform_time,
-        vcpus: 1,
+        vcpus: 2,
         host: as_served,
     },
     TestInfo {
@@ -168,6 +177,20 @@ pub const TESTS: &[TestInfo] = &[
         host: acting_as_1_0,
     },
     TestInfo {
+        name: "timer",
+        what: "TIME_FREQUENCY and TIME_MONOTONIC against the TSC, the one-shot timer (replace, disarm, never early, one event, waking HALT, promptness), the steal-time page, and a stopped vCPU's timer and steal-time page",
+        image: pvabi_guest_images::conform_timer,
+        vcpus: 2,
+        host: as_served,
+    },
+    TestInfo {
+        name: RESET_TEST,
+        what: "a guest that survives its own SYSTEM_REBOOT: on its second boot, what a reset restores (NEGOTIATE unlocked, no host-owned page, other vCPUs stopped, deferred calls discarded, fresh per-vCPU state, the balloon and sharing forgotten, monotonic time going on)",
+        image: pvabi_guest_images::conform_reset,
+        vcpus: 2,
+        host: reset_on_reboot,
+    },
+    TestInfo {
         name: "platform",
         what: "what a guest of the reference platform observes: guest RAM and its ends, the boot GDT, page tables and zeroed RAM, the entry control registers and MSRs, the boot registers, the APIC ID and no local APIC in CPUID",
         image: pvabi_guest_images::conform_platform,
@@ -175,6 +198,106 @@ pub const TESTS: &[TestInfo] = &[
         host: as_served,
     },
 ];
+
+/// The name of the test whose guest reboots ([`TESTS`]).
+pub const RESET_TEST: &str = "reset";
+
+/// What the reset test's guest writes before its SYSTEM_REBOOT (a free-form console line).
+const RESET_FIRST_BOOT: &str =
+    "pvabi-conform reset guest: first boot set up, calling SYSTEM_REBOOT";
+
+/// The reset test's result when the host ended the VM on the guest's SYSTEM_REBOOT instead of
+/// resetting it (PVABI-SYS-003 allows either): the guest's first boot ran, asked for a reboot
+/// and the VM ended (the reference host's `RunEnd::Reboot`, or an external VMM's exit status
+/// 3 or 131, `pvabi run`'s for a reboot without and with `--exit-with-guest-code`; the first
+/// boot writes no channel line and never shuts down). Then the test is a SKIP with one passing check of
+/// SYS-003 and the fact `resets_on_reboot=0`, which a profile that claims resets turns into a
+/// FAIL. Any other result is returned as it is.
+fn ended_on_reboot(test: &TestInfo, console: &[u8], result: TestResult) -> TestResult {
+    use pvabi_conformance::Check;
+    // `pvabi run` exits 3 for a reboot, 131 (128 + 3) under --exit-with-guest-code.
+    let ended = matches!(
+        result.end,
+        RunEnd::Reboot | RunEnd::Shutdown(3) | RunEnd::Shutdown(131)
+    );
+    let text = String::from_utf8_lossy(console);
+    if test.name != RESET_TEST
+        || result.verdict != Verdict::Crash
+        || !ended
+        || !text.contains(RESET_FIRST_BOOT)
+        || text.contains(channel::PREFIX)
+    {
+        return result;
+    }
+    let reason = "the host ended the VM on SYSTEM_REBOOT instead of resetting it, which PVABI-SYS-003 allows: what a reset restores cannot be observed";
+    TestResult {
+        verdict: Verdict::Skip,
+        checks: vec![
+            Check {
+                name: format!("{RESET_TEST}.the_host_ends_the_vm_on_reboot"),
+                verdict: Verdict::Pass,
+                requirements: vec!["PVABI-SYS-003".to_owned()],
+                message: None,
+                warning: false,
+            },
+            Check {
+                name: format!("{RESET_TEST}.what_a_reset_restores"),
+                verdict: Verdict::Skip,
+                requirements: vec!["PVABI-SYS-004".to_owned()],
+                message: Some(reason.to_owned()),
+                warning: false,
+            },
+        ],
+        reason: None,
+        info: [("resets_on_reboot".to_owned(), "0".to_owned())].into(),
+        ..result
+    }
+}
+
+/// The checks the runner makes itself, from what it saw of a run rather than from a guest's
+/// line: that the console output arrived before the VM's end was reported (PVABI-SYS-002:
+/// the END line is the last call's output before SYSTEM_SHUTDOWN, and it arrived), and, for
+/// the time test, that the wall clock follows the runner's own notion of UTC (PVABI-TIME-005,
+/// a SHOULD: within 60 s; the guest reports TIME_WALLCLOCK's seconds as an INFO line).
+fn runner_checks(test: &TestInfo, mut result: TestResult) -> TestResult {
+    use pvabi_conformance::Check;
+    let clean = matches!(
+        result.verdict,
+        Verdict::Pass | Verdict::Skip | Verdict::Fail
+    ) && matches!(result.end, RunEnd::Shutdown(_));
+    if test.name == "system" && clean {
+        result.checks.push(Check {
+            name: "system.console_output_arrives_before_the_end".to_owned(),
+            verdict: Verdict::Pass,
+            requirements: vec!["PVABI-SYS-002".to_owned()],
+            message: None,
+            warning: false,
+        });
+    }
+    let wall = result.info.get("wallclock_sec").and_then(|v| {
+        v.strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+    });
+    if test.name == "time" && clean {
+        if let Some(guest) = wall {
+            let ours = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let off = guest.abs_diff(ours);
+            // A SHOULD: off by more is a warning (the channel's WARN), not a failure.
+            result.checks.push(Check {
+                name: "time.wallclock_follows_utc".to_owned(),
+                verdict: Verdict::Pass,
+                requirements: vec!["PVABI-TIME-005".to_owned()],
+                message: (off > 60).then(|| {
+                    format!("TIME_WALLCLOCK said {guest} s, {off} s from the runner's clock")
+                }),
+                warning: off > 60,
+            });
+        }
+    }
+    result
+}
 
 /// How long one test VM may run before it is ended (its verdict is then CRASH).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -203,7 +326,14 @@ pub fn run_test(test: &TestInfo, host: &HostConfig) -> TestResult {
         timeout: Some(TEST_TIMEOUT),
     };
     match runner::run((test.image)(), config) {
-        Ok(outcome) => channel::parse(test.name, &outcome.console, run_end(&outcome.end)),
+        Ok(outcome) => runner_checks(
+            test,
+            ended_on_reboot(
+                test,
+                &outcome.console,
+                channel::parse(test.name, &outcome.console, run_end(&outcome.end)),
+            ),
+        ),
         // The VM could not run: the environment is at fault, not the host under test.
         Err(e) => TestResult {
             test: test.name.to_owned(),
@@ -836,7 +966,10 @@ pub fn run_external(test: &TestInfo, template: &str, scratch: &Path) -> TestResu
         }
         None => RunEnd::Fault(format!("`{command}` was killed by a signal")),
     };
-    channel::parse(test.name, &console, end)
+    runner_checks(
+        test,
+        ended_on_reboot(test, &console, channel::parse(test.name, &console, end)),
+    )
 }
 
 /// Writes the suite to `dir` for a machine without the Rust toolchain: the test images, a
@@ -917,14 +1050,21 @@ for entry in @TESTS@; do
     cmd=$(printf '%s' "$HOST_CMD" | sed "s|{image}|$image|g; s|{vcpus}|$vcpus|g")
     out=$(sh -c "$cmd" 2>/dev/null); code=$?
     end=$(printf '%s\n' "$out" | sed -n "s/^pvabi-conform: END $t \([A-Z]*\)$/\1/p" | tail -n 1)
-    if [ -z "$end" ]; then
+    if [ -z "$end" ] && [ "$t" = reset ] && { [ "$code" = 3 ] || [ "$code" = 131 ]; } \
+        && printf '%s\n' "$out" | grep -q '^pvabi-conform reset guest: first boot' \
+        && ! printf '%s\n' "$out" | grep -q '^pvabi-conform: '; then
+        # The VMM ended the VM on SYSTEM_REBOOT instead of resetting it (PVABI-SYS-003
+        # allows that): what a reset restores cannot be seen.
+        echo "    SKIP reset -- the VMM ended the VM on SYSTEM_REBOOT (PVABI-SYS-003 allows it)"
+        verdict=SKIP
+    elif [ -z "$end" ]; then
         verdict=CRASH
     elif [ "$(rank "$end")" != "$code" ]; then
         verdict=ERROR
     else
         verdict=$end
     fi
-    printf '%s\n' "$out" | grep '^pvabi-conform: \(FAIL\|ERROR\|SKIP\) ' | sed 's/^/    /'
+    printf '%s\n' "$out" | grep '^pvabi-conform: \(FAIL\|ERROR\|SKIP\|WARN\) ' | sed 's/^/    /'
     echo "$verdict $t"
     r=$(rank "$verdict")
     [ "$r" -gt "$worst" ] && worst=$r
@@ -1212,6 +1352,40 @@ mod tests {
         // On the default ports it holds.
         let r = run_test(&TESTS[0], &HostConfig::default());
         assert!(r.checks.iter().all(|c| !c.warning), "{r:#?}");
+    }
+
+    #[test]
+    fn the_reset_test_passes_on_a_host_that_resets_and_skips_on_one_that_ends() {
+        if !kvm_or_skip("the_reset_test_passes_on_a_host_that_resets_and_skips_on_one_that_ends") {
+            return;
+        }
+        let reset = TESTS
+            .iter()
+            .find(|t| t.name == RESET_TEST)
+            .expect("catalogued");
+        let r = run_test(reset, &HostConfig::default());
+        assert_eq!(r.verdict, Verdict::Pass, "{r:#?}");
+        assert_eq!(
+            r.info.get("resets_on_reboot").map(String::as_str),
+            Some("0x1")
+        );
+        // The same image on a host that ends the VM on SYSTEM_REBOOT (SYS-003 allows it).
+        let ends = TestInfo {
+            host: as_served,
+            ..*reset
+        };
+        let mut results = vec![run_test(&ends, &HostConfig::default())];
+        let r = &results[0];
+        assert_eq!(r.verdict, Verdict::Skip, "{r:#?}");
+        assert!(r
+            .checks
+            .iter()
+            .any(|c| c.verdict == Verdict::Pass && c.requirements == ["PVABI-SYS-003"]));
+        // ... unless its profile claims that it resets.
+        let profile = parse_profile("[reboot]\nresets = true\n").expect("a valid profile");
+        apply_profile(&profile, &mut results);
+        let claim = results.last().expect("the profile test");
+        assert_eq!(claim.verdict, Verdict::Fail, "{claim:#?}");
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //! vcpus = 2
 //! max_multicall_entries = 32
 //!
+//! [reboot]            # what SYSTEM_REBOOT does (PVABI-SYS-003 allows either)
+//! resets = true       # the host resets the VM (else it ends it)
+//!
 //! [[known_failure]]
 //! check = "time.page_refreshes"   # a check, or a whole test by its name
 //! id = 1                          # for this implementation id ...
@@ -53,6 +56,9 @@ pub struct Profile {
     /// The limits it advertises (each at least this much).
     #[serde(default)]
     pub limits: BTreeMap<String, u64>,
+    /// What it does on SYSTEM_REBOOT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootClaim>,
     /// Its known failures.
     #[serde(default, rename = "known_failure")]
     pub known_failures: Vec<KnownFailure>,
@@ -84,6 +90,15 @@ pub struct VersionRange {
 pub struct FeatureClaim {
     /// Feature names (`CONSOLE`, `TIME`, ...).
     pub offered: Vec<String>,
+}
+
+/// What an implementation does on SYSTEM_REBOOT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootClaim {
+    /// It resets the virtual machine (the reset test must then see a second boot: a host that
+    /// claims it and ends the VM instead fails, where one that does not claim it skips).
+    pub resets: bool,
 }
 
 /// A failure the vendor knows of, for one implementation id and version.
@@ -322,6 +337,22 @@ impl Profile {
                 &|v| v == hi,
                 format!("highest version {}", r.highest),
                 &|v| format!("highest version {}", show_version(v)),
+            );
+        }
+        if self.reboot.as_ref().is_some_and(|r| r.resets) {
+            claim(
+                "resets_on_reboot".into(),
+                &["PVABI-SYS-003"],
+                facts.get("resets_on_reboot"),
+                &|v| v == 1,
+                "that SYSTEM_REBOOT resets the VM".into(),
+                &|v| {
+                    if v == 1 {
+                        "a reset".into()
+                    } else {
+                        "that it ended the VM".into()
+                    }
+                },
             );
         }
         for name in self.features.iter().flat_map(|f| &f.offered) {

@@ -32,7 +32,8 @@ pub enum InjectedFault {
     WallclockNanosecondsOverflow,
     /// The time page is written once and never refreshed.
     TimePageNotRefreshed,
-    /// An unregistered time page goes on being written.
+    /// A time page that was unregistered (address 0) or replaced by another goes on being
+    /// written by the refresh thread.
     TimePageWrittenAfterUnregister,
     /// MEM_SHARE of pages outside guest RAM succeeds (an unchecked bound).
     ShareIgnoresRamBounds,
@@ -86,12 +87,18 @@ pub enum InjectedFault {
     UpdatePteTornStore,
     /// MEM_FLUSH_TLB_RANGE of a range whose end passes 2^64 gets INVALID_PARAMETER instead of SUCCESS (an overflow treated as an error).
     FlushRangePastTheTopRefused,
+    /// The time page's update makes `sequence` odd and even again before it writes the fields
+    /// (the fields change under an even sequence: the seqlock's write order broken).
+    TimePageSequenceEvenBeforeData,
+    /// A reset keeps the result of NEGOTIATE: after SYSTEM_REBOOT resets the VM, NEGOTIATE is
+    /// still locked.
+    NegotiateNotUnlockedOnReset,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 39] = [
+    pub const ALL: [InjectedFault; 41] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -131,6 +138,8 @@ impl InjectedFault {
         InjectedFault::MulticallPagesSkipsPagesBeforeStart,
         InjectedFault::UpdatePteTornStore,
         InjectedFault::FlushRangePastTheTopRefused,
+        InjectedFault::TimePageSequenceEvenBeforeData,
+        InjectedFault::NegotiateNotUnlockedOnReset,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -176,6 +185,8 @@ impl InjectedFault {
             InjectedFault::MulticallPagesSkipsPagesBeforeStart => "multicall",
             InjectedFault::UpdatePteTornStore => "vcpu",
             InjectedFault::FlushRangePastTheTopRefused => "memory",
+            InjectedFault::TimePageSequenceEvenBeforeData => "time",
+            InjectedFault::NegotiateNotUnlockedOnReset => "reset",
         }
     }
 
@@ -231,6 +242,8 @@ impl InjectedFault {
             }
             InjectedFault::UpdatePteTornStore => "update-pte-torn-store",
             InjectedFault::FlushRangePastTheTopRefused => "flush-range-past-the-top-refused",
+            InjectedFault::TimePageSequenceEvenBeforeData => "time-page-sequence-even-before-data",
+            InjectedFault::NegotiateNotUnlockedOnReset => "negotiate-not-unlocked-on-reset",
         }
     }
 }

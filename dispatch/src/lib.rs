@@ -140,7 +140,8 @@ use pvabi_abi::status::Status;
 use pvabi_abi::version::Version;
 
 pub use config::{
-    ConfigError, ConsoleSink, FeatureOffer, HostConfig, ImplVersion, IMPL_NAME_REFERENCE, POISON,
+    ConfigError, ConsoleSink, FeatureOffer, HostConfig, ImplVersion, OnReboot, IMPL_NAME_REFERENCE,
+    POISON,
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use fake::{FakeLog, FakeMachine, MemoryHook};
@@ -380,8 +381,31 @@ impl<M: Machine> Dispatcher<M> {
             });
         }
         Ok(Dispatcher {
-            inner: Inner::new(config, machine),
+            inner: Inner::new(config, machine, std::time::Instant::now()),
         })
+    }
+
+    /// The dispatcher of the next boot after a reset of the VM (PVABI-SYS-004 to SYS-012):
+    /// the same configuration over `machine` (the reset VM), with every pvabi state of this
+    /// one forgotten (NEGOTIATE unlocked, no host-owned page, no sharing, no released page,
+    /// no deferred call, every vCPU's timer, mask and wake latch fresh) except monotonic
+    /// time, which goes on from where it was (PVABI-TIME-034). Call
+    /// [`shutdown`](Self::shutdown) on this one first: its threads stop writing guest RAM.
+    pub fn after_reset(&self, machine: Arc<M>) -> Result<Self, ConfigError> {
+        let config = self.inner.config.clone();
+        if machine.vcpu_count() != config.vcpus {
+            return Err(ConfigError::VcpuMismatch {
+                config: config.vcpus,
+                machine: machine.vcpu_count(),
+            });
+        }
+        let inner = Inner::new(config, machine, self.inner.epoch);
+        if injected!(self.inner, NegotiateNotUnlockedOnReset) {
+            if let Some(n) = self.inner.negotiated() {
+                let _ = inner.negotiated.set(n);
+            }
+        }
+        Ok(Dispatcher { inner })
     }
 
     /// Handles one doorbell access: `regs.rax` holds the code and `rdi..r11` the arguments;

@@ -305,6 +305,10 @@ pub(crate) struct TimePageReg {
     /// The host's sequence counter (never read back from guest memory; 64-bit for the 2.0
     /// layout, whose low 32 bits are the 1.x sequence).
     pub seq: u64,
+    /// Fault injection only (`TimePageWrittenAfterUnregister`): the page (and its sequence)
+    /// that this registration replaced, which the refresh thread goes on writing.
+    #[cfg(feature = "fault-injection")]
+    pub ghost: Option<(u64, u64)>,
 }
 
 /// Worker threads and which singletons have started.
@@ -357,7 +361,8 @@ pub(crate) struct Inner<M: Machine> {
 }
 
 impl<M: Machine> Inner<M> {
-    pub fn new(config: HostConfig, machine: Arc<M>) -> Arc<Inner<M>> {
+    /// A fresh state serving `config` over `machine`, whose monotonic time 0 is `epoch`.
+    pub fn new(config: HostConfig, machine: Arc<M>, epoch: Instant) -> Arc<Inner<M>> {
         let n = config.vcpus as usize;
         let calls = CallTable::new(&config);
         let config_check = config.check_guest;
@@ -371,7 +376,7 @@ impl<M: Machine> Inner<M> {
                 calls,
                 config,
                 machine,
-                epoch: Instant::now(),
+                epoch,
                 me: me.clone(),
                 negotiated: OnceLock::new(),
                 vm: RwLock::new(vm),

@@ -98,7 +98,14 @@ fn set_page<M: Machine>(h: &Inner<M>, page: Option<u64>) -> Result<Reply, Status
             if !injected!(h, TimePageRestNotZeroed) {
                 guest_mem::write(h.machine.memory(), gpa, &[0u8; PAGE_SIZE as usize]);
             }
-            let mut new = TimePageReg { gpa, seq: 0 };
+            let mut new = TimePageReg {
+                gpa,
+                seq: 0,
+                #[cfg(feature = "fault-injection")]
+                ghost: old
+                    .filter(|_| injected!(h, TimePageWrittenAfterUnregister))
+                    .map(|o| (o.gpa, o.seq)),
+            };
             h.write_time_page(&mut new);
             *reg = Some(new);
         }
@@ -225,7 +232,6 @@ impl<M: Machine> Inner<M> {
         if self.negotiated().is_some_and(|n| n.version.major() == 2) {
             return self.write_time_page_v2(reg);
         }
-        let mem = self.machine.memory();
         let (wallclock_sec, wallclock_nsec) = wallclock();
         let page = TimePage {
             sequence: 0,
@@ -245,14 +251,7 @@ impl<M: Machine> Inner<M> {
             reserved: [0; 2],
         };
         let body = offset_of!(TimePage, flags);
-        guest_mem::seqlock_write(
-            mem,
-            reg.gpa,
-            &mut reg.seq,
-            SeqWidth::U32,
-            body,
-            &page.as_bytes()[body..],
-        );
+        self.seqlock_time_page(reg, &page.as_bytes()[body..]);
         self.record(|r| r.time_page_updates += 1);
     }
 
@@ -316,6 +315,33 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
             None => TIMER_IDLE_WAIT,
         };
         reg = wait_timeout(&h.time_cv, reg, wait);
+    }
+}
+
+impl<M: Machine> Inner<M> {
+    /// Writes `body` (the fields from `flags` on) to the 1.x time page of `reg` under its
+    /// sequence lock (PVABI-TIME-009), or, with the fault `TimePageSequenceEvenBeforeData`,
+    /// makes the sequence odd and even again first and writes the fields after.
+    fn seqlock_time_page(&self, reg: &mut TimePageReg, body: &[u8]) {
+        let mem = self.machine.memory();
+        let offset = offset_of!(TimePage, flags);
+        #[cfg(feature = "fault-injection")]
+        if let Some((gpa, mut seq)) = reg.ghost {
+            // `TimePageWrittenAfterUnregister`: the page this registration replaced gets
+            // every update too.
+            guest_mem::seqlock_write(mem, gpa, &mut seq, SeqWidth::U32, offset, body);
+            reg.ghost = Some((gpa, seq));
+        }
+        if injected!(self, TimePageSequenceEvenBeforeData) {
+            reg.seq = reg.seq.wrapping_add(1) | 1;
+            guest_mem::store_u32(mem, reg.gpa, reg.seq as u32);
+            reg.seq = reg.seq.wrapping_add(1);
+            guest_mem::store_u32(mem, reg.gpa, reg.seq as u32);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            guest_mem::write(mem, reg.gpa + offset as u64, body);
+            return;
+        }
+        guest_mem::seqlock_write(mem, reg.gpa, &mut reg.seq, SeqWidth::U32, offset, body);
     }
 }
 
@@ -521,14 +547,7 @@ impl<M: Machine> Inner<M> {
             reserved: [0; 2],
         };
         let body = offset_of!(TimePage, flags);
-        guest_mem::seqlock_write(
-            self.machine.memory(),
-            reg.gpa,
-            &mut reg.seq,
-            SeqWidth::U32,
-            body,
-            &page.as_bytes()[body..],
-        );
+        self.seqlock_time_page(reg, &page.as_bytes()[body..]);
         // A TSC-valid page does not go stale for readers: calls need not refresh it.
         self.time_page_written_ns
             .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);

@@ -110,6 +110,16 @@ impl PvabiPorts {
         })
     }
 
+    /// The ports of the dispatcher of the next boot after a reset: `previous`'s configuration
+    /// and monotonic time over the reset VM behind `ctl`, every other pvabi state fresh
+    /// ([`Dispatcher::after_reset`]). Shut `previous` down first.
+    pub fn after_reset(previous: &KvmDispatcher, ctl: VmCtl) -> Result<Self, ConfigError> {
+        let dispatcher = previous.after_reset(Arc::new(KvmMachine::new(ctl)))?;
+        Ok(PvabiPorts {
+            dispatcher: Arc::new(dispatcher),
+        })
+    }
+
     /// The dispatcher.
     pub fn dispatcher(&self) -> &Arc<KvmDispatcher> {
         &self.dispatcher

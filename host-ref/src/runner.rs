@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pvabi_dispatch::sync::lock;
-use pvabi_dispatch::{ConfigError, ConsoleSink, HostConfig, Report};
+use pvabi_dispatch::{ConfigError, ConsoleSink, HostConfig, OnReboot, Report};
 
 use crate::bus::PortBus;
 use crate::machine::{KvmDispatcher, PvabiPorts, RingNotifyWorkers, ServedCounter};
@@ -180,7 +180,8 @@ pub fn run(image: &[u8], config: RunConfig) -> Result<RunOutcome, RunError> {
 
 /// [`run`] with devices of the caller's own: `add_devices` gets the bus (the pvabi ports
 /// already attached) and the dispatcher, before the guest runs. Devices attached there come
-/// in front of the pvabi ports; whatever they do not handle reaches them.
+/// in front of the pvabi ports; whatever they do not handle reaches them. They serve the
+/// first boot only: after a reset ([`OnReboot::Reset`]) the bus holds the pvabi ports alone.
 pub fn run_with(
     image: &[u8],
     config: RunConfig,
@@ -194,6 +195,11 @@ pub fn run_with(
 /// [`run_with`], whose callback also gets the counter of ring-notify writes served inside
 /// the kernel (`None` when this KVM could not bind the port to ioeventfds: then every
 /// write reaches the VMM, as [`ExitCounts::ring_notify`]).
+///
+/// With [`OnReboot::Reset`] in the host configuration, a SYSTEM_REBOOT resets the VM
+/// ([`vm::Vm::after_reset`], [`PvabiPorts::after_reset`]) and the guest boots again, up to the
+/// limit; the outcome then covers every boot (console, exits, wall time; the report is the
+/// last boot's dispatcher's) and the timeout bounds them all together.
 pub fn run_with_notify(
     image: &[u8],
     config: RunConfig,
@@ -209,47 +215,71 @@ pub fn run_with_notify(
     host_config.console = capture(host_config.console, captured.clone());
     let doorbell = host_config.doorbell_port;
     let ring_notify = host_config.ring_notify_port;
+    let reset_limit = match host_config.on_reboot {
+        OnReboot::Reset { limit } => limit,
+        OnReboot::End => 0,
+    };
     vm_config.cpuid = host_config.cpuid_leaves();
 
     // The VM, then its control handle, then the dispatcher on it, then the devices.
     let started = Instant::now();
-    let vm = vm::Vm::new(&vm_config, image)?;
-    let pvabi = Arc::new(PvabiPorts::new(host_config, vm.ctl())?);
-    let mut bus = PortBus::new();
-    pvabi.attach_to(&mut bus);
-    bus.watch(doorbell);
-    bus.watch(ring_notify);
-    // The ring-notify port inside the kernel; without ioeventfds, writes reach the bus.
-    let workers = pvabi.bind_ring_notify(&vm.ctl()).ok();
-    let served = workers.as_ref().map(RingNotifyWorkers::served_counter);
-    add_devices(&mut bus, pvabi.dispatcher(), served.as_ref());
-    let bus = Arc::new(bus);
+    let mut vm = vm::Vm::new(&vm_config, image)?;
+    let mut pvabi = Arc::new(PvabiPorts::new(host_config, vm.ctl())?);
+    let mut resets = 0;
+    let mut exits = ExitCounts::default();
+    let mut add_devices = Some(add_devices);
+    loop {
+        let ctl = vm.ctl();
+        let mut bus = PortBus::new();
+        pvabi.attach_to(&mut bus);
+        bus.watch(doorbell);
+        bus.watch(ring_notify);
+        // The ring-notify port inside the kernel; without ioeventfds, writes reach the bus.
+        let workers = pvabi.bind_ring_notify(&ctl).ok();
+        let served = workers.as_ref().map(RingNotifyWorkers::served_counter);
+        if let Some(add) = add_devices.take() {
+            add(&mut bus, pvabi.dispatcher(), served.as_ref());
+        }
+        let bus = Arc::new(bus);
 
-    let watchdog = timeout.map(|limit| Watchdog::start(vm.ctl(), limit));
-    let end = vm.run(bus.clone());
-    if let Some(w) = watchdog {
-        w.stop();
+        let watchdog = timeout.map(|limit| {
+            let left = limit.saturating_sub(started.elapsed());
+            Watchdog::start(ctl.clone(), left, limit)
+        });
+        let end = vm.run(bus.clone());
+        if let Some(w) = watchdog {
+            w.stop();
+        }
+        exits.ring_notify_kernel += workers.map_or(0, RingNotifyWorkers::stop);
+        let end = end?;
+        let (outs, ins) = bus.totals();
+        let doorbell_outs = bus.counts(doorbell).map_or(0, |c| c.0);
+        let notify_outs = bus.counts(ring_notify).map_or(0, |c| c.0);
+        exits.doorbell += doorbell_outs;
+        exits.ring_notify += notify_outs;
+        exits.other_out += outs.saturating_sub(doorbell_outs + notify_outs);
+        exits.port_in += ins;
+        if end == VmEnd::Reboot && resets < reset_limit {
+            // A reset (PVABI-SYS-003's first choice): the old dispatcher's threads stop
+            // writing guest RAM before it is carried over, then a new VM and a new pvabi
+            // state, monotonic time going on.
+            resets += 1;
+            pvabi.dispatcher().shutdown();
+            let next = vm::Vm::after_reset(&vm_config, image, &ctl)?;
+            pvabi = Arc::new(PvabiPorts::after_reset(pvabi.dispatcher(), next.ctl())?);
+            vm = next;
+            continue;
+        }
+        let wall = started.elapsed();
+        let console = std::mem::take(&mut *lock(&captured));
+        return Ok(RunOutcome {
+            end,
+            report: pvabi.dispatcher().report(),
+            console,
+            wall,
+            exits,
+        });
     }
-    let notify_kernel = workers.map_or(0, RingNotifyWorkers::stop);
-    let end = end?;
-    let wall = started.elapsed();
-    let console = std::mem::take(&mut *lock(&captured));
-    let (outs, ins) = bus.totals();
-    let doorbell_outs = bus.counts(doorbell).map_or(0, |c| c.0);
-    let notify_outs = bus.counts(ring_notify).map_or(0, |c| c.0);
-    Ok(RunOutcome {
-        end,
-        report: pvabi.dispatcher().report(),
-        console,
-        wall,
-        exits: ExitCounts {
-            doorbell: doorbell_outs,
-            ring_notify: notify_outs,
-            ring_notify_kernel: notify_kernel,
-            other_out: outs.saturating_sub(doorbell_outs + notify_outs),
-            port_in: ins,
-        },
-    })
 }
 
 /// A sink that captures every byte into `buffer` and then hands it to `sink`.
@@ -273,10 +303,11 @@ impl fmt::Debug for Watchdog {
 }
 
 impl Watchdog {
-    fn start(ctl: VmCtl, limit: Duration) -> Self {
-        let (done, wait) = mpsc::channel::<()>();
+    /// Ends the VM behind `ctl` after `wait`, reporting a time-out of `limit`.
+    fn start(ctl: VmCtl, wait: Duration, limit: Duration) -> Self {
+        let (done, waiter) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = waiter.recv_timeout(wait) {
                 ctl.end(VmEnd::Fault(FaultReport {
                     vcpu: 0,
                     fault: Fault::Timeout(limit),

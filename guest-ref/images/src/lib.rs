@@ -83,6 +83,16 @@ pub fn conform_platform() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_PLATFORM"))
 }
 
+/// The conformance test `reset` (`guest-ref/bare/conform/src/reset.rs`): a guest that survives its own SYSTEM_REBOOT and checks, on its second boot, what a reset restores.
+pub fn conform_reset() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_RESET"))
+}
+
+/// The conformance test `timer` (`guest-ref/bare/conform/src/timer.rs`): TIME_FREQUENCY, the one-shot timer and the steal-time page.
+pub fn conform_timer() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_TIMER"))
+}
+
 /// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
 /// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
 /// the sequence lock, and a mistake for each shared-page protocol the checking host watches).
@@ -172,6 +182,8 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-version", conform_version),
     ("conform-version-1-0", conform_version_1_0),
     ("conform-platform", conform_platform),
+    ("conform-reset", conform_reset),
+    ("conform-timer", conform_timer),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

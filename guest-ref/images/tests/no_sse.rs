@@ -34,6 +34,8 @@ const IMAGES: &[(&str, &str)] = &[
         env!("PVABI_GUEST_CONFORM_VERSION_1_0"),
     ),
     ("conform-platform", env!("PVABI_GUEST_CONFORM_PLATFORM")),
+    ("conform-reset", env!("PVABI_GUEST_CONFORM_RESET")),
+    ("conform-timer", env!("PVABI_GUEST_CONFORM_TIMER")),
 ];
 
 #[test]

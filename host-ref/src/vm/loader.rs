@@ -151,6 +151,41 @@ pub(super) fn check(image: &[u8], mem_bytes: u64) -> Result<ImageInfo, VmError> 
     Ok(info)
 }
 
+/// Copies guest RAM from `previous` into the fresh `memory` (both `mem_bytes` long) for a
+/// reset, leaving the range `image` is loaded into (from `IMAGE_MIN_ADDR` to the end of its
+/// highest segment, bss included) zero, for [`load`] to fill again.
+pub(super) fn carry_over(
+    previous: &GuestMemoryMmap,
+    memory: &GuestMemoryMmap,
+    mem_bytes: u64,
+    image: &[u8],
+) -> Result<(), VmError> {
+    use vm_memory::Bytes;
+    let info = check(image, mem_bytes)?;
+    let copy_error = |e: vm_memory::GuestMemoryError| VmError::GuestWrite {
+        what: "guest RAM carried over a reset",
+        detail: e.to_string(),
+    };
+    let mut chunk = vec![0u8; MIB as usize];
+    let mut at = 0;
+    while at < mem_bytes {
+        let len = (mem_bytes - at).min(MIB) as usize;
+        previous
+            .read_slice(&mut chunk[..len], GuestAddress(at))
+            .map_err(copy_error)?;
+        // The image's range stays as `create` left it: zero.
+        let (lo, hi) = (IMAGE_MIN_ADDR.max(at), info.end.min(at + len as u64));
+        if lo < hi {
+            chunk[(lo - at) as usize..(hi - at) as usize].fill(0);
+        }
+        memory
+            .write_slice(&chunk[..len], GuestAddress(at))
+            .map_err(copy_error)?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
 /// Checks `image`, checks that it fits `memory`, and loads it. Returns the entry point.
 pub(super) fn load(memory: &GuestMemoryMmap, mem_bytes: u64, image: &[u8]) -> Result<u64, VmError> {
     check(image, mem_bytes)?;

@@ -576,6 +576,28 @@ impl Vm {
     /// runs yet: [`ctl`](Self::ctl) gives the handle to build the host from, then
     /// [`run`](Self::run) runs it.
     pub fn new(config: &VmConfig, elf_image: &[u8]) -> Result<Self, VmError> {
+        Self::create(config, elf_image, None)
+    }
+
+    /// The VM after a reset of the one behind `previous` (which has ended: its vCPUs have
+    /// stopped): a new VM for `elf_image` whose guest RAM starts as `previous`'s, except what
+    /// the reference platform's entry writes again (its appendix, "Reset"): the boot GDT and
+    /// page tables, and the image's range from `IMAGE_MIN_ADDR` to the end of its highest
+    /// segment, zeroed and loaded again. vCPU 0 begins in the entry state, every other vCPU
+    /// parked, as at the first start; pages the balloon released read as zero and are RAM.
+    pub fn after_reset(
+        config: &VmConfig,
+        elf_image: &[u8],
+        previous: &VmCtl,
+    ) -> Result<Self, VmError> {
+        Self::create(config, elf_image, Some(previous.memory()))
+    }
+
+    fn create(
+        config: &VmConfig,
+        elf_image: &[u8],
+        previous: Option<&GuestMemoryMmap>,
+    ) -> Result<Self, VmError> {
         let mem_bytes = config.mem_bytes;
         if !mem_bytes.is_multiple_of(4096) || !(MIN_MEM_BYTES..=MAX_MEM_BYTES).contains(&mem_bytes)
         {
@@ -605,6 +627,9 @@ impl Vm {
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
 
         let memory = memory::create(mem_bytes)?;
+        if let Some(previous) = previous {
+            memory::carry_over(previous, &memory, mem_bytes, elf_image)?;
+        }
         boot::write_tables(&memory, mem_bytes)?;
         let entry = memory::load(&memory, mem_bytes, elf_image)?;
 
