@@ -1203,10 +1203,18 @@ mod tests {
         assert!(unknown.is_empty(), "{unknown:?}");
         // The committed traceability data (the spec's table comes from it) says what this run
         // says: the same tests, checks, citations and verdicts.
+        // Warnings are left out of the comparison: whether a SHOULD held can depend on the
+        // machine's load (TIME-037's update interval does), and a warning fails nothing.
+        let without_warnings = |mut run: pvabi_conformance::traceability::ReferenceRun| {
+            for c in run.tests.iter_mut().flat_map(|t| t.checks.iter_mut()) {
+                c.warning = false;
+            }
+            run
+        };
         let fresh = reference_run(&results);
         let committed = pvabi_spec::traceability::reference_run();
         assert!(
-            fresh == committed,
+            without_warnings(fresh.clone()) == without_warnings(committed),
             "conformance/traceability.json is out of date: run `cargo run --release -- conform \
              --write-trace conformance/traceability.json` and `cargo run -- spec --update`\n\
              fresh run:\n{}",
