@@ -298,8 +298,7 @@ fn tsc_checks(t: &PortTransport) {
     // loaded host that cannot take a clean TSC sample does), so look for up to a second.
     let start = monotonic(t);
     let mut p = snapshot();
-    while p.flags & TIME_PAGE_TSC_VALID == 0 && monotonic(t).wrapping_sub(start) < 1_000_000_000
-    {
+    while p.flags & TIME_PAGE_TSC_VALID == 0 && monotonic(t).wrapping_sub(start) < 1_000_000_000 {
         p = snapshot();
     }
     if p.flags & TIME_PAGE_TSC_VALID == 0 {
