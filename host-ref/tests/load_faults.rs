@@ -138,9 +138,17 @@ fn check_load(run: &Run, vcpus: u32, rounds: u32) {
         sent,
         "events: received + dropped = sent"
     );
+    // The host saw the same, plus one Kick event per VCPU_KICK: vCPU 0 kicks each AP until
+    // the kick is refused (the AP has stopped), so that every stop is in the report; a kick
+    // that lands before the stop posts an event that no one receives (or is dropped).
     assert_eq!(
-        (rep.events_posted, rep.events_dropped),
-        (received, dropped),
+        rep.events_posted + rep.events_dropped,
+        received + dropped + rep.kicks,
+        "{}",
+        run.dump()
+    );
+    assert!(
+        rep.events_posted >= received && rep.events_dropped >= dropped,
         "{}",
         run.dump()
     );

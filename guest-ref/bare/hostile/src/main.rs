@@ -1231,6 +1231,13 @@ fn load(boot: &BootInfo) -> ! {
     }
     load_vcpu(0);
     wait_for(&LOAD_DONE, u64::from(n - 1));
+    // Each AP counts itself done just before its VCPU_STOP: wait until the host has stopped
+    // it (a kick of a stopped vCPU is INVALID_STATE), so that the test sees every stop.
+    for v in 1..n {
+        while call(Call::VcpuKick, &[u64::from(v)]).st != abi::Status::InvalidState as u64 {
+            call(Call::VcpuYield, &[]);
+        }
+    }
     finish()
 }
 
