@@ -91,11 +91,32 @@ fn host_cmd_runs_the_images_under_an_external_vmm() {
     let bin = env!("CARGO_BIN_EXE_pvabi");
     // `pvabi run` as the external VMM: the same verdict as in-process.
     let vmm = format!("{bin} run --vcpus {{vcpus}} --exit-with-guest-code {{image}}");
-    let out = pvabi(&["conform", "--host-cmd", &vmm, "--format", "json"]);
+    // The reference profile says which exit statuses are a guest fault and a refused image.
+    let profile = format!(
+        "{}/conformance/profiles/pvabi-host.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = pvabi(&[
+        "conform",
+        "--host-cmd",
+        &vmm,
+        "--profile",
+        &profile,
+        "--format",
+        "json",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["verdict"], "PASS");
+    // Without them the tests about how the VM ends cannot tell: SKIP, never PASS.
+    let out = pvabi(&["conform", "--host-cmd", &vmm, "--filter", "platform-fault"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(v["implementation"]["host_cmd"], vmm.as_str());
     // The external host's identity, as the base test learnt it (GET_IMPL_ID, the CPUID leaves).
     assert_eq!(v["implementation"]["reported"]["impl_id"], 1, "{v:#}");
@@ -151,6 +172,8 @@ fn export_writes_a_suite_that_runs_without_the_toolchain() {
     let run = |host_cmd: String| {
         Command::new(dir.join("run.sh"))
             .env("HOST_CMD", host_cmd)
+            .env("FAULT_STATUS", "133")
+            .env("REFUSAL_STATUS", "134")
             .output()
             .expect("run.sh runs")
     };
@@ -164,7 +187,25 @@ fn export_writes_a_suite_that_runs_without_the_toolchain() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("PASS base"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for test in [
+        "base",
+        "platform-fault",
+        "image-below-min-addr",
+        "image-beyond-ram",
+    ] {
+        assert!(stdout.contains(&format!("PASS {test}\n")), "{stdout}");
+    }
+    // Without the statuses, the tests about how the VM ends SKIP.
+    let out = Command::new(dir.join("run.sh"))
+        .env(
+            "HOST_CMD",
+            format!("{bin} run --vcpus {{vcpus}} --exit-with-guest-code {{image}}"),
+        )
+        .output()
+        .expect("run.sh runs");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SKIP platform-fault"));
     let out = run("true {image}".into());
     assert_eq!(out.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&out.stdout).contains("CRASH base"));

@@ -38,6 +38,9 @@ pub enum InjectedFault {
     ShareIgnoresRamBounds,
     /// MEM_BALLOON_RELEASE of an already released page succeeds.
     BalloonDoubleReleaseAccepted,
+    /// A released page reads back with data that is not the guest's (stale bytes of another
+    /// owner, as a host that hands the frame to someone else and back without clearing it).
+    ReleasedPageLeaksData,
     /// MEM_UPDATE_PTE clears bit 63 (NX) of the value it writes.
     UpdatePteDropsNx,
     /// An INCOMPLETE MULTICALL returns a resume index one past the entries it processed (an off-by-one continuation: the guest skips an entry).
@@ -91,7 +94,7 @@ pub enum InjectedFault {
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 39] = [
+    pub const ALL: [InjectedFault; 40] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -107,6 +110,7 @@ impl InjectedFault {
         InjectedFault::TimePageWrittenAfterUnregister,
         InjectedFault::ShareIgnoresRamBounds,
         InjectedFault::BalloonDoubleReleaseAccepted,
+        InjectedFault::ReleasedPageLeaksData,
         InjectedFault::UpdatePteDropsNx,
         InjectedFault::MulticallResumeIndexOffByOne,
         InjectedFault::MulticallAcceptsNonBatchable,
@@ -150,6 +154,7 @@ impl InjectedFault {
             InjectedFault::TimePageWrittenAfterUnregister => "time",
             InjectedFault::ShareIgnoresRamBounds => "memory",
             InjectedFault::BalloonDoubleReleaseAccepted => "memory",
+            InjectedFault::ReleasedPageLeaksData => "memory",
             InjectedFault::UpdatePteDropsNx => "memory",
             InjectedFault::MulticallResumeIndexOffByOne => "multicall",
             InjectedFault::MulticallAcceptsNonBatchable => "multicall",
@@ -201,6 +206,7 @@ impl InjectedFault {
             InjectedFault::TimePageWrittenAfterUnregister => "time-page-written-after-unregister",
             InjectedFault::ShareIgnoresRamBounds => "share-ignores-ram-bounds",
             InjectedFault::BalloonDoubleReleaseAccepted => "balloon-double-release-accepted",
+            InjectedFault::ReleasedPageLeaksData => "released-page-leaks-data",
             InjectedFault::UpdatePteDropsNx => "update-pte-drops-nx",
             InjectedFault::MulticallResumeIndexOffByOne => "multicall-resume-index-off-by-one",
             InjectedFault::MulticallAcceptsNonBatchable => "multicall-accepts-non-batchable",

@@ -131,6 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             conform::Target::Command {
                 template: template.clone(),
                 scratch: scratch.clone(),
+                statuses: profile.as_ref().and_then(|p| p.exit_status.clone()),
             }
         }
         None => conform::Target::Reference(host.clone()),
@@ -155,6 +156,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     if let Some(path) = &args.write_trace {
         let mut results = results.clone();
+        // The reference host held to its profile (GET_IMPL_VERSION's packing, PVABI-BASE-018,
+        // can be checked only against a claimed version).
+        conform::apply_profile(&conform::reference_profile(), &mut results);
         results.push(conform::check_guest(pvabi_guest_images::demo(), 1));
         let data = conform::reference_run(&results);
         std::fs::write(path, data.to_json())

@@ -83,6 +83,12 @@ pub fn conform_platform() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_PLATFORM"))
 }
 
+/// The conformance test `platform-fault` (`guest-ref/bare/conform/src/platform_fault.rs`): an
+/// access past guest RAM, announced over the channel, which must end the VM by a fault.
+pub fn conform_platform_fault() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_PLATFORM_FAULT"))
+}
+
 /// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
 /// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
 /// the sequence lock, and a mistake for each shared-page protocol the checking host watches).
@@ -172,6 +178,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-version", conform_version),
     ("conform-version-1-0", conform_version_1_0),
     ("conform-platform", conform_platform),
+    ("conform-platform-fault", conform_platform_fault),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

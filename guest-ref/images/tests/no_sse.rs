@@ -34,6 +34,10 @@ const IMAGES: &[(&str, &str)] = &[
         env!("PVABI_GUEST_CONFORM_VERSION_1_0"),
     ),
     ("conform-platform", env!("PVABI_GUEST_CONFORM_PLATFORM")),
+    (
+        "conform-platform-fault",
+        env!("PVABI_GUEST_CONFORM_PLATFORM_FAULT"),
+    ),
 ];
 
 #[test]
