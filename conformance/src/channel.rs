@@ -22,8 +22,10 @@
 //! and then makes the access. If the VM then ends by a guest fault ([`RunEnd::GuestFault`])
 //! with no line after the EXPECT, the check is a PASS and the test's verdict is the most severe
 //! of its checks (there is no END line and no shutdown code to cross-check). A guest that
-//! survives the access reports the same check itself (a FAIL line with the same name, which
-//! replaces the EXPECT) and ends as usual. Any other end after an EXPECT (a time-out, a
+//! survives the access reports the same check itself, in a line with the same name that
+//! replaces the EXPECT (a FAIL where the rule requires the fault; its own verdict where the
+//! rule only allows one, as PVABI-MEM-007 does for a read of a released page), and ends as
+//! usual. Any other end after an EXPECT (a time-out, a
 //! SYSTEM_SHUTDOWN, a reboot, a crash report, a VMM error) is a CRASH; an external VMM whose exit
 //! status nobody has said means "the VM faulted" ([`RunEnd::Undetermined`]) makes the check a
 //! SKIP that says so. An EXPECT followed by another check or by END, or a second EXPECT, is an
@@ -42,7 +44,8 @@
 //! runner trusts nothing it cannot cross-check ([`parse`]):
 //!
 //! - no BEGIN or no END line, or a VM that did not end with SYSTEM_SHUTDOWN before its END line
-//!   (a fault, a crash report, a reboot, a time-out): **CRASH**;
+//!   (a fault, a crash report, a reboot, a time-out): **CRASH** (except after an open EXPECT,
+//!   above);
 //! - an END whose verdict is not the most severe of the checks, a shutdown code that is not the
 //!   END verdict's, a malformed line, a check after END, a test name that differs, or a test
 //!   with no check at all: **ERROR** (the test or the channel is broken, so nothing about the
