@@ -67,6 +67,20 @@ fn acting_as_1_0(host: HostConfig) -> HostConfig {
     }
 }
 
+/// The served host serving 1.3 and the 2.0 preview (its versions and features only, as
+/// `pvabi run --serve 1.3,2.0`), for the checks that bind only a host serving more than one
+/// major (COMPAT-003).
+fn serving_two_majors(host: HostConfig) -> HostConfig {
+    use pvabi_abi::version::{V1_3, V2_0_PREVIEW};
+    let both = HostConfig::serving(&[V1_3, V2_0_PREVIEW]);
+    HostConfig {
+        lowest: both.lowest,
+        served: both.served,
+        features: both.features,
+        ..host
+    }
+}
+
 /// Every test, in the order they run.
 pub const TESTS: &[TestInfo] = &[
     TestInfo {
@@ -180,6 +194,20 @@ pub const TESTS: &[TestInfo] = &[
         image: pvabi_guest_images::conform_platform_fault,
         vcpus: 1,
         host: as_served,
+    },
+    TestInfo {
+        name: "compat-1.x",
+        what: "under a host serving 1.3 and the 2.0 preview, a guest that negotiates major 1 sees the time page in the 1.x layout (its wall clock held to TIME_WALLCLOCK)",
+        image: pvabi_guest_images::conform_compat_1,
+        vcpus: 1,
+        host: serving_two_majors,
+    },
+    TestInfo {
+        name: "compat-2.0",
+        what: "under a host serving 1.3 and the 2.0 preview, a guest that negotiates major 2 sees the time page in the 2.0 layout (its wall clock held to TIME_WALLCLOCK)",
+        image: pvabi_guest_images::conform_compat_2,
+        vcpus: 1,
+        host: serving_two_majors,
     },
     TestInfo {
         name: "image-below-min-addr",

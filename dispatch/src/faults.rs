@@ -30,6 +30,9 @@ pub enum InjectedFault {
     TimePageRestNotZeroed,
     /// TIME_WALLCLOCK's nanoseconds run past one second (an off-by-one bound).
     WallclockNanosecondsOverflow,
+    /// The time page is written in the 1.x layout whatever major NEGOTIATE accepted (a host
+    /// serving two majors with one layout).
+    TimePageIgnoresMajor,
     /// The time page is written once and never refreshed.
     TimePageNotRefreshed,
     /// An unregistered time page goes on being written.
@@ -94,7 +97,7 @@ pub enum InjectedFault {
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 40] = [
+    pub const ALL: [InjectedFault; 41] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -111,6 +114,7 @@ impl InjectedFault {
         InjectedFault::ShareIgnoresRamBounds,
         InjectedFault::BalloonDoubleReleaseAccepted,
         InjectedFault::ReleasedPageLeaksData,
+        InjectedFault::TimePageIgnoresMajor,
         InjectedFault::UpdatePteDropsNx,
         InjectedFault::MulticallResumeIndexOffByOne,
         InjectedFault::MulticallAcceptsNonBatchable,
@@ -155,6 +159,7 @@ impl InjectedFault {
             InjectedFault::ShareIgnoresRamBounds => "memory",
             InjectedFault::BalloonDoubleReleaseAccepted => "memory",
             InjectedFault::ReleasedPageLeaksData => "memory",
+            InjectedFault::TimePageIgnoresMajor => "compat",
             InjectedFault::UpdatePteDropsNx => "memory",
             InjectedFault::MulticallResumeIndexOffByOne => "multicall",
             InjectedFault::MulticallAcceptsNonBatchable => "multicall",
@@ -207,6 +212,7 @@ impl InjectedFault {
             InjectedFault::ShareIgnoresRamBounds => "share-ignores-ram-bounds",
             InjectedFault::BalloonDoubleReleaseAccepted => "balloon-double-release-accepted",
             InjectedFault::ReleasedPageLeaksData => "released-page-leaks-data",
+            InjectedFault::TimePageIgnoresMajor => "time-page-ignores-major",
             InjectedFault::UpdatePteDropsNx => "update-pte-drops-nx",
             InjectedFault::MulticallResumeIndexOffByOne => "multicall-resume-index-off-by-one",
             InjectedFault::MulticallAcceptsNonBatchable => "multicall-accepts-non-batchable",

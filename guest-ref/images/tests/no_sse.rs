@@ -38,6 +38,8 @@ const IMAGES: &[(&str, &str)] = &[
         "conform-platform-fault",
         env!("PVABI_GUEST_CONFORM_PLATFORM_FAULT"),
     ),
+    ("conform-compat-1", env!("PVABI_GUEST_CONFORM_COMPAT_1")),
+    ("conform-compat-2", env!("PVABI_GUEST_CONFORM_COMPAT_2")),
 ];
 
 #[test]
