@@ -383,7 +383,9 @@ pub enum Target {
     /// and `{vcpus}` for the number of vCPUs the test needs ([`TestInfo::vcpus`]).
     /// It must print the guest's console on stdout and exit with the guest's SYSTEM_SHUTDOWN
     /// code when the guest shut down (`pvabi run --exit-with-guest-code` does); any other exit
-    /// status cannot match a verdict's code, so it is never taken for a PASS.
+    /// status cannot match a verdict's code, so it is never taken for a PASS, except the
+    /// statuses `statuses` names for a guest fault (after the guest's EXPECT line) and for a
+    /// refused image (for the tests of [`REFUSED`]).
     Command {
         /// The command template.
         template: String,

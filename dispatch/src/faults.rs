@@ -24,6 +24,9 @@ pub enum InjectedFault {
     NegotiateAcceptsTheMinimumMinor,
     /// GET_IMPL_ID's name has bytes after its NUL terminator.
     ImplNameNotPadded,
+    /// GET_IMPL_VERSION packs its version as a spec version (`major << 16 | minor`), not as
+    /// `major << 32 | minor << 16 | patch` (only a profile's claimed version can catch it).
+    ImplVersionPackedAsSpecVersion,
     /// Feature calls are performed before NEGOTIATE (the feature gate is missing).
     UngatedBeforeNegotiate,
     /// TIME_SET_PAGE leaves the rest of the page as the guest had it.
@@ -97,7 +100,7 @@ pub enum InjectedFault {
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 41] = [
+    pub const ALL: [InjectedFault; 42] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -106,6 +109,7 @@ impl InjectedFault {
         InjectedFault::NegotiateGrantsEverythingOffered,
         InjectedFault::NegotiateAcceptsTheMinimumMinor,
         InjectedFault::ImplNameNotPadded,
+        InjectedFault::ImplVersionPackedAsSpecVersion,
         InjectedFault::UngatedBeforeNegotiate,
         InjectedFault::TimePageRestNotZeroed,
         InjectedFault::WallclockNanosecondsOverflow,
@@ -151,6 +155,7 @@ impl InjectedFault {
             InjectedFault::NegotiateNotLocked => "base",
             InjectedFault::NegotiateAcceptsTheMinimumMinor => "base",
             InjectedFault::ImplNameNotPadded => "base",
+            InjectedFault::ImplVersionPackedAsSpecVersion => "base",
             InjectedFault::UngatedBeforeNegotiate => "base",
             InjectedFault::TimePageRestNotZeroed => "time",
             InjectedFault::WallclockNanosecondsOverflow => "time",
@@ -204,6 +209,7 @@ impl InjectedFault {
             }
             InjectedFault::NegotiateAcceptsTheMinimumMinor => "negotiate-accepts-the-minimum-minor",
             InjectedFault::ImplNameNotPadded => "impl-name-not-padded",
+            InjectedFault::ImplVersionPackedAsSpecVersion => "impl-version-packed-as-spec-version",
             InjectedFault::UngatedBeforeNegotiate => "ungated-before-negotiate",
             InjectedFault::TimePageRestNotZeroed => "time-page-rest-not-zeroed",
             InjectedFault::WallclockNanosecondsOverflow => "wallclock-nanoseconds-overflow",
