@@ -76,6 +76,20 @@ fn reset_on_reboot(host: HostConfig) -> HostConfig {
     }
 }
 
+/// The served host serving 1.3 and the 2.0 preview (its versions and features only, as
+/// `pvabi run --serve 1.3,2.0`), for the checks that bind only a host serving more than one
+/// major (COMPAT-003).
+fn serving_two_majors(host: HostConfig) -> HostConfig {
+    use pvabi_abi::version::{V1_3, V2_0_PREVIEW};
+    let both = HostConfig::serving(&[V1_3, V2_0_PREVIEW]);
+    HostConfig {
+        lowest: both.lowest,
+        served: both.served,
+        features: both.features,
+        ..host
+    }
+}
+
 /// Every test, in the order they run.
 pub const TESTS: &[TestInfo] = &[
     TestInfo {
@@ -197,6 +211,41 @@ pub const TESTS: &[TestInfo] = &[
         vcpus: 1,
         host: as_served,
     },
+    TestInfo {
+        name: "platform-fault",
+        what: "an access outside guest RAM ends the VM: the guest announces the fault (EXPECT) and reads the first address past RAM; only a VM that then ends by a guest fault passes",
+        image: pvabi_guest_images::conform_platform_fault,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "compat-1.x",
+        what: "under a host serving 1.3 and the 2.0 preview, a guest that negotiates major 1 sees the time page in the 1.x layout (its wall clock held to TIME_WALLCLOCK)",
+        image: pvabi_guest_images::conform_compat_1,
+        vcpus: 1,
+        host: serving_two_majors,
+    },
+    TestInfo {
+        name: "compat-2.0",
+        what: "under a host serving 1.3 and the 2.0 preview, a guest that negotiates major 2 sees the time page in the 2.0 layout (its wall clock held to TIME_WALLCLOCK)",
+        image: pvabi_guest_images::conform_compat_2,
+        vcpus: 1,
+        host: serving_two_majors,
+    },
+    TestInfo {
+        name: "image-below-min-addr",
+        what: "an image whose loadable segments lie below IMAGE_MIN_ADDR (the platform-fault image moved to 0x1000) is refused and runs no instruction",
+        image: image_below_min_addr,
+        vcpus: 1,
+        host: as_served,
+    },
+    TestInfo {
+        name: "image-beyond-ram",
+        what: "an image whose loadable segments lie beyond guest RAM (the platform-fault image moved up by MAX_MEM_BYTES, past any RAM the platform allows) is refused and runs no instruction",
+        image: image_beyond_ram,
+        vcpus: 1,
+        host: as_served,
+    },
 ];
 
 /// The name of the test whose guest reboots ([`TESTS`]).
@@ -299,16 +348,96 @@ fn runner_checks(test: &TestInfo, mut result: TestResult) -> TestResult {
     result
 }
 
+/// The tests whose image the host must refuse to start (PVABI-PLAT-005): a refused image
+/// runs no instruction and so reports nothing; the runner judges the run itself
+/// ([`refusal_result`]).
+pub const REFUSED: &[&str] = &["image-below-min-addr", "image-beyond-ram"];
+
+/// `image` with every loadable segment and the entry point moved by `delta` bytes (its
+/// physical addresses only: the image is the same, only where it asks to be loaded differs).
+pub fn relocated(image: &[u8], delta: i64) -> Vec<u8> {
+    let mut image = image.to_vec();
+    let word = |img: &[u8], at: usize, n: usize| {
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(&img[at..at + n]);
+        u64::from_le_bytes(v)
+    };
+    let set = |img: &mut Vec<u8>, at: usize| {
+        let moved = word(img, at, 8).wrapping_add_signed(delta);
+        img[at..at + 8].copy_from_slice(&moved.to_le_bytes());
+    };
+    set(&mut image, 24); // e_entry
+    let (phoff, size, n) = (
+        word(&image, 32, 8) as usize,
+        word(&image, 54, 2) as usize,
+        word(&image, 56, 2) as usize,
+    );
+    for at in (0..n).map(|i| phoff + i * size) {
+        if word(&image, at, 4) == 1 {
+            set(&mut image, at + 24); // p_paddr of a PT_LOAD
+        }
+    }
+    image
+}
+
+/// The platform-fault image, its lowest segment moved to 0x1000, below IMAGE_MIN_ADDR.
+fn image_below_min_addr() -> &'static [u8] {
+    static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let image = pvabi_guest_images::conform_platform_fault();
+        let delta = 0x1000 - pvabi_abi::platform::IMAGE_BASE as i64;
+        relocated(image, delta)
+    })
+}
+
+/// The platform-fault image moved up by MAX_MEM_BYTES: beyond any guest RAM of the platform.
+fn image_beyond_ram() -> &'static [u8] {
+    static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let image = pvabi_guest_images::conform_platform_fault();
+        relocated(image, pvabi_abi::platform::MAX_MEM_BYTES as i64)
+    })
+}
+
+/// The result of a test of [`REFUSED`]: one check, PVABI-PLAT-005, with this verdict.
+fn refusal_result(test: &TestInfo, verdict: Verdict, message: String, end: RunEnd) -> TestResult {
+    TestResult {
+        test: test.name.to_owned(),
+        verdict,
+        checks: vec![pvabi_conformance::Check {
+            name: format!("{}.refused_and_runs_no_instruction", test.name),
+            verdict,
+            requirements: vec!["PVABI-PLAT-005".to_owned()],
+            message: Some(message),
+            warning: false,
+        }],
+        reason: None,
+        end,
+        info: Default::default(),
+    }
+}
+
 /// How long one test VM may run before it is ended (its verdict is then CRASH).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How the runner's view of a VM's end maps onto the channel's.
+/// How the runner's view of a VM's end maps onto the channel's. The faults the guest caused
+/// (an access without RAM, a triple fault, an exit the CPU took for it) are guest faults; a
+/// time-out, an ioctl error, a host panic, a VM ended by the host are not.
 fn run_end(end: &VmEnd) -> RunEnd {
+    use pvabi_host::vm::Fault;
     match end {
         VmEnd::Shutdown(code) => RunEnd::Shutdown(*code),
         VmEnd::Reboot => RunEnd::Reboot,
         VmEnd::Crash(message) => RunEnd::Crash(message.clone()),
-        VmEnd::Fault(report) => RunEnd::Fault(report.to_string()),
+        VmEnd::Fault(report) => match report.fault {
+            Fault::Mmio { .. }
+            | Fault::TripleFault
+            | Fault::InternalError { .. }
+            | Fault::FailEntry { .. }
+            | Fault::UnexpectedExit(_)
+            | Fault::SystemEvent(_) => RunEnd::GuestFault(report.to_string()),
+            _ => RunEnd::Fault(report.to_string()),
+        },
     }
 }
 
@@ -325,6 +454,35 @@ pub fn run_test(test: &TestInfo, host: &HostConfig) -> TestResult {
         },
         timeout: Some(TEST_TIMEOUT),
     };
+    if REFUSED.contains(&test.name) {
+        use pvabi_host::vm::VmError;
+        return match runner::run((test.image)(), config) {
+            Err(runner::RunError::Vm(e @ (VmError::BadElf(_) | VmError::ImageTooLarge { .. }))) => {
+                refusal_result(
+                    test,
+                    Verdict::Pass,
+                    format!("refused before the VM was created: {e}"),
+                    RunEnd::Refused(e.to_string()),
+                )
+            }
+            Ok(outcome) => refusal_result(
+                test,
+                Verdict::Fail,
+                format!(
+                    "the host started the image ({} console bytes), which then ended with {}",
+                    outcome.console.len(),
+                    outcome.end
+                ),
+                run_end(&outcome.end),
+            ),
+            Err(e) => refusal_result(
+                test,
+                Verdict::Error,
+                format!("the run failed for another reason than the image: {e}"),
+                RunEnd::Fault(e.to_string()),
+            ),
+        };
+    }
     match runner::run((test.image)(), config) {
         Ok(outcome) => runner_checks(
             test,
@@ -355,12 +513,17 @@ pub enum Target {
     /// and `{vcpus}` for the number of vCPUs the test needs ([`TestInfo::vcpus`]).
     /// It must print the guest's console on stdout and exit with the guest's SYSTEM_SHUTDOWN
     /// code when the guest shut down (`pvabi run --exit-with-guest-code` does); any other exit
-    /// status cannot match a verdict's code, so it is never taken for a PASS.
+    /// status cannot match a verdict's code, so it is never taken for a PASS, except the
+    /// statuses `statuses` names for a guest fault (after the guest's EXPECT line) and for a
+    /// refused image (for the tests of [`REFUSED`]).
     Command {
         /// The command template.
         template: String,
         /// A directory to write the images to.
         scratch: std::path::PathBuf,
+        /// What the VMM's exit statuses mean for a VM that faulted or an image it refused
+        /// (the profile's `[exit_status]`); without them those tests SKIP.
+        statuses: Option<pvabi_conformance::profile::ExitStatuses>,
     },
 }
 
@@ -369,7 +532,11 @@ impl Target {
     pub fn run(&self, test: &TestInfo) -> TestResult {
         match self {
             Target::Reference(host) => run_test(test, host),
-            Target::Command { template, scratch } => run_external(test, template, scratch),
+            Target::Command {
+                template,
+                scratch,
+                statuses,
+            } => run_external(test, template, scratch, statuses.as_ref()),
         }
     }
 }
@@ -426,6 +593,22 @@ pub fn parse_profile(
         .map(|f| f.name)
         .collect();
     pvabi_conformance::profile::Profile::parse(text, &feature_bit, &names)
+}
+
+/// The reference host's profile as the committed reference run holds it to its claims:
+/// `conformance/profiles/pvabi-host.toml` plus the identity the reference host declares (its
+/// implementation id, and as its version the version of this release, `major.minor.patch`),
+/// which the file leaves out because it changes with every release. So GET_IMPL_VERSION's
+/// packing (PVABI-BASE-018) is checked against a version the runner knows independently of
+/// what the guest reads.
+pub fn reference_profile() -> pvabi_conformance::profile::Profile {
+    let mut profile = parse_profile(include_str!("../conformance/profiles/pvabi-host.toml"))
+        .expect("the reference profile is valid (a unit test parses it)");
+    profile.implementation = Some(pvabi_conformance::profile::Identity {
+        id: u64::from(pvabi_abi::base::IMPL_ID_REFERENCE),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    });
+    profile
 }
 
 /// Holds `results` to `profile`: adds the `profile` test (one check per claim, against what
@@ -893,7 +1076,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
 }
 
 /// The host the committed traceability data comes from.
-pub const REFERENCE_HOST: &str = "pvabi-host (the reference host) in its default configuration, and the demo guest under its checking mode (pvabi conform --guest demo)";
+pub const REFERENCE_HOST: &str = "pvabi-host (the reference host) in its default configuration, held to its profile (conformance/profiles/pvabi-host.toml, with the release's version as its implementation version), and the demo guest under its checking mode (pvabi conform --guest demo)";
 
 /// The traceability data of a run of the whole suite on the reference host (what
 /// `conformance/traceability.json` holds; `pvabi conform --write-trace` writes it).
@@ -910,8 +1093,14 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Runs `test` under the external VMM `template` (see [`Target::Command`]).
-pub fn run_external(test: &TestInfo, template: &str, scratch: &Path) -> TestResult {
+/// Runs `test` under the external VMM `template` (see [`Target::Command`]); `statuses` says
+/// which exit statuses mean a guest fault and a refused image.
+pub fn run_external(
+    test: &TestInfo,
+    template: &str,
+    scratch: &Path,
+    statuses: Option<&pvabi_conformance::profile::ExitStatuses>,
+) -> TestResult {
     let error = |why: String| TestResult {
         test: test.name.to_owned(),
         verdict: Verdict::Error,
@@ -959,7 +1148,63 @@ pub fn run_external(test: &TestInfo, template: &str, scratch: &Path) -> TestResu
         }
     };
     let console = reader.join().unwrap_or_default();
-    let end = match status.and_then(|s| s.code()) {
+    let code = status.and_then(|s| s.code());
+    if REFUSED.contains(&test.name) {
+        let refusal = statuses.and_then(|s| s.refusal);
+        let (verdict, message, end) = match (code, refusal) {
+            (None, _) => {
+                let why = match status {
+                    None => format!("`{command}` ran longer than {TEST_TIMEOUT:?}"),
+                    Some(_) => format!("`{command}` was killed by a signal"),
+                };
+                return TestResult {
+                    test: test.name.to_owned(),
+                    verdict: Verdict::Crash,
+                    checks: Vec::new(),
+                    reason: Some(why.clone()),
+                    end: RunEnd::Fault(why),
+                    info: Default::default(),
+                };
+            }
+            (Some(c), _) if !console.is_empty() => (
+                Verdict::Fail,
+                format!(
+                    "the VMM printed {} console bytes (exit status {c}): it started the image",
+                    console.len()
+                ),
+                RunEnd::Undetermined(format!("exit status {c}")),
+            ),
+            (Some(c), Some(r)) if c == r => (
+                Verdict::Pass,
+                format!("no console output and exit status {c}, the profile's refusal status"),
+                RunEnd::Refused(format!("exit status {c}")),
+            ),
+            (Some(c), Some(r)) => (
+                Verdict::Fail,
+                format!("exit status {c}, not the profile's refusal status {r}"),
+                RunEnd::Undetermined(format!("exit status {c}")),
+            ),
+            (Some(c), None) => (
+                Verdict::Skip,
+                format!(
+                    "exit status {c} and no console output, and nothing says whether that status                      is a refusal: name it in the profile ([exit_status] refusal)"
+                ),
+                RunEnd::Undetermined(format!("exit status {c}")),
+            ),
+        };
+        return refusal_result(test, verdict, message, end);
+    }
+    let fault = statuses.and_then(|s| s.fault);
+    let end = match code {
+        // The guest announced that the VM is to end by a fault: only the status the profile
+        // names for a guest fault says it did.
+        Some(code) if channel::awaits_end(&console) => match fault {
+            Some(f) if f == code => RunEnd::GuestFault(format!(
+                "exit status {code}, the profile's status of a guest fault"
+            )),
+            Some(_) => RunEnd::Shutdown(code as u32),
+            None => RunEnd::Undetermined(format!("exit status {code}")),
+        },
         Some(code) => RunEnd::Shutdown(code as u32),
         None if status.is_none() => {
             RunEnd::Fault(format!("`{command}` ran longer than {TEST_TIMEOUT:?}"))
@@ -988,6 +1233,11 @@ pub fn export(dir: &Path) -> std::io::Result<serde_json::Value> {
             "what": t.what,
             "image": image,
             "vcpus": t.vcpus,
+            "ends": match reference.end {
+                RunEnd::Refused(_) => "refused: no console output, the VMM's refusal exit status (REFUSAL_STATUS)",
+                RunEnd::GuestFault(_) => "by a guest fault after the EXPECT line: the VMM's fault exit status (FAULT_STATUS)",
+                _ => "SYSTEM_SHUTDOWN after the END line, with the END verdict's code",
+            },
             "channel": {
                 "begin": format!("{}BEGIN {}", channel::PREFIX, t.name),
                 "end": format!("{}END {} <VERDICT>", channel::PREFIX, t.name),
@@ -1011,7 +1261,14 @@ pub fn export(dir: &Path) -> std::io::Result<serde_json::Value> {
     )?;
     let names: Vec<String> = TESTS
         .iter()
-        .map(|t| format!("{}:{}", t.name, t.vcpus))
+        .map(|t| {
+            let kind = if REFUSED.contains(&t.name) {
+                "refuse"
+            } else {
+                "run"
+            };
+            format!("{}:{}:{kind}", t.name, t.vcpus)
+        })
         .collect();
     let script = RUN_SH.replace("@TESTS@", &names.join(" "));
     let path = dir.join("run.sh");
@@ -1035,7 +1292,12 @@ const RUN_SH: &str = r#"#!/bin/sh
 # {vcpus} stands for the number of vCPUs a test needs (manifest.json: "vcpus"); a VM with
 # fewer makes that test SKIP the checks it cannot make.
 # HOST_CMD must print the guest's console on stdout and exit with the guest's
-# SYSTEM_SHUTDOWN code. A test that prints no END line is a CRASH; an END whose verdict
+# SYSTEM_SHUTDOWN code. Two kinds of test are about how the VM ends, which only the exit
+# status shows: set FAULT_STATUS to the status for a VM that ended by a guest fault (an access
+# outside guest RAM) and REFUSAL_STATUS to the status for an image the VMM refused to start
+# (`pvabi run --exit-with-guest-code`: 133 and 134); without them those tests SKIP.
+# A test that prints no END line is a CRASH (unless it announced, with an EXPECT line, that
+# the VM is to end by a fault, and the status says it did); an END whose verdict
 # does not match the exit status is an ERROR. (`pvabi conform --host-cmd` decides the same way
 # and also checks every line; manifest.json lists the checks a conforming host reports.)
 set -u
@@ -1045,11 +1307,14 @@ worst=0
 rank() { case "$1" in PASS) echo 0;; SKIP) echo 3;; ERROR) echo 4;; FAIL) echo 5;; *) echo 6;; esac; }
 for entry in @TESTS@; do
     t=${entry%%:*}
-    vcpus=${entry##*:}
+    rest=${entry#*:}
+    vcpus=${rest%%:*}
+    kind=${rest##*:}
     image="images/$t.elf"
     cmd=$(printf '%s' "$HOST_CMD" | sed "s|{image}|$image|g; s|{vcpus}|$vcpus|g")
     out=$(sh -c "$cmd" 2>/dev/null); code=$?
     end=$(printf '%s\n' "$out" | sed -n "s/^pvabi-conform: END $t \([A-Z]*\)$/\1/p" | tail -n 1)
+    last=$(printf '%s\n' "$out" | grep '^pvabi-conform: ' | tail -n 1)
     if [ -z "$end" ] && [ "$t" = reset ] && { [ "$code" = 3 ] || [ "$code" = 131 ]; } \
         && printf '%s\n' "$out" | grep -q '^pvabi-conform reset guest: first boot' \
         && ! printf '%s\n' "$out" | grep -q '^pvabi-conform: '; then
@@ -1057,6 +1322,29 @@ for entry in @TESTS@; do
         # allows that): what a reset restores cannot be seen.
         echo "    SKIP reset -- the VMM ended the VM on SYSTEM_REBOOT (PVABI-SYS-003 allows it)"
         verdict=SKIP
+    elif [ "$kind" = refuse ]; then
+        # An image the VMM must refuse: no output at all, and the refusal status.
+        if [ -n "$out" ]; then
+            verdict=FAIL; echo "    the VMM started the image (it printed output)"
+        elif [ -z "${REFUSAL_STATUS:-}" ]; then
+            verdict=SKIP; echo "    set REFUSAL_STATUS to your VMM's exit status for an image it refuses"
+        elif [ "$code" = "$REFUSAL_STATUS" ]; then
+            verdict=PASS
+        else
+            verdict=FAIL; echo "    exit status $code, not REFUSAL_STATUS ($REFUSAL_STATUS)"
+        fi
+    elif [ -z "$end" ] && [ "${last#pvabi-conform: EXPECT }" != "$last" ]; then
+        # The guest announced that the VM is to end by a fault; it ended without END.
+        if [ -z "${FAULT_STATUS:-}" ]; then
+            verdict=SKIP; echo "    set FAULT_STATUS to your VMM's exit status for a VM that faulted"
+        elif [ "$code" = "$FAULT_STATUS" ]; then
+            verdict=PASS
+            for v in SKIP ERROR FAIL; do
+                printf '%s\n' "$out" | grep -q "^pvabi-conform: $v " && verdict=$v
+            done
+        else
+            verdict=CRASH
+        fi
     elif [ -z "$end" ]; then
         verdict=CRASH
     elif [ "$(rank "$end")" != "$code" ]; then
@@ -1151,6 +1439,97 @@ mod tests {
         image
     }
 
+    /// Runs the catalogued `test` under a fake external VMM `script` (a shell command).
+    fn external(
+        test: &str,
+        script: &str,
+        statuses: Option<pvabi_conformance::profile::ExitStatuses>,
+    ) -> TestResult {
+        let info = TESTS.iter().find(|t| t.name == test).expect("catalogued");
+        let scratch = tempfile::tempdir().expect("a scratch dir");
+        run_external(info, script, scratch.path(), statuses.as_ref())
+    }
+
+    fn statuses(fault: i32, refusal: i32) -> Option<pvabi_conformance::profile::ExitStatuses> {
+        Some(pvabi_conformance::profile::ExitStatuses {
+            fault: Some(fault),
+            refusal: Some(refusal),
+        })
+    }
+
+    #[test]
+    fn an_external_fault_passes_only_with_the_profiles_fault_status() {
+        // A fake VMM that prints what the platform-fault guest prints up to its access, then
+        // exits with a status.
+        let printed = concat!(
+            "printf 'pvabi-conform: BEGIN platform-fault\\npvabi-conform: EXPECT ",
+            "platform-fault.access_beyond_guest_ram_ends_the_vm fault PVABI-PLAT-003 ",
+            "-- a read\\n'; exit"
+        );
+        let run = |status: i32, statuses| {
+            external(
+                "platform-fault",
+                &format!("{printed} {status} # {{image}}"),
+                statuses,
+            )
+        };
+        assert_eq!(run(133, statuses(133, 134)).verdict, Verdict::Pass);
+        // Another status (a clean shutdown, a refusal, a crash report) is no guest fault.
+        for status in [0, 5, 134, 132] {
+            let r = run(status, statuses(133, 134));
+            assert_eq!(r.verdict, Verdict::Crash, "{status}: {r:?}");
+        }
+        // Without the profile's statuses nothing can tell: SKIP, never PASS.
+        let r = run(133, None);
+        assert_eq!(r.verdict, Verdict::Skip, "{r:?}");
+        // A guest that survived reports FAIL itself, whatever the statuses.
+        let survived = concat!(
+            "printf 'pvabi-conform: BEGIN platform-fault\\npvabi-conform: EXPECT ",
+            "platform-fault.access_beyond_guest_ram_ends_the_vm fault\\n",
+            "pvabi-conform: FAIL platform-fault.access_beyond_guest_ram_ends_the_vm ",
+            "-- got 0x0\\npvabi-conform: END platform-fault FAIL\\n'; exit 5 # {image}"
+        );
+        let r = external("platform-fault", survived, statuses(5, 134));
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    }
+
+    #[test]
+    fn an_external_refusal_passes_only_silent_and_with_the_profiles_refusal_status() {
+        for test in REFUSED {
+            let run = |script: &str, statuses| external(test, script, statuses);
+            assert_eq!(
+                run("exit 134 # {image}", statuses(133, 134)).verdict,
+                Verdict::Pass
+            );
+            // A VMM that started the image: console output, or another status.
+            let r = run("echo booting; exit 134 # {image}", statuses(133, 134));
+            assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+            for status in [0, 133, 6] {
+                let r = run(&format!("exit {status} # {{image}}"), statuses(133, 134));
+                assert_eq!(r.verdict, Verdict::Fail, "{status}: {r:?}");
+            }
+            // Without the profile's refusal status: SKIP, never PASS.
+            assert_eq!(run("exit 134 # {image}", None).verdict, Verdict::Skip);
+            assert_eq!(
+                run("exit 0 # {image}", None).checks[0].requirements,
+                ["PVABI-PLAT-005"]
+            );
+        }
+    }
+
+    #[test]
+    fn the_refused_images_differ_from_a_good_one_only_in_where_they_load() {
+        let ram = VmConfig::default().mem_bytes;
+        let good = pvabi_guest_images::conform_platform_fault();
+        assert_eq!(check_image_placement(good, ram), Ok(()));
+        assert_eq!(relocated(good, 0), good);
+        for image in [image_below_min_addr(), image_beyond_ram()] {
+            assert_eq!(image.len(), good.len());
+            assert!(check_image_placement(image, ram).is_err());
+            assert!(check_image_placement(image, pvabi_abi::platform::MAX_MEM_BYTES).is_err());
+        }
+    }
+
     #[test]
     fn an_image_below_image_min_addr_or_beyond_ram_fails_plat_004_before_it_runs() {
         let ram = VmConfig::default().mem_bytes;
@@ -1185,8 +1564,27 @@ mod tests {
             jobs,
             &|_, _, _| {},
         );
+        apply_profile(&reference_profile(), &mut results);
         results.push(check_guest(pvabi_guest_images::demo(), 1));
         results
+    }
+
+    #[test]
+    fn the_reference_profile_claims_this_release() {
+        let p = reference_profile();
+        let i = p.implementation.expect("an identity");
+        assert_eq!(i.version, env!("CARGO_PKG_VERSION"));
+        let e = p.exit_status.expect("exit statuses for pvabi run");
+        // What `pvabi run --exit-with-guest-code` exits with for a VM that faulted and for an
+        // image it could not run.
+        use crate::cmd::run::{EXIT_FAULT, EXIT_HOST_ERROR};
+        assert_eq!(
+            (e.fault, e.refusal),
+            (
+                Some(128 + i32::from(EXIT_FAULT)),
+                Some(128 + i32::from(EXIT_HOST_ERROR))
+            )
+        );
     }
 
     #[test]

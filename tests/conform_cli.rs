@@ -94,11 +94,50 @@ fn host_cmd_runs_the_images_under_an_external_vmm() {
     // reset test a SKIP: see the reset test's own tests in src/conform.rs.)
     let vmm =
         format!("{bin} run --vcpus {{vcpus}} --on-reboot reset --exit-with-guest-code {{image}}");
-    let out = pvabi(&["conform", "--host-cmd", &vmm, "--format", "json"]);
+    // The reference profile says which exit statuses are a guest fault and a refused image.
+    let profile = format!(
+        "{}/conformance/profiles/pvabi-host.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = pvabi(&[
+        "conform",
+        "--host-cmd",
+        &vmm,
+        "--profile",
+        &profile,
+        "--format",
+        "json",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["verdict"], "PASS");
+    // The same verdicts as in-process, but for compat-2.0: this `pvabi run` serves one major
+    // (1.x), so the rule about hosts of two majors does not bind it (SKIP).
+    for t in v["tests"].as_array().unwrap() {
+        let want = if t["test"] == "compat-2.0" {
+            "SKIP"
+        } else {
+            "PASS"
+        };
+        assert_eq!(t["verdict"], want, "{t:#}");
+    }
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    // Serving 1.3 and the 2.0 preview, it passes the compat tests.
+    let both = format!("{bin} run --serve 1.3,2.0 --exit-with-guest-code {{image}}");
+    let out = pvabi(&["conform", "--host-cmd", &both, "--filter", "compat"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Without them the tests about how the VM ends cannot tell: SKIP, never PASS.
+    let out = pvabi(&["conform", "--host-cmd", &vmm, "--filter", "platform-fault"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(v["implementation"]["host_cmd"], vmm.as_str());
     // The external host's identity, as the base test learnt it (GET_IMPL_ID, the CPUID leaves).
     assert_eq!(v["implementation"]["reported"]["impl_id"], 1, "{v:#}");
@@ -154,6 +193,8 @@ fn export_writes_a_suite_that_runs_without_the_toolchain() {
     let run = |host_cmd: String| {
         Command::new(dir.join("run.sh"))
             .env("HOST_CMD", host_cmd)
+            .env("FAULT_STATUS", "133")
+            .env("REFUSAL_STATUS", "134")
             .output()
             .expect("run.sh runs")
     };
@@ -161,13 +202,31 @@ fn export_writes_a_suite_that_runs_without_the_toolchain() {
     let out = run(format!(
         "{bin} run --vcpus {{vcpus}} --on-reboot reset --exit-with-guest-code {{image}}"
     ));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("PASS base"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // SKIP: compat-2.0 binds only a host serving two majors.
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("SKIP compat-2.0\n"), "{stdout}");
+    for test in [
+        "base",
+        "platform-fault",
+        "image-below-min-addr",
+        "image-beyond-ram",
+    ] {
+        assert!(stdout.contains(&format!("PASS {test}\n")), "{stdout}");
+    }
+    // Without the statuses, the tests about how the VM ends SKIP.
+    let out = Command::new(dir.join("run.sh"))
+        .env(
+            "HOST_CMD",
+            format!("{bin} run --vcpus {{vcpus}} --exit-with-guest-code {{image}}"),
+        )
+        .output()
+        .expect("run.sh runs");
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for test in ["platform-fault", "image-below-min-addr", "image-beyond-ram"] {
+        assert!(stdout.contains(&format!("SKIP {test}\n")), "{stdout}");
+    }
     let out = run("true {image}".into());
     assert_eq!(out.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&out.stdout).contains("CRASH base"));

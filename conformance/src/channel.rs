@@ -12,6 +12,25 @@
 //! pvabi-conform: END <test> <verdict>
 //! ```
 //!
+//! A test whose proof is that the VM ends (a rule that says an access is a fault of the guest
+//! that ends the VM) announces it as its last line before the access:
+//!
+//! ```text
+//! pvabi-conform: EXPECT <check> fault [<requirement ID> ...] [-- <what>]
+//! ```
+//!
+//! and then makes the access. If the VM then ends by a guest fault ([`RunEnd::GuestFault`])
+//! with no line after the EXPECT, the check is a PASS and the test's verdict is the most severe
+//! of its checks (there is no END line and no shutdown code to cross-check). A guest that
+//! survives the access reports the same check itself, in a line with the same name that
+//! replaces the EXPECT (a FAIL where the rule requires the fault; its own verdict where the
+//! rule only allows one, as PVABI-MEM-007 does for a read of a released page), and ends as
+//! usual. Any other end after an EXPECT (a time-out, a
+//! SYSTEM_SHUTDOWN, a reboot, a crash report, a VMM error) is a CRASH; an external VMM whose exit
+//! status nobody has said means "the VM faulted" ([`RunEnd::Undetermined`]) makes the check a
+//! SKIP that says so. An EXPECT followed by another check or by END, or a second EXPECT, is an
+//! ERROR.
+//!
 //! WARN is a check of a SHOULD, SHOULD NOT or MAY rule that did not hold: a warning, which
 //! counts as a PASS for the test's verdict (it cannot fail the implementation) and makes each
 //! rule it cites a warning in the report; a WARN that cites a MUST or MUST NOT rule is taken
@@ -25,14 +44,16 @@
 //! runner trusts nothing it cannot cross-check ([`parse`]):
 //!
 //! - no BEGIN or no END line, or a VM that did not end with SYSTEM_SHUTDOWN before its END line
-//!   (a fault, a crash report, a reboot, a time-out): **CRASH**;
+//!   (a fault, a crash report, a reboot, a time-out): **CRASH** (except after an open EXPECT,
+//!   above);
 //! - an END whose verdict is not the most severe of the checks, a shutdown code that is not the
 //!   END verdict's, a malformed line, a check after END, a test name that differs, or a test
 //!   with no check at all: **ERROR** (the test or the channel is broken, so nothing about the
 //!   host may be concluded);
 //! - otherwise the END verdict, which is the most severe check verdict.
 //!
-//! So a run that ends without its verdict is never a PASS.
+//! So a run that ends without its verdict is never a PASS, except exactly where the test
+//! announced before the access, with EXPECT, that the VM is to end by a guest fault, and it did.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +76,16 @@ pub enum RunEnd {
     Crash(String),
     /// The VMM ended it: a fault, a time-out, a VMM that exited without a report.
     Fault(String),
+    /// The host ended the VM because of a fault of the guest (an access outside guest RAM, a
+    /// triple fault): the one end that meets an EXPECT (see the module documentation). Never
+    /// a time-out or an error of the VMM itself.
+    GuestFault(String),
+    /// The host refused to start the image: no instruction of it ran (PVABI-PLAT-005).
+    Refused(String),
+    /// An external VMM exited with a status that nothing says the meaning of (no profile
+    /// names the status of a guest fault): after an EXPECT the check is a SKIP, otherwise
+    /// the run is a CRASH.
+    Undetermined(String),
 }
 
 /// One check a test made.
@@ -147,6 +178,104 @@ fn parse_check(body: &str) -> Result<Check, String> {
     })
 }
 
+/// Parses an EXPECT line's body (after `EXPECT `): `name fault [IDs] [-- what]`, as a check
+/// whose verdict is CRASH until the VM's end decides it.
+fn parse_expect(body: &str) -> Result<Check, String> {
+    let (words, message) = match body.split_once(" -- ") {
+        Some((w, m)) => (w, Some(m.trim().to_owned())),
+        None => (body, None),
+    };
+    let mut words = words.split_whitespace();
+    let name = words.next().ok_or("an EXPECT line without a check name")?;
+    match words.next() {
+        Some("fault") => {}
+        Some(other) => {
+            return Err(format!(
+                "`{other}` is not an expected end (only `fault` is)"
+            ))
+        }
+        None => return Err("an EXPECT line without the end it expects".into()),
+    }
+    let mut requirements = Vec::new();
+    for w in words {
+        if !is_requirement_id(w) {
+            return Err(format!("`{w}` is not a requirement ID (PVABI-XXX-NNN)"));
+        }
+        requirements.push(w.to_owned());
+    }
+    Ok(Check {
+        name: name.to_owned(),
+        verdict: Verdict::Crash,
+        requirements,
+        message,
+        warning: false,
+    })
+}
+
+/// The result of a run whose last channel line is the EXPECT of `checks[i]`: PASS for that
+/// check only if the VM ended by a guest fault, SKIP if the end cannot be told, CRASH
+/// otherwise; the test's verdict is then the most severe check's.
+fn expected_end(
+    test: &str,
+    mut checks: Vec<Check>,
+    i: usize,
+    broken: Option<String>,
+    end: RunEnd,
+    info: BTreeMap<String, String>,
+) -> TestResult {
+    let what = checks[i]
+        .message
+        .clone()
+        .unwrap_or_else(|| "the access".into());
+    let (verdict, message, reason) = match &end {
+        RunEnd::GuestFault(how) => (
+            Verdict::Pass,
+            format!("{what}: the VM ended by a guest fault, as announced ({how})"),
+            None,
+        ),
+        RunEnd::Undetermined(how) => (
+            Verdict::Skip,
+            format!(
+                "{what}: the VM ended ({how}), and nothing says whether that is a guest fault:                  name the exit status of a guest fault in the profile (fault_exit_status)"
+            ),
+            None,
+        ),
+        other => (
+            Verdict::Crash,
+            format!("{what}: the guest announced it expects the VM to end by a fault"),
+            Some(format!(
+                "the guest expected the VM to end by a guest fault, but it ended with {other:?}"
+            )),
+        ),
+    };
+    checks[i].verdict = verdict;
+    checks[i].message = Some(message);
+    let (verdict, reason) = match (broken, reason) {
+        (_, Some(why)) => (Verdict::Crash, Some(why)),
+        (Some(why), None) => (Verdict::Error, Some(why)),
+        (None, None) => (Verdict::worst(checks.iter().map(|c| c.verdict)), None),
+    };
+    TestResult {
+        test: test.to_owned(),
+        verdict,
+        checks,
+        reason,
+        end,
+        info,
+    }
+}
+
+/// Whether the last channel line of `console` is an EXPECT: the run's end is then what the
+/// test is about, and an external runner must say whether its VMM's exit status is a guest
+/// fault ([`RunEnd::GuestFault`]) or cannot tell ([`RunEnd::Undetermined`]).
+pub fn awaits_end(console: &[u8]) -> bool {
+    String::from_utf8_lossy(console)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(PREFIX))
+        .is_some_and(|body| body.starts_with("EXPECT "))
+}
+
 /// Turns the console output and the end of one run of `test` into its result.
 pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
     let text = String::from_utf8_lossy(console);
@@ -155,6 +284,9 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
     let mut ended: Option<Verdict> = None;
     let mut broken: Option<String> = None;
     let mut info = BTreeMap::new();
+    // The EXPECT line still open: the index of its check in `checks`.
+    let mut expecting: Option<usize> = None;
+    let mut expected_before = false;
     for line in text.lines() {
         let Some(body) = line.strip_prefix(PREFIX) else {
             continue;
@@ -170,6 +302,11 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             }
             begun = true;
         } else if let Some(rest) = body.strip_prefix("END ") {
+            if expecting.take().is_some() {
+                note(format!(
+                    "END after an EXPECT the guest did not resolve: `{line}`"
+                ));
+            }
             let mut words = rest.split_whitespace();
             match (words.next(), words.next().map(str::parse::<Verdict>)) {
                 _ if ended.is_some() => note("a second END line".into()),
@@ -193,12 +330,34 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
                     _ => note(format!("an INFO item that is not key=value: `{line}`")),
                 }
             }
+        } else if let Some(rest) = body.strip_prefix("EXPECT ") {
+            if expected_before {
+                note(format!("a second EXPECT: `{line}`"));
+            }
+            expected_before = true;
+            match parse_expect(rest) {
+                Ok(c) => {
+                    expecting = Some(checks.len());
+                    checks.push(c);
+                }
+                Err(why) => note(format!("{why}: `{line}`")),
+            }
         } else {
             match parse_check(body) {
-                Ok(c) => checks.push(c),
+                Ok(c) => match expecting.take() {
+                    // The guest survived the access and says how it went.
+                    Some(i) if checks[i].name == c.name => checks[i] = c,
+                    Some(_) => note(format!(
+                        "a check after an EXPECT the guest did not resolve: `{line}`"
+                    )),
+                    None => checks.push(c),
+                },
                 Err(why) => note(format!("{why}: `{line}`")),
             }
         }
+    }
+    if let (Some(i), None) = (expecting, ended) {
+        return expected_end(test, checks, i, broken, end, info);
     }
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
     let (verdict, reason) = match (&end, ended) {
@@ -370,6 +529,141 @@ mod tests {
             RunEnd::Shutdown(0),
         );
         assert_eq!(r.verdict, Verdict::Crash);
+    }
+
+    const EXPECTING: &[&str] = &[
+        "BEGIN t",
+        "PASS t.a PVABI-BASE-001",
+        "EXPECT t.beyond_ram fault PVABI-PLAT-003 -- a read of 0x4000000",
+    ];
+
+    #[test]
+    fn an_announced_fault_passes_only_if_the_vm_ends_by_a_guest_fault() {
+        let r = run(
+            EXPECTING,
+            RunEnd::GuestFault("MMIO read of 0x4000000".into()),
+        );
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Pass, None),
+            "{r:?}"
+        );
+        assert_eq!(r.checks.len(), 2);
+        assert_eq!(r.checks[1].name, "t.beyond_ram");
+        assert_eq!(r.checks[1].verdict, Verdict::Pass);
+        assert_eq!(r.checks[1].requirements, ["PVABI-PLAT-003"]);
+        // The other checks still count: the worst wins.
+        let mut failing = EXPECTING.to_vec();
+        failing[1] = "FAIL t.a PVABI-BASE-001";
+        let r = run(&failing, RunEnd::GuestFault("triple fault".into()));
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        // Every other end after the EXPECT is a CRASH: a host that hangs, shuts down,
+        // reboots, reports a crash or fails itself has not ended the VM by a guest fault.
+        for end in [
+            RunEnd::Fault("timeout: the guest was still running after 60.0 s".into()),
+            RunEnd::Shutdown(0),
+            RunEnd::Reboot,
+            RunEnd::Crash("panic".into()),
+            RunEnd::Fault("`vmm` was killed by a signal".into()),
+        ] {
+            let r = run(EXPECTING, end.clone());
+            assert_eq!(r.verdict, Verdict::Crash, "{end:?}: {r:?}");
+            assert_eq!(r.checks[1].verdict, Verdict::Crash, "{end:?}");
+            assert!(r.reason.is_some());
+        }
+        // An end nobody can classify (an external VMM's unmapped status) is a SKIP, never a PASS.
+        let r = run(EXPECTING, RunEnd::Undetermined("exit status 133".into()));
+        assert_eq!(r.verdict, Verdict::Skip, "{r:?}");
+        assert!(r.checks[1]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("fault_exit_status"));
+    }
+
+    #[test]
+    fn a_guest_fault_without_an_announcement_is_still_a_crash() {
+        for lines in [
+            &["BEGIN t", "PASS t.a PVABI-BASE-001"][..],
+            &["BEGIN t", "PASS t.a PVABI-BASE-001", "END t PASS"][..],
+            // An EXPECT the guest resolved is no longer open.
+            &[
+                "BEGIN t",
+                "EXPECT t.b fault PVABI-PLAT-003",
+                "PASS t.b PVABI-PLAT-003",
+            ][..],
+            &[],
+        ] {
+            for end in [
+                RunEnd::GuestFault("triple fault".into()),
+                RunEnd::Undetermined("exit status 133".into()),
+            ] {
+                let r = run(lines, end);
+                assert_eq!(r.verdict, Verdict::Crash, "{lines:?}: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_guest_that_survives_the_access_fails_itself() {
+        let r = run(
+            &[
+                "BEGIN t",
+                "PASS t.a PVABI-BASE-001",
+                "EXPECT t.beyond_ram fault PVABI-PLAT-003",
+                "FAIL t.beyond_ram PVABI-PLAT-003 -- got 0x0, want the VM ended",
+                "END t FAIL",
+            ],
+            RunEnd::Shutdown(5),
+        );
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Fail, None),
+            "{r:?}"
+        );
+        assert_eq!(r.checks.len(), 2);
+        assert_eq!(r.checks[1].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_broken_expectation_is_an_error() {
+        let cases: &[&[&str]] = &[
+            // Another check, or END, while the EXPECT is open.
+            &["BEGIN t", "EXPECT t.b fault", "PASS t.c", "END t PASS"],
+            &["BEGIN t", "PASS t.a", "EXPECT t.b fault", "END t PASS"],
+            // An unknown end, a malformed ID, a second EXPECT.
+            &["BEGIN t", "PASS t.a", "EXPECT t.b reboot", "END t PASS"],
+            &[
+                "BEGIN t",
+                "PASS t.a",
+                "EXPECT t.b fault PLAT-3",
+                "END t PASS",
+            ],
+            &[
+                "BEGIN t",
+                "EXPECT t.b fault",
+                "FAIL t.b",
+                "EXPECT t.b fault",
+                "FAIL t.b",
+                "END t FAIL",
+            ],
+        ];
+        for lines in cases {
+            let r = run(lines, RunEnd::Shutdown(0));
+            assert_eq!(r.verdict, Verdict::Error, "{lines:?}: {r:?}");
+        }
+        // A malformed line before an open EXPECT is an ERROR even when the VM faulted.
+        let r = run(
+            &["BEGIN t", "MAYBE t.a", "EXPECT t.b fault"],
+            RunEnd::GuestFault("triple fault".into()),
+        );
+        assert_eq!(r.verdict, Verdict::Error, "{r:?}");
+        assert!(awaits_end(
+            b"pvabi-conform: BEGIN t\npvabi-conform: EXPECT t.b fault\n"
+        ));
+        assert!(!awaits_end(
+            b"pvabi-conform: EXPECT t.b fault\npvabi-conform: FAIL t.b\n"
+        ));
     }
 
     #[test]

@@ -22,6 +22,9 @@
 //!
 //! [reboot]            # what SYSTEM_REBOOT does (PVABI-SYS-003 allows either)
 //! resets = true       # the host resets the VM (else it ends it)
+//! [exit_status]       # for --host-cmd and run.sh: what the VMM's exit status means
+//! fault = 133         # the VM ended by a guest fault (an access outside guest RAM)
+//! refusal = 134       # the VMM refused to start the image (no instruction ran)
 //!
 //! [[known_failure]]
 //! check = "time.page_refreshes"   # a check, or a whole test by its name
@@ -59,9 +62,27 @@ pub struct Profile {
     /// What it does on SYSTEM_REBOOT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootClaim>,
+    /// What the VMM's exit statuses mean, for the tests whose proof is how the VM ends
+    /// (an external VMM is known only by its exit status).
+    pub exit_status: Option<ExitStatuses>,
     /// Its known failures.
     #[serde(default, rename = "known_failure")]
     pub known_failures: Vec<KnownFailure>,
+}
+
+/// The exit statuses of an external VMM (`pvabi conform --host-cmd`, the exported `run.sh`)
+/// that say how a VM ended other than by SYSTEM_SHUTDOWN. Without them, a test whose proof
+/// is such an end is a SKIP that says so, never a PASS. (`pvabi run --exit-with-guest-code`
+/// exits with 133 for a VM that faulted and 134 for an image it could not run.) The status of
+/// a guest fault must not also be the VMM's status for a time-out of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitStatuses {
+    /// The status when the VM ended by a guest fault (PVABI-PLAT-003).
+    pub fault: Option<i32>,
+    /// The status when the VMM refused to start the image and ran none of its instructions
+    /// (PVABI-PLAT-005).
+    pub refusal: Option<i32>,
 }
 
 /// An implementation's identity: GET_IMPL_ID's id and GET_IMPL_VERSION's version.
@@ -249,6 +270,19 @@ impl Profile {
                     field: "limits".into(),
                     value: key.clone(),
                     why: format!("not a limit; the limits are {}", LIMITS.join(", ")),
+                });
+            }
+        }
+        if let Some(ExitStatuses {
+            fault: Some(f),
+            refusal: Some(r),
+        }) = &p.exit_status
+        {
+            if f == r {
+                return Err(ProfileError::Value {
+                    field: "exit_status".into(),
+                    value: format!("fault = {f}, refusal = {r}"),
+                    why: "a guest fault and a refused image need different statuses".into(),
                 });
             }
         }

@@ -40,7 +40,14 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
                 u64::from_le_bytes(hi.try_into().unwrap_or_default()) | garbage,
             ])
         }
-        Call::GetImplVersion => done(&[c.impl_version.packed()]),
+        Call::GetImplVersion => {
+            let v = &c.impl_version;
+            if injected!(h, ImplVersionPackedAsSpecVersion) {
+                done(&[u64::from(v.major) << 16 | u64::from(v.minor)])
+            } else {
+                done(&[v.packed()])
+            }
+        }
         Call::ProbeCall => probe_call(h, r.args[0]),
         Call::ProbeFeatures => {
             let granted = match h.negotiated() {

@@ -24,12 +24,18 @@ pub enum InjectedFault {
     NegotiateAcceptsTheMinimumMinor,
     /// GET_IMPL_ID's name has bytes after its NUL terminator.
     ImplNameNotPadded,
+    /// GET_IMPL_VERSION packs its version as a spec version (`major << 16 | minor`), not as
+    /// `major << 32 | minor << 16 | patch` (only a profile's claimed version can catch it).
+    ImplVersionPackedAsSpecVersion,
     /// Feature calls are performed before NEGOTIATE (the feature gate is missing).
     UngatedBeforeNegotiate,
     /// TIME_SET_PAGE leaves the rest of the page as the guest had it.
     TimePageRestNotZeroed,
     /// TIME_WALLCLOCK's nanoseconds run past one second (an off-by-one bound).
     WallclockNanosecondsOverflow,
+    /// The time page is written in the 1.x layout whatever major NEGOTIATE accepted (a host
+    /// serving two majors with one layout).
+    TimePageIgnoresMajor,
     /// The time page is written once and never refreshed.
     TimePageNotRefreshed,
     /// A time page that was unregistered (address 0) or replaced by another goes on being
@@ -39,6 +45,9 @@ pub enum InjectedFault {
     ShareIgnoresRamBounds,
     /// MEM_BALLOON_RELEASE of an already released page succeeds.
     BalloonDoubleReleaseAccepted,
+    /// A released page reads back with data that is not the guest's (stale bytes of another
+    /// owner, as a host that hands the frame to someone else and back without clearing it).
+    ReleasedPageLeaksData,
     /// MEM_UPDATE_PTE clears bit 63 (NX) of the value it writes.
     UpdatePteDropsNx,
     /// An INCOMPLETE MULTICALL returns a resume index one past the entries it processed (an off-by-one continuation: the guest skips an entry).
@@ -98,7 +107,7 @@ pub enum InjectedFault {
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 41] = [
+    pub const ALL: [InjectedFault; 44] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -107,6 +116,7 @@ impl InjectedFault {
         InjectedFault::NegotiateGrantsEverythingOffered,
         InjectedFault::NegotiateAcceptsTheMinimumMinor,
         InjectedFault::ImplNameNotPadded,
+        InjectedFault::ImplVersionPackedAsSpecVersion,
         InjectedFault::UngatedBeforeNegotiate,
         InjectedFault::TimePageRestNotZeroed,
         InjectedFault::WallclockNanosecondsOverflow,
@@ -114,6 +124,8 @@ impl InjectedFault {
         InjectedFault::TimePageWrittenAfterUnregister,
         InjectedFault::ShareIgnoresRamBounds,
         InjectedFault::BalloonDoubleReleaseAccepted,
+        InjectedFault::ReleasedPageLeaksData,
+        InjectedFault::TimePageIgnoresMajor,
         InjectedFault::UpdatePteDropsNx,
         InjectedFault::MulticallResumeIndexOffByOne,
         InjectedFault::MulticallAcceptsNonBatchable,
@@ -152,6 +164,7 @@ impl InjectedFault {
             InjectedFault::NegotiateNotLocked => "base",
             InjectedFault::NegotiateAcceptsTheMinimumMinor => "base",
             InjectedFault::ImplNameNotPadded => "base",
+            InjectedFault::ImplVersionPackedAsSpecVersion => "base",
             InjectedFault::UngatedBeforeNegotiate => "base",
             InjectedFault::TimePageRestNotZeroed => "time",
             InjectedFault::WallclockNanosecondsOverflow => "time",
@@ -159,6 +172,8 @@ impl InjectedFault {
             InjectedFault::TimePageWrittenAfterUnregister => "time",
             InjectedFault::ShareIgnoresRamBounds => "memory",
             InjectedFault::BalloonDoubleReleaseAccepted => "memory",
+            InjectedFault::ReleasedPageLeaksData => "memory",
+            InjectedFault::TimePageIgnoresMajor => "compat",
             InjectedFault::UpdatePteDropsNx => "memory",
             InjectedFault::MulticallResumeIndexOffByOne => "multicall",
             InjectedFault::MulticallAcceptsNonBatchable => "multicall",
@@ -205,6 +220,7 @@ impl InjectedFault {
             }
             InjectedFault::NegotiateAcceptsTheMinimumMinor => "negotiate-accepts-the-minimum-minor",
             InjectedFault::ImplNameNotPadded => "impl-name-not-padded",
+            InjectedFault::ImplVersionPackedAsSpecVersion => "impl-version-packed-as-spec-version",
             InjectedFault::UngatedBeforeNegotiate => "ungated-before-negotiate",
             InjectedFault::TimePageRestNotZeroed => "time-page-rest-not-zeroed",
             InjectedFault::WallclockNanosecondsOverflow => "wallclock-nanoseconds-overflow",
@@ -212,6 +228,8 @@ impl InjectedFault {
             InjectedFault::TimePageWrittenAfterUnregister => "time-page-written-after-unregister",
             InjectedFault::ShareIgnoresRamBounds => "share-ignores-ram-bounds",
             InjectedFault::BalloonDoubleReleaseAccepted => "balloon-double-release-accepted",
+            InjectedFault::ReleasedPageLeaksData => "released-page-leaks-data",
+            InjectedFault::TimePageIgnoresMajor => "time-page-ignores-major",
             InjectedFault::UpdatePteDropsNx => "update-pte-drops-nx",
             InjectedFault::MulticallResumeIndexOffByOne => "multicall-resume-index-off-by-one",
             InjectedFault::MulticallAcceptsNonBatchable => "multicall-accepts-non-batchable",

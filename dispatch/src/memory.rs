@@ -118,6 +118,13 @@ fn balloon<M: Machine>(h: &Inner<M>, release: bool, list: &[u8]) -> Result<Reply
     };
     if release {
         h.machine.release_pages(&gpas);
+        if injected!(h, ReleasedPageLeaksData) {
+            // Another owner's bytes where the guest's were.
+            let stale = [0xa5u8; PAGE_SIZE as usize];
+            for &gpa in &gpas {
+                guest_mem::write(mem, gpa, &stale);
+            }
+        }
     } else {
         // Reclaimed pages come back zeroed, whatever the machine did with them.
         let zero = [0u8; PAGE_SIZE as usize];

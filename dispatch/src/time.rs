@@ -229,7 +229,9 @@ impl<M: Machine> Inner<M> {
     pub(crate) fn write_time_page(&self, reg: &mut TimePageReg) {
         self.time_page_written_ns
             .store(self.now_ns().max(1), std::sync::atomic::Ordering::Relaxed);
-        if self.negotiated().is_some_and(|n| n.version.major() == 2) {
+        if self.negotiated().is_some_and(|n| n.version.major() == 2)
+            && !injected!(self, TimePageIgnoresMajor)
+        {
             return self.write_time_page_v2(reg);
         }
         let (wallclock_sec, wallclock_nsec) = wallclock();

@@ -37,7 +37,9 @@ pub struct Args {
     /// Run each test image under this VMM command instead of the reference host: `{image}`
     /// stands for the image's path; the command prints the guest console on stdout and exits
     /// with the guest's SYSTEM_SHUTDOWN code; `{vcpus}` stands for the number of vCPUs the
-    /// test needs (e.g. 'pvabi run --vcpus {vcpus} --exit-with-guest-code {image}').
+    /// test needs (e.g. 'pvabi run --vcpus {vcpus} --exit-with-guest-code {image}'). The tests
+    /// about how the VM ends (a guest fault, a refused image) need the profile's
+    /// `[exit_status]` to read the command's exit status; without it they SKIP.
     #[arg(long, value_name = "TEMPLATE")]
     host_cmd: Option<String>,
     /// Write the test images, a manifest and a runner script to DIR (for a machine without
@@ -131,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             conform::Target::Command {
                 template: template.clone(),
                 scratch: scratch.clone(),
+                statuses: profile.as_ref().and_then(|p| p.exit_status.clone()),
             }
         }
         None => conform::Target::Reference(host.clone()),
@@ -155,6 +158,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     if let Some(path) = &args.write_trace {
         let mut results = results.clone();
+        // The reference host held to its profile (GET_IMPL_VERSION's packing, PVABI-BASE-018,
+        // can be checked only against a claimed version).
+        conform::apply_profile(&conform::reference_profile(), &mut results);
         results.push(conform::check_guest(pvabi_guest_images::demo(), 1));
         let data = conform::reference_run(&results);
         std::fs::write(path, data.to_json())
@@ -288,6 +294,28 @@ fn self_test(tests: &[&conform::TestInfo]) -> anyhow::Result<ExitCode> {
                 .collect();
             (r.verdict != base.verdict || !checks.is_empty())
                 .then(|| format!("{} {} ({})", r.test, r.verdict, checks.join(", ")))
+        });
+        // What only a profile can catch (GET_IMPL_VERSION's packing, PVABI-BASE-018): the
+        // base test's report held to the reference profile, as the reference run holds it.
+        let by = by.or_else(|| {
+            let base = tests.iter().find(|t| t.name == "base")?;
+            let mut results = vec![conform::run_test(base, &host)];
+            conform::apply_profile(&conform::reference_profile(), &mut results);
+            let profile = results.get(1)?;
+            let failed: Vec<&str> = profile
+                .checks
+                .iter()
+                .filter(|c| c.verdict != Verdict::Pass)
+                .map(|c| c.name.as_str())
+                .collect();
+            (!failed.is_empty()).then(|| {
+                format!(
+                    "{} {} ({})",
+                    profile.test,
+                    profile.verdict,
+                    failed.join(", ")
+                )
+            })
         });
         match by {
             Some(by) => {

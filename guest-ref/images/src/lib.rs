@@ -93,6 +93,24 @@ pub fn conform_timer() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_TIMER"))
 }
 
+/// The conformance test `platform-fault` (`guest-ref/bare/conform/src/platform_fault.rs`): an
+/// access past guest RAM, announced over the channel, which must end the VM by a fault.
+pub fn conform_platform_fault() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_PLATFORM_FAULT"))
+}
+
+/// The conformance test `compat-1.x` (`guest-ref/bare/conform/src/compat_1.rs`): under a host
+/// serving two majors, a guest of major 1 sees the time page in the 1.x layout.
+pub fn conform_compat_1() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_COMPAT_1"))
+}
+
+/// The conformance test `compat-2.0` (`guest-ref/bare/conform/src/compat_2.rs`): under a host
+/// serving two majors, a guest of the 2.0 preview sees the time page in its layout.
+pub fn conform_compat_2() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_COMPAT_2"))
+}
+
 /// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
 /// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
 /// the sequence lock, and a mistake for each shared-page protocol the checking host watches).
@@ -184,6 +202,9 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-platform", conform_platform),
     ("conform-reset", conform_reset),
     ("conform-timer", conform_timer),
+    ("conform-platform-fault", conform_platform_fault),
+    ("conform-compat-1", conform_compat_1),
+    ("conform-compat-2", conform_compat_2),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

@@ -36,6 +36,12 @@ const IMAGES: &[(&str, &str)] = &[
     ("conform-platform", env!("PVABI_GUEST_CONFORM_PLATFORM")),
     ("conform-reset", env!("PVABI_GUEST_CONFORM_RESET")),
     ("conform-timer", env!("PVABI_GUEST_CONFORM_TIMER")),
+    (
+        "conform-platform-fault",
+        env!("PVABI_GUEST_CONFORM_PLATFORM_FAULT"),
+    ),
+    ("conform-compat-1", env!("PVABI_GUEST_CONFORM_COMPAT_1")),
+    ("conform-compat-2", env!("PVABI_GUEST_CONFORM_COMPAT_2")),
 ];
 
 #[test]

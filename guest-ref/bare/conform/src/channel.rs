@@ -191,6 +191,27 @@ pub fn skip(name: &str, requirements: &[&str], reason: &str) {
     push(b"\n");
 }
 
+/// Announces that the VM is to end by a guest fault at the next access (`EXPECT <name>
+/// fault <IDs> -- <what> <value>`), and writes it out at once: the runner takes the check as
+/// a PASS only if the VM then ends by a guest fault with no other line. A guest that survives
+/// the access reports the same check itself, as a FAIL ([`check`] with `ok` false).
+#[allow(dead_code)] // Only the tests whose proof is the VM's end announce one.
+pub fn expect_fault(name: &str, requirements: &[&str], what: &str, value: u64) {
+    push(b"pvabi-conform: EXPECT ");
+    push(name.as_bytes());
+    push(b" fault");
+    for r in requirements {
+        push(b" ");
+        push(r.as_bytes());
+    }
+    push(b" -- ");
+    push(what.as_bytes());
+    push(b" ");
+    hex(value);
+    push(b"\n");
+    flush();
+}
+
 /// What the test learnt about the implementation, for the runner to hold against its profile
 /// (`INFO key=value`; not a check).
 #[allow(dead_code)] // Only the base test reports the implementation's identity.

@@ -202,6 +202,38 @@ fn main(boot: &BootInfo) -> ! {
         top << 32 | wide,
         SUCCESS,
     );
+
+    // Last, as it may end the VM: a read of a released page reveals nothing that was not the
+    // guest's. The host may fault (announced: the VM's end by a guest fault passes), or the
+    // page may read as zeros or as what the guest wrote there before it released it.
+    const MINE: u64 = 0x6d69_6e65_6d69_6e65;
+    for i in 0..PAGE / 8 {
+        write_u64(page(1) + 8 * i, MINE);
+    }
+    write_u64(list, page(1) / PAGE);
+    let released = raw(&t, Call::MemBalloonRelease, &[list, 1]).status;
+    let name = "memory.a_released_page_reveals_no_data_of_others";
+    if released == SUCCESS {
+        channel::expect_fault(
+            name,
+            &["PVABI-MEM-007"],
+            "a read of every word of the released page",
+            page(1),
+        );
+        let foreign = (0..PAGE / 8)
+            .map(|i| read_u64(page(1) + 8 * i))
+            .find(|&w| w != 0 && w != MINE);
+        check(
+            name,
+            &["PVABI-MEM-007"],
+            foreign.is_none(),
+            foreign.unwrap_or(0),
+            0,
+        );
+        let _ = raw(&t, Call::MemBalloonReclaim, &[list, 1]);
+    } else {
+        check(name, &["PVABI-MEM-007"], false, released, SUCCESS);
+    }
     channel::end(TEST)
 }
 
