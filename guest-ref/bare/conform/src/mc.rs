@@ -10,6 +10,7 @@
 use pvabi_guest::abi::batch::MULTICALL_STOP_ON_ERROR;
 use pvabi_guest::abi::events::{EventKind, EVENT_MASK_VALID};
 use pvabi_guest::abi::features::Features;
+use pvabi_guest::transport::RawResult;
 use pvabi_guest::{Call, PortTransport, Status};
 
 use crate::call::raw;
@@ -88,22 +89,30 @@ fn result_of(array: u64, i: u64, k: u64) -> u64 {
     rd64(entry(array, i) + E_RESULTS + 8 * k)
 }
 
-/// How a batch went, resumed until SUCCESS.
-struct Run {
-    /// MULTICALLs made.
-    calls: u64,
-    /// Every return obeyed the resumption rules (BATCH-006, -007, -008).
-    protocol: bool,
+/// How a batch went, resumed until it ended (MULTICALL or MULTICALL_PAGES).
+pub struct Run {
+    /// Calls made.
+    pub calls: u64,
+    /// Every return obeyed the resumption rules (BATCH-006, -007, -008; BATCH-017 for pages).
+    pub protocol: bool,
     /// After every return, the entries from `next` on were untouched (BATCH-010).
-    untouched: bool,
+    pub untouched: bool,
     /// The first return: `(status, next)`.
-    first: (u64, u64),
+    pub first: (u64, u64),
     /// The last return's status and `next`.
-    status: u64,
-    next: u64,
+    pub status: u64,
+    /// The last return's `next`.
+    pub next: u64,
 }
 
-fn run_batch(t: &PortTransport, array: u64, count: u64, flags: u64) -> Run {
+/// Issues a batch of `count` entries with `issue(from)` and resumes it at each INCOMPLETE's
+/// `next` until it ends (at most `2 * count` calls), checking each return's resumption rules
+/// and, with `untouched(next)`, that the entries from `next` on were not written.
+pub fn resume(
+    count: u64,
+    mut issue: impl FnMut(u64) -> RawResult,
+    untouched: impl Fn(u64) -> bool,
+) -> Run {
     let mut run = Run {
         calls: 0,
         protocol: true,
@@ -114,7 +123,7 @@ fn run_batch(t: &PortTransport, array: u64, count: u64, flags: u64) -> Run {
     };
     let mut from = 0;
     while run.calls <= 2 * count {
-        let r = raw(t, Call::Multicall, &[array, count, from, flags]);
+        let r = issue(from);
         let (next, processed) = (r.results[0], r.results[1]);
         if run.calls == 0 {
             run.first = (r.status, next);
@@ -133,10 +142,8 @@ fn run_batch(t: &PortTransport, array: u64, count: u64, flags: u64) -> Run {
         {
             run.protocol = false;
         }
-        for i in next..count {
-            if status_of(array, i) != u64::from(SENTINEL32) {
-                run.untouched = false;
-            }
+        if !untouched(next) {
+            run.untouched = false;
         }
         if !incomplete || !run.protocol || next <= from {
             return run;
@@ -145,6 +152,14 @@ fn run_batch(t: &PortTransport, array: u64, count: u64, flags: u64) -> Run {
     }
     run.protocol = false;
     run
+}
+
+fn run_batch(t: &PortTransport, array: u64, count: u64, flags: u64) -> Run {
+    resume(
+        count,
+        |from| raw(t, Call::Multicall, &[array, count, from, flags]),
+        |next| (next..count).all(|i| status_of(array, i) == u64::from(SENTINEL32)),
+    )
 }
 
 /// The event queue, consumed by this guest: `head` is its own.

@@ -16,7 +16,7 @@ use pvabi_guest::{Call, PortTransport, Status};
 use crate::call::raw;
 use crate::channel::{check, observe, skip};
 use crate::common::{fill, rd64, wr64, Pages, PAGE, SENTINEL, SENTINEL32, SUCCESS};
-use crate::mc::{entry_at, result_at, set_at, status_at, Queue, UNKNOWN_CODE};
+use crate::mc::{entry_at, result_at, resume, set_at, status_at, Queue, Run, UNKNOWN_CODE};
 
 const PER_PAGE: u64 = MULTICALL_PAGE_ENTRIES;
 /// Two full pages and five entries on the third.
@@ -76,62 +76,18 @@ fn place(pages: &[u64], i: u64) -> u64 {
     entry_at(pages[(i / PER_PAGE) as usize], i % PER_PAGE)
 }
 
-/// How a batch went, resumed until SUCCESS.
-struct Run {
-    calls: u64,
-    /// Every return obeyed MULTICALL's resumption rules (BATCH-006 to -008, by BATCH-017).
-    protocol: bool,
-    /// After every return, entry `next` and the last entry were untouched (BATCH-010).
-    untouched: bool,
-    first: (u64, u64),
-    status: u64,
-    next: u64,
-}
-
 fn run_pages(t: &PortTransport, pages: &[u64], l: u64, count: u64) -> Run {
-    let mut run = Run {
-        calls: 0,
-        protocol: true,
-        untouched: true,
-        first: (0, 0),
-        status: 0,
-        next: 0,
-    };
     let n = pages.len() as u64;
-    let mut from = 0;
-    while run.calls <= 2 * count {
-        let r = raw(t, Call::MulticallPages, &[l, n, count, from, 0]);
-        let (next, processed) = (r.results[0], r.results[1]);
-        if run.calls == 0 {
-            run.first = (r.status, next);
-        }
-        run.calls += 1;
-        run.status = r.status;
-        run.next = next;
-        let incomplete = r.status == INCOMPLETE;
-        if r.status != SUCCESS && !incomplete {
-            run.protocol = false;
-            return run;
-        }
-        if next != from.wrapping_add(processed)
-            || next > count
-            || (incomplete && (processed == 0 || next >= count))
-        {
-            run.protocol = false;
-        }
-        if next < count
-            && (status_at(place(pages, next)) != u64::from(SENTINEL32)
-                || status_at(place(pages, count - 1)) != u64::from(SENTINEL32))
-        {
-            run.untouched = false;
-        }
-        if !incomplete || !run.protocol || next <= from {
-            return run;
-        }
-        from = next;
-    }
-    run.protocol = false;
-    run
+    // After each return, entry `next` and the last entry still hold their sentinels.
+    resume(
+        count,
+        |from| raw(t, Call::MulticallPages, &[l, n, count, from, 0]),
+        |next| {
+            next >= count
+                || (status_at(place(pages, next)) == u64::from(SENTINEL32)
+                    && status_at(place(pages, count - 1)) == u64::from(SENTINEL32))
+        },
+    )
 }
 
 /// Writes the 89 entries (and sentinels over the rest of their pages).
