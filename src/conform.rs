@@ -219,6 +219,20 @@ pub const TESTS: &[TestInfo] = &[
         host: as_served,
     },
     TestInfo {
+        name: "system-shutdown",
+        what: "SYSTEM_SHUTDOWN ends the VM and the host reports its code, all 32 bits: the guest announces the end (EXPECT shutdown 0x5eed0007) and makes the call from vCPU 0 while vCPU 1 makes calls at CPL3; only a VM that then ends by SYSTEM_SHUTDOWN with exactly that code passes",
+        image: pvabi_guest_images::conform_system_shutdown,
+        vcpus: 2,
+        host: as_served,
+    },
+    TestInfo {
+        name: "system-crash",
+        what: "SYSTEM_CRASH ends the VM and the host reports its message as a crash report: the guest announces the end (EXPECT crash <message>) and makes the call from vCPU 0 while vCPU 1 makes calls at CPL3; only a VM that then ends by SYSTEM_CRASH with exactly that message passes",
+        image: pvabi_guest_images::conform_system_crash,
+        vcpus: 2,
+        host: as_served,
+    },
+    TestInfo {
         name: "compat-1.x",
         what: "under a host serving 1.3 and the 2.0 preview, a guest that negotiates major 1 sees the time page in the 1.x layout (its wall clock held to TIME_WALLCLOCK)",
         image: pvabi_guest_images::conform_compat_1,
