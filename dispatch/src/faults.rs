@@ -209,8 +209,8 @@ impl InjectedFault {
             InjectedFault::FlushRangePastTheTopRefused => "memory",
             InjectedFault::TimePageSequenceEvenBeforeData => "time",
             InjectedFault::NegotiateNotUnlockedOnReset => "reset",
-            InjectedFault::ShutdownCodeTruncated => "system-shutdown",
-            InjectedFault::CrashMessageCut => "system-crash",
+            InjectedFault::ShutdownCodeTruncated => "system",
+            InjectedFault::CrashMessageCut => "system",
         }
     }
 
