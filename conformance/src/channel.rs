@@ -69,7 +69,8 @@
 //! - otherwise the END verdict, which is the most severe check verdict.
 //!
 //! So a run that ends without its verdict is never a PASS, except exactly where the test
-//! announced before the access, with EXPECT, that the VM is to end by a guest fault, and it did.
+//! announced before the access or the call, with EXPECT, how the VM is to end (a guest fault,
+//! SYSTEM_SHUTDOWN with a code, SYSTEM_CRASH with a message), and it ended so.
 
 use std::collections::BTreeMap;
 
