@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pvabi_conformance::channel::{self, RunEnd, TestResult};
+use pvabi_conformance::channel::{self, ExpectedEnd, RunEnd, TestResult};
 use pvabi_conformance::report::{self, Report, Requirement};
 use pvabi_conformance::Verdict;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,6 +219,20 @@ pub const TESTS: &[TestInfo] = &[
         host: as_served,
     },
     TestInfo {
+        name: "system-shutdown",
+        what: "SYSTEM_SHUTDOWN ends the VM and the host reports its code, all 32 bits: the guest announces the end (EXPECT shutdown 0x5eed0007) and makes the call from vCPU 0 while vCPU 1 makes calls at CPL3; only a VM that then ends by SYSTEM_SHUTDOWN with exactly that code passes",
+        image: pvabi_guest_images::conform_system_shutdown,
+        vcpus: 2,
+        host: as_served,
+    },
+    TestInfo {
+        name: "system-crash",
+        what: "SYSTEM_CRASH ends the VM and the host reports its message as a crash report: the guest announces the end (EXPECT crash <message>) and makes the call from vCPU 0 while vCPU 1 makes calls at CPL3; only a VM that then ends by SYSTEM_CRASH with exactly that message passes",
+        image: pvabi_guest_images::conform_system_crash,
+        vcpus: 2,
+        host: as_served,
+    },
+    TestInfo {
         name: "compat-1.x",
         what: "under a host serving 1.3 and the 2.0 preview, a guest that negotiates major 1 sees the time page in the 1.x layout (its wall clock held to TIME_WALLCLOCK)",
         image: pvabi_guest_images::conform_compat_1,
@@ -247,6 +261,10 @@ pub const TESTS: &[TestInfo] = &[
         host: as_served,
     },
 ];
+
+/// The code the `system-shutdown` guest ends the VM with (guest-ref/bare/conform/src/sys_end.rs
+/// `CODE`, announced in its EXPECT line; the reference run checks the two agree).
+const SYSTEM_SHUTDOWN_CODE: u32 = 0x5eed_0007;
 
 /// The name of the test whose guest reboots ([`TESTS`]).
 pub const RESET_TEST: &str = "reset";
@@ -1198,6 +1216,16 @@ pub fn run_external(
     let end = match code {
         // The guest announced that the VM is to end by a fault: only the status the profile
         // names for a guest fault says it did.
+        // An exit status cannot carry SYSTEM_SHUTDOWN's 32-bit code or SYSTEM_CRASH's
+        // message: the end those tests announce cannot be told (a SKIP).
+        Some(code)
+            if matches!(
+                channel::expected_end_of(&console),
+                Some(ExpectedEnd::Shutdown(_) | ExpectedEnd::Crash(_))
+            ) =>
+        {
+            RunEnd::Undetermined(format!("exit status {code}"))
+        }
         Some(code) if channel::awaits_end(&console) => match fault {
             Some(f) if f == code => RunEnd::GuestFault(format!(
                 "exit status {code}, the profile's status of a guest fault"
@@ -1236,6 +1264,8 @@ pub fn export(dir: &Path) -> std::io::Result<serde_json::Value> {
             "ends": match reference.end {
                 RunEnd::Refused(_) => "refused: no console output, the VMM's refusal exit status (REFUSAL_STATUS)",
                 RunEnd::GuestFault(_) => "by a guest fault after the EXPECT line: the VMM's fault exit status (FAULT_STATUS)",
+                RunEnd::Shutdown(SYSTEM_SHUTDOWN_CODE) => "by SYSTEM_SHUTDOWN after the EXPECT line, with the code it names (which an exit status cannot carry: run.sh SKIPs it)",
+                RunEnd::Crash(_) => "by SYSTEM_CRASH after the EXPECT line, with the message it names (which an exit status cannot carry: run.sh SKIPs it)",
                 _ => "SYSTEM_SHUTDOWN after the END line, with the END verdict's code",
             },
             "channel": {
@@ -1297,7 +1327,9 @@ const RUN_SH: &str = r#"#!/bin/sh
 # outside guest RAM) and REFUSAL_STATUS to the status for an image the VMM refused to start
 # (`pvabi run --exit-with-guest-code`: 133 and 134); without them those tests SKIP.
 # A test that prints no END line is a CRASH (unless it announced, with an EXPECT line, that
-# the VM is to end by a fault, and the status says it did); an END whose verdict
+# the VM is to end by a fault, and the status says it did; a test that announced SYSTEM_SHUTDOWN
+# with a 32-bit code or SYSTEM_CRASH with a message SKIPs, as no exit status carries those);
+# an END whose verdict
 # does not match the exit status is an ERROR. (`pvabi conform --host-cmd` decides the same way
 # and also checks every line; manifest.json lists the checks a conforming host reports.)
 set -u
@@ -1315,6 +1347,7 @@ for entry in @TESTS@; do
     out=$(sh -c "$cmd" 2>/dev/null); code=$?
     end=$(printf '%s\n' "$out" | sed -n "s/^pvabi-conform: END $t \([A-Z]*\)$/\1/p" | tail -n 1)
     last=$(printf '%s\n' "$out" | grep '^pvabi-conform: ' | tail -n 1)
+    awaits=$(printf '%s\n' "$last" | sed -n 's/^pvabi-conform: EXPECT [^ ]* \([a-z]*\).*$/\1/p')
     if [ -z "$end" ] && [ "$t" = reset ] && { [ "$code" = 3 ] || [ "$code" = 131 ]; } \
         && printf '%s\n' "$out" | grep -q '^pvabi-conform reset guest: first boot' \
         && ! printf '%s\n' "$out" | grep -q '^pvabi-conform: '; then
@@ -1333,6 +1366,10 @@ for entry in @TESTS@; do
         else
             verdict=FAIL; echo "    exit status $code, not REFUSAL_STATUS ($REFUSAL_STATUS)"
         fi
+    elif [ -z "$end" ] && { [ "$awaits" = shutdown ] || [ "$awaits" = crash ]; }; then
+        # The guest announced that the VM is to end by SYSTEM_SHUTDOWN with a 32-bit code or
+        # by SYSTEM_CRASH with a message: an exit status carries neither.
+        verdict=SKIP; echo "    the VM's end is SYSTEM_SHUTDOWN's 32-bit code or SYSTEM_CRASH's message, which an exit status cannot carry"
     elif [ -z "$end" ] && [ "${last#pvabi-conform: EXPECT }" != "$last" ]; then
         # The guest announced that the VM is to end by a fault; it ended without END.
         if [ -z "${FAULT_STATUS:-}" ]; then
@@ -1491,6 +1528,66 @@ mod tests {
         );
         let r = external("platform-fault", survived, statuses(5, 134));
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    }
+
+    #[test]
+    fn an_external_shutdown_or_crash_end_is_a_skip_whatever_the_status() {
+        // A fake VMM that prints what the guest prints up to its call, then exits with a
+        // status: no status carries a 32-bit code or a message, so nothing passes.
+        for (test, expect) in [
+            (
+                "system-shutdown",
+                "system-shutdown.code_reported_and_every_vcpu_stopped shutdown 0x5eed0007 PVABI-SYS-001",
+            ),
+            (
+                "system-crash",
+                "system-crash.message_reported_and_every_vcpu_stopped crash conform-crash-5eed0007 PVABI-SYS-005",
+            ),
+        ] {
+            for status in [0, 7, 4, 133] {
+                let script = format!(
+                    "printf 'pvabi-conform: BEGIN {test}\\npvabi-conform: EXPECT {expect} -- x\\n'; exit {status} # {{image}}"
+                );
+                for st in [statuses(133, 134), None] {
+                    let r = external(test, &script, st);
+                    assert_eq!(r.verdict, Verdict::Skip, "{test} {status}: {r:?}");
+                    assert!(matches!(r.end, RunEnd::Undetermined(_)), "{r:?}");
+                }
+            }
+            // A guest whose call returned fails itself, as anywhere.
+            let script = format!(
+                "printf 'pvabi-conform: BEGIN {test}\\npvabi-conform: EXPECT {expect}\\npvabi-conform: FAIL {} -- returned\\npvabi-conform: END {test} FAIL\\n'; exit 5 # {{image}}",
+                expect.split(' ').next().unwrap()
+            );
+            assert_eq!(external(test, &script, None).verdict, Verdict::Fail);
+        }
+    }
+
+    #[test]
+    fn the_system_end_tests_end_the_vm_as_they_announce_on_the_reference_host() {
+        if !kvm_or_skip("the_system_end_tests_end_the_vm_as_they_announce_on_the_reference_host") {
+            return;
+        }
+        for (test, end) in [
+            ("system-shutdown", RunEnd::Shutdown(SYSTEM_SHUTDOWN_CODE)),
+            (
+                "system-crash",
+                RunEnd::Crash("conform-crash-5eed0007".into()),
+            ),
+        ] {
+            let info = TESTS.iter().find(|t| t.name == test).unwrap();
+            let r = run_test(info, &HostConfig::default());
+            assert_eq!((r.verdict, &r.end), (Verdict::Pass, &end), "{r:?}");
+            // vCPU 1 was busy when vCPU 0 ended the VM.
+            assert!(
+                r.checks[0]
+                    .message
+                    .as_deref()
+                    .unwrap()
+                    .contains("vCPU 1 ringing"),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,22 @@
 //! SKIP that says so. An EXPECT followed by another check or by END, or a second EXPECT, is an
 //! ERROR.
 //!
+//! Two more ends can be announced, for the rules about how the System calls end the VM:
+//!
+//! ```text
+//! pvabi-conform: EXPECT <check> shutdown <code> [<requirement ID> ...] [-- <what>]
+//! pvabi-conform: EXPECT <check> crash <message> [<requirement ID> ...] [-- <what>]
+//! ```
+//!
+//! `<code>` is a 32-bit code (`0x` and hex digits, or decimal) and `<message>` one word of
+//! printable ASCII. The check is a PASS only if the VM then ends by SYSTEM_SHUTDOWN with
+//! exactly that code ([`RunEnd::Shutdown`]: all 32 bits, so a host that reports fewer fails)
+//! or by SYSTEM_CRASH with exactly that message ([`RunEnd::Crash`]), with no line after the
+//! EXPECT; a FAIL if it ends by the announced call with another code or message; a guest whose
+//! call returned reports the check itself, as with `fault`; any other end is a CRASH. An
+//! external VMM's exit status cannot carry 32 bits or a message ([`RunEnd::Undetermined`]):
+//! the check is a SKIP that says so.
+//!
 //! WARN is a check of a SHOULD, SHOULD NOT or MAY rule that did not hold: a warning, which
 //! counts as a PASS for the test's verdict (it cannot fail the implementation) and makes each
 //! rule it cites a warning in the report; a WARN that cites a MUST or MUST NOT rule is taken
@@ -53,7 +69,8 @@
 //! - otherwise the END verdict, which is the most severe check verdict.
 //!
 //! So a run that ends without its verdict is never a PASS, except exactly where the test
-//! announced before the access, with EXPECT, that the VM is to end by a guest fault, and it did.
+//! announced before the access or the call, with EXPECT, how the VM is to end (a guest fault,
+//! SYSTEM_SHUTDOWN with a code, SYSTEM_CRASH with a message), and it ended so.
 
 use std::collections::BTreeMap;
 
@@ -178,24 +195,55 @@ fn parse_check(body: &str) -> Result<Check, String> {
     })
 }
 
-/// Parses an EXPECT line's body (after `EXPECT `): `name fault [IDs] [-- what]`, as a check
-/// whose verdict is CRASH until the VM's end decides it.
-fn parse_expect(body: &str) -> Result<Check, String> {
+/// The end of the VM an EXPECT line announces (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpectedEnd {
+    /// `fault`: the host ends the VM because of a fault of the guest ([`RunEnd::GuestFault`]).
+    Fault,
+    /// `shutdown <code>`: SYSTEM_SHUTDOWN with exactly this 32-bit code ([`RunEnd::Shutdown`]).
+    Shutdown(u32),
+    /// `crash <message>`: SYSTEM_CRASH with exactly this message, one word of printable
+    /// ASCII ([`RunEnd::Crash`]).
+    Crash(String),
+}
+
+/// A 32-bit code as an EXPECT line writes it: `0x` and hex digits, or decimal.
+fn parse_code(word: &str) -> Option<u32> {
+    match word.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => word.parse().ok(),
+    }
+}
+
+/// Parses an EXPECT line's body (after `EXPECT `): `name fault [IDs] [-- what]`,
+/// `name shutdown <code> [IDs] [-- what]` or `name crash <message> [IDs] [-- what]`, as a
+/// check whose verdict is CRASH until the VM's end decides it, and the end it announces.
+fn parse_expect(body: &str) -> Result<(Check, ExpectedEnd), String> {
     let (words, message) = match body.split_once(" -- ") {
         Some((w, m)) => (w, Some(m.trim().to_owned())),
         None => (body, None),
     };
     let mut words = words.split_whitespace();
     let name = words.next().ok_or("an EXPECT line without a check name")?;
-    match words.next() {
-        Some("fault") => {}
+    let expected = match words.next() {
+        Some("fault") => ExpectedEnd::Fault,
+        Some("shutdown") => {
+            let word = words.next().ok_or("an EXPECT shutdown without its code")?;
+            ExpectedEnd::Shutdown(
+                parse_code(word).ok_or_else(|| format!("`{word}` is not a 32-bit code"))?,
+            )
+        }
+        Some("crash") => {
+            let word = words.next().ok_or("an EXPECT crash without its message")?;
+            ExpectedEnd::Crash(word.to_owned())
+        }
         Some(other) => {
             return Err(format!(
-                "`{other}` is not an expected end (only `fault` is)"
+                "`{other}` is not an expected end (only `fault`, `shutdown` and `crash` are)"
             ))
         }
         None => return Err("an EXPECT line without the end it expects".into()),
-    }
+    };
     let mut requirements = Vec::new();
     for w in words {
         if !is_requirement_id(w) {
@@ -203,50 +251,102 @@ fn parse_expect(body: &str) -> Result<Check, String> {
         }
         requirements.push(w.to_owned());
     }
-    Ok(Check {
-        name: name.to_owned(),
-        verdict: Verdict::Crash,
-        requirements,
-        message,
-        warning: false,
-    })
+    Ok((
+        Check {
+            name: name.to_owned(),
+            verdict: Verdict::Crash,
+            requirements,
+            message,
+            warning: false,
+        },
+        expected,
+    ))
 }
 
-/// The result of a run whose last channel line is the EXPECT of `checks[i]`: PASS for that
-/// check only if the VM ended by a guest fault, SKIP if the end cannot be told, CRASH
+/// The result of a run whose last channel line is the EXPECT of `checks[i]`, announcing
+/// `expected`: PASS for that check only if the VM ended so (a guest fault; SYSTEM_SHUTDOWN
+/// with exactly the code; SYSTEM_CRASH with exactly the message), FAIL if it ended by the
+/// announced call with another code or message, SKIP if the end cannot be told, CRASH
 /// otherwise; the test's verdict is then the most severe check's.
 fn expected_end(
     test: &str,
     mut checks: Vec<Check>,
     i: usize,
+    expected: &ExpectedEnd,
     broken: Option<String>,
     end: RunEnd,
     info: BTreeMap<String, String>,
 ) -> TestResult {
-    let what = checks[i]
-        .message
-        .clone()
-        .unwrap_or_else(|| "the access".into());
-    let (verdict, message, reason) = match &end {
-        RunEnd::GuestFault(how) => (
+    let default = match expected {
+        ExpectedEnd::Fault => "the access",
+        ExpectedEnd::Shutdown(_) => "SYSTEM_SHUTDOWN",
+        ExpectedEnd::Crash(_) => "SYSTEM_CRASH",
+    };
+    let what = checks[i].message.clone().unwrap_or_else(|| default.into());
+    let (verdict, message, reason) = match (expected, &end) {
+        (ExpectedEnd::Fault, RunEnd::GuestFault(how)) => (
             Verdict::Pass,
             format!("{what}: the VM ended by a guest fault, as announced ({how})"),
             None,
         ),
-        RunEnd::Undetermined(how) => (
+        (ExpectedEnd::Shutdown(want), RunEnd::Shutdown(got)) if got == want => (
+            Verdict::Pass,
+            format!("{what}: the VM ended by SYSTEM_SHUTDOWN with code {got:#x}, as announced"),
+            None,
+        ),
+        (ExpectedEnd::Shutdown(want), RunEnd::Shutdown(got)) => (
+            Verdict::Fail,
+            format!("{what}: the host reported SYSTEM_SHUTDOWN's code as {got:#x}, want {want:#x}"),
+            None,
+        ),
+        (ExpectedEnd::Crash(want), RunEnd::Crash(got)) if got == want => (
+            Verdict::Pass,
+            format!("{what}: the VM ended by SYSTEM_CRASH with message `{got}`, as announced"),
+            None,
+        ),
+        (ExpectedEnd::Crash(want), RunEnd::Crash(got)) => (
+            Verdict::Fail,
+            format!("{what}: the host reported the crash message as {got:?}, want {want:?}"),
+            None,
+        ),
+        (ExpectedEnd::Fault, RunEnd::Undetermined(how)) => (
             Verdict::Skip,
             format!(
-                "{what}: the VM ended ({how}), and nothing says whether that is a guest fault:                  name the exit status of a guest fault in the profile (fault_exit_status)"
+                "{what}: the VM ended ({how}), and nothing says whether that is a guest fault: \
+                 name the exit status of a guest fault in the profile (fault_exit_status)"
             ),
             None,
         ),
-        other => (
-            Verdict::Crash,
-            format!("{what}: the guest announced it expects the VM to end by a fault"),
-            Some(format!(
-                "the guest expected the VM to end by a guest fault, but it ended with {other:?}"
-            )),
+        (ExpectedEnd::Shutdown(_), RunEnd::Undetermined(how)) => (
+            Verdict::Skip,
+            format!(
+                "{what}: the VM ended ({how}), and an exit status cannot carry all 32 bits of \
+                 SYSTEM_SHUTDOWN's code"
+            ),
+            None,
         ),
+        (ExpectedEnd::Crash(_), RunEnd::Undetermined(how)) => (
+            Verdict::Skip,
+            format!(
+                "{what}: the VM ended ({how}), and an exit status cannot carry SYSTEM_CRASH's \
+                 message"
+            ),
+            None,
+        ),
+        (expected, other) => {
+            let announced = match expected {
+                ExpectedEnd::Fault => "by a guest fault".to_owned(),
+                ExpectedEnd::Shutdown(code) => format!("by SYSTEM_SHUTDOWN with code {code:#x}"),
+                ExpectedEnd::Crash(m) => format!("by SYSTEM_CRASH with message `{m}`"),
+            };
+            (
+                Verdict::Crash,
+                format!("{what}: the guest announced it expects the VM to end {announced}"),
+                Some(format!(
+                    "the guest expected the VM to end {announced}, but it ended with {other:?}"
+                )),
+            )
+        }
     };
     checks[i].verdict = verdict;
     checks[i].message = Some(message);
@@ -263,6 +363,22 @@ fn expected_end(
         end,
         info,
     }
+}
+
+/// The end the last channel line of `console` announces: `None` if that line is no EXPECT
+/// (a malformed EXPECT counts as [`ExpectedEnd::Fault`]; [`parse`] makes it an ERROR).
+pub fn expected_end_of(console: &[u8]) -> Option<ExpectedEnd> {
+    let text = String::from_utf8_lossy(console);
+    let body = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(PREFIX))?
+        .strip_prefix("EXPECT ")?;
+    Some(
+        parse_expect(body)
+            .map(|(_, e)| e)
+            .unwrap_or(ExpectedEnd::Fault),
+    )
 }
 
 /// Whether the last channel line of `console` is an EXPECT: the run's end is then what the
@@ -284,8 +400,8 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
     let mut ended: Option<Verdict> = None;
     let mut broken: Option<String> = None;
     let mut info = BTreeMap::new();
-    // The EXPECT line still open: the index of its check in `checks`.
-    let mut expecting: Option<usize> = None;
+    // The EXPECT line still open: the index of its check in `checks`, and the end it expects.
+    let mut expecting: Option<(usize, ExpectedEnd)> = None;
     let mut expected_before = false;
     for line in text.lines() {
         let Some(body) = line.strip_prefix(PREFIX) else {
@@ -336,8 +452,8 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             }
             expected_before = true;
             match parse_expect(rest) {
-                Ok(c) => {
-                    expecting = Some(checks.len());
+                Ok((c, e)) => {
+                    expecting = Some((checks.len(), e));
                     checks.push(c);
                 }
                 Err(why) => note(format!("{why}: `{line}`")),
@@ -346,7 +462,7 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             match parse_check(body) {
                 Ok(c) => match expecting.take() {
                     // The guest survived the access and says how it went.
-                    Some(i) if checks[i].name == c.name => checks[i] = c,
+                    Some((i, _)) if checks[i].name == c.name => checks[i] = c,
                     Some(_) => note(format!(
                         "a check after an EXPECT the guest did not resolve: `{line}`"
                     )),
@@ -356,8 +472,8 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             }
         }
     }
-    if let (Some(i), None) = (expecting, ended) {
-        return expected_end(test, checks, i, broken, end, info);
+    if let (Some((i, expected)), None) = (expecting, ended) {
+        return expected_end(test, checks, i, &expected, broken, end, info);
     }
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
     let (verdict, reason) = match (&end, ended) {
@@ -664,6 +780,147 @@ mod tests {
         assert!(!awaits_end(
             b"pvabi-conform: EXPECT t.b fault\npvabi-conform: FAIL t.b\n"
         ));
+    }
+
+    const SHUTTING_DOWN: &[&str] = &[
+        "BEGIN t",
+        "PASS t.a PVABI-BASE-001",
+        "EXPECT t.shutdown shutdown 0x5eed0007 PVABI-SYS-001 -- SYSTEM_SHUTDOWN(0x5eed0007)",
+    ];
+    const CRASHING: &[&str] = &[
+        "BEGIN t",
+        "PASS t.a PVABI-BASE-001",
+        "EXPECT t.crash crash conform-crash-5eed PVABI-SYS-005",
+    ];
+
+    #[test]
+    fn an_announced_shutdown_passes_only_with_all_32_bits_of_its_code() {
+        let r = run(SHUTTING_DOWN, RunEnd::Shutdown(0x5eed_0007));
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Pass, None),
+            "{r:?}"
+        );
+        assert_eq!(r.checks[1].verdict, Verdict::Pass);
+        assert_eq!(r.checks[1].requirements, ["PVABI-SYS-001"]);
+        // The same code in decimal.
+        let mut decimal = SHUTTING_DOWN.to_vec();
+        decimal[2] = "EXPECT t.shutdown shutdown 1592590343 PVABI-SYS-001";
+        assert_eq!(
+            run(&decimal, RunEnd::Shutdown(0x5eed_0007)).verdict,
+            Verdict::Pass
+        );
+        // A wrong code, a code truncated to its low 8 or 16 bits: a FAIL that names both.
+        for got in [0x5eed_0008, 0x07, 0x0007, 0x5eed, 0] {
+            let r = run(SHUTTING_DOWN, RunEnd::Shutdown(got));
+            assert_eq!(r.verdict, Verdict::Fail, "{got:#x}: {r:?}");
+            assert_eq!(r.checks[1].verdict, Verdict::Fail);
+            assert!(r.checks[1]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("0x5eed0007"));
+        }
+        // Any other end: a crash report instead, a reboot, a time-out, a guest fault.
+        for end in [
+            RunEnd::Crash("0x5eed0007".into()),
+            RunEnd::Reboot,
+            RunEnd::Fault("timeout: the guest was still running after 60.0 s".into()),
+            RunEnd::GuestFault("triple fault".into()),
+        ] {
+            let r = run(SHUTTING_DOWN, end.clone());
+            assert_eq!(r.verdict, Verdict::Crash, "{end:?}: {r:?}");
+            assert_eq!(r.checks[1].verdict, Verdict::Crash);
+        }
+        // An external VMM's exit status: a SKIP that says why, never a PASS.
+        let r = run(SHUTTING_DOWN, RunEnd::Undetermined("exit status 7".into()));
+        assert_eq!(r.verdict, Verdict::Skip, "{r:?}");
+        assert!(r.checks[1].message.as_deref().unwrap().contains("32 bits"));
+        // A guest whose SYSTEM_SHUTDOWN returned reports the check itself.
+        let mut returned = SHUTTING_DOWN.to_vec();
+        returned.extend([
+            "FAIL t.shutdown PVABI-SYS-001 -- SYSTEM_SHUTDOWN returned",
+            "END t FAIL",
+        ]);
+        let r = run(&returned, RunEnd::Shutdown(5));
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Fail, None),
+            "{r:?}"
+        );
+        // Any other channel line after the EXPECT is not a PASS, whatever the end.
+        let mut more = SHUTTING_DOWN.to_vec();
+        more.push("PASS t.other");
+        let r = run(&more, RunEnd::Shutdown(0x5eed_0007));
+        assert_ne!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+
+    #[test]
+    fn an_announced_crash_passes_only_with_exactly_its_message() {
+        let r = run(CRASHING, RunEnd::Crash("conform-crash-5eed".into()));
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Pass, None),
+            "{r:?}"
+        );
+        assert_eq!(r.checks[1].verdict, Verdict::Pass);
+        assert_eq!(r.checks[1].requirements, ["PVABI-SYS-005"]);
+        // A wrong, cut, or padded message: a FAIL.
+        for got in [
+            "conform-crash-5eee",
+            "conform-",
+            "",
+            "conform-crash-5eed\0",
+            "conform-crash-5eed\n",
+        ] {
+            let r = run(CRASHING, RunEnd::Crash(got.into()));
+            assert_eq!(r.verdict, Verdict::Fail, "{got:?}: {r:?}");
+        }
+        // A shutdown instead of the crash report, a reboot, a time-out: CRASH.
+        for end in [
+            RunEnd::Shutdown(0),
+            RunEnd::Shutdown(6),
+            RunEnd::Reboot,
+            RunEnd::Fault("timeout: the guest was still running after 60.0 s".into()),
+            RunEnd::GuestFault("triple fault".into()),
+        ] {
+            let r = run(CRASHING, end.clone());
+            assert_eq!(r.verdict, Verdict::Crash, "{end:?}: {r:?}");
+        }
+        let r = run(CRASHING, RunEnd::Undetermined("exit status 134".into()));
+        assert_eq!(r.verdict, Verdict::Skip, "{r:?}");
+        assert!(r.checks[1].message.as_deref().unwrap().contains("message"));
+    }
+
+    #[test]
+    fn malformed_shutdown_and_crash_expectations_are_errors() {
+        for lines in [
+            &["BEGIN t", "PASS t.a", "EXPECT t.b shutdown"][..],
+            &["BEGIN t", "PASS t.a", "EXPECT t.b shutdown 0x1_0000_0000"][..],
+            &["BEGIN t", "PASS t.a", "EXPECT t.b shutdown 0x100000000"][..],
+            &["BEGIN t", "PASS t.a", "EXPECT t.b shutdown seven"][..],
+            &["BEGIN t", "PASS t.a", "EXPECT t.b crash"][..],
+        ] {
+            let r = run(lines, RunEnd::Shutdown(0));
+            assert_eq!(r.verdict, Verdict::Crash, "{lines:?}: {r:?}");
+            let mut ended = lines.to_vec();
+            ended.push("END t PASS");
+            let r = run(&ended, RunEnd::Shutdown(0));
+            assert_eq!(r.verdict, Verdict::Error, "{lines:?}: {r:?}");
+        }
+        assert_eq!(
+            expected_end_of(b"pvabi-conform: EXPECT t.b shutdown 0x5eed0007 PVABI-SYS-001\n"),
+            Some(ExpectedEnd::Shutdown(0x5eed_0007))
+        );
+        assert_eq!(
+            expected_end_of(b"pvabi-conform: EXPECT t.b crash boom -- what\n"),
+            Some(ExpectedEnd::Crash("boom".into()))
+        );
+        assert_eq!(
+            expected_end_of(b"pvabi-conform: EXPECT t.b fault\n"),
+            Some(ExpectedEnd::Fault)
+        );
+        assert_eq!(expected_end_of(b"pvabi-conform: PASS t.b\n"), None);
     }
 
     #[test]

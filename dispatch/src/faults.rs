@@ -102,12 +102,17 @@ pub enum InjectedFault {
     /// A reset keeps the result of NEGOTIATE: after SYSTEM_REBOOT resets the VM, NEGOTIATE is
     /// still locked.
     NegotiateNotUnlockedOnReset,
+    /// SYSTEM_SHUTDOWN reports only the low 8 bits of `code` (a host that passes the code on
+    /// as a process exit status).
+    ShutdownCodeTruncated,
+    /// SYSTEM_CRASH reports only the first 8 bytes of its message (a cut copy).
+    CrashMessageCut,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 44] = [
+    pub const ALL: [InjectedFault; 46] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -152,6 +157,8 @@ impl InjectedFault {
         InjectedFault::FlushRangePastTheTopRefused,
         InjectedFault::TimePageSequenceEvenBeforeData,
         InjectedFault::NegotiateNotUnlockedOnReset,
+        InjectedFault::ShutdownCodeTruncated,
+        InjectedFault::CrashMessageCut,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -202,6 +209,8 @@ impl InjectedFault {
             InjectedFault::FlushRangePastTheTopRefused => "memory",
             InjectedFault::TimePageSequenceEvenBeforeData => "time",
             InjectedFault::NegotiateNotUnlockedOnReset => "reset",
+            InjectedFault::ShutdownCodeTruncated => "system",
+            InjectedFault::CrashMessageCut => "system",
         }
     }
 
@@ -262,6 +271,8 @@ impl InjectedFault {
             InjectedFault::FlushRangePastTheTopRefused => "flush-range-past-the-top-refused",
             InjectedFault::TimePageSequenceEvenBeforeData => "time-page-sequence-even-before-data",
             InjectedFault::NegotiateNotUnlockedOnReset => "negotiate-not-unlocked-on-reset",
+            InjectedFault::ShutdownCodeTruncated => "shutdown-code-truncated",
+            InjectedFault::CrashMessageCut => "crash-message-cut",
         }
     }
 }

@@ -3,6 +3,7 @@
 use pvabi_abi::calls::Call;
 use pvabi_abi::status::Status;
 
+use crate::faults::injected;
 use crate::machine::Machine;
 use crate::state::Inner;
 use crate::{End, Outcome, Reply, Req};
@@ -10,6 +11,9 @@ use crate::{End, Outcome, Reply, Req};
 pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     let end = match r.call {
         // `code`'s bits 63:32 are reserved and were checked to be 0 (check 5).
+        Call::SystemShutdown if injected!(h, ShutdownCodeTruncated) => {
+            End::Shutdown(r.args[0] as u32 & 0xff)
+        }
         Call::SystemShutdown => End::Shutdown(r.args[0] as u32),
         Call::SystemReboot => End::Reboot,
         // The message is the one copy of the block (at most 4096 bytes, check 5).
@@ -17,7 +21,13 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
             if let Some(c) = &h.checker {
                 c.crash_message(r.vcpu, r.block.bytes());
             }
-            End::Crash(String::from_utf8_lossy(r.block.bytes()).into_owned())
+            let message = r.block.bytes();
+            let message = if injected!(h, CrashMessageCut) {
+                &message[..message.len().min(8)]
+            } else {
+                message
+            };
+            End::Crash(String::from_utf8_lossy(message).into_owned())
         }
         _ => return Err(Status::NotSupported),
     };

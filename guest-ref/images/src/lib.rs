@@ -99,6 +99,19 @@ pub fn conform_platform_fault() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_PLATFORM_FAULT"))
 }
 
+/// The conformance test `system-shutdown` (`guest-ref/bare/conform/src/shutdown.rs`):
+/// SYSTEM_SHUTDOWN with a code whose upper bits are set, announced over the channel, while
+/// vCPU 1 makes calls at CPL3.
+pub fn conform_system_shutdown() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_SYSTEM_SHUTDOWN"))
+}
+
+/// The conformance test `system-crash` (`guest-ref/bare/conform/src/crash.rs`): SYSTEM_CRASH
+/// with a message, announced over the channel, while vCPU 1 makes calls at CPL3.
+pub fn conform_system_crash() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_SYSTEM_CRASH"))
+}
+
 /// The conformance test `compat-1.x` (`guest-ref/bare/conform/src/compat_1.rs`): under a host
 /// serving two majors, a guest of major 1 sees the time page in the 1.x layout.
 pub fn conform_compat_1() -> &'static [u8] {
@@ -203,6 +216,8 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-reset", conform_reset),
     ("conform-timer", conform_timer),
     ("conform-platform-fault", conform_platform_fault),
+    ("conform-system-shutdown", conform_system_shutdown),
+    ("conform-system-crash", conform_system_crash),
     ("conform-compat-1", conform_compat_1),
     ("conform-compat-2", conform_compat_2),
 ];

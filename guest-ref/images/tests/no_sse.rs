@@ -40,6 +40,14 @@ const IMAGES: &[(&str, &str)] = &[
         "conform-platform-fault",
         env!("PVABI_GUEST_CONFORM_PLATFORM_FAULT"),
     ),
+    (
+        "conform-system-shutdown",
+        env!("PVABI_GUEST_CONFORM_SYSTEM_SHUTDOWN"),
+    ),
+    (
+        "conform-system-crash",
+        env!("PVABI_GUEST_CONFORM_SYSTEM_CRASH"),
+    ),
     ("conform-compat-1", env!("PVABI_GUEST_CONFORM_COMPAT_1")),
     ("conform-compat-2", env!("PVABI_GUEST_CONFORM_COMPAT_2")),
 ];

@@ -141,6 +141,7 @@ pub fn begin(test: &str) {
 }
 
 /// One check: `ok` decides PASS or FAIL; on a FAIL the line says what was seen and expected.
+#[allow(dead_code)] // The tests of how the VM ends report only with `fail`.
 pub fn check(name: &str, requirements: &[&str], ok: bool, seen: u64, expected: u64) {
     let verdict = if ok { Verdict::Pass } else { Verdict::Fail };
     report(verdict, name, requirements);
@@ -210,6 +211,50 @@ pub fn expect_fault(name: &str, requirements: &[&str], what: &str, value: u64) {
     hex(value);
     push(b"\n");
     flush();
+}
+
+/// Announces that the VM is to end by the next call (`EXPECT <name> <end> <value> <IDs> --
+/// <what>`): `end` is `shutdown` (with `code`, in hex) or `crash` (with `message`, one word).
+/// The runner takes the check as a PASS only if the VM then ends by that call with exactly
+/// that code or message, with no other line. A guest whose call returns reports the same
+/// check itself ([`fail`]).
+#[allow(dead_code)] // Only the tests of how the VM ends announce one.
+pub fn expect_end(
+    name: &str,
+    requirements: &[&str],
+    end: &str,
+    code: u64,
+    message: Option<&str>,
+    what: &str,
+) {
+    push(b"pvabi-conform: EXPECT ");
+    push(name.as_bytes());
+    push(b" ");
+    push(end.as_bytes());
+    push(b" ");
+    match message {
+        Some(m) => push(m.as_bytes()),
+        None => hex(code),
+    }
+    for r in requirements {
+        push(b" ");
+        push(r.as_bytes());
+    }
+    push(b" -- ");
+    push(what.as_bytes());
+    push(b"\n");
+    flush();
+}
+
+/// A FAIL with what happened (`what` and a value) as its message.
+#[allow(dead_code)] // Not every test reports a FAIL this way.
+pub fn fail(name: &str, requirements: &[&str], what: &str, value: u64) {
+    report(Verdict::Fail, name, requirements);
+    push(b" -- ");
+    push(what.as_bytes());
+    push(b" ");
+    hex(value);
+    push(b"\n");
 }
 
 /// What the test learnt about the implementation, for the runner to hold against its profile
