@@ -4,8 +4,8 @@ use std::thread;
 use std::time::Duration;
 
 use pvabi_abi::batch::{
-    CompletionEntry, DeferredEntry, RingHeader, RingMode, RingSetup, SubmissionEntry, CQ_CAPACITY,
-    SQ_CAPACITY, SQ_NEED_WAKEUP,
+    CompletionEntry, DeferredEntry, MulticallEntry, RingHeader, RingMode, RingSetup,
+    SubmissionEntry, CQ_CAPACITY, SQ_CAPACITY, SQ_NEED_WAKEUP,
 };
 use pvabi_abi::calls::Call;
 use pvabi_abi::convention::{ReservedU32, ReservedU64};
@@ -624,4 +624,134 @@ fn ring_submissions_do_not_drain_the_deferred_queue() {
         assert_eq!(h.call(0, Call::DeferFlush, &[]).1[0], 1);
         h.d.shutdown();
     }
+}
+
+/// One call sequence of batchable calls (successes and failures, with results and effects on
+/// guest memory and the console), as (code, arguments).
+fn mode_sequence() -> Vec<(u32, [u64; 6])> {
+    (0..30u64)
+        .map(|i| {
+            let (call, args): (u32, &[u64]) = match i % 9 {
+                0 => (Call::VcpuInfo.code(), &[]),
+                1 => (
+                    Call::ConsoleWriteRegs.code(),
+                    &[1, u64::from(b'a' + i as u8)],
+                ),
+                2 => (
+                    Call::MemUpdatePte.code(),
+                    &[BUF2 + 8 * i, (0x1000 * i) | 1, 1],
+                ),
+                3 => (Call::EventsSetMask.code(), &[i & 0b111]),
+                4 => (Call::ConsoleWriteRegs.code(), &[99]),
+                5 => (
+                    Call::ProbeCall.code(),
+                    &[u64::from(Call::TimeMonotonic.code())],
+                ),
+                6 => (0x0fff, &[]),
+                7 => (Call::TimeFrequency.code(), &[]),
+                _ => (Call::GetSpecVersion.code(), &[]),
+            };
+            let mut a = [0u64; 6];
+            a[..args.len()].copy_from_slice(args);
+            (call, a)
+        })
+        .collect()
+}
+
+/// What one mode made of the sequence: each call's status and, on SUCCESS, the results the
+/// call defines (a direct call leaves the other result registers undefined, a batch writes 0
+/// there); the console output; the page the PTE updates wrote.
+type ModeOutcome = (Vec<(u32, Option<Vec<u64>>)>, String, Vec<u8>);
+
+fn outcome_of(h: &H, calls: &[(u32, [u64; 6])], answers: Vec<(u32, [u64; 4])>) -> ModeOutcome {
+    let answers = calls
+        .iter()
+        .zip(answers)
+        .map(|(&(code, _), (s, r))| {
+            let defined =
+                Call::from_code(u64::from(code)).map_or(0, |c| c.descriptor().results.len());
+            (s, (s == 0).then(|| r[..defined].to_vec()))
+        })
+        .collect();
+    (
+        answers,
+        h.d.report().console_text(),
+        h.read_bytes(BUF2, 4096),
+    )
+}
+
+#[test]
+fn the_same_calls_agree_in_sync_multicall_and_ring_mode() {
+    let calls = mode_sequence();
+    // Direct calls, one exit each.
+    let h = H::ready(1);
+    let answers = calls
+        .iter()
+        .map(|(code, a)| {
+            let (s, r, _) = h.raw(0, u64::from(*code), a);
+            (s as u32, r)
+        })
+        .collect();
+    let sync = outcome_of(&h, &calls, answers);
+    // One MULTICALL of all of them.
+    let h = H::ready(1);
+    let entries: Vec<MulticallEntry> = calls
+        .iter()
+        .map(|&(call, args)| MulticallEntry {
+            call,
+            status: 0xffff,
+            args,
+            results: [0x5a; 4],
+            ..Default::default()
+        })
+        .collect();
+    h.write(PAGE3, entries.as_slice());
+    let n = calls.len() as u64;
+    assert_eq!(
+        h.call(0, Call::Multicall, &[PAGE3, n, 0, 0]),
+        (Status::Success, [n, n, 0, 0])
+    );
+    let answers = (0..n)
+        .map(|i| {
+            let e = PAGE3 + 96 * i;
+            (h.u32_at(e + 4), h.read::<[u64; 4]>(e + 64))
+        })
+        .collect();
+    let multicall = outcome_of(&h, &calls, answers);
+    // Submitted to a doorbell-mode ring (in two rounds: the ring holds 32), consumed by
+    // RING_ENTER.
+    let h = H::ready(1);
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+    let mut answers = Vec::new();
+    for (round, chunk) in calls.chunks(16).enumerate() {
+        let sqes: Vec<SubmissionEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, &(call, args))| SubmissionEntry {
+                user_data: (round * 16 + k) as u64,
+                call,
+                flags: ReservedU32::Zero,
+                args,
+            })
+            .collect();
+        submit(&h, &sqes);
+        let done = chunk.len() as u64;
+        assert_eq!(
+            h.call(0, Call::RingEnter, &[]),
+            (Status::Success, [done, 0, 0, 0])
+        );
+        for k in 0..chunk.len() {
+            let c = cqe(&h, (round * 16 + k) as u32);
+            assert_eq!(c.user_data, (round * 16 + k) as u64, "in submission order");
+            answers.push((c.status, c.results));
+        }
+    }
+    let ring = outcome_of(&h, &calls, answers);
+    assert_eq!(sync, multicall, "sync and MULTICALL");
+    assert_eq!(sync, ring, "sync and ring");
+    // The sequence is not trivial: it has successes with results, failures and effects.
+    let statuses: Vec<u32> = sync.0.iter().map(|(s, _)| *s).collect();
+    assert!(statuses.contains(&0) && statuses.contains(&(Status::InvalidParameter as u32)));
+    assert!(statuses.contains(&(Status::NotSupported as u32)));
+    assert!(!sync.1.is_empty() && sync.2.iter().any(|&b| b != 0));
 }
