@@ -659,3 +659,40 @@ fn re_registering_drains_the_old_queue() {
         Status::AccessDenied
     );
 }
+
+#[test]
+fn the_same_deferrable_calls_agree_direct_and_deferred() {
+    // Deferrable calls (MMU and CPU classes), some of them failing.
+    let calls: Vec<(Call, [u64; 3])> = (0..24u64)
+        .map(|i| match i % 4 {
+            0 => (Call::MemUpdatePte, [BUF2 + 8 * i, (0x1000 * i) | 1, 1]),
+            1 => (Call::EventsSetMask, [i & 0b111, 0, 0]),
+            2 => (Call::EventsSetMask, [1 << 40, 0, 0]),
+            _ => (Call::MemUpdatePte, [BUF2 + 8 * i + 4, 1, 1]),
+        })
+        .collect();
+    let direct = H::ready(1);
+    let statuses: Vec<Status> = calls.iter().map(|(c, a)| direct.status(0, *c, a)).collect();
+    let failed: Vec<(usize, Status)> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s != Status::Success)
+        .map(|(i, s)| (i, *s))
+        .collect();
+    assert!(!failed.is_empty() && failed.len() < calls.len());
+    // The same calls queued (the queue holds 64) and drained by one DEFER_FLUSH.
+    let h = with_deferred();
+    let entries: Vec<DeferredEntry> = calls.iter().map(|(c, a)| dentry(*c, *a)).collect();
+    push(&h, PAGE1, &entries);
+    assert_eq!(h.status(0, Call::DeferFlush, &[]), Status::Success);
+    let q = dq(&h, PAGE1);
+    assert_eq!(q.head, calls.len() as u32, "every entry consumed");
+    assert_eq!(q.error_count, failed.len() as u32);
+    assert_eq!(
+        (q.first_error_index, q.first_error_status),
+        (failed[0].0 as u32, failed[0].1 as u32)
+    );
+    // The same effects: the page-table words the updates wrote.
+    assert_eq!(h.read_bytes(BUF2, 4096), direct.read_bytes(BUF2, 4096));
+    assert!(h.read_bytes(BUF2, 4096).iter().any(|&b| b != 0));
+}
