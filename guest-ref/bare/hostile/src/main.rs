@@ -30,7 +30,7 @@ use pvabi_guest::{Call, Features};
 use pvabi_guest_rt::cpu::pause;
 use pvabi_guest_rt::port::{inl, RawConsole};
 use pvabi_guest_rt::{ap_launch, current_vcpu, halt_forever, run_at_cpl3, BootInfo};
-use pvabi_guest_testkit::{args, call, notify_port, probe, raw_call, report, Ret};
+use pvabi_guest_testkit::{args, call, notify_port, probe, raw_call, report, Arena, Ret, PAGE};
 
 mod protocol;
 use protocol::*;
@@ -152,16 +152,8 @@ fn try_call(class: u32, sub: u32, code: u64, a: [u64; 6]) -> Ret {
 // Memory the guest owns: an arena of pages (identity-mapped, so address = guest-physical)
 
 const PAGES: usize = 64;
-const PAGE: u64 = 4096;
 
-#[repr(C, align(4096))]
-struct Arena(UnsafeCell<[u8; PAGES * 4096]>);
-
-// SAFETY: the arena is only accessed through volatile raw-pointer accesses; the host and the
-// other vCPUs are the other parties, and no Rust reference to its bytes exists.
-unsafe impl Sync for Arena {}
-
-static ARENA: Arena = Arena(UnsafeCell::new([0; PAGES * 4096]));
+static ARENA: Arena<PAGES> = Arena::new();
 
 // Pages of the classes scenario (vCPU 0) ...
 const P_TIME: usize = 0;
@@ -179,49 +171,17 @@ const PER_VCPU: usize = 5;
 
 fn page(i: usize) -> u64 {
     assert!(i < PAGES, "arena page");
-    ARENA.0.get() as u64 + i as u64 * PAGE
+    ARENA.page(i)
 }
 
 fn vpage(vcpu: u32, k: usize) -> u64 {
     page(P_PER_VCPU + vcpu as usize * PER_VCPU + k)
 }
 
-fn check(addr: u64, len: u64) {
-    let base = ARENA.0.get() as u64;
-    assert!(
-        addr >= base && addr + len <= base + PAGES as u64 * PAGE,
-        "arena access"
-    );
-}
-
-fn w32(addr: u64, v: u32) {
-    check(addr, 4);
-    // SAFETY: inside the arena (checked), 4-aligned; volatile because the host may read it.
-    unsafe { (addr as *mut u32).write_volatile(v) }
-}
-
-fn w64(addr: u64, v: u64) {
-    check(addr, 8);
-    // SAFETY: inside the arena (checked), 8-aligned; volatile because the host may read it.
-    unsafe { (addr as *mut u64).write_volatile(v) }
-}
-
-fn r32(addr: u64) -> u32 {
-    check(addr, 4);
-    // SAFETY: inside the arena, 4-aligned; volatile because the host may write it.
-    unsafe { (addr as *const u32).read_volatile() }
-}
-
-fn r64(addr: u64) -> u64 {
-    check(addr, 8);
-    // SAFETY: inside the arena, 8-aligned; volatile because the host may write it.
-    unsafe { (addr as *const u64).read_volatile() }
-}
-
 fn zero(addr: u64, len: u64) {
     let mut i = 0;
     while i < len {
-        w64(addr + i, 0);
+        ARENA.w64(addr + i, 0);
         i += 8;
     }
 }
@@ -283,14 +243,14 @@ const KIND_USER: u32 = abi::events::EventKind::User as u32;
 fn mc_entry(base: u64, i: u64, code: u32, a: &[u64]) {
     let e = base + i * MC_SIZE;
     zero(e, MC_SIZE);
-    w32(e + MC_CALL, code);
+    ARENA.w32(e + MC_CALL, code);
     for (k, v) in args(a).iter().enumerate() {
-        w64(e + MC_ARGS + 8 * k as u64, *v);
+        ARENA.w64(e + MC_ARGS + 8 * k as u64, *v);
     }
 }
 
 fn mc_status(base: u64, i: u64) -> u32 {
-    r32(base + i * MC_SIZE + MC_STATUS)
+    ARENA.r32(base + i * MC_SIZE + MC_STATUS)
 }
 
 fn de_addr(q: u64, index: u32) -> u64 {
@@ -299,10 +259,10 @@ fn de_addr(q: u64, index: u32) -> u64 {
 
 fn dq_entry(q: u64, index: u32, code: u32, a: [u64; 3], flags: u32) {
     let e = de_addr(q, index);
-    w32(e + DE_CALL, code);
-    w32(e + DE_FLAGS, flags);
+    ARENA.w32(e + DE_CALL, code);
+    ARENA.w32(e + DE_FLAGS, flags);
     for (k, v) in a.iter().enumerate() {
-        w64(e + DE_ARGS + 8 * k as u64, *v);
+        ARENA.w64(e + DE_ARGS + 8 * k as u64, *v);
     }
 }
 
@@ -312,11 +272,11 @@ fn sqe_addr(sq: u64, index: u32) -> u64 {
 
 fn sqe(sq: u64, index: u32, user_data: u64, code: u32, a: &[u64], flags: u32) {
     let e = sqe_addr(sq, index);
-    w64(e, user_data);
-    w32(e + SQE_CALL, code);
-    w32(e + SQE_FLAGS, flags);
+    ARENA.w64(e, user_data);
+    ARENA.w32(e + SQE_CALL, code);
+    ARENA.w32(e + SQE_FLAGS, flags);
     for (k, v) in args(a).iter().enumerate() {
-        w64(e + SQE_ARGS + 8 * k as u64, *v);
+        ARENA.w64(e + SQE_ARGS + 8 * k as u64, *v);
     }
 }
 
@@ -326,9 +286,9 @@ fn cqe_addr(cq: u64, index: u32) -> u64 {
 
 fn ring_setup_block(at: u64, sq: u64, cq: u64, mode: u32) {
     zero(at, 32);
-    w64(at + RS_SQ, sq);
-    w64(at + RS_CQ, cq);
-    w32(at + RS_MODE, mode);
+    ARENA.w64(at + RS_SQ, sq);
+    ARENA.w64(at + RS_CQ, cq);
+    ARENA.w32(at + RS_MODE, mode);
 }
 
 /// Tells the host to look at this vCPU's ring (the value written is the vCPU's index).
@@ -343,9 +303,9 @@ fn ring_notify() {
 fn start_vcpu(vcpu: u32, entry: fn(u64) -> !, arg: u64, at: u64) -> Ret {
     let ap = ap_launch(vcpu, entry, arg).expect("vCPU within MAX_VCPUS");
     zero(at, 64);
-    w64(at + VS_RIP, ap.rip);
-    w64(at + VS_RSP, ap.rsp);
-    w64(at + VS_ARG, ap.rdi);
+    ARENA.w64(at + VS_RIP, ap.rip);
+    ARENA.w64(at + VS_RSP, ap.rsp);
+    ARENA.w64(at + VS_ARG, ap.rdi);
     call(Call::VcpuStart, &[u64::from(vcpu), at])
 }
 
@@ -437,8 +397,8 @@ fn block_fields(scratch: u64) {
         let a = match d.call {
             Call::VcpuStart => {
                 zero(blk, 64);
-                w64(blk + VS_RIP, 0x20_0000);
-                w64(blk + VS_RSP, 0x30_0000);
+                ARENA.w64(blk + VS_RIP, 0x20_0000);
+                ARENA.w64(blk + VS_RSP, 0x30_0000);
                 [0, blk, 0, 0, 0, 0]
             }
             _ => {
@@ -448,9 +408,9 @@ fn block_fields(scratch: u64) {
         };
         let at = blk + u64::from(offset);
         if width == 8 {
-            w64(at, value);
+            ARENA.w64(at, value);
         } else {
-            w32(at, value as u32);
+            ARENA.w32(at, value as u32);
         }
         let r = raw_call(u64::from(d.call.code()), a);
         log(Rec {
@@ -474,7 +434,7 @@ fn entry_fields(dq: u64, sq: u64, cq: u64) {
     for (field, off) in [(F_MC_FLAGS, MC_FLAGS), (F_MC_RESERVED, MC_RESERVED)] {
         for bit in 0..32u64 {
             mc_entry(mc, bit, console, &x);
-            w32(mc + bit * MC_SIZE + off, 1 << bit);
+            ARENA.w32(mc + bit * MC_SIZE + off, 1 << bit);
         }
         let r = call(Call::Multicall, &[mc, 32, 0, 0]);
         for bit in 0..32u64 {
@@ -490,8 +450,8 @@ fn entry_fields(dq: u64, sq: u64, cq: u64) {
     }
     // One deferred entry per flush: DEFER_FLUSH says how many ran and failed.
     for bit in 0..32u32 {
-        let tail = r32(dq + DQ_TAIL);
-        let errors = r32(dq + DQ_ERRORS);
+        let tail = ARENA.r32(dq + DQ_TAIL);
+        let errors = ARENA.r32(dq + DQ_ERRORS);
         dq_entry(
             dq,
             tail,
@@ -499,7 +459,7 @@ fn entry_fields(dq: u64, sq: u64, cq: u64) {
             [MASK_ALL, 0, 0],
             1 << bit,
         );
-        w32(dq + DQ_TAIL, tail.wrapping_add(1));
+        ARENA.w32(dq + DQ_TAIL, tail.wrapping_add(1));
         let r = call(Call::DeferFlush, &[]);
         log(Rec {
             class: C_ENTRY_FIELD,
@@ -508,13 +468,13 @@ fn entry_fields(dq: u64, sq: u64, cq: u64) {
             args: [r.r[0], r.r[1], 0, 0, 0, 0],
             st: r.st,
             r: [
-                u64::from(r32(dq + DQ_ERRORS).wrapping_sub(errors)),
-                u64::from(r32(dq + DQ_HEAD).wrapping_sub(tail)),
+                u64::from(ARENA.r32(dq + DQ_ERRORS).wrapping_sub(errors)),
+                u64::from(ARENA.r32(dq + DQ_HEAD).wrapping_sub(tail)),
             ],
         });
     }
     // 32 submissions at once (the SQ's capacity), then their completions.
-    let head = r32(sq + RH_TAIL);
+    let head = ARENA.r32(sq + RH_TAIL);
     for bit in 0..32u32 {
         sqe(
             sq,
@@ -525,10 +485,10 @@ fn entry_fields(dq: u64, sq: u64, cq: u64) {
             1 << bit,
         );
     }
-    w32(sq + RH_TAIL, head.wrapping_add(32));
+    ARENA.w32(sq + RH_TAIL, head.wrapping_add(32));
     let r = call(Call::RingEnter, &[]);
     report("entry_fields_ring_enter", r.st, r.r[0], 0, 0);
-    let cq_head = r32(cq + RH_HEAD);
+    let cq_head = ARENA.r32(cq + RH_HEAD);
     for bit in 0..32u32 {
         let e = cqe_addr(cq, cq_head.wrapping_add(bit));
         log(Rec {
@@ -536,11 +496,11 @@ fn entry_fields(dq: u64, sq: u64, cq: u64) {
             sub: F_SQE_FLAGS,
             code: u64::from(bit),
             args: [0; 6],
-            st: u64::from(r32(e + CQE_STATUS)),
-            r: [r64(e), 0],
+            st: u64::from(ARENA.r32(e + CQE_STATUS)),
+            r: [ARENA.r64(e), 0],
         });
     }
-    w32(cq + RH_HEAD, r32(cq + RH_TAIL));
+    ARENA.w32(cq + RH_HEAD, ARENA.r32(cq + RH_TAIL));
     flush_log();
 }
 
@@ -557,19 +517,19 @@ fn contexts(dq: u64, sq: u64, cq: u64) {
                 (u64::from(mc_status(mc, 0)), r.st, r.r[1])
             }
             CTX_RING => {
-                let s = r32(sq + RH_TAIL);
+                let s = ARENA.r32(sq + RH_TAIL);
                 sqe(sq, s, 0x300, code, &a, 0);
-                w32(sq + RH_TAIL, s.wrapping_add(1));
+                ARENA.w32(sq + RH_TAIL, s.wrapping_add(1));
                 let r = call(Call::RingEnter, &[]);
-                let e = cqe_addr(cq, r32(cq + RH_HEAD));
-                let st = u64::from(r32(e + CQE_STATUS));
-                w32(cq + RH_HEAD, r32(cq + RH_TAIL));
+                let e = cqe_addr(cq, ARENA.r32(cq + RH_HEAD));
+                let st = u64::from(ARENA.r32(e + CQE_STATUS));
+                ARENA.w32(cq + RH_HEAD, ARENA.r32(cq + RH_TAIL));
                 (st, r.st, r.r[0])
             }
             _ => {
-                let t = r32(dq + DQ_TAIL);
+                let t = ARENA.r32(dq + DQ_TAIL);
                 dq_entry(dq, t, code, [a[0], a[1], a[2]], 0);
-                w32(dq + DQ_TAIL, t.wrapping_add(1));
+                ARENA.w32(dq + DQ_TAIL, t.wrapping_add(1));
                 let r = call(Call::DeferFlush, &[]);
                 (r.r[1], r.st, r.r[0])
             }
@@ -589,10 +549,10 @@ fn contexts(dq: u64, sq: u64, cq: u64) {
 /// C_SQ_INDEX and C_CQ_INDEX: ring indices beyond the ring.
 fn ring_indices(sq: u64, cq: u64) {
     for diff in BAD_OCCUPANCY {
-        let head = r32(sq + RH_HEAD);
-        let dropped = r32(sq + RH_DROPPED);
+        let head = ARENA.r32(sq + RH_HEAD);
+        let dropped = ARENA.r32(sq + RH_DROPPED);
         let tail = head.wrapping_add(diff);
-        w32(sq + RH_TAIL, tail);
+        ARENA.w32(sq + RH_TAIL, tail);
         let r = call(Call::RingEnter, &[]);
         log(Rec {
             class: C_SQ_INDEX,
@@ -602,8 +562,8 @@ fn ring_indices(sq: u64, cq: u64) {
             st: r.st,
             r: [
                 r.r[0],
-                u64::from(r32(sq + RH_DROPPED).wrapping_sub(dropped)) << 32
-                    | u64::from(r32(sq + RH_HEAD) == tail),
+                u64::from(ARENA.r32(sq + RH_DROPPED).wrapping_sub(dropped)) << 32
+                    | u64::from(ARENA.r32(sq + RH_HEAD) == tail),
             ],
         });
     }
@@ -611,14 +571,14 @@ fn ring_indices(sq: u64, cq: u64) {
     // waits; with the head put back it runs.
     let console = Call::ConsoleWriteRegs.code();
     for ahead in CQ_HEAD_AHEAD {
-        let tail = r32(cq + RH_TAIL);
-        w32(cq + RH_HEAD, tail.wrapping_add(ahead));
-        let s = r32(sq + RH_TAIL);
+        let tail = ARENA.r32(cq + RH_TAIL);
+        ARENA.w32(cq + RH_HEAD, tail.wrapping_add(ahead));
+        let s = ARENA.r32(sq + RH_TAIL);
         sqe(sq, s, 0x200, console, &[1, le(b"c")], 0);
-        w32(sq + RH_TAIL, s.wrapping_add(1));
+        ARENA.w32(sq + RH_TAIL, s.wrapping_add(1));
         let stuck = call(Call::RingEnter, &[]);
-        let cq_tail_stuck = r32(cq + RH_TAIL);
-        w32(cq + RH_HEAD, tail);
+        let cq_tail_stuck = ARENA.r32(cq + RH_TAIL);
+        ARENA.w32(cq + RH_HEAD, tail);
         let ran = call(Call::RingEnter, &[]);
         let e = cqe_addr(cq, tail);
         log(Rec {
@@ -631,12 +591,15 @@ fn ring_indices(sq: u64, cq: u64) {
                 u64::from(cq_tail_stuck.wrapping_sub(tail)),
                 ran.st,
                 ran.r[0],
-                u64::from(r32(sq + RH_HEAD).wrapping_sub(s)),
+                u64::from(ARENA.r32(sq + RH_HEAD).wrapping_sub(s)),
             ],
-            st: u64::from(r32(e + CQE_STATUS)),
-            r: [r64(e), u64::from(r32(cq + RH_TAIL).wrapping_sub(tail))],
+            st: u64::from(ARENA.r32(e + CQE_STATUS)),
+            r: [
+                ARENA.r64(e),
+                u64::from(ARENA.r32(cq + RH_TAIL).wrapping_sub(tail)),
+            ],
         });
-        w32(cq + RH_HEAD, r32(cq + RH_TAIL));
+        ARENA.w32(cq + RH_HEAD, ARENA.r32(cq + RH_TAIL));
     }
     flush_log();
 }
@@ -644,10 +607,10 @@ fn ring_indices(sq: u64, cq: u64) {
 /// C_DQ_INDEX: a deferred queue tail beyond head + capacity.
 fn dq_indices(dq: u64) {
     for diff in BAD_OCCUPANCY {
-        let head = r32(dq + DQ_HEAD);
-        let errors = r32(dq + DQ_ERRORS);
+        let head = ARENA.r32(dq + DQ_HEAD);
+        let errors = ARENA.r32(dq + DQ_ERRORS);
         let tail = head.wrapping_add(diff);
-        w32(dq + DQ_TAIL, tail);
+        ARENA.w32(dq + DQ_TAIL, tail);
         let r = call(Call::DeferFlush, &[]);
         log(Rec {
             class: C_DQ_INDEX,
@@ -656,8 +619,8 @@ fn dq_indices(dq: u64) {
             args: [r.r[0], r.r[1], 0, 0, 0, 0],
             st: r.st,
             r: [
-                u64::from(r32(dq + DQ_ERRORS).wrapping_sub(errors)),
-                u64::from(r32(dq + DQ_HEAD) == tail),
+                u64::from(ARENA.r32(dq + DQ_ERRORS).wrapping_sub(errors)),
+                u64::from(ARENA.r32(dq + DQ_HEAD) == tail),
             ],
         });
     }
@@ -670,26 +633,26 @@ fn dq_indices(dq: u64) {
 fn event_acks(evq: u64) {
     let entries = evq + EVENT_QUEUE_ENTRIES_OFFSET;
     for (k, extra) in EXTRA_ACKS.into_iter().enumerate() {
-        let tail = r32(evq + EQ_TAIL);
-        w32(evq + EQ_HEAD, tail);
+        let tail = ARENA.r32(evq + EQ_TAIL);
+        ARENA.w32(evq + EQ_HEAD, tail);
         call(Call::EventsSend, &[0, 0xA000 + k as u64]);
         // Consume it once (correct) ...
         let t1 = tail.wrapping_add(1);
-        w32(evq + EQ_HEAD, t1);
+        ARENA.w32(evq + EQ_HEAD, t1);
         // ... and again, `extra` times.
-        w32(evq + EQ_HEAD, t1.wrapping_add(extra));
-        let dropped = r32(evq + EQ_DROPPED);
+        ARENA.w32(evq + EQ_HEAD, t1.wrapping_add(extra));
+        let dropped = ARENA.r32(evq + EQ_DROPPED);
         snapshot(10 + k as u64, entries, u64::from(EQ_CAP) * EV_SIZE);
         let mut worst = 0;
         for i in 0..3 {
             let r = call(Call::EventsSend, &[0, 0xB000 + i]);
             worst = worst.max(r.st);
         }
-        let tail_full = r32(evq + EQ_TAIL);
-        let dropped_full = r32(evq + EQ_DROPPED);
+        let tail_full = ARENA.r32(evq + EQ_TAIL);
+        let dropped_full = ARENA.r32(evq + EQ_DROPPED);
         compare(10 + k as u64);
         // Put head back: the next event is appended.
-        w32(evq + EQ_HEAD, t1);
+        ARENA.w32(evq + EQ_HEAD, t1);
         let again = call(Call::EventsSend, &[0, 0xC000 + k as u64]);
         let e = entries + u64::from(t1 % EQ_CAP) * EV_SIZE;
         log(Rec {
@@ -701,13 +664,13 @@ fn event_acks(evq: u64) {
                 u64::from(tail_full.wrapping_sub(t1)),
                 u64::from(dropped_full.wrapping_sub(dropped)),
                 again.st,
-                u64::from(r32(evq + EQ_TAIL).wrapping_sub(t1)),
-                u64::from(r32(e + EV_KIND)) << 32 | u64::from(r32(e + EV_SOURCE)),
+                u64::from(ARENA.r32(evq + EQ_TAIL).wrapping_sub(t1)),
+                u64::from(ARENA.r32(e + EV_KIND)) << 32 | u64::from(ARENA.r32(e + EV_SOURCE)),
             ],
-            st: r64(e + EV_DATA),
+            st: ARENA.r64(e + EV_DATA),
             r: [0, 0],
         });
-        w32(evq + EQ_HEAD, r32(evq + EQ_TAIL));
+        ARENA.w32(evq + EQ_HEAD, ARENA.r32(evq + EQ_TAIL));
     }
     flush_log();
 }
@@ -903,8 +866,8 @@ fn df_defer() -> ! {
     );
     let (mut ok, mut refused, mut failed) = (0, 0, 0);
     for _ in 0..DF_ROUNDS {
-        let tail = r32(dq + DQ_TAIL);
-        w32(dq + DQ_TAIL, tail.wrapping_add(16));
+        let tail = ARENA.r32(dq + DQ_TAIL);
+        ARENA.w32(dq + DQ_TAIL, tail.wrapping_add(16));
         let r = call(Call::DeferFlush, &[]);
         if r.st != 0 || r.r[0] != 16 {
             failed += 1;
@@ -935,19 +898,19 @@ fn df_ring() -> ! {
     );
     let (mut ok, mut refused, mut other, mut failed) = (0, 0, 0, 0);
     for _ in 0..DF_ROUNDS {
-        let tail = r32(sq + RH_TAIL);
-        w32(sq + RH_TAIL, tail.wrapping_add(16));
+        let tail = ARENA.r32(sq + RH_TAIL);
+        ARENA.w32(sq + RH_TAIL, tail.wrapping_add(16));
         let r = call(Call::RingEnter, &[]);
         if r.st != 0 || r.r[0] != 16 {
             failed += 1;
         }
-        let head = r32(cq + RH_HEAD);
-        let ctail = r32(cq + RH_TAIL);
+        let head = ARENA.r32(cq + RH_HEAD);
+        let ctail = ARENA.r32(cq + RH_TAIL);
         let mut i = head;
         while i != ctail {
             let e = cqe_addr(cq, i);
-            let user = r64(e);
-            match u64::from(r32(e + CQE_STATUS)) {
+            let user = ARENA.r64(e);
+            match u64::from(ARENA.r32(e + CQE_STATUS)) {
                 0 => ok += 1,
                 NOT_ALLOWED_HERE => refused += 1,
                 _ => other += 1,
@@ -957,7 +920,7 @@ fn df_ring() -> ! {
             }
             i = i.wrapping_add(1);
         }
-        w32(cq + RH_HEAD, ctail);
+        ARENA.w32(cq + RH_HEAD, ctail);
     }
     stop_flipper();
     report_race(ok, refused, other, failed);
@@ -982,13 +945,13 @@ fn df_setup() -> ! {
                 ok += 1;
                 // The ring the host registered: a submission in `sq` completes in `cq`.
                 sqe(sq, 0, 0x5e7, CONSOLE, &[1, le(b"R")], 0);
-                w32(sq + RH_TAIL, 1);
+                ARENA.w32(sq + RH_TAIL, 1);
                 let e = call(Call::RingEnter, &[]);
                 if e.st != 0
                     || e.r[0] != 1
-                    || r32(cq + RH_TAIL) != 1
-                    || r64(cqe_addr(cq, 0)) != 0x5e7
-                    || r32(cqe_addr(cq, 0) + CQE_STATUS) != 0
+                    || ARENA.r32(cq + RH_TAIL) != 1
+                    || ARENA.r64(cqe_addr(cq, 0)) != 0x5e7
+                    || ARENA.r32(cqe_addr(cq, 0) + CQE_STATUS) != 0
                 {
                     failed += 1;
                 }
@@ -1021,9 +984,9 @@ fn df_start() -> ! {
     let blk = page(P_BLOCK + 3);
     let ap = ap_launch(1, ap_count, 0).expect("vCPU 1 within MAX_VCPUS");
     zero(blk, 64);
-    w64(blk + VS_RIP, ap.rip);
-    w64(blk + VS_RSP, ap.rsp);
-    w64(blk + VS_ARG, ap.rdi);
+    ARENA.w64(blk + VS_RIP, ap.rip);
+    ARENA.w64(blk + VS_RSP, ap.rsp);
+    ARENA.w64(blk + VS_ARG, ap.rdi);
     report("ap_rip", ap.rip, 0, 0, 0);
     // Once without the race: the block is valid.
     probe("first_start", Call::VcpuStart, &[1, blk]);
@@ -1071,11 +1034,15 @@ fn drain_events(vcpu: u32, evq: u64, next_seq: &mut u64) {
     let n = LOAD_VCPUS.load(Ordering::Relaxed) as u32;
     let tag = LOAD_TAG.load(Ordering::Relaxed);
     let from = (vcpu + n - 1) % n;
-    let mut head = r32(evq + EQ_HEAD);
-    let tail = r32(evq + EQ_TAIL);
+    let mut head = ARENA.r32(evq + EQ_HEAD);
+    let tail = ARENA.r32(evq + EQ_TAIL);
     while head != tail {
         let e = evq + EVENT_QUEUE_ENTRIES_OFFSET + u64::from(head % EQ_CAP) * EV_SIZE;
-        let (kind, source, data) = (r32(e + EV_KIND), r32(e + EV_SOURCE), r64(e + EV_DATA));
+        let (kind, source, data) = (
+            ARENA.r32(e + EV_KIND),
+            ARENA.r32(e + EV_SOURCE),
+            ARENA.r64(e + EV_DATA),
+        );
         let seq = data & 0xffff_ffff;
         if kind != KIND_USER || source != from || data >> 48 != tag || seq < *next_seq {
             count(vcpu, 7, 1);
@@ -1083,7 +1050,7 @@ fn drain_events(vcpu: u32, evq: u64, next_seq: &mut u64) {
         *next_seq = seq + 1;
         count(vcpu, 5, 1);
         head = head.wrapping_add(1);
-        w32(evq + EQ_HEAD, head);
+        ARENA.w32(evq + EQ_HEAD, head);
     }
 }
 
@@ -1131,7 +1098,7 @@ fn load_vcpu(vcpu: u32) {
         }
         count(vcpu, 1, r.r[1]);
         // Deferred: 4 EVENTS_SET_MASK entries, then a flush.
-        let t = r32(dq + DQ_TAIL);
+        let t = ARENA.r32(dq + DQ_TAIL);
         for i in 0..4 {
             dq_entry(
                 dq,
@@ -1141,12 +1108,12 @@ fn load_vcpu(vcpu: u32) {
                 0,
             );
         }
-        w32(dq + DQ_TAIL, t.wrapping_add(4));
+        ARENA.w32(dq + DQ_TAIL, t.wrapping_add(4));
         let r = call(Call::DeferFlush, &[]);
         err(r.st == 0 && r.r[0] == 4 && r.r[1] == 0);
         count(vcpu, 2, r.r[0]);
         // Ring: 4 submissions, then wait for exactly their 4 completions, in order.
-        let s = r32(sq + RH_TAIL);
+        let s = ARENA.r32(sq + RH_TAIL);
         for i in 0..4u32 {
             sqe(
                 sq,
@@ -1158,20 +1125,20 @@ fn load_vcpu(vcpu: u32) {
             );
         }
         fence(Ordering::SeqCst);
-        w32(sq + RH_TAIL, s.wrapping_add(4));
+        ARENA.w32(sq + RH_TAIL, s.wrapping_add(4));
         fence(Ordering::SeqCst);
         if polled {
-            if r32(sq + RH_FLAGS) & SQ_NEED_WAKEUP != 0 {
+            if ARENA.r32(sq + RH_FLAGS) & SQ_NEED_WAKEUP != 0 {
                 ring_notify();
             }
         } else {
             err(call(Call::RingEnter, &[]).st == 0);
         }
-        let ch = r32(cq + RH_HEAD);
+        let ch = ARENA.r32(cq + RH_HEAD);
         let mut spins = 0u64;
-        while r32(cq + RH_TAIL).wrapping_sub(ch) < 4 {
+        while ARENA.r32(cq + RH_TAIL).wrapping_sub(ch) < 4 {
             spins += 1;
-            if polled && r32(sq + RH_FLAGS) & SQ_NEED_WAKEUP != 0 {
+            if polled && ARENA.r32(sq + RH_FLAGS) & SQ_NEED_WAKEUP != 0 {
                 ring_notify();
             }
             call(Call::VcpuYield, &[]);
@@ -1180,13 +1147,13 @@ fn load_vcpu(vcpu: u32) {
                 break;
             }
         }
-        let got = r32(cq + RH_TAIL).wrapping_sub(ch);
+        let got = ARENA.r32(cq + RH_TAIL).wrapping_sub(ch);
         err(got == 4);
         for i in 0..got {
             let e = cqe_addr(cq, ch.wrapping_add(i));
-            err(r64(e) == user + u64::from(i) && r32(e + CQE_STATUS) == 0);
+            err(ARENA.r64(e) == user + u64::from(i) && ARENA.r32(e + CQE_STATUS) == 0);
         }
-        w32(cq + RH_HEAD, ch.wrapping_add(got));
+        ARENA.w32(cq + RH_HEAD, ch.wrapping_add(got));
         count(vcpu, 3, u64::from(got));
         user += 4;
         // An event to the next vCPU, then whatever arrived here.
@@ -1199,7 +1166,7 @@ fn load_vcpu(vcpu: u32) {
     LOAD_SENT_DONE.fetch_add(1, Ordering::AcqRel);
     wait_for(&LOAD_SENT_DONE, u64::from(n));
     drain_events(vcpu, evq, &mut next_seq);
-    count(vcpu, 6, u64::from(r32(evq + EQ_DROPPED)));
+    count(vcpu, 6, u64::from(ARENA.r32(evq + EQ_DROPPED)));
     // The polled ring's poller ends with the ring.
     let off = mc + 3072;
     ring_setup_block(off, 0, 0, 0);
@@ -1309,7 +1276,7 @@ fn mid_batch() -> ! {
     negotiate();
     let buf = page(P_SCRATCH);
     for i in 0..PAGE / 8 {
-        w64(buf + 8 * i, le(b"batch..\n"));
+        ARENA.w64(buf + 8 * i, le(b"batch..\n"));
     }
     report(
         "start_ap",

@@ -18,7 +18,6 @@
 #![no_main]
 
 use core::arch::asm;
-use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,7 +31,9 @@ use pvabi_guest::{Call, Features};
 use pvabi_guest_rt::cpu::{pause, rdtsc};
 use pvabi_guest_rt::port::{inl, RawConsole};
 use pvabi_guest_rt::{ap_launch, halt_forever, run_at_cpl3, BootInfo};
-use pvabi_guest_testkit::{args, call, doorbell, notify_port, probe, raw_call, report, Ret};
+use pvabi_guest_testkit::{
+    args, call, doorbell, notify_port, probe, raw_call, report, Arena, Ret, PAGE,
+};
 
 mod protocol;
 use protocol::*;
@@ -79,17 +80,8 @@ fn finish() -> ! {
 // Memory the probe owns: an arena of pages (identity-mapped, so address = guest-physical)
 
 const PAGES: usize = 24;
-const PAGE: u64 = 4096;
 
-#[repr(C, align(4096))]
-struct Arena(UnsafeCell<[u8; PAGES * 4096]>);
-
-// SAFETY: the arena is only accessed through volatile raw-pointer accesses (`w*`/`r*`); the
-// host and the probe's second vCPU are the other parties, and no Rust reference to its bytes
-// exists.
-unsafe impl Sync for Arena {}
-
-static ARENA: Arena = Arena(UnsafeCell::new([0; PAGES * 4096]));
+static ARENA: Arena<PAGES> = Arena::new();
 
 const P_TIME: usize = 0;
 const P_EVENTS: usize = 1;
@@ -106,58 +98,20 @@ const P_CQ2: usize = 10;
 const P_SCRATCH: usize = 12;
 
 fn page(i: usize) -> u64 {
-    ARENA.0.get() as u64 + i as u64 * PAGE
-}
-
-fn check(addr: u64, len: u64) {
-    let base = ARENA.0.get() as u64;
-    assert!(
-        addr >= base && addr + len <= base + PAGES as u64 * PAGE,
-        "arena access"
-    );
-}
-
-fn w8(addr: u64, v: u8) {
-    check(addr, 1);
-    // SAFETY: inside the arena (checked); volatile because the host may read it any time.
-    unsafe { (addr as *mut u8).write_volatile(v) }
-}
-
-fn w32(addr: u64, v: u32) {
-    check(addr, 4);
-    // SAFETY: as for `w8`; callers pass 4-aligned addresses.
-    unsafe { (addr as *mut u32).write_volatile(v) }
-}
-
-fn w64(addr: u64, v: u64) {
-    check(addr, 8);
-    // SAFETY: as for `w8`; callers pass 8-aligned addresses.
-    unsafe { (addr as *mut u64).write_volatile(v) }
-}
-
-fn r32(addr: u64) -> u32 {
-    check(addr, 4);
-    // SAFETY: inside the arena, 4-aligned; volatile because the host may write it.
-    unsafe { (addr as *const u32).read_volatile() }
-}
-
-fn r64(addr: u64) -> u64 {
-    check(addr, 8);
-    // SAFETY: inside the arena, 8-aligned; volatile because the host may write it.
-    unsafe { (addr as *const u64).read_volatile() }
+    ARENA.page(i)
 }
 
 fn fill(addr: u64, len: u64, byte: u8) {
     let mut i = 0;
     while i < len {
-        w8(addr + i, byte);
+        ARENA.w8(addr + i, byte);
         i += 1;
     }
 }
 
 fn write_bytes(addr: u64, bytes: &[u8]) {
     for (i, &b) in bytes.iter().enumerate() {
-        w8(addr + i as u64, b);
+        ARENA.w8(addr + i as u64, b);
     }
 }
 
@@ -222,15 +176,15 @@ const CQ_CAP: u32 = 64;
 fn mc_entry(base: u64, i: u64, code: u32, a: &[u64]) {
     let e = base + i * MC_SIZE;
     fill(e, MC_SIZE, 0);
-    w32(e + MC_CALL, code);
-    w32(e + MC_STATUS, SENTINEL);
+    ARENA.w32(e + MC_CALL, code);
+    ARENA.w32(e + MC_STATUS, SENTINEL);
     for (k, v) in args(a).iter().enumerate() {
-        w64(e + MC_ARGS + 8 * k as u64, *v);
+        ARENA.w64(e + MC_ARGS + 8 * k as u64, *v);
     }
 }
 
 fn mc_status(base: u64, i: u64) -> u32 {
-    r32(base + i * MC_SIZE + MC_STATUS)
+    ARENA.r32(base + i * MC_SIZE + MC_STATUS)
 }
 
 /// Reports the status (and first result) MULTICALL left in entry `i`.
@@ -238,9 +192,9 @@ fn report_entry(name: &str, base: u64, i: u64) {
     let e = base + i * MC_SIZE;
     report(
         name,
-        u64::from(r32(e + MC_STATUS)),
-        r64(e + MC_RESULTS),
-        r64(e + MC_RESULTS + 8),
+        u64::from(ARENA.r32(e + MC_STATUS)),
+        ARENA.r64(e + MC_RESULTS),
+        ARENA.r64(e + MC_RESULTS + 8),
         0,
     );
 }
@@ -248,55 +202,61 @@ fn report_entry(name: &str, base: u64, i: u64) {
 /// Writes deferred-queue slot `index` of the queue page at `q`.
 fn dq_entry(q: u64, index: u32, code: u32, a: [u64; 3], flags: u32) {
     let e = q + DEFERRED_ENTRIES_OFFSET + u64::from(index % 64) * DE_SIZE;
-    w32(e, code);
-    w32(e + DE_FLAGS, flags);
+    ARENA.w32(e, code);
+    ARENA.w32(e + DE_FLAGS, flags);
     for (k, v) in a.iter().enumerate() {
-        w64(e + DE_ARGS + 8 * k as u64, *v);
+        ARENA.w64(e + DE_ARGS + 8 * k as u64, *v);
     }
 }
 
 fn report_dq_header(name: &str, q: u64) {
     report(
         name,
-        u64::from(r32(q + DQ_FIRST_STATUS)),
-        u64::from(r32(q + DQ_FIRST_INDEX)),
-        u64::from(r32(q + DQ_ERRORS)),
-        u64::from(r32(q + DQ_HEAD)),
+        u64::from(ARENA.r32(q + DQ_FIRST_STATUS)),
+        u64::from(ARENA.r32(q + DQ_FIRST_INDEX)),
+        u64::from(ARENA.r32(q + DQ_ERRORS)),
+        u64::from(ARENA.r32(q + DQ_HEAD)),
     );
 }
 
 /// Writes submission slot `index` of the ring page at `sq`.
 fn sqe(sq: u64, index: u32, user_data: u64, code: u32, a: &[u64], flags: u32) {
     let e = sq + RING_ENTRIES_OFFSET + u64::from(index % SQ_CAP) * SQE_SIZE;
-    w64(e, user_data);
-    w32(e + SQE_CALL, code);
-    w32(e + SQE_FLAGS, flags);
+    ARENA.w64(e, user_data);
+    ARENA.w32(e + SQE_CALL, code);
+    ARENA.w32(e + SQE_FLAGS, flags);
     for (k, v) in args(a).iter().enumerate() {
-        w64(e + SQE_ARGS + 8 * k as u64, *v);
+        ARENA.w64(e + SQE_ARGS + 8 * k as u64, *v);
     }
 }
 
 fn report_cqe(name: &str, cq: u64, index: u32) {
     let e = cq + RING_ENTRIES_OFFSET + u64::from(index % CQ_CAP) * CQE_SIZE;
-    report(name, u64::from(r32(e + CQE_STATUS)), r64(e), r64(e + 16), 0);
+    report(
+        name,
+        u64::from(ARENA.r32(e + CQE_STATUS)),
+        ARENA.r64(e),
+        ARENA.r64(e + 16),
+        0,
+    );
 }
 
 /// A `RingSetup` block at `at`.
 fn ring_setup_block(at: u64, sq: u64, cq: u64, mode: u32, flags: u32, reserved: u64) {
-    w64(at + RS_SQ, sq);
-    w64(at + RS_CQ, cq);
-    w32(at + RS_MODE, mode);
-    w32(at + RS_FLAGS, flags);
-    w64(at + RS_RESERVED, reserved);
+    ARENA.w64(at + RS_SQ, sq);
+    ARENA.w64(at + RS_CQ, cq);
+    ARENA.w32(at + RS_MODE, mode);
+    ARENA.w32(at + RS_FLAGS, flags);
+    ARENA.w64(at + RS_RESERVED, reserved);
 }
 
 /// A `VcpuStartState` block at `at`.
 fn start_state(at: u64, rip: u64, rsp: u64, arg: u64, cr3: u64) {
     fill(at, 64, 0);
-    w64(at + VS_RIP, rip);
-    w64(at + VS_RSP, rsp);
-    w64(at + VS_ARG, arg);
-    w64(at + VS_CR3, cr3);
+    ARENA.w64(at + VS_RIP, rip);
+    ARENA.w64(at + VS_RSP, rsp);
+    ARENA.w64(at + VS_ARG, arg);
+    ARENA.w64(at + VS_CR3, cr3);
 }
 
 /// Ring 3: spins until `flag` is non-zero (1) or the bound passes (0).
@@ -517,10 +477,10 @@ fn reserved_blocks() -> ! {
     let ap = ap_launch(1, ap_hello, 1).expect("vCPU 1 within MAX_VCPUS");
     let vs = page(P_BUF);
     start_state(vs, ap.rip, ap.rsp, ap.rdi, 0);
-    w64(vs + VS_FLAGS, 1);
+    ARENA.w64(vs + VS_FLAGS, 1);
     probe("vcpu_start_flags", Call::VcpuStart, &[1, vs]);
     start_state(vs, ap.rip, ap.rsp, ap.rdi, 0);
-    w64(vs + VS_RESERVED + 16, 1);
+    ARENA.w64(vs + VS_RESERVED + 16, 1);
     probe("vcpu_start_reserved", Call::VcpuStart, &[1, vs]);
 
     let rs = page(P_BUF2);
@@ -538,9 +498,9 @@ fn reserved_blocks() -> ! {
 
     let mc = page(P_MC);
     mc_entry(mc, 0, Call::ConsoleWriteRegs.code(), &[1, le(b"a")]);
-    w32(mc + MC_FLAGS, 1);
+    ARENA.w32(mc + MC_FLAGS, 1);
     mc_entry(mc, 1, Call::ConsoleWriteRegs.code(), &[1, le(b"b")]);
-    w32(mc + MC_SIZE + MC_RESERVED, 1);
+    ARENA.w32(mc + MC_SIZE + MC_RESERVED, 1);
     mc_entry(mc, 2, Call::ConsoleWriteRegs.code(), &[1, le(b"c")]);
     probe(
         "multicall_reserved_entries",
@@ -555,14 +515,14 @@ fn reserved_blocks() -> ! {
     probe("defer_set_queue", Call::DeferSetQueue, &[q]);
     dq_entry(q, 0, Call::TimeSetTimer.code(), [0, 0, 0], 1);
     dq_entry(q, 1, Call::TimeSetTimer.code(), [0, 0, 0], 0);
-    w32(q + DQ_TAIL, 2);
+    ARENA.w32(q + DQ_TAIL, 2);
     probe("defer_flush", Call::DeferFlush, &[]);
     report_dq_header("defer_header", q);
 
     ring_setup_block(rs, page(P_SQ), page(P_CQ), 0, 0, 0);
     probe("ring_setup", Call::RingSetup, &[rs]);
     sqe(page(P_SQ), 0, 0x77, Call::GetSpecVersion.code(), &[], 1);
-    w32(page(P_SQ) + RH_TAIL, 1);
+    ARENA.w32(page(P_SQ) + RH_TAIL, 1);
     probe("ring_enter", Call::RingEnter, &[]);
     report_cqe("cqe_flags", page(P_CQ), 0);
     finish()
@@ -668,19 +628,19 @@ fn outside_ram(mem: u64) -> ! {
     );
     probe("mem_unshare_outside", Call::MemUnshare, &[mem, 1]);
     let list = page(P_BUF);
-    w64(list, mem / PAGE);
+    ARENA.w64(list, mem / PAGE);
     probe(
         "balloon_release_pfn_at_ram_end",
         Call::MemBalloonRelease,
         &[list, 1],
     );
-    w64(list, u64::MAX);
+    ARENA.w64(list, u64::MAX);
     probe(
         "balloon_release_pfn_u64_max",
         Call::MemBalloonRelease,
         &[list, 1],
     );
-    w64(list, 1 << 52);
+    ARENA.w64(list, 1 << 52);
     probe(
         "balloon_reclaim_pfn_huge",
         Call::MemBalloonReclaim,
@@ -865,7 +825,7 @@ fn host_owned() -> ! {
     ring_setup_block(rs, t, page(P_CQ2), 0, 0, 0);
     probe("ring_setup_sq_on_time_page", Call::RingSetup, &[rs]);
     probe("mem_share_over_event_queue", Call::MemShare, &[e - PAGE, 2]);
-    w64(page(P_BUF), t / PAGE);
+    ARENA.w64(page(P_BUF), t / PAGE);
     probe(
         "balloon_release_time_page",
         Call::MemBalloonRelease,
@@ -973,7 +933,7 @@ fn precedence(mem: u64) -> ! {
     );
     // Step 9 before 10, step 10 before 11.
     start_state(d + 128, 0x20_0000, 0x8000, 0, 0);
-    w64(d + 128 + VS_FLAGS, 1);
+    ARENA.w64(d + 128 + VS_FLAGS, 1);
     probe(
         "host_owned_and_bad_contents",
         Call::VcpuStart,
@@ -981,7 +941,7 @@ fn precedence(mem: u64) -> ! {
     );
     let vs = page(P_BUF);
     start_state(vs, 0x20_0000, 0x8000, 0, 0);
-    w64(vs + VS_FLAGS, 1);
+    ARENA.w64(vs + VS_FLAGS, 1);
     probe("bad_contents_and_running_target", Call::VcpuStart, &[0, vs]);
     start_state(vs, 0x20_0000, 0x8000, 0, 0);
     probe("running_target", Call::VcpuStart, &[0, vs]);
@@ -991,21 +951,21 @@ fn precedence(mem: u64) -> ! {
     ring_setup_block(rs, mem, d, 0, 0, 0);
     probe("ring_setup_outside_and_host_owned", Call::RingSetup, &[rs]);
     let list = page(P_BUF);
-    w64(list, d / PAGE);
-    w64(list + 8, mem / PAGE);
+    ARENA.w64(list, d / PAGE);
+    ARENA.w64(list + 8, mem / PAGE);
     probe(
         "balloon_host_owned_and_outside",
         Call::MemBalloonRelease,
         &[list, 2],
     );
-    w64(list + 8, d / PAGE);
+    ARENA.w64(list + 8, d / PAGE);
     probe(
         "balloon_duplicate_and_host_owned",
         Call::MemBalloonRelease,
         &[list, 2],
     );
-    w64(list, page(P_BUF2) / PAGE);
-    w64(list + 8, mem / PAGE);
+    ARENA.w64(list, page(P_BUF2) / PAGE);
+    ARENA.w64(list + 8, mem / PAGE);
     probe(
         "reclaim_not_released_and_outside",
         Call::MemBalloonReclaim,
@@ -1107,16 +1067,16 @@ fn defer_not_deferrable() -> ! {
     for (i, (code, a)) in entries.iter().enumerate() {
         dq_entry(q, i as u32, *code, *a, 0);
     }
-    w32(q + DQ_TAIL, 8);
+    ARENA.w32(q + DQ_TAIL, 8);
     probe("defer_flush", Call::DeferFlush, &[]);
     report_dq_header("header_after_flush", q);
     // A sync-point call drains the queue before its own block checks fail.
     dq_entry(q, 8, Call::SystemReboot.code(), [0, 0, 0], 0);
-    w32(q + DQ_TAIL, 9);
+    ARENA.w32(q + DQ_TAIL, 9);
     probe("sync_point_with_bad_block", Call::DeferSetQueue, &[q]);
     report_dq_header("header_after_sync_point", q);
     // A tail far ahead of head.
-    w32(q + DQ_TAIL, 9 + 1000);
+    ARENA.w32(q + DQ_TAIL, 9 + 1000);
     probe("defer_flush_malformed_tail", Call::DeferFlush, &[]);
     report_dq_header("header_after_malformed", q);
     probe("defer_flush_empty", Call::DeferFlush, &[]);
@@ -1144,12 +1104,12 @@ fn garbage_ring() -> ! {
     ring_setup_block(rs, sq, cq, 0, 0, 0);
     probe("ring_setup", Call::RingSetup, &[rs]);
     // A tail 1000 ahead of head.
-    w32(sq + RH_TAIL, 1000);
+    ARENA.w32(sq + RH_TAIL, 1000);
     probe("ring_enter_malformed_tail", Call::RingEnter, &[]);
     report(
         "sq_after_malformed",
-        u64::from(r32(sq + RH_DROPPED)),
-        u64::from(r32(sq + RH_HEAD)),
+        u64::from(ARENA.r32(sq + RH_DROPPED)),
+        u64::from(ARENA.r32(sq + RH_HEAD)),
         0,
         0,
     );
@@ -1161,7 +1121,7 @@ fn garbage_ring() -> ! {
     sqe(sq, 1003, 0xA3, Call::SystemShutdown.code(), &[0], 0);
     sqe(sq, 1004, 0xA4, Call::Multicall.code(), &[page(P_MC), 1], 0);
     sqe(sq, 1005, 0xA5, gsv, &[], 0);
-    w32(sq + RH_TAIL, 1006);
+    ARENA.w32(sq + RH_TAIL, 1006);
     probe("ring_enter_garbage", Call::RingEnter, &[]);
     for (i, name) in [
         "cqe_unknown",
@@ -1177,22 +1137,22 @@ fn garbage_ring() -> ! {
         report_cqe(name, cq, i as u32);
     }
     // A completion-ring head ahead of its tail leaves no room: nothing may be overwritten.
-    w32(cq + RH_HEAD, 6 + 7);
+    ARENA.w32(cq + RH_HEAD, 6 + 7);
     sqe(sq, 1006, 0xB0, gsv, &[], 0);
-    w32(sq + RH_TAIL, 1007);
+    ARENA.w32(sq + RH_TAIL, 1007);
     probe("ring_enter_cq_head_ahead", Call::RingEnter, &[]);
-    w32(cq + RH_HEAD, 6);
+    ARENA.w32(cq + RH_HEAD, 6);
     probe("ring_enter_cq_head_fixed", Call::RingEnter, &[]);
     // Notifications of other widths or for other vCPUs are ignored.
     sqe(sq, 1007, 0xB1, gsv, &[], 0);
-    w32(sq + RH_TAIL, 1008);
+    ARENA.w32(sq + RH_TAIL, 1008);
     notify(1, 0);
     notify(2, 0);
     notify(4, 0xFFFF_FFFF);
     notify(4, 1);
     report(
         "sq_head_after_bad_notifies",
-        u64::from(r32(sq + RH_HEAD)),
+        u64::from(ARENA.r32(sq + RH_HEAD)),
         0,
         0,
         0,
@@ -1201,12 +1161,12 @@ fn garbage_ring() -> ! {
     // The host may serve the write on another thread after it returns (PVABI-RING-021):
     // wait (bounded) for the head to move.
     let start = rdtsc();
-    while r32(sq + RH_HEAD) == 1007 && rdtsc().wrapping_sub(start) < SPIN_TICKS {
+    while ARENA.r32(sq + RH_HEAD) == 1007 && rdtsc().wrapping_sub(start) < SPIN_TICKS {
         pause();
     }
     report(
         "sq_head_after_notify",
-        u64::from(r32(sq + RH_HEAD)),
+        u64::from(ARENA.r32(sq + RH_HEAD)),
         0,
         0,
         0,
@@ -1454,7 +1414,7 @@ fn sweep(mem: u64) -> ! {
     let scratch_len = (PAGES - P_SCRATCH) as u64 * PAGE;
     let mut off = 0;
     while off < scratch_len {
-        w64(scratch + off, rng.next());
+        ARENA.w64(scratch + off, rng.next());
         off += 8;
     }
     negotiate_all();

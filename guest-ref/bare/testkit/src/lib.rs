@@ -9,7 +9,9 @@
 //!   takes on the contract of every call it makes through this crate afterwards;
 //! - [`raw_call`], [`call`] and [`probe`] make a call, with a full 64-bit `rax` where a test
 //!   needs codes with bits 63:32 set, and [`Ret`] is what the call left in the registers;
-//! - [`report`] sends a named record of four values to the test host.
+//! - [`report`] sends a named record of four values to the test host;
+//! - [`Arena`] is the guest's own memory for the calls' blocks and queues, read and written
+//!   with bounds-checked volatile accesses.
 //!
 //! The report protocol: an `out` of 32 bits to the report port with `rdi` = the address of the
 //! name, `rsi` = its length, and `r8` to `r11` = the four values (for a call: its raw status,
@@ -17,6 +19,7 @@
 #![no_std]
 
 use core::arch::asm;
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use pvabi_guest::abi::convention::{DOORBELL_PORT, RING_NOTIFY_PORT};
@@ -128,5 +131,80 @@ pub fn report(name: &str, st: u64, r0: u64, r1: u64, extra: u64) {
              in("rdi") name.as_ptr() as u64, in("rsi") name.len() as u64,
              in("r8") st, in("r9") r0, in("r10") r1, in("r11") extra,
              options(nostack, preserves_flags, readonly));
+    }
+}
+
+/// The size of a page of an [`Arena`].
+pub const PAGE: u64 = 4096;
+
+/// `N` page-aligned pages of guest memory (identity-mapped: an address is guest-physical),
+/// which the guest, its other vCPUs and the host share. Every access is volatile, through a
+/// raw pointer, and checked to lie inside the arena; no Rust reference to its bytes exists.
+#[repr(C, align(4096))]
+pub struct Arena<const N: usize>(UnsafeCell<[[u8; 4096]; N]>);
+
+// SAFETY: the arena is only accessed through volatile raw-pointer accesses (the methods
+// below); the host and the other vCPUs are the other parties, and no Rust reference to its
+// bytes exists.
+unsafe impl<const N: usize> Sync for Arena<N> {}
+
+impl<const N: usize> Arena<N> {
+    /// A zeroed arena.
+    pub const fn new() -> Self {
+        Arena(UnsafeCell::new([[0; 4096]; N]))
+    }
+
+    /// The address of page `i`.
+    pub fn page(&self, i: usize) -> u64 {
+        self.0.get() as u64 + i as u64 * PAGE
+    }
+
+    fn check(&self, addr: u64, len: u64) {
+        let base = self.0.get() as u64;
+        assert!(
+            addr >= base && addr + len <= base + N as u64 * PAGE,
+            "arena access"
+        );
+    }
+
+    /// Writes a byte at `addr`.
+    pub fn w8(&self, addr: u64, v: u8) {
+        self.check(addr, 1);
+        // SAFETY: inside the arena (checked); volatile because the host may read it any time.
+        unsafe { (addr as *mut u8).write_volatile(v) }
+    }
+
+    /// Writes a 32-bit word at the 4-aligned `addr`.
+    pub fn w32(&self, addr: u64, v: u32) {
+        self.check(addr, 4);
+        // SAFETY: as for `w8`; callers pass 4-aligned addresses.
+        unsafe { (addr as *mut u32).write_volatile(v) }
+    }
+
+    /// Writes a 64-bit word at the 8-aligned `addr`.
+    pub fn w64(&self, addr: u64, v: u64) {
+        self.check(addr, 8);
+        // SAFETY: as for `w8`; callers pass 8-aligned addresses.
+        unsafe { (addr as *mut u64).write_volatile(v) }
+    }
+
+    /// Reads the 32-bit word at the 4-aligned `addr`.
+    pub fn r32(&self, addr: u64) -> u32 {
+        self.check(addr, 4);
+        // SAFETY: inside the arena (checked), 4-aligned; volatile because the host may write it.
+        unsafe { (addr as *const u32).read_volatile() }
+    }
+
+    /// Reads the 64-bit word at the 8-aligned `addr`.
+    pub fn r64(&self, addr: u64) -> u64 {
+        self.check(addr, 8);
+        // SAFETY: inside the arena (checked), 8-aligned; volatile because the host may write it.
+        unsafe { (addr as *const u64).read_volatile() }
+    }
+}
+
+impl<const N: usize> Default for Arena<N> {
+    fn default() -> Self {
+        Arena::new()
     }
 }
