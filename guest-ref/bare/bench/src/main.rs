@@ -371,6 +371,37 @@ fn direct(n: u64) -> u64 {
     rdtsc().wrapping_sub(start)
 }
 
+/// The timed loop of [`multicall`] and [`multicall_pages`]: `n` MEM_UPDATE_PTE calls in
+/// batches of up to `size` entries of `batch` (a `Multicall` or a `PagedMulticall`, which share
+/// their method names), each batch run by `run`; stores the number of entries that failed in
+/// `FAILED` and gives the TSC ticks the loop took. A macro, not a function: the two batch types
+/// share no trait, and the loop is to stay exactly this tight.
+macro_rules! pte_batches {
+    ($n:expr, $size:expr, $batch:expr, $run:expr) => {{
+        let (n, size, batch) = ($n, $size, $batch);
+        let start = rdtsc();
+        let mut failed = 0;
+        let mut i = 0;
+        while i < n {
+            batch.clear();
+            while i < n && batch.len() < size {
+                let _ = batch.push(Call::MemUpdatePte, [pte_gpa(i), i | 1, 1, 0, 0, 0]);
+                i += 1;
+            }
+            match ($run)(&mut *batch) {
+                Ok(_) => {
+                    failed += (0..batch.len())
+                        .filter(|&k| batch.result(k).is_some_and(|r| r.is_err()))
+                        .count() as u64
+                }
+                Err(_) => failed += batch.len() as u64,
+            }
+        }
+        FAILED.store(failed, Ordering::Relaxed);
+        rdtsc().wrapping_sub(start)
+    }};
+}
+
 /// Ring 3: `n` MEM_UPDATE_PTE calls in MULTICALL batches of `size` (at most 32);
 /// `arg` = `n | size << 48`.
 fn multicall(arg: u64) -> u64 {
@@ -379,27 +410,10 @@ fn multicall(arg: u64) -> u64 {
     let pv = pv();
     // SAFETY: only this function uses the batch while it runs.
     let batch = unsafe { BATCH_ENTRIES.get() };
-    let start = rdtsc();
-    let mut failed = 0;
-    let mut i = 0;
-    while i < n {
-        batch.clear();
-        while i < n && batch.len() < size {
-            let _ = batch.push(Call::MemUpdatePte, [pte_gpa(i), i | 1, 1, 0, 0, 0]);
-            i += 1;
-        }
+    pte_batches!(n, size, batch, |batch| {
         // SAFETY: every entry updates a word of the scratch page.
-        match unsafe { pv.multicall_batch(batch, 0) } {
-            Ok(_) => {
-                failed += (0..batch.len())
-                    .filter(|&k| batch.result(k).is_some_and(|r| r.is_err()))
-                    .count() as u64
-            }
-            Err(_) => failed += batch.len() as u64,
-        }
-    }
-    FAILED.store(failed, Ordering::Relaxed);
-    rdtsc().wrapping_sub(start)
+        unsafe { pv.multicall_batch(batch, 0) }
+    })
 }
 
 /// Ring 3: `n` MEM_UPDATE_PTE calls in MULTICALL_PAGES batches of `arg >> 48` entries (one
@@ -410,27 +424,10 @@ fn multicall_pages(arg: u64) -> u64 {
     // SAFETY: only this function uses the batch while it runs.
     let batch = unsafe { PAGED.get() };
     let size = ((arg >> 48) as usize).clamp(1, batch.capacity());
-    let start = rdtsc();
-    let mut failed = 0;
-    let mut i = 0;
-    while i < n {
-        batch.clear();
-        while i < n && batch.len() < size {
-            let _ = batch.push(Call::MemUpdatePte, [pte_gpa(i), i | 1, 1, 0, 0, 0]);
-            i += 1;
-        }
+    pte_batches!(n, size, batch, |batch| {
         // SAFETY: every entry updates a word of the scratch page.
-        match unsafe { pv.multicall_pages_batch(batch, 0) } {
-            Ok(_) => {
-                failed += (0..batch.len())
-                    .filter(|&k| batch.result(k).is_some_and(|r| r.is_err()))
-                    .count() as u64
-            }
-            Err(_) => failed += batch.len() as u64,
-        }
-    }
-    FAILED.store(failed, Ordering::Relaxed);
-    rdtsc().wrapping_sub(start)
+        unsafe { pv.multicall_pages_batch(batch, 0) }
+    })
 }
 
 /// Ring 3: `n` MEM_UPDATE_PTE calls through the deferred queue: queued without an exit,
