@@ -306,6 +306,7 @@ fn ended_on_reboot(test: &TestInfo, console: &[u8], result: TestResult) -> TestR
                 requirements: vec!["PVABI-SYS-003".to_owned()],
                 message: None,
                 warning: false,
+                not_applicable: false,
             },
             Check {
                 name: format!("{RESET_TEST}.what_a_reset_restores"),
@@ -313,6 +314,7 @@ fn ended_on_reboot(test: &TestInfo, console: &[u8], result: TestResult) -> TestR
                 requirements: vec!["PVABI-SYS-004".to_owned()],
                 message: Some(reason.to_owned()),
                 warning: false,
+                not_applicable: false,
             },
         ],
         reason: None,
@@ -339,6 +341,7 @@ fn runner_checks(test: &TestInfo, mut result: TestResult) -> TestResult {
             requirements: vec!["PVABI-SYS-002".to_owned()],
             message: None,
             warning: false,
+            not_applicable: false,
         });
     }
     let wall = result.info.get("wallclock_sec").and_then(|v| {
@@ -360,6 +363,7 @@ fn runner_checks(test: &TestInfo, mut result: TestResult) -> TestResult {
                     format!("TIME_WALLCLOCK said {guest} s, {off} s from the runner's clock")
                 }),
                 warning: off > 60,
+                not_applicable: false,
             });
         }
     }
@@ -428,6 +432,7 @@ fn refusal_result(test: &TestInfo, verdict: Verdict, message: String, end: RunEn
             requirements: vec!["PVABI-PLAT-005".to_owned()],
             message: Some(message),
             warning: false,
+            not_applicable: false,
         }],
         reason: None,
         end,
@@ -936,9 +941,28 @@ fn discovery_checks(
         requirements: vec![rule.to_owned()],
         message,
         warning: false,
+        not_applicable: false,
     })
     .collect()
 }
+
+/// Guest rules that bind only on a platform other than the reference platform, which the
+/// checking host implements: each check's name, the rule, and what makes it not apply (the
+/// channel's N/A). The image under check is a guest of the reference platform (it boots by
+/// its protocol), so nothing it does can break these.
+const NOT_ON_THE_REFERENCE_PLATFORM: &[(&str, &str, &str)] = &[
+    (
+        "apic_ids_and_vcpu_indices",
+        "PVABI-VCPU-017",
+        "the reference platform defines the mapping: a vCPU's initial APIC ID is its index \
+         (PVABI-PLAT-009)",
+    ),
+    (
+        "no_end_of_interrupt_to_a_local_apic",
+        "PVABI-EVT-009",
+        "the reference platform has no local APIC to signal (PVABI-PLAT-010)",
+    ),
+];
 
 /// The guest rules of [`GUEST_RULES`] whose level is SHOULD or MAY: a failed check of one is
 /// a warning, which does not fail the run.
@@ -971,6 +995,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         requirements: vec!["PVABI-PLAT-004".to_owned()],
         message: placement.clone().err(),
         warning: false,
+        not_applicable: false,
     };
     if placement.is_err() {
         return TestResult {
@@ -1041,6 +1066,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             requirements: vec![(*rule).to_owned()],
             message,
             warning: false,
+            not_applicable: false,
         });
     }
     let (verdict, message) = match &outcome.end {
@@ -1066,6 +1092,17 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             Some(format!("the guest did not run to SYSTEM_SHUTDOWN: {other}")),
         ),
     };
+    // Guest rules with a condition that no guest of the reference platform meets.
+    for (name, rule, why) in NOT_ON_THE_REFERENCE_PLATFORM {
+        checks.push(Check {
+            name: format!("{GUEST_TEST}.{name}"),
+            verdict: Verdict::Pass,
+            requirements: vec![(*rule).to_owned()],
+            message: Some((*why).to_owned()),
+            warning: false,
+            not_applicable: true,
+        });
+    }
     checks.push(Check {
         name: format!("{GUEST_TEST}.runs_under_a_host_offering_more_than_it_knows"),
         verdict,
@@ -1074,6 +1111,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             format!("{m} (the host served the newest minor and offered feature bit {:#x}, which no version defines)", pvabi_host::dispatch::guest_check::UNKNOWN_FEATURE)
         }),
         warning: false,
+        not_applicable: false,
     });
     // A broken SHOULD or MAY is the channel's WARN: a PASS for the run, a warning for the rule.
     for c in &mut checks {

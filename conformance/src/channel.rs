@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! pvabi-conform: BEGIN <test>
-//! pvabi-conform: <PASS|SKIP|ERROR|FAIL|WARN> <check> [<requirement ID> ...] [-- <message>]
+//! pvabi-conform: <PASS|SKIP|ERROR|FAIL|WARN|N/A> <check> [<requirement ID> ...] [-- <message>]
 //! pvabi-conform: INFO <key>=<value> ...
 //! ...
 //! pvabi-conform: END <test> <verdict>
@@ -51,6 +51,13 @@
 //! counts as a PASS for the test's verdict (it cannot fail the implementation) and makes each
 //! rule it cites a warning in the report; a WARN that cites a MUST or MUST NOT rule is taken
 //! as a FAIL of that rule (see [`Check::warning`]).
+//!
+//! N/A is a check of a conditional rule (one that binds only an implementation that does
+//! something, such as advertising a binding) whose condition the implementation, by what it
+//! reported, does not meet: the check was ready to run and had nothing to check. It counts as a
+//! PASS for the test's verdict and makes each rule it cites not applicable in the report,
+//! unless another check of the rule ran (see [`Check::not_applicable`]). The message says what
+//! the implementation reported.
 //!
 //! INFO lines carry what the guest learnt about the implementation (its identity, the versions
 //! and features it offers), for the runner to hold against the implementation's profile; they
@@ -122,6 +129,12 @@ pub struct Check {
     /// a warning; a MUST or MUST NOT it cites is a FAIL all the same.
     #[serde(default, skip_serializing_if = "is_false")]
     pub warning: bool,
+    /// A check of a conditional rule whose condition the implementation does not meet, by what
+    /// it reported (the channel's N/A): its `verdict` is PASS, so that it does not change the
+    /// test's verdict, and the report shows each rule it cites as not applicable unless another
+    /// check of that rule ran.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub not_applicable: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -169,7 +182,8 @@ fn parse_check(body: &str) -> Result<Check, String> {
     let mut words = words.split_whitespace();
     let word = words.next().ok_or("an empty channel line")?;
     let warning = word == "WARN";
-    let verdict: Verdict = if warning {
+    let not_applicable = word == "N/A";
+    let verdict: Verdict = if warning || not_applicable {
         Verdict::Pass
     } else {
         word.parse()
@@ -192,6 +206,7 @@ fn parse_check(body: &str) -> Result<Check, String> {
         requirements,
         message,
         warning,
+        not_applicable,
     })
 }
 
@@ -258,6 +273,7 @@ fn parse_expect(body: &str) -> Result<(Check, ExpectedEnd), String> {
             requirements,
             message,
             warning: false,
+            not_applicable: false,
         },
         expected,
     ))
@@ -642,6 +658,30 @@ mod tests {
         // WARN is not a test verdict: an END with it is no END, never a PASS.
         let r = run(
             &["BEGIN t", "WARN t.b PVABI-DISC-009", "END t WARN"],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!(r.verdict, Verdict::Crash);
+    }
+
+    #[test]
+    fn a_rule_that_does_not_apply_passes_the_test_and_is_marked() {
+        let r = run(
+            &[
+                "BEGIN t",
+                "PASS t.a PVABI-BASE-001",
+                "N/A t.b PVABI-CONV-011 -- the transport leaf advertises no vmcall binding",
+                "END t PASS",
+            ],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!((r.verdict, r.reason.as_deref()), (Verdict::Pass, None));
+        assert!(!r.checks[0].not_applicable);
+        assert!(r.checks[1].not_applicable && !r.checks[1].warning);
+        assert_eq!(r.checks[1].verdict, Verdict::Pass);
+        assert_eq!(r.checks[1].requirements, ["PVABI-CONV-011"]);
+        // N/A is not a test verdict either.
+        let r = run(
+            &["BEGIN t", "N/A t.b PVABI-CONV-011", "END t N/A"],
             RunEnd::Shutdown(0),
         );
         assert_eq!(r.verdict, Verdict::Crash);

@@ -330,6 +330,7 @@ impl Profile {
                 requirements: requirements.iter().map(|s| (*s).to_owned()).collect(),
                 message,
                 warning: false,
+                not_applicable: false,
             });
         };
         if let Some(i) = &self.implementation {
@@ -564,6 +565,7 @@ mod tests {
                         requirements: vec![],
                         message: None,
                         warning: false,
+                        not_applicable: false,
                     },
                     Check {
                         name: "time.refresh".into(),
@@ -571,6 +573,7 @@ mod tests {
                         requirements: vec![],
                         message: Some("got 0".into()),
                         warning: false,
+                        not_applicable: false,
                     },
                 ],
                 reason: None,

@@ -57,7 +57,8 @@ pub enum RequirementVerdict {
     Error,
     /// No test of the run checks it.
     Untested,
-    /// A process rule: it binds the specification, not an implementation.
+    /// A process rule (it binds the specification, not an implementation), or a conditional
+    /// rule whose condition the implementation does not meet: every check of it said N/A.
     NotApplicable,
 }
 
@@ -83,15 +84,16 @@ pub fn trace(
     requirements: &[Requirement],
     results: &[TestResult],
 ) -> (Vec<TracedRequirement>, Vec<String>) {
-    // Each citing check with its verdict and whether it was a warning (WARN).
-    let mut cited: BTreeMap<&str, Vec<(String, Verdict, bool)>> = BTreeMap::new();
+    // Each citing check with its verdict, whether it was a warning (WARN) and whether it found
+    // the rule not applicable (N/A).
+    let mut cited: BTreeMap<&str, Vec<(String, Verdict, bool, bool)>> = BTreeMap::new();
     let mut unknown = Vec::new();
     for r in results {
         for c in &r.checks {
             // A check of a test that did not finish cleanly proves nothing.
-            let (v, warning) = match r.verdict {
-                Verdict::Error | Verdict::Crash => (r.verdict, false),
-                _ => (c.verdict, c.warning),
+            let (v, warning, not_applicable) = match r.verdict {
+                Verdict::Error | Verdict::Crash => (r.verdict, false, false),
+                _ => (c.verdict, c.warning, c.not_applicable),
             };
             for id in &c.requirements {
                 if requirements.iter().any(|q| &q.id == id) {
@@ -99,6 +101,7 @@ pub fn trace(
                         format!("{}/{}", r.test, c.name),
                         v,
                         warning,
+                        not_applicable,
                     ));
                 } else {
                     unknown.push(format!("{}/{} cites {id}", r.test, c.name));
@@ -111,18 +114,26 @@ pub fn trace(
         .map(|q| {
             let checks = cited.get(q.id.as_str()).cloned().unwrap_or_default();
             // A warning about a MUST is a failure of it: WARN excuses only SHOULD and MAY.
-            let worst = Verdict::worst(checks.iter().map(|&(_, v, warning)| {
+            // The checks that ran: an N/A check found nothing to check.
+            let ran = || {
+                checks
+                    .iter()
+                    .filter(|&&(_, _, _, not_applicable)| !not_applicable)
+            };
+            let worst = Verdict::worst(ran().map(|&(_, v, warning, _)| {
                 if warning && q.is_absolute() {
                     Verdict::Fail
                 } else {
                     v
                 }
             }));
-            let warned = checks.iter().any(|&(_, _, warning)| warning);
+            let warned = ran().any(|&(_, _, warning, _)| warning);
             let verdict = if q.is_process_rule() {
                 RequirementVerdict::NotApplicable
             } else if checks.is_empty() {
                 RequirementVerdict::Untested
+            } else if ran().next().is_none() {
+                RequirementVerdict::NotApplicable
             } else {
                 match worst {
                     Verdict::Pass if warned => RequirementVerdict::Warning,
@@ -139,7 +150,7 @@ pub fn trace(
                 level: q.level.clone(),
                 party: q.party.clone(),
                 verdict,
-                tests: checks.into_iter().map(|(t, _, _)| t).collect(),
+                tests: checks.into_iter().map(|(t, _, _, _)| t).collect(),
             }
         })
         .collect();
@@ -183,6 +194,10 @@ pub fn tap(results: &[TestResult]) -> String {
                 // A SHOULD or MAY that did not hold: a passing point that says so.
                 (Verdict::Pass, m) if c.warning => {
                     format!(" # warning {}", m.as_deref().unwrap_or(""))
+                }
+                // Nothing to check: TAP's SKIP, saying why.
+                (Verdict::Pass, m) if c.not_applicable => {
+                    format!(" # SKIP not applicable: {}", m.as_deref().unwrap_or(""))
                 }
                 (Verdict::Skip, m) => format!(" # SKIP {}", m.as_deref().unwrap_or("")),
                 // TAP's TODO: a failure that is expected, reported as one.
@@ -258,7 +273,7 @@ pub fn junit(results: &[TestResult]) -> String {
         let skipped = r
             .checks
             .iter()
-            .filter(|c| c.verdict == Verdict::Skip)
+            .filter(|c| c.verdict == Verdict::Skip || c.not_applicable)
             .count();
         let _ = writeln!(
             s,
@@ -277,6 +292,12 @@ pub fn junit(results: &[TestResult]) -> String {
             match c.verdict {
                 Verdict::Pass if c.warning => {
                     let _ = writeln!(s, "><system-out>warning: {message}</system-out></testcase>");
+                }
+                Verdict::Pass if c.not_applicable => {
+                    let _ = writeln!(
+                        s,
+                        "><skipped type=\"not-applicable\" message=\"{message}\"/></testcase>"
+                    );
                 }
                 Verdict::Pass => s.push_str("/>\n"),
                 Verdict::Skip => {
@@ -382,6 +403,35 @@ mod tests {
         assert_eq!(v, [Warning, Pass, Fail]);
         assert!(tap(std::slice::from_ref(&r)).contains("ok 1 - t/t.a # warning got 0x1, want 0x2"));
         assert!(junit(&[r]).contains("warning: got 0x1, want 0x2"));
+    }
+
+    #[test]
+    fn a_rule_is_not_applicable_only_while_no_check_of_it_ran() {
+        let reqs = [
+            req("PVABI-A-001", "MUST", "host"),
+            req("PVABI-A-002", "MUST", "host"),
+            req("PVABI-A-003", "MUST", "host"),
+        ];
+        let r = result(
+            "t",
+            &[
+                "BEGIN t",
+                "N/A t.a PVABI-A-001 PVABI-A-002 -- no vmcall binding advertised",
+                "FAIL t.b PVABI-A-002",
+                "N/A t.c PVABI-A-003",
+                "PASS t.d PVABI-A-003",
+                "END t FAIL",
+            ],
+            5,
+        );
+        let (traced, _) = trace(&reqs, std::slice::from_ref(&r));
+        let v: Vec<_> = traced.iter().map(|t| t.verdict).collect();
+        use RequirementVerdict::*;
+        assert_eq!(v, [NotApplicable, Fail, Pass]);
+        assert_eq!(traced[0].tests, ["t/t.a"]);
+        assert!(tap(std::slice::from_ref(&r))
+            .contains("ok 1 - t/t.a # SKIP not applicable: no vmcall binding advertised"));
+        assert!(junit(&[r]).contains("type=\"not-applicable\""));
     }
 
     #[test]

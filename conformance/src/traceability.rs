@@ -46,6 +46,10 @@ pub struct ReferenceCheck {
     /// Whether it was a warning (the channel's WARN: a SHOULD or MAY that did not hold).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warning: bool,
+    /// Whether it found its rules not applicable (the channel's N/A: a conditional rule whose
+    /// condition the reference host does not meet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_applicable: bool,
 }
 
 /// One test of the reference run.
@@ -91,6 +95,7 @@ impl ReferenceRun {
                             verdict: c.verdict,
                             requirements: c.requirements.clone(),
                             warning: c.warning,
+                            not_applicable: c.not_applicable,
                         })
                         .collect(),
                 })
@@ -126,6 +131,7 @@ impl ReferenceRun {
                         requirements: c.requirements.clone(),
                         message: None,
                         warning: c.warning,
+                        not_applicable: c.not_applicable,
                     })
                     .collect(),
                 reason: None,
@@ -228,6 +234,7 @@ mod tests {
                 requirements: vec!["PVABI-RING-001".into()],
                 message: Some("RING not offered".into()),
                 warning: false,
+                not_applicable: false,
             }],
             reason: None,
             end: RunEnd::Shutdown(3),

@@ -125,7 +125,9 @@ impl Party {
 /// Whom the rule in `text` binds: for each RFC 2119 keyword, the last party named in the same
 /// clause before it: "a host", "a guest", "a host and a guest" (rules name their subject with
 /// the indefinite article, and the parties they act on with "the"), or the maintainers or a
-/// version of the specification.
+/// version of the specification. A party followed by "that" is the subject of a relative
+/// clause ("a host that lets a guest start vCPUs MUST"): the parties named inside that
+/// clause are not.
 pub fn party_of(text: &str) -> Party {
     let keyword = Regex::new(r"\b(MUST|SHOULD|MAY)\b").expect("valid regex");
     let subject = Regex::new(r"(?i)\b(?:a (host and a guest|host|guest)|(maintainers|version of this specification))\b(-)?")
@@ -136,11 +138,19 @@ pub fn party_of(text: &str) -> Party {
         let before = &text[..k.start()];
         let clause_start = before.rfind(['.', ';', ':']).map_or(0, |i| i + 1);
         let clause = &before[clause_start..];
-        let found = subject
-            .captures_iter(clause)
-            .filter(|c| c.get(3).is_none())
-            .last()
-            .map(
+        let mut named = subject.captures_iter(clause).filter(|c| c.get(3).is_none());
+        let mut last = None;
+        for c in named.by_ref() {
+            let relative = clause[c.get(0).map_or(0, |m| m.end())..]
+                .trim_start()
+                .starts_with("that ");
+            last = Some(c);
+            if relative {
+                break;
+            }
+        }
+        let found =
+            last.map(
                 |c| match c.get(1).map(|m| m.as_str().to_ascii_lowercase()).as_deref() {
                     Some("host") => Party::Host,
                     Some("guest") => Party::Guest,
@@ -413,6 +423,14 @@ mod tests {
             Party::Host
         );
         assert_eq!(party_of("A host-polled ring MUST x."), Party::Unknown);
+        assert_eq!(
+            party_of("A host that lets a guest start vCPUs MUST treat them as running."),
+            Party::Host
+        );
+        assert_eq!(
+            party_of("A guest that has negotiated it SHOULD NOT use INIT."),
+            Party::Guest
+        );
         assert_eq!(party_of("The maintainers MUST publish."), Party::Spec);
         assert_eq!(party_of("It MUST happen."), Party::Unknown);
     }

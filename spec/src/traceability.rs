@@ -59,7 +59,7 @@ pub(crate) fn traceability_file() -> String {
     out.push_str(SOURCE);
     out.push('\n');
     out.push_str("<!-- ANCHOR: counts -->\n\n");
-    out.push_str("| Binds | Level | Rules | Checked | Passed on the reference host | Without a test |\n|---|---|---|---|---|---|\n");
+    out.push_str("| Binds | Level | Rules | Checked | Passed on the reference host | Not applicable to it | Without a test |\n|---|---|---|---|---|---|---|\n");
     for party in [Party::Host, Party::Guest, Party::Both] {
         for absolute in [true, false] {
             let rows: Vec<_> = reqs
@@ -77,9 +77,13 @@ pub(crate) fn traceability_file() -> String {
                 .iter()
                 .filter(|(_, t)| t.verdict == RequirementVerdict::Pass)
                 .count();
+            let not_applicable = rows
+                .iter()
+                .filter(|(_, t)| t.verdict == RequirementVerdict::NotApplicable)
+                .count();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {checked} | {passed} | {} |",
+                "| {} | {} | {} | {checked} | {passed} | {not_applicable} | {} |",
                 party.name(),
                 if absolute {
                     "MUST, MUST NOT"
@@ -94,7 +98,7 @@ pub(crate) fn traceability_file() -> String {
     let process = reqs.iter().filter(|r| r.party == Party::Spec).count();
     let _ = writeln!(
         out,
-        "| specification (process rules) | any | {process} | not applicable | | |"
+        "| specification (process rules) | any | {process} | | | {process} | |"
     );
     let checks: usize = run.tests.iter().map(|t| t.checks.len()).sum();
     let _ = writeln!(

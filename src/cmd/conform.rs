@@ -360,7 +360,7 @@ fn summary(r: &report::Report) -> String {
     let count = |v: RequirementVerdict| r.requirements.iter().filter(|q| q.verdict == v).count();
     let checks: usize = r.tests.iter().map(|t| t.checks.len()).sum();
     s += &format!(
-        "pvabi conform: {} against spec {} ({} tests, {checks} checks); requirements: {} pass, {} fail, {} warning, {} untested, {} not applicable (process rules), of {}\n",
+        "pvabi conform: {} against spec {} ({} tests, {checks} checks); requirements: {} pass, {} fail, {} warning, {} untested, {} not applicable (process rules, and conditions the implementation does not meet), of {}\n",
         r.verdict,
         r.spec_version,
         r.tests.len(),

@@ -17,11 +17,15 @@ use pvabi_guest_rt::halt_forever;
 /// the channel defines it.)
 /// `Warn` is a check of a SHOULD or MAY rule that did not hold: it is reported (the line says
 /// WARN) but ranks as a PASS, so it never fails the test.
+/// `NotApplicable` is a check of a conditional rule whose condition the host, by what it
+/// reported, does not meet (the line says N/A): it too ranks as a PASS.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     Pass,
     #[allow(dead_code)] // Constructed only by tests that have a SHOULD check.
     Warn,
+    #[allow(dead_code)] // Constructed only by tests that check a conditional rule.
+    NotApplicable,
     #[allow(dead_code)] // Constructed only by tests that have a check that can skip.
     Skip,
     Fail,
@@ -32,6 +36,7 @@ impl Verdict {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Warn => "WARN",
+            Verdict::NotApplicable => "N/A",
             Verdict::Skip => "SKIP",
             Verdict::Fail => "FAIL",
         }
@@ -40,7 +45,7 @@ impl Verdict {
     /// The shutdown code for a run with this worst verdict.
     const fn exit_code(self) -> u64 {
         match self {
-            Verdict::Pass | Verdict::Warn => 0,
+            Verdict::Pass | Verdict::Warn | Verdict::NotApplicable => 0,
             Verdict::Skip => 3,
             Verdict::Fail => 5,
         }
@@ -49,7 +54,7 @@ impl Verdict {
     /// What the verdict counts as for the test's END verdict (a warning as a PASS).
     const fn rank(self) -> Verdict {
         match self {
-            Verdict::Warn => Verdict::Pass,
+            Verdict::Warn | Verdict::NotApplicable => Verdict::Pass,
             v => v,
         }
     }
@@ -175,6 +180,20 @@ pub fn should(name: &str, requirements: &[&str], ok: bool, seen: u64, expected: 
 #[allow(dead_code)] // Not every test exercises a MAY.
 pub fn observe(name: &str, requirements: &[&str], what: &str, value: u64) {
     report(Verdict::Pass, name, requirements);
+    push(b" -- ");
+    push(what.as_bytes());
+    push(b" ");
+    hex(value);
+    push(b"\n");
+}
+
+/// A check of a conditional rule (one that binds only a host that does something, such as
+/// advertising a binding) on a host that, by what it reported, does not: `N/A <name> <IDs> --
+/// <what the host reported> <value>`. The report shows the rules as not applicable, not as
+/// passed. Use it only where the rule itself names the condition.
+#[allow(dead_code)] // Not every test checks a conditional rule.
+pub fn not_applicable(name: &str, requirements: &[&str], what: &str, value: u64) {
+    report(Verdict::NotApplicable, name, requirements);
     push(b" -- ");
     push(what.as_bytes());
     push(b" ");

@@ -515,6 +515,12 @@ fn main(_boot: &BootInfo) -> ! {
     ] {
         if transport & flag == 0 {
             // The rule binds only a host that advertises the binding: nothing to check.
+            channel::not_applicable(
+                name,
+                &["PVABI-CONV-011"],
+                "the transport leaf's eax advertises no such binding:",
+                u64::from(transport),
+            );
             continue;
         }
         let mut input = pattern(0x70);
