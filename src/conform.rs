@@ -199,7 +199,7 @@ pub const TESTS: &[TestInfo] = &[
     },
     TestInfo {
         name: RESET_TEST,
-        what: "a guest that survives its own SYSTEM_REBOOT: on its second boot, what a reset restores (NEGOTIATE unlocked, no host-owned page, other vCPUs stopped, deferred calls discarded, fresh per-vCPU state, the balloon and sharing forgotten, monotonic time going on)",
+        what: "a guest that survives its own SYSTEM_REBOOT: on its second boot, what a reset restores (NEGOTIATE unlocked, no host-owned page, other vCPUs stopped, deferred calls discarded, fresh per-vCPU state, the balloon and sharing forgotten, monotonic time going on) and what the old rings show: every submission the host consumed before the reboot completed with its effect, none consumed after it (the only end after which a guest can look at its rings)",
         image: pvabi_guest_images::conform_reset,
         vcpus: 2,
         host: reset_on_reboot,

@@ -107,12 +107,20 @@ pub enum InjectedFault {
     ShutdownCodeTruncated,
     /// SYSTEM_CRASH reports only the first 8 bytes of its message (a cut copy).
     CrashMessageCut,
+    /// A reset keeps the ring pairs of the boot before: after SYSTEM_REBOOT resets the VM,
+    /// the old rings are still served (their pollers too), and consume what the guest writes
+    /// into their pages.
+    RingsCarriedOverReset,
+    /// When the VM ends (SYSTEM_SHUTDOWN, SYSTEM_REBOOT, SYSTEM_CRASH), the host runs what is
+    /// still queued in each submission ring and moves its `head`, but writes no completion
+    /// for it ("nobody will read them").
+    RingsRunWithoutCompletionsAtEnd,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 46] = [
+    pub const ALL: [InjectedFault; 48] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -159,6 +167,8 @@ impl InjectedFault {
         InjectedFault::NegotiateNotUnlockedOnReset,
         InjectedFault::ShutdownCodeTruncated,
         InjectedFault::CrashMessageCut,
+        InjectedFault::RingsCarriedOverReset,
+        InjectedFault::RingsRunWithoutCompletionsAtEnd,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -211,6 +221,8 @@ impl InjectedFault {
             InjectedFault::NegotiateNotUnlockedOnReset => "reset",
             InjectedFault::ShutdownCodeTruncated => "system",
             InjectedFault::CrashMessageCut => "system",
+            InjectedFault::RingsCarriedOverReset => "reset",
+            InjectedFault::RingsRunWithoutCompletionsAtEnd => "reset",
         }
     }
 
@@ -273,6 +285,10 @@ impl InjectedFault {
             InjectedFault::NegotiateNotUnlockedOnReset => "negotiate-not-unlocked-on-reset",
             InjectedFault::ShutdownCodeTruncated => "shutdown-code-truncated",
             InjectedFault::CrashMessageCut => "crash-message-cut",
+            InjectedFault::RingsCarriedOverReset => "rings-carried-over-reset",
+            InjectedFault::RingsRunWithoutCompletionsAtEnd => {
+                "rings-run-without-completions-at-end"
+            }
         }
     }
 }

@@ -400,6 +400,23 @@ impl<M: Machine> Dispatcher<M> {
             });
         }
         let inner = Inner::new(config, machine, self.inner.epoch);
+        if injected!(self.inner, RingsCarriedOverReset) {
+            // The fault: the old boot's ring pairs go on in the new one, pollers and all.
+            for (vcpu, (old, new)) in (0u32..).zip(self.inner.vcpus.iter().zip(&inner.vcpus)) {
+                let Some(ring) = *sync::lock(&old.ring) else {
+                    continue;
+                };
+                *sync::lock(&new.ring) = Some(ring);
+                if ring.mode == pvabi_abi::batch::RingMode::HostPolled {
+                    let generation = ring.generation;
+                    let _ = inner.spawn_worker(
+                        &format!("pvabi-ring{vcpu}"),
+                        |_| true,
+                        move |h| ring::poller(h, vcpu, generation),
+                    );
+                }
+            }
+        }
         if injected!(self.inner, NegotiateNotUnlockedOnReset) {
             if let Some(n) = self.inner.negotiated() {
                 let _ = inner.negotiated.set(n);
@@ -670,10 +687,6 @@ impl<M: Machine> Inner<M> {
             .iter_mut()
             .skip(reply.defined)
             .for_each(|r| *r = 0);
-        if matches!(reply.then, Outcome::End(_)) {
-            // The VM ends: no ring submission is consumed from now on (RING-023, RING-027).
-            self.stop_rings();
-        }
         Ok(reply)
     }
 }

@@ -162,8 +162,8 @@ impl<M: Machine> Inner<M> {
     /// One pass over `vcpu`'s submission ring: consumes what is queued, as far as the
     /// completion ring has room. Returns the submissions consumed.
     pub(crate) fn process_ring(&self, vcpu: u32, ring: &mut Ring) -> u32 {
-        if self.rings_stopped.load(Ordering::SeqCst) {
-            // The VM ended (RING-023): nothing more is consumed.
+        if self.rings_stopped() {
+            // The VM is ending (RING-023): nothing more is consumed.
             return 0;
         }
         // The pass's host work, timed from here (its look-ups and index reads included) to
@@ -226,7 +226,15 @@ impl<M: Machine> Inner<M> {
             );
         }
         let mut failed = 0u64;
-        for _ in 0..n {
+        let mut consumed = 0;
+        while consumed < n {
+            // Each submission is consumed only while the VM has not begun to end: a pass in
+            // progress when a SYSTEM_SHUTDOWN, _REBOOT or _CRASH is handled stops at the next
+            // entry, and publishes what it completed (RING-023, RING-027). One load per entry.
+            if self.rings_stopped() {
+                break;
+            }
+            consumed += 1;
             let sqe = RING_ENTRIES_OFFSET + u64::from(ring.sq_head % SQ_CAPACITY) * SQE_SIZE;
             let (user_data, status, results) = self.run_submission(vcpu, &sq, sqe);
             let completion = CompletionEntry {
@@ -244,6 +252,7 @@ impl<M: Machine> Inner<M> {
             ring.sq_head = ring.sq_head.wrapping_add(1);
             failed += u64::from(status != Status::Success);
         }
+        let n = consumed;
         // The pass's completions published with one store of the CQ tail, after all of them,
         // and its slots freed with one store of the SQ head (RING-003): each store to a line
         // the guest reads moves the line between cores, so one per pass, not one per entry.
@@ -303,15 +312,46 @@ impl<M: Machine> Inner<M> {
         }
     }
 
-    /// The VM ended (SYSTEM_SHUTDOWN, SYSTEM_REBOOT, SYSTEM_CRASH): from now on no ring
-    /// consumes a submission (RING-023). Taking each ring's lock once waits for a pass in
-    /// progress (a poller's, or a notify's on another thread), so the completion of every
-    /// submission consumed before is written when this returns.
+    /// The VM begins to end: a SYSTEM_SHUTDOWN, SYSTEM_REBOOT or SYSTEM_CRASH passed its
+    /// checks. From now on no ring consumes a submission, on any path (RING-023): a pass
+    /// looks at the flag before each entry, so RING_ENTER, a notify (on the vCPU's thread or
+    /// a host-ref notify worker) and a poller (which then exits) all stop. Taking each ring's
+    /// lock once then waits for a pass in progress, which stops at its next entry and
+    /// publishes what it completed: when this returns, every submission consumed before has
+    /// its effects and its completion written (RING-027). Runs on the calling vCPU's thread,
+    /// which holds no ring lock (system calls are not batchable: none runs inside a pass).
     pub(crate) fn stop_rings(&self) {
+        if injected!(self, RingsRunWithoutCompletionsAtEnd) {
+            // The fault: what is still queued in each ring runs and is consumed, but no
+            // completion is written ("the VM is ending: nobody will read them").
+            let mem = self.machine.memory();
+            for (vcpu, slot) in (0u32..).zip(&self.vcpus) {
+                let mut g = lock(&slot.ring);
+                let Some(ring) = g.as_mut() else {
+                    continue;
+                };
+                let sq = guest_mem::Area::new(mem, ring.sq, PAGE_SIZE as usize);
+                let tail = sq.load_u32(TAIL).unwrap_or(ring.sq_head);
+                for _ in 0..tail.wrapping_sub(ring.sq_head).min(SQ_CAPACITY) {
+                    let sqe =
+                        RING_ENTRIES_OFFSET + u64::from(ring.sq_head % SQ_CAPACITY) * SQE_SIZE;
+                    self.run_submission(vcpu, &sq, sqe);
+                    ring.sq_head = ring.sq_head.wrapping_add(1);
+                }
+                sq.publish_u32(HEAD, ring.sq_head);
+            }
+        }
         self.rings_stopped.store(true, Ordering::SeqCst);
         for slot in &self.vcpus {
             drop(lock(&slot.ring));
+            // A sleeping poller wakes, sees the flag and exits.
+            slot.ring_wake.notify_all();
         }
+    }
+
+    /// Whether the VM has begun to end ([`stop_rings`](Self::stop_rings)).
+    fn rings_stopped(&self) -> bool {
+        self.rings_stopped.load(Ordering::Acquire)
     }
 
     /// A write to the ring-notify port naming `vcpu`.
@@ -356,15 +396,15 @@ impl<M: Machine> Inner<M> {
 /// The HOST_POLLED poller of `vcpu`'s ring `generation`: polls the SQ; after `poll_idle`
 /// without work it sets `SQ_NEED_WAKEUP`, polls once more (so a submission that raced with
 /// the flag is not missed), and sleeps until a notify. Exits when the ring is replaced or
-/// removed, or on shutdown.
-fn poller<M: Machine>(h: Arc<Inner<M>>, vcpu: u32, generation: u64) {
+/// removed, when the VM begins to end (RING-023), or on shutdown.
+pub(crate) fn poller<M: Machine>(h: Arc<Inner<M>>, vcpu: u32, generation: u64) {
     let Some(slot) = h.vcpus.get(vcpu as usize) else {
         return;
     };
     let mine = |r: &Ring| r.generation == generation;
     let mut idle_since = Instant::now();
     loop {
-        if h.stopping() {
+        if h.stopping() || h.rings_stopped() {
             return;
         }
         let consumed = {
@@ -405,7 +445,7 @@ fn poller<M: Machine>(h: Arc<Inner<M>>, vcpu: u32, generation: u64) {
             continue;
         }
         loop {
-            if h.stopping() {
+            if h.stopping() || h.rings_stopped() {
                 return;
             }
             match g.as_mut().filter(|r| mine(r)) {

@@ -9,6 +9,16 @@ use crate::state::Inner;
 use crate::{End, Outcome, Reply, Req};
 
 pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
+    if !matches!(
+        r.call,
+        Call::SystemShutdown | Call::SystemReboot | Call::SystemCrash
+    ) {
+        return Err(Status::NotSupported);
+    }
+    // The call passed its checks (none of the three has a call-specific one): the host
+    // begins to handle it, so no ring consumes from here on, and a pass in progress finishes
+    // its completions before the VM ends (RING-023, RING-027).
+    h.stop_rings();
     let end = match r.call {
         // `code`'s bits 63:32 are reserved and were checked to be 0 (check 5).
         Call::SystemShutdown if injected!(h, ShutdownCodeTruncated) => {

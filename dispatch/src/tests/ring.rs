@@ -345,30 +345,161 @@ fn nothing_runs_after_rings_are_unregistered() {
     assert_eq!(h.status(0, Call::ConsoleWrite, &[SQ, 4]), Status::Success);
 }
 
-/// RING-023, RING-027: once a system call that ends the VM is handled, no ring consumes.
+/// RING-023, RING-027: once a system call that ends the VM is handled, no ring consumes, on
+/// any path (RING_ENTER, a notify, the poller, which exits), whichever of the three calls it
+/// is and whether the poller was polling or asleep.
 #[test]
 fn no_submission_is_consumed_after_the_vm_ends() {
-    for mode in [RingMode::Doorbell, RingMode::HostPolled] {
-        let h = H::ready_with(HostConfig {
-            poll_idle: Duration::from_secs(60),
-            ..config(2)
-        });
-        assert_eq!(setup(&h, 1, mode, 0), Status::Success);
-        submit(&h, &[sqe(1, Call::VcpuYield, &[])]);
-        if mode == RingMode::Doorbell {
-            assert_eq!(h.call(1, Call::RingEnter, &[]).1[0], 1);
-        } else {
-            wait_for("the poller", || hdr(&h, CQ).tail == 1);
+    let ends: [(Call, &[u64], crate::End); 3] = [
+        (Call::SystemShutdown, &[3], crate::End::Shutdown(3)),
+        (Call::SystemReboot, &[], crate::End::Reboot),
+        (
+            Call::SystemCrash,
+            &[BUF2, 0],
+            crate::End::Crash(String::new()),
+        ),
+    ];
+    for (mode, idle) in [
+        (RingMode::Doorbell, 60_000),
+        (RingMode::HostPolled, 60_000),
+        (RingMode::HostPolled, 1),
+    ] {
+        for (call, args, want) in &ends {
+            let h = H::ready_with(HostConfig {
+                poll_idle: Duration::from_millis(idle),
+                ..config(2)
+            });
+            assert_eq!(setup(&h, 1, mode, 0), Status::Success);
+            submit(&h, &[sqe(1, Call::VcpuYield, &[])]);
+            if mode == RingMode::Doorbell {
+                assert_eq!(h.call(1, Call::RingEnter, &[]).1[0], 1);
+            } else {
+                wait_for("the poller", || hdr(&h, CQ).tail == 1);
+            }
+            if idle == 1 {
+                wait_for("the poller to sleep", || {
+                    hdr(&h, SQ).flags & SQ_NEED_WAKEUP != 0
+                });
+            }
+            let end = h.raw(0, u64::from(call.code()), args).2;
+            assert_eq!(end, crate::Outcome::End(want.clone()));
+            // The poller exits (it is the only worker here).
+            wait_for("the poller to exit", || {
+                crate::sync::lock(&h.d.inner.workers)
+                    .handles
+                    .iter()
+                    .all(|w| w.is_finished())
+            });
+            submit(&h, &[sqe(2, Call::MemUpdatePte, &[PAGE3, 0x77, 1])]);
+            h.d.ring_notify(1);
+            assert_eq!(h.call(1, Call::RingEnter, &[]), (Status::Success, [0; 4]));
+            thread::sleep(Duration::from_millis(20));
+            assert_eq!(
+                (hdr(&h, SQ).head, hdr(&h, CQ).tail, h.read::<u64>(PAGE3)),
+                (1, 1, 0),
+                "{mode:?}, idle {idle} ms, {call:?}"
+            );
+            h.d.shutdown();
         }
-        let end = h.raw(0, u64::from(Call::SystemShutdown.code()), &[3]).2;
-        assert_eq!(end, crate::Outcome::End(crate::End::Shutdown(3)));
-        submit(&h, &[sqe(2, Call::VcpuYield, &[])]);
-        h.d.ring_notify(1);
-        assert_eq!(h.call(1, Call::RingEnter, &[]), (Status::Success, [0; 4]));
-        thread::sleep(Duration::from_millis(20));
-        assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (1, 1), "{mode:?}");
-        h.d.shutdown();
     }
+}
+
+/// RING-023, RING-027: a pass in progress when a system call that ends the VM is handled
+/// (a notify's, held inside its first submission by a console that blocks) finishes that
+/// submission, its effect and its completion, before the call returns its end, and consumes
+/// no later submission, then or afterwards.
+#[test]
+fn a_pass_in_progress_when_the_vm_ends_completes_and_consumes_no_more() {
+    use std::sync::{mpsc, Arc, Mutex};
+    let (entered_tx, entered_rx) = mpsc::channel::<Vec<u8>>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
+    let console = crate::ConsoleSink::Custom(Arc::new(move |_, bytes: &[u8]| {
+        let _ = crate::sync::lock(&entered_tx).send(bytes.to_vec());
+        let _ = crate::sync::lock(&release_rx).recv_timeout(Duration::from_secs(10));
+    }));
+    let h = H::ready_with(HostConfig {
+        console,
+        ..config(2)
+    });
+    assert_eq!(setup(&h, 1, RingMode::Doorbell, 0), Status::Success);
+    h.write(BUF2, b"in flight");
+    submit(
+        &h,
+        &[
+            sqe(1, Call::ConsoleWrite, &[BUF2, 9]),
+            sqe(2, Call::MemUpdatePte, &[PAGE3, 0x1234, 1]),
+        ],
+    );
+    thread::scope(|s| {
+        let notify = s.spawn(|| h.d.ring_notify(1));
+        let written = entered_rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(
+            written.as_deref(),
+            Ok(&b"in flight"[..]),
+            "the pass has begun"
+        );
+        let end = s.spawn(|| {
+            let outcome = h.raw(0, u64::from(Call::SystemReboot.code()), &[]).2;
+            // Read as soon as the call returns.
+            (outcome, hdr(&h, SQ).head, hdr(&h, CQ).tail)
+        });
+        wait_for("SYSTEM_REBOOT to stop the rings", || {
+            h.d.inner
+                .rings_stopped
+                .load(std::sync::atomic::Ordering::SeqCst)
+        });
+        release_tx.send(()).expect("the console waits");
+        notify.join().expect("the notify returns");
+        let (outcome, head, tail) = end.join().expect("the call returns");
+        assert_eq!(outcome, crate::Outcome::End(crate::End::Reboot));
+        assert_eq!(
+            (head, tail),
+            (1, 1),
+            "when SYSTEM_REBOOT returned: the submission in progress complete, no other consumed"
+        );
+    });
+    let c = cqe(&h, 0);
+    assert_eq!((c.user_data, c.status), (1, 0));
+    h.d.ring_notify(1);
+    assert_eq!(h.call(1, Call::RingEnter, &[]), (Status::Success, [0; 4]));
+    assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (1, 1));
+    assert_eq!(h.read::<u64>(PAGE3), 0, "the second submission never ran");
+    h.d.shutdown();
+}
+
+/// The injected faults of the rings' end: `RingsRunWithoutCompletionsAtEnd` consumes what is
+/// queued at the end without completions; `RingsCarriedOverReset` serves the old rings after
+/// a reset.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn the_ring_end_faults_consume_what_they_must_not() {
+    use crate::faults::InjectedFault;
+    use std::sync::Arc;
+    let h = H::ready_with(HostConfig {
+        inject: Some(InjectedFault::RingsRunWithoutCompletionsAtEnd),
+        ..config(1)
+    });
+    assert_eq!(setup(&h, 0, RingMode::Doorbell, 0), Status::Success);
+    submit(&h, &[sqe(1, Call::MemUpdatePte, &[PAGE3, 0x55, 1])]);
+    h.raw(0, u64::from(Call::SystemShutdown.code()), &[0]);
+    assert_eq!((hdr(&h, SQ).head, hdr(&h, CQ).tail), (1, 0));
+    assert_eq!(h.read::<u64>(PAGE3), 0x55);
+    h.d.shutdown();
+
+    let h = H::ready_with(HostConfig {
+        inject: Some(InjectedFault::RingsCarriedOverReset),
+        poll_idle: Duration::from_secs(60),
+        ..config(1)
+    });
+    assert_eq!(setup(&h, 0, RingMode::HostPolled, 0), Status::Success);
+    h.raw(0, u64::from(Call::SystemReboot.code()), &[]);
+    h.d.shutdown();
+    let d = h.d.after_reset(Arc::clone(&h.m)).expect("same vCPU count");
+    let h = H { d, m: h.m };
+    submit(&h, &[sqe(7, Call::VcpuYield, &[])]);
+    wait_for("the carried-over poller", || hdr(&h, CQ).tail == 1);
+    h.d.shutdown();
 }
 
 /// RING-017: RING_ENTER alongside a polling thread consumes whatever the poller did not;
