@@ -107,12 +107,15 @@ pub enum InjectedFault {
     ShutdownCodeTruncated,
     /// SYSTEM_CRASH reports only the first 8 bytes of its message (a cut copy).
     CrashMessageCut,
+    /// A doorbell access made outside 64-bit mode (in compatibility mode) is performed as a
+    /// call instead of being answered with NOT_SUPPORTED (a host that never looks at `CS.L`).
+    DoorbellOutsideLongModeIsACall,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 46] = [
+    pub const ALL: [InjectedFault; 47] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -159,6 +162,7 @@ impl InjectedFault {
         InjectedFault::NegotiateNotUnlockedOnReset,
         InjectedFault::ShutdownCodeTruncated,
         InjectedFault::CrashMessageCut,
+        InjectedFault::DoorbellOutsideLongModeIsACall,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -211,6 +215,7 @@ impl InjectedFault {
             InjectedFault::NegotiateNotUnlockedOnReset => "reset",
             InjectedFault::ShutdownCodeTruncated => "system",
             InjectedFault::CrashMessageCut => "system",
+            InjectedFault::DoorbellOutsideLongModeIsACall => "convention",
         }
     }
 
@@ -273,6 +278,7 @@ impl InjectedFault {
             InjectedFault::NegotiateNotUnlockedOnReset => "negotiate-not-unlocked-on-reset",
             InjectedFault::ShutdownCodeTruncated => "shutdown-code-truncated",
             InjectedFault::CrashMessageCut => "crash-message-cut",
+            InjectedFault::DoorbellOutsideLongModeIsACall => "doorbell-outside-long-mode-is-a-call",
         }
     }
 }
