@@ -6,20 +6,23 @@
 //! call made at CPL3 anyway (PVABI-CONV-013), so the catalogue runs this test under a
 //! reference host set to perform calls made at CPL3 (`allow_user_mode_calls`): there only
 //! the mode keeps the compatibility-mode access from being a call, which the same test shows
-//! with a 64-bit ring-3 access of the same call, which that host performs.
+//! with a 64-bit ring-3 access of the same call, which that host performs. Seen on the
+//! project's PVM machine: the 32-bit code runs (its `dec esp` takes effect), the exit's
+//! registers that KVM syncs show `CS` 0x2b with L 0, D 1, DPL 3 and EFER.LMA set (the 64-bit
+//! access: `CS` 0x23, L 1), and exception frames name `CS` 0x2b; the CPU keeps bits 63:32 of
+//! every register across the switches.
 //!
 //! The call is a NEGOTIATE made before any other: a host that performed the
 //! compatibility-mode access would lock NEGOTIATE, which the later NEGOTIATEs find (its
 //! optional-feature marker in the grant the message shows). The 32-bit and the 64-bit code
 //! are the same bytes (`out dx, eax`, then `4c 90`: `dec esp; nop` in compatibility mode, a
-//! REX-prefixed `nop` in 64-bit mode, then `ud2`), so `esp` shows which
-//! mode ran. In order:
+//! REX-prefixed `nop` in 64-bit mode, then `ud2`), so `esp` shows which mode ran. In order:
 //! 0. the 32-bit code from its second byte (no port write), every register patterned in all
 //!    64 bits: whether this CPU keeps bits 63:32 across compatibility mode, which the
 //!    architecture leaves undefined (it defines the low halves of `rax` to `rsp` and all of
 //!    `r8` to `r15`);
-//! 1. the compatibility-mode NEGOTIATE (with the marker): no call, `eax` NOT_SUPPORTED, and what the
-//!    architecture defines of every other register unchanged;
+//! 1. the compatibility-mode NEGOTIATE (with the marker): no call, `eax` NOT_SUPPORTED, and
+//!    what the architecture defines of every other register unchanged;
 //! 2. the same code with bits 63:32 of `rax` (so no call code either) and of every register
 //!    patterned: `rax` NOT_SUPPORTED in all 64 bits and every other register unchanged in all
 //!    64, where step 0 showed the CPU keeps them (else a SKIP);
@@ -267,7 +270,7 @@ fn main(_boot: &BootInfo) -> ! {
         channel::fail(
             CHECK,
             &["PVABI-CONV-032"],
-            "the access performed its NEGOTIATE (the later ones found NEGOTIATE locked); the features granted (the marker is the lowest optional bit offered):",
+            "the access performed its NEGOTIATE (the later ones found NEGOTIATE locked); the features granted (the marker is the first of TIME, EVENTS, MEMORY and VCPU offered):",
             granted,
         );
     } else {
