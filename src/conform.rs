@@ -90,6 +90,16 @@ fn serving_two_majors(host: HostConfig) -> HostConfig {
     }
 }
 
+/// A host that performs calls made at CPL3 (the reference host's `allow_user_mode_calls`,
+/// which breaks PVABI-CONV-013 on purpose), so that only the mode of an access made at CPL3
+/// in compatibility mode keeps it from being a call (PVABI-CONV-032).
+fn performing_user_mode_calls(host: HostConfig) -> HostConfig {
+    HostConfig {
+        allow_user_mode_calls: true,
+        ..host
+    }
+}
+
 /// Every test, in the order they run.
 pub const TESTS: &[TestInfo] = &[
     TestInfo {
@@ -168,6 +178,13 @@ pub const TESTS: &[TestInfo] = &[
         image: pvabi_guest_images::conform_convention,
         vcpus: 1,
         host: as_served,
+    },
+    TestInfo {
+        name: "convention-compat-mode",
+        what: "a doorbell write made in compatibility mode (ring-3 code in a 32-bit code segment) is answered with NOT_SUPPORTED and performs no call, under a reference host set to perform calls made at CPL3, which the same test's 64-bit ring-3 access of the same call shows",
+        image: pvabi_guest_images::conform_convention_compat_mode,
+        vcpus: 1,
+        host: performing_user_mode_calls,
     },
     TestInfo {
         name: "status",
@@ -1893,6 +1910,43 @@ mod tests {
         // On the default ports it holds.
         let r = run_test(&TESTS[0], &HostConfig::default());
         assert!(r.checks.iter().all(|c| !c.warning), "{r:#?}");
+    }
+
+    #[test]
+    fn the_compat_mode_test_tells_conv_032_from_conv_013_only_on_a_host_performing_cpl3_calls() {
+        if !kvm_or_skip(
+            "the_compat_mode_test_tells_conv_032_from_conv_013_only_on_a_host_performing_cpl3_calls",
+        ) {
+            return;
+        }
+        let test = TESTS
+            .iter()
+            .find(|t| t.name == "convention-compat-mode")
+            .expect("catalogued");
+        // As catalogued: the host performs the 64-bit ring-3 NEGOTIATE, and only the mode
+        // keeps the compatibility-mode one from being a call.
+        let r = run_test(test, &HostConfig::default());
+        assert_eq!(r.verdict, Verdict::Pass, "{r:#?}");
+        assert_eq!(
+            r.info.get("cpl3_calls_performed").map(String::as_str),
+            Some("0x1"),
+            "{r:#?}"
+        );
+        assert_eq!(r.checks.len(), 2, "{r:#?}");
+        assert!(r.checks.iter().all(|c| c.verdict == Verdict::Pass));
+        // Under a host that refuses every CPL3 call (as an external VMM may be), the checks
+        // hold too, and the run says they could not tell the two rules apart.
+        let refusing = TestInfo {
+            host: as_served,
+            ..*test
+        };
+        let r = run_test(&refusing, &HostConfig::default());
+        assert_eq!(r.verdict, Verdict::Pass, "{r:#?}");
+        assert_eq!(
+            r.info.get("cpl3_calls_performed").map(String::as_str),
+            Some("0x0"),
+            "{r:#?}"
+        );
     }
 
     #[test]

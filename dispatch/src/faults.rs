@@ -115,12 +115,15 @@ pub enum InjectedFault {
     /// still queued in each submission ring and moves its `head`, but writes no completion
     /// for it ("nobody will read them").
     RingsRunWithoutCompletionsAtEnd,
+    /// A doorbell access made outside 64-bit mode (in compatibility mode) is performed as a
+    /// call instead of being answered with NOT_SUPPORTED (a host that never looks at `CS.L`).
+    DoorbellOutsideLongModeIsACall,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 48] = [
+    pub const ALL: [InjectedFault; 49] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -169,6 +172,7 @@ impl InjectedFault {
         InjectedFault::CrashMessageCut,
         InjectedFault::RingsCarriedOverReset,
         InjectedFault::RingsRunWithoutCompletionsAtEnd,
+        InjectedFault::DoorbellOutsideLongModeIsACall,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -223,6 +227,7 @@ impl InjectedFault {
             InjectedFault::CrashMessageCut => "system",
             InjectedFault::RingsCarriedOverReset => "reset",
             InjectedFault::RingsRunWithoutCompletionsAtEnd => "reset",
+            InjectedFault::DoorbellOutsideLongModeIsACall => "convention",
         }
     }
 
@@ -289,6 +294,7 @@ impl InjectedFault {
             InjectedFault::RingsRunWithoutCompletionsAtEnd => {
                 "rings-run-without-completions-at-end"
             }
+            InjectedFault::DoorbellOutsideLongModeIsACall => "doorbell-outside-long-mode-is-a-call",
         }
     }
 }

@@ -449,7 +449,8 @@ impl<M: Machine> Dispatcher<M> {
             inner.check_before_call(c, vcpu, regs.rax);
         }
         let user_mode = cpl != 0 && !inner.config.allow_user_mode_calls;
-        if user_mode || !long_mode || u32::from(exit.width) != DOORBELL_WIDTH {
+        let outside_long_mode = !long_mode && !injected!(inner, DoorbellOutsideLongModeIsACall);
+        if user_mode || outside_long_mode || u32::from(exit.width) != DOORBELL_WIDTH {
             // No call, and nothing else changes (CONV-008, CONV-013, CONV-032).
             regs.rax = Status::NotSupported.raw();
             return Outcome::Resume;

@@ -61,6 +61,12 @@ pub fn conform_convention() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_CONVENTION"))
 }
 
+/// The conformance test `convention-compat-mode` (`guest-ref/bare/conform/src/compat_mode.rs`):
+/// a doorbell write made in compatibility mode (a 32-bit ring-3 code segment) performs no call.
+pub fn conform_convention_compat_mode() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_CONVENTION_COMPAT_MODE"))
+}
+
 /// The conformance test `status` (`guest-ref/bare/conform/src/status.rs`): the precedence
 /// order with calls wrong in several ways at once, and what a failed call leaves.
 pub fn conform_status() -> &'static [u8] {
@@ -209,6 +215,10 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("careless", careless),
     ("careless-discovery", careless_discovery),
     ("conform-convention", conform_convention),
+    (
+        "conform-convention-compat-mode",
+        conform_convention_compat_mode,
+    ),
     ("conform-status", conform_status),
     ("conform-version", conform_version),
     ("conform-version-1-0", conform_version_1_0),

@@ -27,6 +27,10 @@ const IMAGES: &[(&str, &str)] = &[
     ("careless", env!("PVABI_GUEST_CARELESS")),
     ("careless-discovery", env!("PVABI_GUEST_CARELESS_DISCOVERY")),
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
+    (
+        "conform-convention-compat-mode",
+        env!("PVABI_GUEST_CONFORM_CONVENTION_COMPAT_MODE"),
+    ),
     ("conform-status", env!("PVABI_GUEST_CONFORM_STATUS")),
     ("conform-version", env!("PVABI_GUEST_CONFORM_VERSION")),
     (

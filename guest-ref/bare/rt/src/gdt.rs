@@ -1,8 +1,8 @@
 //! The runtime's per-vCPU GDTs and TSSs.
 //!
 //! Layout (selectors): 0x00 null, 0x08 kernel code (64-bit), 0x10 kernel data,
-//! 0x18 user data (DPL 3), 0x20 user code (64-bit, DPL 3), then one 16-byte TSS
-//! descriptor slot per vCPU from 0x28. Each vCPU loads its own TSS so that interrupts
+//! 0x18 user data (DPL 3), 0x20 user code (64-bit, DPL 3), 0x28 user code (32-bit,
+//! DPL 3: compatibility mode), then one 16-byte TSS descriptor slot per vCPU from 0x30. Each vCPU loads its own TSS so that interrupts
 //! taken at CPL3 switch to that vCPU's kernel stack (`rsp0`, set by `run_at_cpl3`).
 //!
 //! Each vCPU has its own copy of the table, built by [`load`] each time the vCPU
@@ -16,12 +16,16 @@ use core::ptr::addr_of_mut;
 
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, FS, GS, SS};
 use x86_64::instructions::tables::load_tss;
-use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::gdt::{
+    Descriptor, DescriptorFlags, GlobalDescriptorTable, SegmentSelector,
+};
 use x86_64::structures::tss::TaskStateSegment;
 
-use crate::{Global, KERNEL_CS, KERNEL_DS, MAX_VCPUS, TSS_SELECTOR_BASE, USER_CS, USER_DS};
+use crate::{
+    Global, KERNEL_CS, KERNEL_DS, MAX_VCPUS, TSS_SELECTOR_BASE, USER32_CS, USER_CS, USER_DS,
+};
 
-const GDT_ENTRIES: usize = 5 + 2 * MAX_VCPUS;
+const GDT_ENTRIES: usize = 6 + 2 * MAX_VCPUS;
 /// One bit per port.
 const IO_BITMAP_BYTES: usize = 65536 / 8;
 
@@ -71,8 +75,10 @@ const fn segments() -> GlobalDescriptorTable<GDT_ENTRIES> {
     let kernel_ds = gdt.append(Descriptor::kernel_data_segment());
     let user_ds = gdt.append(Descriptor::user_data_segment());
     let user_cs = gdt.append(Descriptor::user_code_segment());
+    // Flat, 32-bit (D = 1, L = 0), DPL 3.
+    let user32_cs = gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
     assert!(kernel_cs.0 == KERNEL_CS && kernel_ds.0 == KERNEL_DS);
-    assert!(user_ds.0 == USER_DS && user_cs.0 == USER_CS);
+    assert!(user_ds.0 == USER_DS && user_cs.0 == USER_CS && user32_cs.0 == USER32_CS);
     gdt
 }
 

@@ -120,9 +120,11 @@ global_asm!(
     ".set pvabi_rt_vec, 0",
     ".rept 256",
     "    .balign 16",
-    // #UD first checks for the ring-3 trampoline's exit (user.rs).
+    // #UD and #GP first check for the end of ring-3 code (user.rs).
     "    .if pvabi_rt_vec == 6",
     "    jmp pvabi_rt_ud_entry",
+    "    .elseif pvabi_rt_vec == 13",
+    "    jmp pvabi_rt_gp_entry",
     "    .else",
     concat!("    .if !(", has_error_code!(), ")"),
     "    push 0",

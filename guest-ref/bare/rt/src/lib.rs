@@ -12,7 +12,10 @@
 //!   stuck vCPU, with the vector in `rdi` and the faulting `rip` in `rsi`);
 //! * registrable interrupt handlers ([`set_interrupt_handler`]);
 //! * [`run_at_cpl3`], which runs a function in ring 3 with port I/O allowed (IOPL 3
-//!   and an all-ports I/O bitmap) and returns to ring 0 through `syscall`;
+//!   and an all-ports I/O bitmap) and returns to ring 0 through a `ud2`;
+//! * [`run_user_code`], which runs code in ring 3 in 64-bit or compatibility mode (a
+//!   32-bit user code segment) with every register loaded, until it raises #UD or #GP,
+//!   and records every register;
 //! * port I/O helpers ([`port`]) and a raw byte console ([`port::RawConsole`]).
 //!
 //! # What the host provides
@@ -55,7 +58,7 @@ pub use idt::{
     InterruptHandler, TrapFrame,
 };
 pub use start::{ap_entry_address, ap_launch, ApStart, BootInfo};
-pub use user::run_at_cpl3;
+pub use user::{run_at_cpl3, run_user_code, UserContext, UserSegment};
 
 /// Most vCPUs the runtime supports (stacks, TSSs and launch records are static).
 pub const MAX_VCPUS: usize = 16;
@@ -72,8 +75,11 @@ pub const KERNEL_DS: u16 = 0x10;
 pub const USER_DS: u16 = 0x18 | 3;
 /// Ring-3 64-bit code segment selector (RPL 3).
 pub const USER_CS: u16 = 0x20 | 3;
+/// Ring-3 32-bit code segment selector (RPL 3): code running in it is in compatibility
+/// mode (`CS.L` = 0, `CS.D` = 1). See [`run_user_code`].
+pub const USER32_CS: u16 = 0x28 | 3;
 /// Selector of vCPU 0's TSS; vCPU `n` uses `TSS_SELECTOR_BASE + 16 * n`.
-pub const TSS_SELECTOR_BASE: u16 = 0x28;
+pub const TSS_SELECTOR_BASE: u16 = 0x30;
 /// `rax` marker (ORed with the vector) a vCPU halts with after a fatal exception.
 pub const FATAL_MARKER: u64 = 0x0bad_0000_0000_0000;
 
