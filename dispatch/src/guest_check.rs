@@ -10,7 +10,7 @@
 //! | [`CONV_012`] | a doorbell call from outside 64-bit mode at CPL 0 |
 //! | [`CONV_030`] | a doorbell call the VMM saw as one element of a string output of several ([`Doorbell::string_element`](crate::Doorbell::string_element)); a single-element `outs` reaches a VMM exactly like `out dx, eax` and is not seen |
 //! | [`PLAT_008`] | an exit (any exit the VMM reports with [`Dispatcher::check_exit`](crate::Dispatcher::check_exit)) with RFLAGS.IF set while the IDTR's limit is 0, which is no IDT (the entry state); `sti` and `lidt` themselves cause no exit, so a guest that sets IF and clears it again between two exits is not seen |
-//! | [`MEM_006`] | a guest write to a page MEM_BALLOON_RELEASE released, before MEM_BALLOON_RECLAIM took it back ([`Machine::guest_written_pages`](crate::Machine::guest_written_pages): KVM's dirty-page log on the reference host), looked at each release and reclaim and at the end of the run; reads cause no exit and are not seen |
+//! | [`MEM_006`] | a guest write to a page MEM_BALLOON_RELEASE released, before MEM_BALLOON_RECLAIM took it back ([`Machine::guest_written_pages`](crate::Machine::guest_written_pages): KVM's dirty-page log on the reference host), looked at each release and reclaim and at the end of the run; reads cause no exit and are not seen (except that under shadow paging, as on PVM, a CPL3 read through a guest mapping whose dirty bit is set marks the page too: still an access) |
 //! | [`CONV_001`] | a call code with bits 63:32 set |
 //! | [`GEN_002`] | a reserved bit set in a register argument (the call table's masks) |
 //! | [`DISC_006`] | a feature call before NEGOTIATE (answered NOT_NEGOTIATED) |
@@ -173,6 +173,13 @@ impl HostConfig {
     /// no version defines ([`UNKNOWN_FEATURE`]), raises spurious event interrupts in bursts
     /// ([`SPURIOUS_PERIOD`]), and puts its CPUID leaves one base up behind another signature
     /// and its ports off the defaults ([`CHECKING_CPUID_BASE`], [`CHECKING_DOORBELL_PORT`]).
+    ///
+    /// Three guest rules need the VMM's help, which the reference host's runner gives a
+    /// checking dispatcher (and no other): [`Doorbell::string_element`](crate::Doorbell) for
+    /// CONV-030, [`Dispatcher::check_exit`](crate::Dispatcher::check_exit) at every exit for
+    /// PLAT-008, and [`Machine::guest_written_pages`](crate::Machine::guest_written_pages)
+    /// (KVM's dirty-page log) for MEM-006. A VMM that gives none of them leaves those rules
+    /// "not exercised".
     pub fn checking() -> HostConfig {
         let base = HostConfig::default();
         let mut features = base.features.clone();
@@ -891,7 +898,8 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
             format!(
                 "the guest wrote {} released page(s) ({}{}) after MEM_BALLOON_RELEASE released \
                  them and before MEM_BALLOON_RECLAIM took them back (KVM's dirty-page log, read \
-                 {at}; it does not say which vCPU wrote): do not access a released page until \
+                 {at}; it does not say which vCPU, and under shadow paging a CPL3 read through a \
+                 mapping whose dirty bit is set shows too): do not access a released page until \
                  you have reclaimed it",
                 written.len(),
                 shown.join(", "),
