@@ -8,7 +8,7 @@
 //! | rule | what the host sees |
 //! |---|---|
 //! | [`CONV_012`] | a doorbell call from outside 64-bit mode at CPL 0 |
-//! | [`CONV_030`] | a doorbell call the VMM saw as one element of a string output of several ([`Doorbell::string_element`](crate::Doorbell::string_element)); a single-element `outs` reaches a VMM exactly like `out dx, eax` and is not seen |
+//! | [`CONV_030`] | a doorbell call the VMM saw as an element of a string output ([`Doorbell::string_element`](crate::Doorbell::string_element): on the reference host, every element of a `rep outs`); an `outs` without `rep` reaches a VMM exactly like `out dx, eax` and is not seen |
 //! | [`PLAT_008`] | an exit (any exit the VMM reports with [`Dispatcher::check_exit`](crate::Dispatcher::check_exit)) with RFLAGS.IF set while the IDTR's limit is 0, which is no IDT (the entry state); `sti` and `lidt` themselves cause no exit, so a guest that sets IF and clears it again between two exits is not seen |
 //! | [`MEM_006`] | a guest write to a page MEM_BALLOON_RELEASE released, before MEM_BALLOON_RECLAIM took it back ([`Machine::guest_written_pages`](crate::Machine::guest_written_pages): KVM's dirty-page log on the reference host), looked at each release and reclaim and at the end of the run; reads cause no exit and are not seen (except that under shadow paging, as on PVM, a CPL3 read through a guest mapping whose dirty bit is set marks the page too: still an access) |
 //! | [`CONV_001`] | a call code with bits 63:32 set |
@@ -346,8 +346,8 @@ impl GuestChecker {
         }
     }
 
-    /// A doorbell access from `cpl`, in long mode or not (CONV-012), seen as one element of
-    /// a string output of several or not (CONV-030).
+    /// A doorbell access from `cpl`, in long mode or not (CONV-012), seen as an element of a
+    /// string output or not (CONV-030).
     pub(crate) fn doorbell(&self, vcpu: u32, cpl: u8, long_mode: bool, string_element: bool) {
         let mut s = lock(&self.state);
         s.exercised(CONV_030);
@@ -356,8 +356,8 @@ impl GuestChecker {
                 CONV_030,
                 vcpu,
                 None,
-                "a doorbell call made by one element of a string output of several elements \
-                 (`rep outs`): make each call with `out dx, eax`"
+                "a doorbell call made by an element of a string output (`rep outs`): make each \
+                 call with `out dx, eax`"
                     .to_owned(),
             );
         }

@@ -265,10 +265,11 @@ pub struct Doorbell {
     pub caller: Caller,
     /// The access width in bytes (only [`DOORBELL_WIDTH`] performs a call: CONV-008).
     pub width: u8,
-    /// Whether the VMM saw this write as one element of a string output (`outs`) of several
-    /// elements, not an `out`: a guest makes its calls with `out dx, eax` (CONV-030, which a
-    /// checking host reports). A single-element `outs` looks like an `out` to a VMM, so it
-    /// is `false` for one; the call is performed either way (CONV-031).
+    /// Whether the VMM saw this write as one element of a string output, not an `out`: of a
+    /// `rep outs` (however many elements), or one of several elements a single exit carried.
+    /// A guest makes its calls with `out dx, eax` (CONV-030, which a checking host reports).
+    /// An `outs` without `rep` looks like an `out` to a VMM, so it is `false` for one; the
+    /// call is performed either way (CONV-031).
     pub string_element: bool,
 }
 
@@ -523,9 +524,9 @@ impl<M: Machine> Dispatcher<M> {
         self.port_write(caller, port, data, regs, false)
     }
 
-    /// [`port_out`](Self::port_out) of one element of a string output (`outs`) of several
-    /// elements ([`Doorbell::string_element`]): the same, and a checking host reports a
-    /// doorbell call made that way (CONV-030).
+    /// [`port_out`](Self::port_out) of one element of a string output
+    /// ([`Doorbell::string_element`]): the same, and a checking host reports a doorbell call
+    /// made that way (CONV-030).
     pub fn string_element_port_out(
         &self,
         caller: Caller,

@@ -52,9 +52,10 @@ pub struct PortAccess {
     pub long_mode: bool,
     /// The port.
     pub port: u16,
-    /// Whether the exit showed this write as one element of a string output (`outs`) of
-    /// several elements (see [`Doorbell::string_element`](pvabi_dispatch::Doorbell)); `false`
-    /// for an `in`, an `out` and a single-element `outs`.
+    /// Whether the exit showed this write as an element of a string output: of a `rep outs`,
+    /// or one of several elements one exit carried (see
+    /// [`Doorbell::string_element`](pvabi_dispatch::Doorbell)); `false` for an `in`, an `out`
+    /// and an `outs` without `rep`.
     pub string_element: bool,
 }
 

@@ -543,15 +543,15 @@ impl Vcpu {
     /// doorbell is four 1-byte writes, none of which is a call). Stops at the first write
     /// that does not resume the vCPU.
     ///
-    /// Each write says whether it is one element of a string output of several
+    /// Each write says whether it is an element of a string output
     /// ([`PortAccess::string_element`]): when the exit carries several elements, and (only
-    /// with an exit watcher, i.e. for the checking host) when it is one element of a
-    /// `rep outs` that has more to go (see [`Self::rep_outs_in_progress`]).
+    /// with an exit watcher, i.e. for the checking host) when it is an element of a
+    /// `rep outs` (see [`Self::rep_outs_element`]).
     fn port_out_elements(&mut self, port: u16, data: &[u8]) -> Result<Outcome, Fault> {
         // SAFETY: on a KVM_EXIT_IO exit the `io` member of the exit union is the active one.
         let size = usize::from(unsafe { self.fd.get_kvm_run().__bindgen_anon_1.io.size });
         if size == 0 || data.len() <= size {
-            let string_element = self.ctl.exit_watcher().is_some() && self.rep_outs_in_progress();
+            let string_element = self.ctl.exit_watcher().is_some() && self.rep_outs_element();
             return self.port_out(port, data, string_element);
         }
         for element in data.chunks(size) {
@@ -563,16 +563,16 @@ impl Vcpu {
         Ok(Outcome::Resume)
     }
 
-    /// Whether the one-element `out` exit being handled is an element of a `rep outs` with
-    /// elements left. KVM runs every string I/O instruction in its instruction emulator
-    /// (and, on PVM, all CPL0 code), one element per exit (`count` 1), and sets RFLAGS.RF
-    /// while it executes a `rep`-prefixed string instruction (measured here: RF is 1 at
-    /// each element's exit of `rep outsd`, 0 at `out` and at `outs` without `rep`). RF alone
-    /// could also be the guest's own (an `iretq` with RF set onto an `out`, where the
-    /// processor, not the emulator, runs it), so the instruction at RIP must be a
-    /// `rep outs` too: RIP stays on it until its last element, after which it moves past
-    /// (so the last element, and a `rep outs` of one element, are not seen).
-    fn rep_outs_in_progress(&self) -> bool {
+    /// Whether the one-element `out` exit being handled is an element of a `rep outs`. KVM
+    /// runs every string I/O instruction in its instruction emulator (and, on PVM, all CPL0
+    /// code), one element per exit (`count` 1), and sets RFLAGS.RF while it executes a
+    /// `rep`-prefixed string instruction; RIP stays on the instruction at each element's
+    /// exit, the last one included (measured here at CPL0 and CPL3: a `rep outsd` of two
+    /// elements is two exits, each with RF 1 and RIP on the `rep outsd`; `out` and `outs`
+    /// without `rep` exit with RF 0, RIP past them). RF alone could also be the guest's own
+    /// (an `iretq` with RF set onto an `out` that the processor, not the emulator, runs, whose
+    /// exit leaves RIP on the `out`), so the instruction at RIP must be a `rep outs` too.
+    fn rep_outs_element(&self) -> bool {
         const RFLAGS_RF: u64 = 1 << 16;
         let Ok(regs) = self.exit_regs() else {
             return false;
