@@ -699,6 +699,22 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "the guest made no call",
     ),
     (
+        guest_check::CONV_030,
+        "doorbell_calls_with_out_not_a_string_output",
+        "the guest made no call",
+    ),
+    (
+        guest_check::PLAT_008,
+        "idt_loaded_before_interrupts_enabled",
+        "no exit of the guest had RFLAGS.IF set",
+    ),
+    (
+        guest_check::MEM_006,
+        "released_pages_not_written_until_reclaimed",
+        "the guest held no released page when the host looked (at a MEM_BALLOON_RELEASE or \
+         MEM_BALLOON_RECLAIM, or at the end)",
+    ),
+    (
         pvabi_host::dispatch::guest_check::CONV_001,
         "call_code_bits_63_32_clear",
         "the guest made no call",

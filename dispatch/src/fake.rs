@@ -40,6 +40,9 @@ pub struct FakeMachine<B: Bitmap + 'static = ()> {
     log: Mutex<FakeLog>,
     refuse_starts: Mutex<Option<Status>>,
     start_hook: Mutex<Option<MemoryHook<B>>>,
+    /// Pages the test said the guest wrote since the last [`Machine::guest_written_pages`]
+    /// (`None`: the test never did, and the machine cannot see guest writes).
+    guest_writes: Mutex<Option<std::collections::BTreeSet<u64>>>,
 }
 
 impl<B: Bitmap + 'static> std::fmt::Debug for FakeMachine<B> {
@@ -112,6 +115,7 @@ impl<B: Bitmap + 'static> FakeMachine<B> {
             log: Mutex::new(FakeLog::default()),
             refuse_starts: Mutex::new(None),
             start_hook: Mutex::new(None),
+            guest_writes: Mutex::new(None),
         }
     }
 
@@ -123,6 +127,14 @@ impl<B: Bitmap + 'static> FakeMachine<B> {
     /// Makes every later `start_vcpu` fail with `status` (`None`: accept again).
     pub fn refuse_starts(&self, status: Option<Status>) {
         *lock(&self.refuse_starts) = status;
+    }
+
+    /// Records that the guest wrote the page holding `gpa` (as KVM's dirty-page log would):
+    /// from then on the machine sees guest writes ([`Machine::guest_written_pages`]).
+    pub fn guest_wrote(&self, gpa: u64) {
+        lock(&self.guest_writes)
+            .get_or_insert_with(Default::default)
+            .insert(gpa & !0xfff);
     }
 
     /// Runs `hook` inside every later `start_vcpu`, before it records the start.
@@ -169,5 +181,17 @@ impl<B: Bitmap + Send + Sync + 'static> Machine for FakeMachine<B> {
             let _ = self.memory.write_slice(&zero, GuestAddress(gpa));
         }
         self.log().released.extend_from_slice(gpas);
+    }
+
+    fn guest_written_pages(&self, gpas: &[u64]) -> Option<Vec<u64>> {
+        let mut writes = lock(&self.guest_writes);
+        let written = writes.as_mut()?;
+        let hit = gpas
+            .iter()
+            .copied()
+            .filter(|g| written.contains(&(g & !0xfff)))
+            .collect();
+        written.clear();
+        Some(hit)
     }
 }

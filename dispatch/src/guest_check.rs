@@ -8,6 +8,9 @@
 //! | rule | what the host sees |
 //! |---|---|
 //! | [`CONV_012`] | a doorbell call from outside 64-bit mode at CPL 0 |
+//! | [`CONV_030`] | a doorbell call the VMM saw as an element of a string output ([`Doorbell::string_element`](crate::Doorbell::string_element): on the reference host, every element of a `rep outs`); an `outs` without `rep` reaches a VMM exactly like `out dx, eax` and is not seen |
+//! | [`PLAT_008`] | an exit (any exit the VMM reports with [`Dispatcher::check_exit`](crate::Dispatcher::check_exit)) with RFLAGS.IF set while the IDTR's limit is 0, which is no IDT (the entry state); `sti` and `lidt` themselves cause no exit, so a guest that sets IF and clears it again between two exits is not seen |
+//! | [`MEM_006`] | a guest write to a page MEM_BALLOON_RELEASE released, before MEM_BALLOON_RECLAIM took it back ([`Machine::guest_written_pages`](crate::Machine::guest_written_pages): KVM's dirty-page log on the reference host), looked at each release and reclaim and at the end of the run; reads cause no exit and are not seen (except that under shadow paging, as on PVM, a CPL3 read through a guest mapping whose dirty bit is set marks the page too: still an access) |
 //! | [`CONV_001`] | a call code with bits 63:32 set |
 //! | [`GEN_002`] | a reserved bit set in a register argument (the call table's masks) |
 //! | [`DISC_006`] | a feature call before NEGOTIATE (answered NOT_NEGOTIATED) |
@@ -60,6 +63,12 @@ use crate::sync::lock;
 
 /// CONV-012: calls in 64-bit mode at privilege level 0.
 pub const CONV_012: &str = "PVABI-CONV-012";
+/// CONV-030: doorbell calls with `out dx, eax`, not a string instruction.
+pub const CONV_030: &str = "PVABI-CONV-030";
+/// PLAT-008: an IDT loaded before the interrupt flag is set.
+pub const PLAT_008: &str = "PVABI-PLAT-008";
+/// MEM-006: no access to a released page until it is reclaimed.
+pub const MEM_006: &str = "PVABI-MEM-006";
 /// CONV-001: the call code in `rax` with bits 63:32 clear.
 pub const CONV_001: &str = "PVABI-CONV-001";
 /// GEN-002: 0 in every reserved bit.
@@ -111,10 +120,11 @@ pub const SYS_007: &str = "PVABI-SYS-007";
 pub const BASE_017: &str = "PVABI-BASE-017";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 25] = [
-    CONV_012, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009, BATCH_019, TIME_014, CONV_006,
-    TIME_025, MEM_019, CONV_025, EVT_025, EVT_011, DEFER_013, DEFER_002, RING_028, RING_029,
-    RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, SYS_007, BASE_017,
+pub const RULES: [&str; 28] = [
+    CONV_012, CONV_030, PLAT_008, MEM_006, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009,
+    BATCH_019, TIME_014, CONV_006, TIME_025, MEM_019, CONV_025, EVT_025, EVT_011, DEFER_013,
+    DEFER_002, RING_028, RING_029, RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, SYS_007,
+    BASE_017,
 ];
 
 /// The rules of [`RULES`] whose level is SHOULD or MAY: a violation of one is a warning.
@@ -163,6 +173,13 @@ impl HostConfig {
     /// no version defines ([`UNKNOWN_FEATURE`]), raises spurious event interrupts in bursts
     /// ([`SPURIOUS_PERIOD`]), and puts its CPUID leaves one base up behind another signature
     /// and its ports off the defaults ([`CHECKING_CPUID_BASE`], [`CHECKING_DOORBELL_PORT`]).
+    ///
+    /// Three guest rules need the VMM's help, which the reference host's runner gives a
+    /// checking dispatcher (and no other): [`Doorbell::string_element`](crate::Doorbell) for
+    /// CONV-030, [`Dispatcher::check_exit`](crate::Dispatcher::check_exit) at every exit for
+    /// PLAT-008, and [`Machine::guest_written_pages`](crate::Machine::guest_written_pages)
+    /// (KVM's dirty-page log) for MEM-006. A VMM that gives none of them leaves those rules
+    /// "not exercised".
     pub fn checking() -> HostConfig {
         let base = HostConfig::default();
         let mut features = base.features.clone();
@@ -290,6 +307,11 @@ pub(crate) struct GuestChecker {
 
 const MAX_KEPT: u64 = 64;
 
+/// The IDTR limit of "no IDT": what every vCPU of the reference platform starts with ("There
+/// is no IDT at entry (its limit is 0)", the platform appendix). An IDTR with this limit
+/// holds no gate, whatever its base, so a guest that loads one has loaded no IDT.
+const NO_IDT_LIMIT: u16 = 0;
+
 impl State {
     fn exercised(&mut self, rule: &'static str) {
         *self.report.exercised.entry(rule).or_default() += 1;
@@ -324,9 +346,21 @@ impl GuestChecker {
         }
     }
 
-    /// A doorbell access from `cpl`, in long mode or not (CONV-012).
-    pub(crate) fn doorbell(&self, vcpu: u32, cpl: u8, long_mode: bool) {
+    /// A doorbell access from `cpl`, in long mode or not (CONV-012), seen as an element of a
+    /// string output or not (CONV-030).
+    pub(crate) fn doorbell(&self, vcpu: u32, cpl: u8, long_mode: bool, string_element: bool) {
         let mut s = lock(&self.state);
+        s.exercised(CONV_030);
+        if string_element {
+            s.violated(
+                CONV_030,
+                vcpu,
+                None,
+                "a doorbell call made by an element of a string output (`rep outs`): make each \
+                 call with `out dx, eax`"
+                    .to_owned(),
+            );
+        }
         s.exercised(CONV_012);
         if cpl != 0 || !long_mode {
             let mode = if long_mode {
@@ -539,6 +573,23 @@ impl GuestChecker {
             call,
             key,
             next: results[0],
+        });
+    }
+
+    /// `vcpu`'s interrupt state at an exit (PLAT-008): exercised where the guest had set its
+    /// interrupt flag, broken if its IDTR was then still the entry state.
+    pub(crate) fn exit_interrupt_state(&self, vcpu: u32, state: crate::ExitInterruptState) {
+        if !state.interrupt_flag {
+            return;
+        }
+        let no_idt = state.idt_limit == NO_IDT_LIMIT;
+        self.saw(PLAT_008, vcpu, None, no_idt, || {
+            format!(
+                "an exit with RFLAGS.IF 1 while the IDTR's limit is 0 (base {:#x}): no IDT, as \
+                 at entry; load an IDT (`lidt`) on a vCPU before setting its interrupt flag (an \
+                 interrupt delivered now would be a triple fault)",
+                state.idt_base
+            )
         });
     }
 
@@ -826,6 +877,41 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
         });
     }
 
+    /// MEM-006: asks the machine which released pages the guest wrote since the last look,
+    /// and reports each; `at` says when the host looked (for the report). A look also starts
+    /// the next interval for every page, so it comes before a release adds pages (their
+    /// writes before the release do not count) and before a reclaim removes them.
+    pub(crate) fn check_released_writes(&self, c: &GuestChecker, vcpu: u32, at: &str) {
+        let released: Vec<u64> = crate::sync::read_lock(&self.vm)
+            .released
+            .iter()
+            .map(|pfn| pfn << 12)
+            .collect();
+        let Some(written) = self.machine.guest_written_pages(&released) else {
+            return;
+        };
+        if released.is_empty() {
+            return;
+        }
+        c.saw(MEM_006, vcpu, None, !written.is_empty(), || {
+            let shown: Vec<String> = written.iter().take(4).map(|g| format!("{g:#x}")).collect();
+            format!(
+                "the guest wrote {} released page(s) ({}{}) after MEM_BALLOON_RELEASE released \
+                 them and before MEM_BALLOON_RECLAIM took them back (KVM's dirty-page log, read \
+                 {at}; it does not say which vCPU, and under shadow paging a CPL3 read through a \
+                 mapping whose dirty bit is set shows too): do not access a released page until \
+                 you have reclaimed it",
+                written.len(),
+                shown.join(", "),
+                if written.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )
+        });
+    }
+
     /// A ring notify of `vcpu` (RING-008, RING-010): remembers the ring's indices.
     pub(crate) fn check_ring_notify(&self, c: &GuestChecker, vcpu: u32, ring: &Ring) {
         let mem = self.machine.memory();
@@ -1054,6 +1140,7 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
     /// The report, with the rings' state at this moment (RING-008, RING-010: see
     /// [`Self::check_ring_left`]).
     pub(crate) fn guest_check_report(&self, c: &GuestChecker) -> GuestCheckReport {
+        self.check_released_writes(c, 0, "at the end of the run");
         for (vcpu, slot) in self.vcpus.iter().enumerate() {
             if let Some(ring) = *lock(&slot.ring) {
                 self.check_ring_left(c, vcpu as u32, &ring, true);

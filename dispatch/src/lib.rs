@@ -265,16 +265,36 @@ pub struct Doorbell {
     pub caller: Caller,
     /// The access width in bytes (only [`DOORBELL_WIDTH`] performs a call: CONV-008).
     pub width: u8,
+    /// Whether the VMM saw this write as one element of a string output, not an `out`: of a
+    /// `rep outs` (however many elements), or one of several elements a single exit carried.
+    /// A guest makes its calls with `out dx, eax` (CONV-030, which a checking host reports).
+    /// An `outs` without `rep` looks like an `out` to a VMM, so it is `false` for one; the
+    /// call is performed either way (CONV-031).
+    pub string_element: bool,
 }
 
 impl Doorbell {
-    /// A 32-bit doorbell write from ring 0 of `vcpu` in 64-bit mode: the access every call is.
+    /// A 32-bit doorbell write (`out dx, eax`) from ring 0 of `vcpu` in 64-bit mode: the
+    /// access every call is.
     pub const fn ring0(vcpu: u32) -> Self {
         Doorbell {
             caller: Caller::kernel(vcpu),
             width: DOORBELL_WIDTH as u8,
+            string_element: false,
         }
     }
+}
+
+/// A vCPU's interrupt state at an exit, as the VMM read it (RFLAGS and IDTR), for the
+/// checking host's PVABI-PLAT-008 ([`Dispatcher::check_exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitInterruptState {
+    /// RFLAGS.IF.
+    pub interrupt_flag: bool,
+    /// The IDTR's base.
+    pub idt_base: u64,
+    /// The IDTR's limit.
+    pub idt_limit: u16,
 }
 
 /// What the vCPU does after a call: the one outcome type from the dispatcher to the VMM.
@@ -445,7 +465,7 @@ impl<M: Machine> Dispatcher<M> {
             return Outcome::Resume;
         }
         if let Some(c) = &inner.checker {
-            c.doorbell(vcpu, cpl, long_mode);
+            c.doorbell(vcpu, cpl, long_mode, exit.string_element);
             inner.check_before_call(c, vcpu, regs.rax);
         }
         let user_mode = cpl != 0 && !inner.config.allow_user_mode_calls;
@@ -519,10 +539,39 @@ impl<M: Machine> Dispatcher<M> {
         data: &[u8],
         regs: &mut CallRegs,
     ) -> Option<Outcome> {
+        self.port_write(caller, port, data, regs, false)
+    }
+
+    /// [`port_out`](Self::port_out) of one element of a string output
+    /// ([`Doorbell::string_element`]): the same, and a checking host reports a doorbell call
+    /// made that way (CONV-030).
+    pub fn string_element_port_out(
+        &self,
+        caller: Caller,
+        port: u16,
+        data: &[u8],
+        regs: &mut CallRegs,
+    ) -> Option<Outcome> {
+        self.port_write(caller, port, data, regs, true)
+    }
+
+    fn port_write(
+        &self,
+        caller: Caller,
+        port: u16,
+        data: &[u8],
+        regs: &mut CallRegs,
+        string_element: bool,
+    ) -> Option<Outcome> {
         let c = &self.inner.config;
         if port == c.doorbell_port {
             let width = u8::try_from(data.len()).unwrap_or(u8::MAX);
-            return Some(self.call(Doorbell { caller, width }, regs));
+            let exit = Doorbell {
+                caller,
+                width,
+                string_element,
+            };
+            return Some(self.call(exit, regs));
         }
         if port == c.ring_notify_port {
             if let Ok(index) = <[u8; 4]>::try_from(data) {
@@ -585,6 +634,16 @@ impl<M: Machine> Dispatcher<M> {
     /// The version and features NEGOTIATE settled on, if it succeeded.
     pub fn negotiated(&self) -> Option<(Version, Features)> {
         self.inner.negotiated().map(|n| (n.version, n.granted))
+    }
+
+    /// A vCPU's interrupt state at an exit (any exit, whatever its reason): in checking mode
+    /// ([`HostConfig::check_guest`]) the host reports an exit with RFLAGS.IF set while the
+    /// IDTR's limit is 0, the reference platform's "no IDT" (PVABI-PLAT-008); otherwise it
+    /// does nothing. A VMM that calls it only in checking mode pays nothing elsewhere.
+    pub fn check_exit(&self, vcpu: u32, state: ExitInterruptState) {
+        if let Some(c) = &self.inner.checker {
+            c.exit_interrupt_state(vcpu, state);
+        }
     }
 
     /// What the guest checker saw (`None` unless [`HostConfig::check_guest`] is set): the

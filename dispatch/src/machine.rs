@@ -38,6 +38,16 @@ pub trait Machine: Send + Sync + 'static {
     /// reclaimed, so a machine may also do nothing.
     fn release_pages(&self, gpas: &[u64]);
 
+    /// For the checking host (PVABI-MEM-006): which of the pages at `gpas` (4 KiB-aligned
+    /// guest-physical addresses) the guest wrote since the previous call of this method (the
+    /// first call: since the machine started), or `None` (the default) if the machine cannot
+    /// see guest writes. Each call starts the next interval for every page, not only those of
+    /// `gpas`. The host's own writes to guest memory do not count. The dispatcher calls it
+    /// only in checking mode.
+    fn guest_written_pages(&self, _gpas: &[u64]) -> Option<Vec<u64>> {
+        None
+    }
+
     /// The vCPUs' time-stamp counter now, read without stopping any vCPU, or `None` (the
     /// default) if the machine cannot read it or the counters do not advance at one constant
     /// rate from a common origin on every vCPU (PVABI-TIME-011). With `Some`, the dispatcher

@@ -18,7 +18,16 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
             share(h, r.call == Call::MemShare, r.args[0], r.args[1])
         }
         Call::MemBalloonRelease | Call::MemBalloonReclaim => {
-            balloon(h, r.call == Call::MemBalloonRelease, r.block.bytes())
+            let release = r.call == Call::MemBalloonRelease;
+            if let Some(c) = &h.checker {
+                let at = if release {
+                    "at the next MEM_BALLOON_RELEASE"
+                } else {
+                    "at the MEM_BALLOON_RECLAIM"
+                };
+                h.check_released_writes(c, r.vcpu, at);
+            }
+            balloon(h, release, r.block.bytes())
         }
         Call::MemUpdatePte => update_pte(h, r),
         Call::MemFlushTlbLocal => flush(h, Some(r.vcpu), TlbFlush::Local(r.vcpu)),

@@ -92,6 +92,7 @@ fn other(w: &mut World, sh: &mut Shadow, op: crate::Op) -> Result<(), Violation>
                     long_mode,
                 },
                 width,
+                string_element: false,
             };
             let performs = cpl == 0 && long_mode && width == 4 && vcpu < w.vcpus;
             let o = w.d.call(exit, &mut regs);

@@ -165,7 +165,14 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
                     long_mode: sregs.efer & (1 << 10) != 0 && sregs.cs.l != 0,
                 };
                 let code = call.rax;
-                let outcome = dispatcher.call(Doorbell { caller, width }, &mut call);
+                let outcome = dispatcher.call(
+                    Doorbell {
+                        caller,
+                        width,
+                        string_element: false,
+                    },
+                    &mut call,
+                );
                 println!(
                     "call {code:#06x}: status {} results {:x?}",
                     call.status().map_or("undefined", |s| s.name()),

@@ -25,7 +25,7 @@
 //! let mut bus = PortBus::new();
 //! bus.attach(0x80..=0x80, Arc::new(Seven));
 //! bus.watch(0x80);
-//! let access = PortAccess { vcpu: 0, cpl: 0, long_mode: true, port: 0x80 };
+//! let access = PortAccess { vcpu: 0, cpl: 0, long_mode: true, port: 0x80, string_element: false };
 //! let mut data = [0u8; 1];
 //! assert_eq!(bus.read(&access, &mut data), Outcome::Resume);
 //! assert_eq!(data, [7]);
@@ -52,6 +52,11 @@ pub struct PortAccess {
     pub long_mode: bool,
     /// The port.
     pub port: u16,
+    /// Whether the exit showed this write as an element of a string output: of a `rep outs`,
+    /// or one of several elements one exit carried (see
+    /// [`Doorbell::string_element`](pvabi_dispatch::Doorbell)); `false` for an `in`, an `out`
+    /// and an `outs` without `rep`.
+    pub string_element: bool,
 }
 
 impl PortAccess {
@@ -268,6 +273,7 @@ mod tests {
             cpl: 0,
             long_mode: true,
             port,
+            string_element: false,
         }
     }
 

@@ -88,6 +88,10 @@ impl Machine for KvmMachine {
             let _ = self.0.memory().write_slice(&zero, GuestAddress(gpa));
         }
     }
+
+    fn guest_written_pages(&self, gpas: &[u64]) -> Option<Vec<u64>> {
+        self.0.guest_written_pages(gpas)
+    }
 }
 
 /// The reference host's dispatcher type.
@@ -183,8 +187,13 @@ impl PvabiPorts {
 
 impl PortDevice for PvabiPorts {
     fn write(&self, access: &PortAccess, data: &[u8], regs: &mut CallRegs) -> Option<Outcome> {
-        self.dispatcher
-            .port_out(access.caller(), access.port, data, regs)
+        if access.string_element {
+            self.dispatcher
+                .string_element_port_out(access.caller(), access.port, data, regs)
+        } else {
+            self.dispatcher
+                .port_out(access.caller(), access.port, data, regs)
+        }
     }
 
     fn read(&self, access: &PortAccess, data: &mut [u8]) -> Option<Outcome> {

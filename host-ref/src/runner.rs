@@ -220,6 +220,10 @@ pub fn run_with_notify(
         OnReboot::End => 0,
     };
     vm_config.cpuid = host_config.cpuid_leaves();
+    // The checking host sees the guest's writes to its RAM (PVABI-MEM-006) and every exit's
+    // interrupt state (PVABI-PLAT-008); other hosts pay for neither.
+    let checking = host_config.check_guest;
+    vm_config.log_guest_writes |= checking;
 
     // The VM, then its control handle, then the dispatcher on it, then the devices.
     let started = Instant::now();
@@ -230,6 +234,9 @@ pub fn run_with_notify(
     let mut add_devices = Some(add_devices);
     loop {
         let ctl = vm.ctl();
+        if checking {
+            ctl.watch_exits(Arc::new(CheckExits(Arc::downgrade(pvabi.dispatcher()))));
+        }
         let mut bus = PortBus::new();
         pvabi.attach_to(&mut bus);
         bus.watch(doorbell);
@@ -279,6 +286,18 @@ pub fn run_with_notify(
             wall,
             exits,
         });
+    }
+}
+
+/// The checking host's exit watcher: hands each exit's interrupt state to the dispatcher
+/// (held weakly: the dispatcher's machine holds the VM, which holds its watcher).
+struct CheckExits(std::sync::Weak<KvmDispatcher>);
+
+impl vm::ExitWatcher for CheckExits {
+    fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitInterruptState) {
+        if let Some(d) = self.0.upgrade() {
+            d.check_exit(vcpu, state);
+        }
     }
 }
 

@@ -145,6 +145,7 @@ fn run_with(image: &[u8], vcpus: u32, mem_bytes: u64, starter: Arc<Starter>) -> 
         vcpus,
         mem_bytes,
         cpuid: Vec::new(),
+        log_guest_writes: false,
     };
     let vm = Vm::new(&config, image).expect("VM setup");
     assert!(starter.ctl.set(vm.ctl()).is_ok());
@@ -313,6 +314,7 @@ fn an_image_below_the_minimum_address_or_beyond_ram_is_refused_before_it_runs() 
         vcpus: 1,
         mem_bytes: 32 * MIB,
         cpuid: Vec::new(),
+        log_guest_writes: false,
     };
     let good = image(&[(0, BOOT)], 0);
     let set64 =

@@ -192,6 +192,7 @@ fn run_smoke(
         vcpus,
         mem_bytes: 64 * MIB,
         cpuid: vec![HV_LEAF],
+        log_guest_writes: false,
     };
     let vm = Vm::new(&config, smoke()).expect("VM setup");
     let ctl = vm.ctl();

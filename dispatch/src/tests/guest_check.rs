@@ -8,10 +8,11 @@ use pvabi_abi::time::TimePage;
 
 use super::{config, wait_for, BUF, H, PAGE1, PAGE2, PAGE3};
 use crate::guest_check::{
-    GuestCheckReport, ADVISORY, BASE_016, BATCH_009, BATCH_019, CONV_001, CONV_012, DEFER_002,
-    DEFER_013, DISC_006, EVT_011, EVT_025, GEN_002, MEM_019, TIME_014, TORN_MARK, TORN_MASK,
+    GuestCheckReport, ADVISORY, BASE_016, BATCH_009, BATCH_019, CONV_001, CONV_012, CONV_030,
+    DEFER_002, DEFER_013, DISC_006, EVT_011, EVT_025, GEN_002, MEM_006, MEM_019, PLAT_008,
+    TIME_014, TORN_MARK, TORN_MASK,
 };
-use crate::{CallRegs, Caller, Doorbell, HostConfig};
+use crate::{CallRegs, Caller, Doorbell, ExitInterruptState, HostConfig};
 
 fn checking(vcpus: u32) -> HostConfig {
     HostConfig {
@@ -86,6 +87,7 @@ fn reserved_bits_codes_and_modes_are_caught() {
             long_mode: true,
         },
         width: 4,
+        string_element: false,
     };
     let _ = h.d.call(user, &mut regs);
     assert_eq!(broken(&h), [GEN_002, CONV_001, CONV_012]);
@@ -263,5 +265,111 @@ fn deferred_queue_fields_and_released_pages_are_checked() {
         [MEM_019, DEFER_013, DEFER_002],
         "{:?}",
         report(&h)
+    );
+}
+
+#[test]
+fn a_doorbell_call_by_an_element_of_a_string_output_is_caught() {
+    let h = H::with(checking(1));
+    // `out dx, eax` (and, to the VMM, a single-element `outs`): fine.
+    let mut regs = CallRegs::new(Call::GetSpecVersion, &[]);
+    let _ = h.d.call(Doorbell::ring0(0), &mut regs);
+    let mut regs = CallRegs::new(Call::GetSpecVersion, &[]);
+    let _ = h.d.port_out(Caller::kernel(0), 0x5650, &[0; 4], &mut regs);
+    assert!(broken(&h).is_empty());
+    assert_eq!(report(&h).exercised[CONV_030], 2);
+    // One element of a `rep outsd` of several: the call is still performed (CONV-031).
+    let mut regs = CallRegs::new(Call::GetSpecVersion, &[]);
+    let _ =
+        h.d.string_element_port_out(Caller::kernel(0), 0x5650, &[0; 4], &mut regs);
+    assert_eq!(regs.status(), Some(Status::Success));
+    let r = report(&h);
+    assert_eq!(broken(&h), [CONV_030], "{r:?}");
+    assert!(r.violations[0].what.contains("`out dx, eax`"), "{r:?}");
+}
+
+#[test]
+fn interrupts_enabled_without_an_idt_are_caught_at_exits() {
+    let state = |interrupt_flag, idt_base, idt_limit| ExitInterruptState {
+        interrupt_flag,
+        idt_base,
+        idt_limit,
+    };
+    // Off outside checking mode.
+    let quiet = H::ready(1);
+    quiet.d.check_exit(0, state(true, 0, 0));
+    assert!(quiet.d.guest_check().is_none());
+    let h = H::with(checking(2));
+    // IF clear: whatever the IDTR, nothing to see (not exercised either).
+    h.d.check_exit(0, state(false, 0, 0));
+    assert!(!report(&h).exercised.contains_key(PLAT_008));
+    // IF set with an IDT: kept.
+    h.d.check_exit(0, state(true, 0x40_0000, 0xfff));
+    assert!(broken(&h).is_empty());
+    // IF set with the entry state's IDTR, or any IDTR of limit 0 (no IDT), on vCPU 1.
+    h.d.check_exit(1, state(true, 0, 0));
+    h.d.check_exit(1, state(true, 0x40_0000, 0));
+    let r = report(&h);
+    assert_eq!(broken(&h), [PLAT_008, PLAT_008], "{r:?}");
+    assert_eq!((r.violations[0].vcpu, r.exercised[PLAT_008]), (1, 3));
+    assert!(r.violations[1].what.contains("base 0x400000"), "{r:?}");
+}
+
+#[test]
+fn a_guest_write_to_a_released_page_is_caught_at_reclaim_and_at_the_end() {
+    let h = H::with(checking(1));
+    h.negotiate(Features::MEMORY | Features::CONSOLE);
+    // A machine that cannot see guest writes: nothing exercised.
+    h.write(BUF, &(PAGE3 >> 12));
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 1]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(0, Call::MemBalloonReclaim, &[BUF, 1]),
+        Status::Success
+    );
+    assert!(!report(&h).exercised.contains_key(MEM_006));
+    // Written before the release (fine: the release starts a new interval), released, a
+    // write elsewhere, reclaimed: kept.
+    h.m.guest_wrote(PAGE3 + 8);
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 1]),
+        Status::Success
+    );
+    h.m.guest_wrote(PAGE2);
+    assert_eq!(
+        h.status(0, Call::MemBalloonReclaim, &[BUF, 1]),
+        Status::Success
+    );
+    assert!(broken(&h).is_empty(), "{:?}", report(&h));
+    assert_eq!(report(&h).exercised[MEM_006], 1);
+    // Released and written: caught at the reclaim.
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 1]),
+        Status::Success
+    );
+    h.m.guest_wrote(PAGE3 + 0x10);
+    assert_eq!(
+        h.status(0, Call::MemBalloonReclaim, &[BUF, 1]),
+        Status::Success
+    );
+    let r = report(&h);
+    assert_eq!(broken(&h), [MEM_006], "{r:?}");
+    assert!(
+        r.violations[0].what.contains(&format!("{PAGE3:#x}")),
+        "{r:?}"
+    );
+    // Released, written and never reclaimed: caught when the report is taken.
+    assert_eq!(
+        h.status(0, Call::MemBalloonRelease, &[BUF, 1]),
+        Status::Success
+    );
+    h.m.guest_wrote(PAGE3);
+    let r = report(&h);
+    assert_eq!(broken(&h), [MEM_006, MEM_006], "{r:?}");
+    assert!(
+        r.violations[1].what.contains("at the end of the run"),
+        "{r:?}"
     );
 }

@@ -137,6 +137,11 @@ pub struct VmConfig {
     /// CPUID leaves `(function, index, [eax, ebx, ecx, edx])` merged over KVM's supported
     /// set (for pvabi: `HostConfig::cpuid_leaves`).
     pub cpuid: Vec<(u32, u32, [u32; 4])>,
+    /// Log the guest's writes to its RAM (`KVM_MEM_LOG_DIRTY_PAGES` on every memory slot),
+    /// for [`VmCtl::guest_written_pages`]: the checking host's view of writes to released
+    /// pages (PVABI-MEM-006). Off by default: KVM then write-protects every page again after
+    /// each look, which costs the guest a fault per page written.
+    pub log_guest_writes: bool,
 }
 
 impl Default for VmConfig {
@@ -145,8 +150,16 @@ impl Default for VmConfig {
             vcpus: 1,
             mem_bytes: DEFAULT_MEM_BYTES,
             cpuid: Vec::new(),
+            log_guest_writes: false,
         }
     }
+}
+
+/// Sees every vCPU exit's interrupt state ([`VmCtl::watch_exits`]).
+pub trait ExitWatcher: Send + Sync {
+    /// vCPU `vcpu` exited (for any reason) with `state`; called on its thread, before the
+    /// exit is handled.
+    fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitInterruptState);
 }
 
 /// How a VM ended.
@@ -330,6 +343,10 @@ struct Shared {
     active: Mutex<u32>,
     /// The guest TSC from the host's, or why it could not be established at creation.
     tsc: Result<TscLink, &'static str>,
+    /// Whether the memory slots log the guest's writes (`VmConfig::log_guest_writes`).
+    log_guest_writes: bool,
+    /// Sees every exit, if set ([`VmCtl::watch_exits`]).
+    exit_watcher: std::sync::OnceLock<Arc<dyn ExitWatcher>>,
 }
 
 /// A cloneable handle the host uses, from any thread, to act on a VM.
@@ -374,6 +391,46 @@ impl VmCtl {
     /// Why [`tsc`](Self::tsc) is `None` (for diagnostics), or `None` if it is not.
     pub fn tsc_unavailable(&self) -> Option<&'static str> {
         self.shared.tsc.err()
+    }
+
+    /// Which of the pages at `gpas` (4 KiB-aligned guest-physical addresses) the guest wrote
+    /// since the previous call (the first call: since the VM was created), from KVM's
+    /// dirty-page log (`KVM_GET_DIRTY_LOG`, which also starts the next interval for every
+    /// page). `None` unless the VM logs guest writes ([`VmConfig::log_guest_writes`]) and
+    /// KVM answered. Only the vCPUs' writes count: the host's own, through the mapping of
+    /// guest RAM, set no bit (measured on PVM).
+    pub fn guest_written_pages(&self, gpas: &[u64]) -> Option<Vec<u64>> {
+        if !self.shared.log_guest_writes {
+            return None;
+        }
+        let mut bits: Vec<(u64, Vec<u64>)> = Vec::new();
+        for (slot, region) in self.shared.memory.iter().enumerate() {
+            let size = usize::try_from(region.len()).ok()?;
+            let log = self.shared.vm.get_dirty_log(slot as u32, size).ok()?;
+            bits.push((region.start_addr().0, log));
+        }
+        let written = |gpa: u64| {
+            bits.iter().any(|(start, log)| {
+                let Some(page) = gpa.checked_sub(*start).map(|o| o >> 12) else {
+                    return false;
+                };
+                log.get((page / 64) as usize)
+                    .is_some_and(|w| w & (1 << (page % 64)) != 0)
+            })
+        };
+        Some(gpas.iter().copied().filter(|&g| written(g)).collect())
+    }
+
+    /// Has `watcher` see every vCPU exit's interrupt state from now on (the checking host's
+    /// PVABI-PLAT-008). At most one watcher: `false` if one was set before. Without one, an
+    /// exit costs nothing more.
+    pub fn watch_exits(&self, watcher: Arc<dyn ExitWatcher>) -> bool {
+        self.shared.exit_watcher.set(watcher).is_ok()
+    }
+
+    /// The exit watcher, if one was set.
+    pub(crate) fn exit_watcher(&self) -> Option<&Arc<dyn ExitWatcher>> {
+        self.shared.exit_watcher.get()
     }
 
     /// The boot page table root (the CR3 `start_vcpu` uses for `cr3 == 0`).
@@ -640,9 +697,14 @@ impl Vm {
                     what: "the memory slot",
                     detail: e.to_string(),
                 })?;
+            let flags = if config.log_guest_writes {
+                kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            };
             let mem_region = kvm_userspace_memory_region {
                 slot: slot as u32,
-                flags: 0,
+                flags,
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
                 userspace_addr: host_addr as u64,
@@ -700,6 +762,8 @@ impl Vm {
             ended: AtomicBool::new(false),
             active: Mutex::new(1),
             tsc,
+            log_guest_writes: config.log_guest_writes,
+            exit_watcher: std::sync::OnceLock::new(),
         });
         let sync_regs = vm_sync_regs(&kvm);
         Ok(Self {

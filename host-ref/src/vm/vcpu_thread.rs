@@ -470,6 +470,11 @@ impl Vcpu {
             let shared = &self.ctl.shared.vcpus[self.index as usize];
             shared.in_run.store(false, Ordering::SeqCst);
             shared.exits.fetch_add(1, Ordering::Relaxed);
+            if let (Some(watcher), true) = (self.ctl.exit_watcher(), self.sync_regs) {
+                if exit.is_ok() {
+                    watcher.exit(self.index, synced_interrupt_state());
+                }
+            }
             let step = match exit {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     let mut small = [0u8; 8];
@@ -495,6 +500,7 @@ impl Vcpu {
                         cpl,
                         long_mode,
                         port,
+                        string_element: false,
                     };
                     Ok(self.bus.read(&access, data))
                 }
@@ -536,14 +542,20 @@ impl Vcpu {
     /// each access by its element size (PVABI-CONV-031: `rep outsb` of 4 bytes to the
     /// doorbell is four 1-byte writes, none of which is a call). Stops at the first write
     /// that does not resume the vCPU.
+    ///
+    /// Each write says whether it is an element of a string output
+    /// ([`PortAccess::string_element`]): when the exit carries several elements, and (only
+    /// with an exit watcher, i.e. for the checking host) when it is an element of a
+    /// `rep outs` (see [`Self::rep_outs_element`]).
     fn port_out_elements(&mut self, port: u16, data: &[u8]) -> Result<Outcome, Fault> {
         // SAFETY: on a KVM_EXIT_IO exit the `io` member of the exit union is the active one.
         let size = usize::from(unsafe { self.fd.get_kvm_run().__bindgen_anon_1.io.size });
         if size == 0 || data.len() <= size {
-            return self.port_out(port, data);
+            let string_element = self.ctl.exit_watcher().is_some() && self.rep_outs_element();
+            return self.port_out(port, data, string_element);
         }
         for element in data.chunks(size) {
-            let outcome = self.port_out(port, element)?;
+            let outcome = self.port_out(port, element, true)?;
             if outcome != Outcome::Resume {
                 return Ok(outcome);
             }
@@ -551,15 +563,57 @@ impl Vcpu {
         Ok(Outcome::Resume)
     }
 
+    /// Whether the one-element `out` exit being handled is an element of a `rep outs`. KVM
+    /// runs every string I/O instruction in its instruction emulator (and, on PVM, all CPL0
+    /// code), one element per exit (`count` 1), and sets RFLAGS.RF while it executes a
+    /// `rep`-prefixed string instruction; RIP stays on the instruction at each element's
+    /// exit, the last one included (measured here at CPL0 and CPL3: a `rep outsd` of two
+    /// elements is two exits, each with RF 1 and RIP on the `rep outsd`; `out` and `outs`
+    /// without `rep` exit with RF 0, RIP past them). RF alone could also be the guest's own
+    /// (an `iretq` with RF set onto an `out` that the processor, not the emulator, runs, whose
+    /// exit leaves RIP on the `out`), so the instruction at RIP must be a `rep outs` too.
+    fn rep_outs_element(&self) -> bool {
+        const RFLAGS_RF: u64 = 1 << 16;
+        let Ok(regs) = self.exit_regs() else {
+            return false;
+        };
+        if regs.rflags & RFLAGS_RF == 0 {
+            return false;
+        }
+        let cr3 = if self.sync_regs {
+            self.fd.sync_regs().sregs.cr3
+        } else {
+            match self.fd.get_sregs() {
+                Ok(s) => s.cr3,
+                Err(_) => return false,
+            }
+        };
+        let mut bytes = [0u8; 15];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            let Some(gpa) = translate(self.ctl.memory(), cr3, regs.rip.wrapping_add(i as u64))
+            else {
+                return false;
+            };
+            let Ok(v) =
+                vm_memory::Bytes::read_obj::<u8>(self.ctl.memory(), vm_memory::GuestAddress(gpa))
+            else {
+                return false;
+            };
+            *b = v;
+        }
+        is_rep_outs(&bytes)
+    }
+
     /// An `out`: the exit's registers become the one [`CallRegs`], the bus answers in it,
     /// and what changed goes back to the vCPU.
-    fn port_out(&mut self, port: u16, data: &[u8]) -> Result<Outcome, Fault> {
+    fn port_out(&mut self, port: u16, data: &[u8], string_element: bool) -> Result<Outcome, Fault> {
         let (cpl, long_mode) = exit_mode(&self.fd, self.sync_regs);
         let access = PortAccess {
             vcpu: self.index,
             cpl,
             long_mode,
             port,
+            string_element,
         };
         let mut regs = self.exit_regs()?;
         let before = CallRegs {
@@ -661,10 +715,126 @@ fn synced_mode() -> (u8, bool) {
     }
 }
 
+/// The interrupt state of the vCPU at the exit being handled (RFLAGS.IF and the IDTR),
+/// from this thread's `kvm_run` as KVM synced it (KVM_CAP_SYNC_REGS), for the exit watcher.
+fn synced_interrupt_state() -> pvabi_dispatch::ExitInterruptState {
+    let run = KVM_RUN.with(Cell::get);
+    if run.is_null() {
+        return pvabi_dispatch::ExitInterruptState {
+            interrupt_flag: false,
+            idt_base: 0,
+            idt_limit: 0,
+        };
+    }
+    // SAFETY: as in `synced_mode`: this thread's mapped `kvm_run`, whose synced registers
+    // KVM wrote before returning from KVM_RUN; raw-pointer reads of single fields, disjoint
+    // from the exit's I/O data.
+    unsafe {
+        let synced = addr_of!((*run).s.regs);
+        let rflags = addr_of!((*synced).regs.rflags).read_volatile();
+        let base = addr_of!((*synced).sregs.idt.base).read_volatile();
+        let limit = addr_of!((*synced).sregs.idt.limit).read_volatile();
+        pvabi_dispatch::ExitInterruptState {
+            interrupt_flag: rflags & RFLAGS_IF != 0,
+            idt_base: base,
+            idt_limit: limit,
+        }
+    }
+}
+
+/// The guest-physical address of `va` through the 4-level page tables at `cr3` (1 GiB and
+/// 2 MiB pages too), or `None` if it is not mapped (or a table is outside RAM).
+fn translate(mem: &vm_memory::GuestMemoryMmap, cr3: u64, va: u64) -> Option<u64> {
+    const PRESENT: u64 = 1;
+    const PS: u64 = 1 << 7;
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    let mut table = cr3 & ADDR;
+    for level in (1..=4u32).rev() {
+        let shift = 12 + 9 * (level - 1);
+        let index = (va >> shift) & 0x1ff;
+        let entry: u64 =
+            vm_memory::Bytes::read_obj(mem, vm_memory::GuestAddress(table + index * 8)).ok()?;
+        if entry & PRESENT == 0 {
+            return None;
+        }
+        if level == 1 || (level <= 3 && entry & PS != 0) {
+            let offset = va & ((1u64 << shift) - 1);
+            return Some((entry & ADDR & !((1u64 << shift) - 1)) + offset);
+        }
+        table = entry & ADDR;
+    }
+    None
+}
+
+/// Whether `code` starts with a `rep`-prefixed `outs` (`f3` or `f2`, among other legacy
+/// prefixes and a REX prefix, then `6e` or `6f`).
+fn is_rep_outs(code: &[u8]) -> bool {
+    let mut rep = false;
+    for &b in code {
+        match b {
+            0xf2 | 0xf3 => rep = true,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0x40..=0x4f => {}
+            0x6e | 0x6f => return rep,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// A failed vCPU ioctl as a [`Fault`].
 fn kvm_fault(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Fault {
     move |e| Fault::Kvm {
         op,
         errno: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_rep_outs, translate};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    #[test]
+    fn a_rep_outs_is_told_from_an_out_and_a_plain_outs() {
+        // rep outsd, rep outsb, repne outsd, rep outsw (66), with a REX and a segment prefix.
+        for code in [
+            &[0xf3, 0x6f][..],
+            &[0xf3, 0x6e],
+            &[0xf2, 0x6f],
+            &[0x66, 0xf3, 0x6f],
+            &[0x2e, 0xf3, 0x48, 0x6f],
+        ] {
+            assert!(is_rep_outs(code), "{code:x?}");
+        }
+        // out dx, eax; outsd; rep movsd; rep insd; a truncated prefix run.
+        for code in [
+            &[0xef][..],
+            &[0x6f],
+            &[0xf3, 0xa5],
+            &[0xf3, 0x6d],
+            &[0xf3, 0x66],
+        ] {
+            assert!(!is_rep_outs(code), "{code:x?}");
+        }
+    }
+
+    #[test]
+    fn the_page_walk_follows_4k_2m_and_1g_pages_and_stops_at_a_hole() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let put = |at: u64, v: u64| mem.write_obj(v, GuestAddress(at)).unwrap();
+        // PML4 at 0x1000: entry 0 -> PDPT 0x2000; PDPT entry 0 -> PD 0x3000, entry 1: a 1 GiB
+        // page at 0; PD entry 0 -> PT 0x4000, entry 1: a 2 MiB page at 0x200000; PT entry 5 ->
+        // 0x7000.
+        put(0x1000, 0x2003);
+        put(0x2000, 0x3003);
+        put(0x2008, 0x83);
+        put(0x3000, 0x4003);
+        put(0x3008, 0x20_0083);
+        put(0x4000 + 5 * 8, 0x7003);
+        assert_eq!(translate(&mem, 0x1000, 0x5123), Some(0x7123));
+        assert_eq!(translate(&mem, 0x1000, 0x2f_0042), Some(0x2f_0042));
+        assert_eq!(translate(&mem, 0x1000, (1 << 30) + 0x1234), Some(0x1234));
+        assert_eq!(translate(&mem, 0x1000, 0x6000), None);
+        assert_eq!(translate(&mem, 0x1000, 1 << 39), None);
     }
 }

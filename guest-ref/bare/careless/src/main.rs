@@ -8,7 +8,8 @@
 //! 3. reads the time page's `monotonic_ns` without its sequence lock, and arms timers from
 //!    what it read (PVABI-TIME-014), after writing one of the page's host-owned fields
 //!    (PVABI-CONV-025),
-//! 4. names a page it released to the balloon in a CONSOLE_WRITE (PVABI-MEM-019),
+//! 4. names a page it released to the balloon in a CONSOLE_WRITE (PVABI-MEM-019), and
+//!    writes to it before reclaiming it (PVABI-MEM-006),
 //! 5. stores an event-queue `head` past `tail` (PVABI-EVT-025), and halts after clearing
 //!    `interrupt_pending` without looking at `tail` again (PVABI-EVT-011),
 //! 6. queues into a full deferred queue (PVABI-DEFER-013) and writes the queue's `head`
@@ -21,7 +22,11 @@
 //!    uses (PVABI-VER-014, PVABI-COMPAT-001: SHOULD rules, warnings), and reads the locked
 //!    result after a second NEGOTIATE answers LOCKED (PVABI-BASE-017, a MAY: exercised),
 //! 9. on two vCPUs (`--vcpus 2`), starts vCPU 1 with page tables that do not map the stack it
-//!    gives it (PVABI-VCPU-020).
+//!    gives it (PVABI-VCPU-020),
+//! 10. loads the entry state's IDTR (limit 0: no IDT) over the runtime's IDT and sets its
+//!     interrupt flag (PVABI-PLAT-008), and makes its last call, SYSTEM_SHUTDOWN, with
+//!     `rep outsd` of two elements instead of `out dx, eax` (PVABI-CONV-030; the `sti` shadow
+//!     covers the first element, whose call ends the VM, so no interrupt can come).
 //!
 //! A checking host must report each of them. Runs on vCPU 0 at CPL0.
 #![no_std]
@@ -183,6 +188,7 @@ fn main(_boot: &BootInfo) -> ! {
     poke(STEAL, 4, (pfn >> 32) as u32);
     let _ = call(&t, Call::MemBalloonRelease, &[page(STEAL), 1]);
     let _ = call(&t, Call::ConsoleWrite, &[page(BALLOON), 1]);
+    poke(BALLOON, 64, 1);
     let _ = call(&t, Call::MemBalloonReclaim, &[page(STEAL), 1]);
 
     // 5. An event-queue head past the tail; a halt without looking at the tail again.
@@ -251,6 +257,32 @@ fn main(_boot: &BootInfo) -> ! {
         let _ = call(&t, Call::VcpuStart, &[1, state]);
     }
 
+    // 10. No IDT (the entry state's IDTR over the runtime's), IF set, and the last call made
+    //     by the first element of a `rep outsd` of two. The `sti` shadow covers that
+    //     element, and its call ends the VM.
+    let elements = [0u32; 2];
+    let no_idt = [0u16; 5];
+    // SAFETY: SYSTEM_SHUTDOWN does not return to the guest; `rsi` points at the two elements
+    // the string output reads, and the `lidt` operand is a 10-byte IDTR (limit 0, base 0);
+    // no interrupt can arrive between the `sti` and the first element's exit.
+    unsafe {
+        core::arch::asm!(
+            "lidt [{idtr}]",
+            "sti",
+            "rep outsd",
+            idtr = in(reg) no_idt.as_ptr(),
+            in("dx") found.info.doorbell_port,
+            in("rax") u64::from(Call::SystemShutdown.code()),
+            in("rdi") 0u64,
+            inout("rsi") elements.as_ptr() => _,
+            inout("rcx") 2u64 => _,
+            in("r8") 0u64,
+            in("r9") 0u64,
+            in("r10") 0u64,
+            in("r11") 0u64,
+            options(nostack, readonly),
+        );
+    }
     let _ = call(&t, Call::SystemShutdown, &[0]);
     halt_forever()
 }
