@@ -244,10 +244,16 @@ fn load_profile(path: &std::path::Path) -> anyhow::Result<pvabi_conformance::pro
     conform::parse_profile(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// How many runs of the suite a fault gets before it counts as missed.
+#[cfg(feature = "self-test")]
+const RUNS_PER_FAULT: u32 = 3;
+
 /// `--self-test`: first the selected tests against the faultless reference host, which must
 /// pass all of them (else every fault would look caught); then, for each injected fault, the
 /// tests again, the one named by the fault's [`area`] first, until one does not PASS: that
-/// test caught the fault. Prints the catch table and exits 0 only if every fault is caught.
+/// test caught the fault. A fault no test caught gets up to [`RUNS_PER_FAULT`] runs in all
+/// (some faults show only in a race). Prints the catch table and exits 0 only if every fault
+/// is caught.
 ///
 /// [`area`]: pvabi_dispatch::faults::InjectedFault::area
 #[cfg(feature = "self-test")]
@@ -277,52 +283,72 @@ fn self_test(tests: &[&conform::TestInfo]) -> anyhow::Result<ExitCode> {
         };
         let mut order: Vec<&conform::TestInfo> = tests.to_vec();
         order.sort_by_key(|t| t.name.split('-').next() != Some(fault.area()));
-        let by = order.iter().find_map(|t| {
-            let r = conform::run_test(t, &host);
-            let base = baseline.iter().find(|b| b.test == t.name)?;
-            let was = |name: &str| {
-                base.checks
+        let detect = || {
+            let by = order.iter().find_map(|t| {
+                let r = conform::run_test(t, &host);
+                let base = baseline.iter().find(|b| b.test == t.name)?;
+                let was = |name: &str| {
+                    base.checks
+                        .iter()
+                        .find(|c| c.name == name)
+                        .map(|c| c.verdict)
+                };
+                let checks: Vec<&str> = r
+                    .checks
                     .iter()
-                    .find(|c| c.name == name)
-                    .map(|c| c.verdict)
-            };
-            let checks: Vec<&str> = r
-                .checks
-                .iter()
-                .filter(|c| c.verdict != Verdict::Pass && was(&c.name) != Some(c.verdict))
-                .map(|c| c.name.as_str())
-                .collect();
-            (r.verdict != base.verdict || !checks.is_empty())
-                .then(|| format!("{} {} ({})", r.test, r.verdict, checks.join(", ")))
-        });
-        // What only a profile can catch (GET_IMPL_VERSION's packing, PVABI-BASE-018): the
-        // base test's report held to the reference profile, as the reference run holds it.
-        let by = by.or_else(|| {
-            let base = tests.iter().find(|t| t.name == "base")?;
-            let mut results = vec![conform::run_test(base, &host)];
-            conform::apply_profile(&conform::reference_profile(), &mut results);
-            let profile = results.get(1)?;
-            let failed: Vec<&str> = profile
-                .checks
-                .iter()
-                .filter(|c| c.verdict != Verdict::Pass)
-                .map(|c| c.name.as_str())
-                .collect();
-            (!failed.is_empty()).then(|| {
-                format!(
-                    "{} {} ({})",
-                    profile.test,
-                    profile.verdict,
-                    failed.join(", ")
-                )
-            })
-        });
+                    .filter(|c| c.verdict != Verdict::Pass && was(&c.name) != Some(c.verdict))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                (r.verdict != base.verdict || !checks.is_empty())
+                    .then(|| format!("{} {} ({})", r.test, r.verdict, checks.join(", ")))
+            });
+            // What only a profile can catch (GET_IMPL_VERSION's packing, PVABI-BASE-018): the
+            // base test's report held to the reference profile, as the reference run holds it.
+            let by = by.or_else(|| {
+                let base = tests.iter().find(|t| t.name == "base")?;
+                let mut results = vec![conform::run_test(base, &host)];
+                conform::apply_profile(&conform::reference_profile(), &mut results);
+                let profile = results.get(1)?;
+                let failed: Vec<&str> = profile
+                    .checks
+                    .iter()
+                    .filter(|c| c.verdict != Verdict::Pass)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                (!failed.is_empty()).then(|| {
+                    format!(
+                        "{} {} ({})",
+                        profile.test,
+                        profile.verdict,
+                        failed.join(", ")
+                    )
+                })
+            });
+            by
+        };
+        // A fault that shows only in a race (a time page written in the wrong order shows
+        // only to a read that lands inside the write) may slip past one run on a loaded
+        // machine: a missed fault gets up to RUNS_PER_FAULT runs, and the report says which
+        // run caught it.
+        let mut by = detect();
+        let mut runs = 1;
+        while by.is_none() && runs < RUNS_PER_FAULT {
+            runs += 1;
+            by = detect();
+        }
         match by {
+            Some(by) if runs > 1 => {
+                caught += 1;
+                println!(
+                    "caught  {:<40} by {by}, on run {runs} of {RUNS_PER_FAULT}",
+                    fault.name()
+                );
+            }
             Some(by) => {
                 caught += 1;
                 println!("caught  {:<40} by {by}", fault.name());
             }
-            None => println!("MISSED  {}", fault.name()),
+            None => println!("MISSED  {} (in {RUNS_PER_FAULT} runs)", fault.name()),
         }
     }
     let total = InjectedFault::ALL.len();
