@@ -189,9 +189,10 @@ pub fn run() {
     .s(" s")
     .end();
     // The host refreshes the page: a few milliseconds later it has moved on (a busy host
-    // may take longer to run its refresh thread: wait up to about 100 ms).
+    // may take longer to run its refresh thread: wait up to about a second; a missed refresh
+    // at a load of 5 on 2 cores showed that 100 ms was too short).
     let mut later = first;
-    for _ in 0..30 {
+    for _ in 0..300 {
         let _ = pv.vcpu_halt(3_000_000);
         later = reader.read().0;
         if later.sequence != first.sequence {
