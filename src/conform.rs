@@ -946,6 +946,121 @@ fn guest_rule_is_advisory(rule: &str) -> bool {
     guest_check::ADVISORY.contains(&rule)
 }
 
+/// One run of a guest under a checking host: how it ended, what the checker saw, and what
+/// reached the default ports.
+struct CheckedRun {
+    outcome: runner::RunOutcome,
+    seen: pvabi_host::dispatch::guest_check::GuestCheckReport,
+    trap: Arc<DefaultPortTrap>,
+}
+
+/// Runs `image` under `config`'s checking host, with the default ports trapped
+/// ([`DefaultPortTrap`]).
+fn run_checked(image: &[u8], config: RunConfig) -> Result<CheckedRun, runner::RunError> {
+    let mut dispatcher = None;
+    let trap = Arc::new(DefaultPortTrap::default());
+    let run = runner::run_with(image, config, |bus, d| {
+        dispatcher = Some(d.clone());
+        *lock_trap(&trap.dispatcher) = Some(d.clone());
+        let default = pvabi_abi::convention::DOORBELL_PORT;
+        bus.attach(default..=default, trap.clone());
+        let notify = pvabi_abi::convention::RING_NOTIFY_PORT;
+        bus.attach(notify..=notify, trap.clone());
+    });
+    // The trap holds the dispatcher only while the VM runs.
+    lock_trap(&trap.dispatcher).take();
+    let outcome = run?;
+    let seen = dispatcher.and_then(|d| d.guest_check()).unwrap_or_default();
+    Ok(CheckedRun {
+        outcome,
+        seen,
+        trap,
+    })
+}
+
+/// Whether the watchdog ([`TEST_TIMEOUT`]) ended the run rather than the guest.
+fn stopped_by_watchdog(run: &CheckedRun) -> bool {
+    matches!(&run.outcome.end, VmEnd::Fault(f) if matches!(f.fault, pvabi_host::vm::Fault::Timeout(_)))
+}
+
+/// The name of the PVABI-BASE-005 check of `pvabi conform --guest` (after `guest.`).
+const IDENTITY_CHECK: &str = "same_calls_under_another_identity";
+
+/// The identity a host reports, for a report: `id 0x1 "pvabi-ref" version 0.1.0`.
+fn identity_of(host: &HostConfig) -> String {
+    let len = host.impl_name.iter().position(|&b| b == 0).unwrap_or(16);
+    let v = host.impl_version;
+    format!(
+        "id {:#x} {:?} version {}.{}.{}",
+        host.impl_id,
+        String::from_utf8_lossy(&host.impl_name[..len]),
+        v.major,
+        v.minor,
+        v.patch
+    )
+}
+
+/// PVABI-BASE-005 from two runs of the guest under hosts that differ only in their identity
+/// ([`guest_check::identity`] says what is compared and why no more): FAIL naming the calls
+/// that differ, PASS when none does, SKIP when the guest made no call, ERROR when the second
+/// run could not be made.
+fn identity_check(
+    runs: [(&HostConfig, Result<&CheckedRun, &runner::RunError>); 2],
+) -> pvabi_conformance::Check {
+    use guest_check::identity::{compare, describe, IdentityRun, BASE_005};
+    let check = |verdict, message: Option<String>| pvabi_conformance::Check {
+        name: format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
+        verdict,
+        requirements: vec![BASE_005.to_owned()],
+        message,
+        warning: false,
+    };
+    let [(host_a, Ok(a)), (host_b, b)] = runs else {
+        return check(Verdict::Error, Some("the first run failed".to_owned()));
+    };
+    let b = match b {
+        Ok(b) => b,
+        Err(e) => {
+            return check(
+                Verdict::Error,
+                Some(format!(
+                    "the second run, under the host reporting {}, could not be made: {e}",
+                    identity_of(host_b)
+                )),
+            )
+        }
+    };
+    let complete = |r: &CheckedRun| !stopped_by_watchdog(r);
+    fn run<'a>(host: &HostConfig, r: &'a CheckedRun, complete: bool) -> IdentityRun<'a> {
+        IdentityRun {
+            calls: &r.seen.calls,
+            complete,
+            identity: identity_of(host),
+        }
+    }
+    let (ra, rb) = (run(host_a, a, complete(a)), run(host_b, b, complete(b)));
+    let diffs = compare([&ra, &rb]);
+    if !diffs.is_empty() {
+        return check(Verdict::Fail, Some(describe([&ra, &rb], &diffs)));
+    }
+    if a.seen.calls.codes.is_empty() {
+        return check(
+            Verdict::Skip,
+            Some("not exercised: the guest made no call".to_owned()),
+        );
+    }
+    if !rb.complete {
+        return check(
+            Verdict::Pass,
+            Some(format!(
+                "the watchdog stopped the second run after {TEST_TIMEOUT:?}: only the calls it \
+                 made were compared with the first run's"
+            )),
+        );
+    }
+    check(Verdict::Pass, None)
+}
+
 /// Runs the guest `image` on `vcpus` vCPUs under [`checking_host`] and reports, per guest
 /// rule the host can see, PASS (exercised, never broken), FAIL (broken: what, where, how
 /// often) or SKIP (not exercised), plus whether the guest ran to a clean SYSTEM_SHUTDOWN under
@@ -984,20 +1099,8 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             info: Default::default(),
         };
     }
-    let mut dispatcher = None;
-    let trap = Arc::new(DefaultPortTrap::default());
-    let run = runner::run_with(image, config, |bus, d| {
-        dispatcher = Some(d.clone());
-        *lock_trap(&trap.dispatcher) = Some(d.clone());
-        let default = pvabi_abi::convention::DOORBELL_PORT;
-        bus.attach(default..=default, trap.clone());
-        let notify = pvabi_abi::convention::RING_NOTIFY_PORT;
-        bus.attach(notify..=notify, trap.clone());
-    });
-    // The trap holds the dispatcher only while the VM runs.
-    lock_trap(&trap.dispatcher).take();
-    let outcome = match run {
-        Ok(o) => o,
+    let first = match run_checked(image, config.clone()) {
+        Ok(r) => r,
         Err(e) => {
             return TestResult {
                 test: GUEST_TEST.to_owned(),
@@ -1009,9 +1112,36 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             }
         }
     };
-    let seen = dispatcher.and_then(|d| d.guest_check()).unwrap_or_default();
+    // PVABI-BASE-005: the same guest again, under the same host with another identity;
+    // not when the watchdog stopped the first run (its calls are not all it would have made,
+    // and a second run would most likely wait for the watchdog too).
+    let base_005 = if stopped_by_watchdog(&first) {
+        pvabi_conformance::Check {
+            name: format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
+            verdict: Verdict::Skip,
+            requirements: vec![guest_check::identity::BASE_005.to_owned()],
+            message: Some(format!(
+                "not exercised: the watchdog stopped the run after {TEST_TIMEOUT:?}, so the \
+                 second run, under another implementation identity, was not made"
+            )),
+            warning: false,
+        }
+    } else {
+        let twin = RunConfig {
+            host: config.host.with_twin_identity(),
+            ..config.clone()
+        };
+        let second = run_checked(image, twin.clone());
+        identity_check([(&config.host, Ok(&first)), (&twin.host, second.as_ref())])
+    };
+    let CheckedRun {
+        outcome,
+        seen,
+        trap,
+    } = first;
     let mut checks = vec![plat_004];
     checks.extend(discovery_checks(&seen, &trap));
+    checks.push(base_005);
     for (rule, name, idle) in GUEST_RULES {
         let broken = seen.counts.get(rule).copied().unwrap_or(0);
         let (verdict, message) = if broken > 0 {

@@ -137,6 +137,13 @@ pub fn careless_discovery() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CARELESS_DISCOVERY"))
 }
 
+/// The third careless guest (`guest-ref/bare/careless/src/bin/careless_identity.rs`): it
+/// negotiates TIME and calls TIME_FREQUENCY only when GET_IMPL_ID names the reference host
+/// (PVABI-BASE-005, which shows only by comparing two runs).
+pub fn careless_identity() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CARELESS_IDENTITY"))
+}
+
 /// The hostile guest (`guest-ref/bare/hostile`): table-driven malformed inputs, double-fetch
 /// races, load and fault scenarios, run by the host's hostile, load and fault tests.
 pub fn hostile() -> &'static [u8] {
@@ -208,6 +215,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-system", conform_system),
     ("careless", careless),
     ("careless-discovery", careless_discovery),
+    ("careless-identity", careless_identity),
     ("conform-convention", conform_convention),
     ("conform-status", conform_status),
     ("conform-version", conform_version),

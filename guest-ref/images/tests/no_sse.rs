@@ -26,6 +26,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("conform-system", env!("PVABI_GUEST_CONFORM_SYSTEM")),
     ("careless", env!("PVABI_GUEST_CARELESS")),
     ("careless-discovery", env!("PVABI_GUEST_CARELESS_DISCOVERY")),
+    ("careless-identity", env!("PVABI_GUEST_CARELESS_IDENTITY")),
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
     ("conform-status", env!("PVABI_GUEST_CONFORM_STATUS")),
     ("conform-version", env!("PVABI_GUEST_CONFORM_VERSION")),
