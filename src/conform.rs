@@ -978,6 +978,123 @@ fn run_checked(image: &[u8], config: RunConfig) -> Result<CheckedRun, runner::Ru
     })
 }
 
+/// PVABI-DISC-004 and PVABI-CONV-010 from the discovery trace of the first run
+/// ([`pvabi_host::vm::DiscoveryTrace`]: vCPU 0 single-stepped at CPL0 from its entry to its
+/// first port write; code at CPL3 takes no step on this PVM machine, and nothing after the
+/// first call is traced).
+fn trace_checks(
+    trace: Option<&pvabi_host::vm::DiscoveryTrace>,
+    host: &HostConfig,
+) -> Vec<pvabi_conformance::Check> {
+    use pvabi_abi::discovery::TransportFlags;
+    let check =
+        |name: &str, rule: &str, verdict, message: Option<String>| pvabi_conformance::Check {
+            name: format!("{GUEST_TEST}.{name}"),
+            verdict,
+            requirements: vec![rule.to_owned()],
+            message,
+            warning: false,
+        };
+    const DISC: (&str, &str) = (
+        "reads_no_pvabi_leaf_above_the_signature_leaf_eax",
+        "PVABI-DISC-004",
+    );
+    const CONV: (&str, &str) = ("no_unadvertised_hypercall_instruction", "PVABI-CONV-010");
+    let Some(t) = trace.filter(|t| t.stepping) else {
+        let why =
+            "not exercised: single-stepping the guest (KVM_SET_GUEST_DEBUG) is not available here";
+        return vec![
+            check(DISC.0, DISC.1, Verdict::Skip, Some(why.to_owned())),
+            check(CONV.0, CONV.1, Verdict::Skip, Some(why.to_owned())),
+        ];
+    };
+    let window = format!(
+        "{} CPL0 instructions of vCPU 0 traced, from its entry to {}",
+        t.steps,
+        if t.reached_port_write {
+            "its first port write"
+        } else if t.limited {
+            "the trace's limit, before its first port write"
+        } else {
+            "the end of the VM"
+        }
+    );
+    let base = host.cpuid_base;
+    let max = host
+        .cpuid_leaves()
+        .iter()
+        .find(|(f, i, _)| *f == base && *i == 0)
+        .map_or(base, |l| l.2[0]);
+    let pvabi = |leaf: u32| (base..=base + 0xff).contains(&leaf);
+    let above: Vec<_> = t
+        .cpuid
+        .iter()
+        .filter(|r| pvabi(r.leaf) && r.leaf > max)
+        .collect();
+    let disc = if let Some(first) = above.first() {
+        check(
+            DISC.0,
+            DISC.1,
+            Verdict::Fail,
+            Some(format!(
+                "CPUID leaf {:#x} read at rip {:#x} ({} such read(s)), above {max:#x}, which the \
+                 signature leaf at {base:#x} names in eax as pvabi's last leaf: read only the \
+                 leaves up to the one the signature leaf's eax names (a newer leaf is absent on \
+                 this host)",
+                first.leaf,
+                first.rip,
+                above.len()
+            )),
+        )
+    } else if t.cpuid.iter().any(|r| pvabi(r.leaf)) {
+        check(DISC.0, DISC.1, Verdict::Pass, None)
+    } else {
+        check(
+            DISC.0,
+            DISC.1,
+            Verdict::Skip,
+            Some(format!(
+                "not exercised: no CPUID of pvabi's leaves seen ({window})"
+            )),
+        )
+    };
+    let allowed = host.transport & (TransportFlags::VMCALL | TransportFlags::VMMCALL);
+    let unadvertised: Vec<_> = t
+        .hypercalls
+        .iter()
+        .filter(|(_, vmmcall)| {
+            !allowed.contains(if *vmmcall {
+                TransportFlags::VMMCALL
+            } else {
+                TransportFlags::VMCALL
+            })
+        })
+        .collect();
+    let conv = if let Some((rip, vmmcall)) = unadvertised.first() {
+        check(
+            CONV.0,
+            CONV.1,
+            Verdict::Fail,
+            Some(format!(
+                "{} at rip {rip:#x}, while the transport leaf advertises neither vmcall nor \
+                 vmmcall (only port I/O): make calls with the binding the transport leaf \
+                 advertises",
+                if *vmmcall { "vmmcall" } else { "vmcall" }
+            )),
+        )
+    } else if t.steps > 0 {
+        check(CONV.0, CONV.1, Verdict::Pass, None)
+    } else {
+        check(
+            CONV.0,
+            CONV.1,
+            Verdict::Skip,
+            Some(format!("not exercised: {window}")),
+        )
+    };
+    vec![disc, conv]
+}
+
 /// Whether the watchdog ([`TEST_TIMEOUT`]) ended the run rather than the guest.
 fn stopped_by_watchdog(run: &CheckedRun) -> bool {
     matches!(&run.outcome.end, VmEnd::Fault(f) if matches!(f.fault, pvabi_host::vm::Fault::Timeout(_)))
@@ -1141,6 +1258,7 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
     } = first;
     let mut checks = vec![plat_004];
     checks.extend(discovery_checks(&seen, &trap));
+    checks.extend(trace_checks(outcome.discovery.as_ref(), &config.host));
     checks.push(base_005);
     for (rule, name, idle) in GUEST_RULES {
         let broken = seen.counts.get(rule).copied().unwrap_or(0);

@@ -581,6 +581,58 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
         assert_eq!(verdict, "PASS", "{name}: {message}");
     }
 
+    // The fourth careless guest reads the pvabi leaf above the signature leaf's eax and then
+    // executes vmcall, both before its first call: KVM answers them without an exit, the
+    // checking host's discovery trace (vCPU 0 single-stepped up to its first port write)
+    // sees both and ends the VM at the vmcall; so it also made no call and did not shut down.
+    let out = pvabi(&["conform", "--guest", "careless-cpuid", "--format", "json"]);
+    let cpuid = checks(&out);
+    assert_eq!(out.status.code(), Some(5), "{cpuid:#?}");
+    let failed: Vec<&str> = cpuid
+        .iter()
+        .filter(|(_, v, _)| v == "FAIL")
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "guest.finds_pvabi_at_a_later_base",
+            "guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax",
+            "guest.no_unadvertised_hypercall_instruction",
+            "guest.runs_under_a_host_offering_more_than_it_knows",
+        ],
+        "{cpuid:#?}"
+    );
+    let message = |name: &str| &cpuid.iter().find(|(n, _, _)| n == name).unwrap().2;
+    assert!(
+        message("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax")
+            .contains("CPUID leaf 0x40000104"),
+        "{cpuid:#?}"
+    );
+    assert!(
+        message("guest.no_unadvertised_hypercall_instruction").contains("vmcall at rip"),
+        "{cpuid:#?}"
+    );
+    // The other guests keep both rules; the one that skips discovery reads no pvabi leaf.
+    for (name, checks, disc_004) in [
+        ("demo", &demo, "PASS"),
+        ("careless", &careless, "PASS"),
+        ("careless-identity", &ident, "PASS"),
+        ("careless-discovery", &disc, "SKIP"),
+    ] {
+        let verdict = |check: &str| &checks.iter().find(|(n, _, _)| n == check).unwrap().1;
+        assert_eq!(
+            verdict("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax"),
+            disc_004,
+            "{name}"
+        );
+        assert_eq!(
+            verdict("guest.no_unadvertised_hypercall_instruction"),
+            "PASS",
+            "{name}"
+        );
+    }
+
     // The text summary names the rules; a missing image names the built-in guests.
     let out = pvabi(&["conform", "--guest", "careless"]);
     let text = String::from_utf8_lossy(&out.stdout);

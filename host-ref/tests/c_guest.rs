@@ -655,6 +655,22 @@ fn c_guest_breaks_no_guest_rule_under_a_checking_host() {
             "{rule} not exercised: {seen:#?}"
         );
     }
+    // PVABI-DISC-004, PVABI-CONV-010: the discovery trace (vCPU 0 single-stepped at CPL0 up
+    // to its first port write) saw the guest read the signature leaf, nothing above the leaf
+    // its eax names, and no vmcall or vmmcall.
+    let trace = outcome
+        .discovery
+        .clone()
+        .expect("a checking host traces discovery");
+    assert!(trace.stepping && trace.reached_port_write, "{trace:#?}");
+    let base = config.cpuid_base;
+    assert!(trace.cpuid.iter().any(|r| r.leaf == base), "{trace:#?}");
+    let above = base + pvabi_abi::discovery::CPUID_LEAF_MAX + 1..=base + 0xff;
+    assert!(
+        trace.cpuid.iter().all(|r| !above.contains(&r.leaf)),
+        "{trace:#?}"
+    );
+    assert!(trace.hypercalls.is_empty(), "{trace:#?}");
     // PVABI-BASE-005: under the same host with another implementation identity, the same
     // calls (as far as timing cannot change them: guest_check::identity).
     let twin = config.with_twin_identity();

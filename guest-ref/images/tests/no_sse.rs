@@ -27,6 +27,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("careless", env!("PVABI_GUEST_CARELESS")),
     ("careless-discovery", env!("PVABI_GUEST_CARELESS_DISCOVERY")),
     ("careless-identity", env!("PVABI_GUEST_CARELESS_IDENTITY")),
+    ("careless-cpuid", env!("PVABI_GUEST_CARELESS_CPUID")),
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
     ("conform-status", env!("PVABI_GUEST_CONFORM_STATUS")),
     ("conform-version", env!("PVABI_GUEST_CONFORM_VERSION")),

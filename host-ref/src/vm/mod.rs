@@ -90,6 +90,7 @@ mod error;
 mod irqchip_probe;
 mod loader;
 mod stats;
+mod step;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tsc;
@@ -113,6 +114,7 @@ use vcpu_thread as vcpu;
 pub use cpuid::HYPERVISOR_LEAVES;
 pub use error::{Fault, VmError};
 pub use stats::{KvmExitStats, STAT_NAMES};
+pub use step::{CpuidRead, DiscoveryTrace};
 pub use tsc::TscLink;
 
 /// One mebibyte.
@@ -330,6 +332,8 @@ struct Shared {
     active: Mutex<u32>,
     /// The guest TSC from the host's, or why it could not be established at creation.
     tsc: Result<TscLink, &'static str>,
+    /// The discovery trace, when asked for ([`VmCtl::trace_discovery`]).
+    discovery: Mutex<Option<DiscoveryTrace>>,
 }
 
 /// A cloneable handle the host uses, from any thread, to act on a VM.
@@ -700,6 +704,7 @@ impl Vm {
             ended: AtomicBool::new(false),
             active: Mutex::new(1),
             tsc,
+            discovery: Mutex::new(None),
         });
         let sync_regs = vm_sync_regs(&kvm);
         Ok(Self {
