@@ -114,7 +114,7 @@ use vcpu_thread as vcpu;
 pub use cpuid::HYPERVISOR_LEAVES;
 pub use error::{Fault, VmError};
 pub use stats::{KvmExitStats, STAT_NAMES};
-pub use step::{CpuidRead, DiscoveryTrace};
+pub use step::{CpuidRead, DiscoveryTrace, STEP_LIMIT};
 pub use tsc::TscLink;
 
 /// One mebibyte.
