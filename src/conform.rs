@@ -1003,6 +1003,240 @@ fn guest_rule_is_advisory(rule: &str) -> bool {
     guest_check::ADVISORY.contains(&rule)
 }
 
+/// One run of a guest under a checking host: how it ended, what the checker saw, and what
+/// reached the default ports.
+struct CheckedRun {
+    outcome: runner::RunOutcome,
+    seen: pvabi_host::dispatch::guest_check::GuestCheckReport,
+    trap: Arc<DefaultPortTrap>,
+}
+
+/// Runs `image` under `config`'s checking host, with the default ports trapped
+/// ([`DefaultPortTrap`]).
+fn run_checked(image: &[u8], config: RunConfig) -> Result<CheckedRun, runner::RunError> {
+    let mut dispatcher = None;
+    let trap = Arc::new(DefaultPortTrap::default());
+    let run = runner::run_with(image, config, |bus, d| {
+        dispatcher = Some(d.clone());
+        *lock_trap(&trap.dispatcher) = Some(d.clone());
+        let default = pvabi_abi::convention::DOORBELL_PORT;
+        bus.attach(default..=default, trap.clone());
+        let notify = pvabi_abi::convention::RING_NOTIFY_PORT;
+        bus.attach(notify..=notify, trap.clone());
+    });
+    // The trap holds the dispatcher only while the VM runs.
+    lock_trap(&trap.dispatcher).take();
+    let outcome = run?;
+    let seen = dispatcher.and_then(|d| d.guest_check()).unwrap_or_default();
+    Ok(CheckedRun {
+        outcome,
+        seen,
+        trap,
+    })
+}
+
+/// PVABI-DISC-004 and PVABI-CONV-010 from the discovery trace of the first run
+/// ([`pvabi_host::vm::DiscoveryTrace`]: vCPU 0 single-stepped at CPL0 from its entry to its
+/// first port write; code at CPL3 takes no step on this PVM machine, and nothing after the
+/// first call is traced).
+fn trace_checks(
+    trace: Option<&pvabi_host::vm::DiscoveryTrace>,
+    host: &HostConfig,
+) -> Vec<pvabi_conformance::Check> {
+    use pvabi_abi::discovery::TransportFlags;
+    let check =
+        |name: &str, rule: &str, verdict, message: Option<String>| pvabi_conformance::Check {
+            name: format!("{GUEST_TEST}.{name}"),
+            verdict,
+            requirements: vec![rule.to_owned()],
+            message,
+            warning: false,
+            not_applicable: false,
+        };
+    const DISC: (&str, &str) = (
+        "reads_no_pvabi_leaf_above_the_signature_leaf_eax",
+        "PVABI-DISC-004",
+    );
+    const CONV: (&str, &str) = ("no_unadvertised_hypercall_instruction", "PVABI-CONV-010");
+    let Some(t) = trace.filter(|t| t.stepping) else {
+        let why =
+            "not exercised: single-stepping the guest (KVM_SET_GUEST_DEBUG) is not available here";
+        return vec![
+            check(DISC.0, DISC.1, Verdict::Skip, Some(why.to_owned())),
+            check(CONV.0, CONV.1, Verdict::Skip, Some(why.to_owned())),
+        ];
+    };
+    let window = format!(
+        "{} CPL0 instructions of vCPU 0 traced, from its entry to {}",
+        t.steps,
+        if t.reached_port_write {
+            "its first port write"
+        } else if t.limited {
+            "the trace's limit, before its first port write"
+        } else {
+            "the end of the VM"
+        }
+    );
+    let base = host.cpuid_base;
+    let max = host
+        .cpuid_leaves()
+        .iter()
+        .find(|(f, i, _)| *f == base && *i == 0)
+        .map_or(base, |l| l.2[0]);
+    let pvabi = |leaf: u32| (base..=base + 0xff).contains(&leaf);
+    let above: Vec<_> = t
+        .cpuid
+        .iter()
+        .filter(|r| pvabi(r.leaf) && r.leaf > max)
+        .collect();
+    let disc = if let Some(first) = above.first() {
+        check(
+            DISC.0,
+            DISC.1,
+            Verdict::Fail,
+            Some(format!(
+                "CPUID leaf {:#x} read at rip {:#x} ({} such read(s)), above {max:#x}, which the \
+                 signature leaf at {base:#x} names in eax as pvabi's last leaf: read only the \
+                 leaves up to the one the signature leaf's eax names (a newer leaf is absent on \
+                 this host)",
+                first.leaf,
+                first.rip,
+                above.len()
+            )),
+        )
+    } else if t.cpuid.iter().any(|r| pvabi(r.leaf)) {
+        check(DISC.0, DISC.1, Verdict::Pass, None)
+    } else {
+        check(
+            DISC.0,
+            DISC.1,
+            Verdict::Skip,
+            Some(format!(
+                "not exercised: no CPUID of pvabi's leaves seen ({window})"
+            )),
+        )
+    };
+    let allowed = host.transport & (TransportFlags::VMCALL | TransportFlags::VMMCALL);
+    let unadvertised: Vec<_> = t
+        .hypercalls
+        .iter()
+        .filter(|(_, vmmcall)| {
+            !allowed.contains(if *vmmcall {
+                TransportFlags::VMMCALL
+            } else {
+                TransportFlags::VMCALL
+            })
+        })
+        .collect();
+    let conv = if let Some((rip, vmmcall)) = unadvertised.first() {
+        check(
+            CONV.0,
+            CONV.1,
+            Verdict::Fail,
+            Some(format!(
+                "{} at rip {rip:#x}, while the transport leaf advertises neither vmcall nor \
+                 vmmcall (only port I/O): make calls with the binding the transport leaf \
+                 advertises",
+                if *vmmcall { "vmmcall" } else { "vmcall" }
+            )),
+        )
+    } else if t.steps > 0 {
+        check(CONV.0, CONV.1, Verdict::Pass, None)
+    } else {
+        check(
+            CONV.0,
+            CONV.1,
+            Verdict::Skip,
+            Some(format!("not exercised: {window}")),
+        )
+    };
+    vec![disc, conv]
+}
+
+/// Whether the watchdog ([`TEST_TIMEOUT`]) ended the run rather than the guest.
+fn stopped_by_watchdog(run: &CheckedRun) -> bool {
+    matches!(&run.outcome.end, VmEnd::Fault(f) if matches!(f.fault, pvabi_host::vm::Fault::Timeout(_)))
+}
+
+/// The name of the PVABI-BASE-005 check of `pvabi conform --guest` (after `guest.`).
+const IDENTITY_CHECK: &str = "same_calls_under_another_identity";
+
+/// The identity a host reports, for a report: `id 0x1 "pvabi-ref" version 0.1.0`.
+fn identity_of(host: &HostConfig) -> String {
+    let len = host.impl_name.iter().position(|&b| b == 0).unwrap_or(16);
+    let v = host.impl_version;
+    format!(
+        "id {:#x} {:?} version {}.{}.{}",
+        host.impl_id,
+        String::from_utf8_lossy(&host.impl_name[..len]),
+        v.major,
+        v.minor,
+        v.patch
+    )
+}
+
+/// PVABI-BASE-005 from two runs of the guest under hosts that differ only in their identity
+/// ([`guest_check::identity`] says what is compared and why no more): FAIL naming the calls
+/// that differ, PASS when none does, SKIP when the guest made no call, ERROR when the second
+/// run could not be made.
+fn identity_check(
+    runs: [(&HostConfig, Result<&CheckedRun, &runner::RunError>); 2],
+) -> pvabi_conformance::Check {
+    use guest_check::identity::{compare, describe, IdentityRun, BASE_005};
+    let check = |verdict, message: Option<String>| pvabi_conformance::Check {
+        name: format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
+        verdict,
+        requirements: vec![BASE_005.to_owned()],
+        message,
+        warning: false,
+        not_applicable: false,
+    };
+    let [(host_a, Ok(a)), (host_b, b)] = runs else {
+        return check(Verdict::Error, Some("the first run failed".to_owned()));
+    };
+    let b = match b {
+        Ok(b) => b,
+        Err(e) => {
+            return check(
+                Verdict::Error,
+                Some(format!(
+                    "the second run, under the host reporting {}, could not be made: {e}",
+                    identity_of(host_b)
+                )),
+            )
+        }
+    };
+    let complete = |r: &CheckedRun| !stopped_by_watchdog(r);
+    fn run<'a>(host: &HostConfig, r: &'a CheckedRun, complete: bool) -> IdentityRun<'a> {
+        IdentityRun {
+            calls: &r.seen.calls,
+            complete,
+            identity: identity_of(host),
+        }
+    }
+    let (ra, rb) = (run(host_a, a, complete(a)), run(host_b, b, complete(b)));
+    let diffs = compare([&ra, &rb]);
+    if !diffs.is_empty() {
+        return check(Verdict::Fail, Some(describe([&ra, &rb], &diffs)));
+    }
+    if a.seen.calls.codes.is_empty() {
+        return check(
+            Verdict::Skip,
+            Some("not exercised: the guest made no call".to_owned()),
+        );
+    }
+    if !rb.complete {
+        return check(
+            Verdict::Pass,
+            Some(format!(
+                "the watchdog stopped the second run after {TEST_TIMEOUT:?}: only the calls it \
+                 made were compared with the first run's"
+            )),
+        );
+    }
+    check(Verdict::Pass, None)
+}
+
 /// Runs the guest `image` on `vcpus` vCPUs under [`checking_host`] and reports, per guest
 /// rule the host can see, PASS (exercised, never broken), FAIL (broken: what, where, how
 /// often) or SKIP (not exercised), plus whether the guest ran to a clean SYSTEM_SHUTDOWN under
@@ -1042,20 +1276,8 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             info: Default::default(),
         };
     }
-    let mut dispatcher = None;
-    let trap = Arc::new(DefaultPortTrap::default());
-    let run = runner::run_with(image, config, |bus, d| {
-        dispatcher = Some(d.clone());
-        *lock_trap(&trap.dispatcher) = Some(d.clone());
-        let default = pvabi_abi::convention::DOORBELL_PORT;
-        bus.attach(default..=default, trap.clone());
-        let notify = pvabi_abi::convention::RING_NOTIFY_PORT;
-        bus.attach(notify..=notify, trap.clone());
-    });
-    // The trap holds the dispatcher only while the VM runs.
-    lock_trap(&trap.dispatcher).take();
-    let outcome = match run {
-        Ok(o) => o,
+    let first = match run_checked(image, config.clone()) {
+        Ok(r) => r,
         Err(e) => {
             return TestResult {
                 test: GUEST_TEST.to_owned(),
@@ -1067,9 +1289,38 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
             }
         }
     };
-    let seen = dispatcher.and_then(|d| d.guest_check()).unwrap_or_default();
+    // PVABI-BASE-005: the same guest again, under the same host with another identity;
+    // not when the watchdog stopped the first run (its calls are not all it would have made,
+    // and a second run would most likely wait for the watchdog too).
+    let base_005 = if stopped_by_watchdog(&first) {
+        pvabi_conformance::Check {
+            name: format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
+            verdict: Verdict::Skip,
+            requirements: vec![guest_check::identity::BASE_005.to_owned()],
+            message: Some(format!(
+                "not exercised: the watchdog stopped the run after {TEST_TIMEOUT:?}, so the \
+                 second run, under another implementation identity, was not made"
+            )),
+            warning: false,
+            not_applicable: false,
+        }
+    } else {
+        let twin = RunConfig {
+            host: config.host.with_twin_identity(),
+            ..config.clone()
+        };
+        let second = run_checked(image, twin.clone());
+        identity_check([(&config.host, Ok(&first)), (&twin.host, second.as_ref())])
+    };
+    let CheckedRun {
+        outcome,
+        seen,
+        trap,
+    } = first;
     let mut checks = vec![plat_004];
     checks.extend(discovery_checks(&seen, &trap));
+    checks.extend(trace_checks(outcome.discovery.as_ref(), &config.host));
+    checks.push(base_005);
     for (rule, name, idle) in GUEST_RULES {
         let broken = seen.counts.get(rule).copied().unwrap_or(0);
         let (verdict, message) = if broken > 0 {

@@ -537,6 +537,108 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     assert!(message("guest.uses_the_transport_leaf_ports").contains("0x5650"));
     assert!(message("guest.crash_message_in_utf8").contains("not UTF-8"));
 
+    // The third careless guest negotiates TIME and calls TIME_FREQUENCY only when GET_IMPL_ID
+    // names the reference host: no single run shows it, the second run under another identity
+    // does (PVABI-BASE-005), and that is all that fails; its log of the identity is allowed.
+    let out = pvabi(&[
+        "conform",
+        "--guest",
+        "careless-identity",
+        "--format",
+        "json",
+    ]);
+    let ident = checks(&out);
+    assert_eq!(out.status.code(), Some(5), "{ident:#?}");
+    let failed: Vec<&str> = ident
+        .iter()
+        .filter(|(_, v, _)| v == "FAIL")
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        ["guest.same_calls_under_another_identity"],
+        "{ident:#?}"
+    );
+    assert!(warned(&ident).is_empty(), "{ident:#?}");
+    let message = &ident
+        .iter()
+        .find(|(n, _, _)| n == "guest.same_calls_under_another_identity")
+        .unwrap()
+        .2;
+    for part in [
+        "under the host reporting id 0x1 \"pvabi-ref\"",
+        "the guest made TIME_FREQUENCY (vCPU 0) and NEGOTIATE(requested 0x10000, required 0x23",
+        "id 0x80007e57 \"pvabi-twn\" version 9.87.654, the guest made NEGOTIATE(requested 0x10000, required 0x21",
+        "never from GET_IMPL_ID",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    // The careful guests (the demo above; the careless ones, whose mistakes do not depend on
+    // the identity) make the same calls under both identities.
+    for (name, checks) in [
+        ("demo", &demo),
+        ("careless", &careless),
+        ("careless-discovery", &disc),
+    ] {
+        let (_, verdict, message) = checks
+            .iter()
+            .find(|(n, _, _)| n == "guest.same_calls_under_another_identity")
+            .unwrap();
+        assert_eq!(verdict, "PASS", "{name}: {message}");
+    }
+
+    // The fourth careless guest reads the pvabi leaf above the signature leaf's eax and then
+    // executes vmcall, both before its first call: KVM answers them without an exit, the
+    // checking host's discovery trace (vCPU 0 single-stepped up to its first port write)
+    // sees both and ends the VM at the vmcall; so it also made no call and did not shut down.
+    let out = pvabi(&["conform", "--guest", "careless-cpuid", "--format", "json"]);
+    let cpuid = checks(&out);
+    assert_eq!(out.status.code(), Some(5), "{cpuid:#?}");
+    let failed: Vec<&str> = cpuid
+        .iter()
+        .filter(|(_, v, _)| v == "FAIL")
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "guest.finds_pvabi_at_a_later_base",
+            "guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax",
+            "guest.no_unadvertised_hypercall_instruction",
+            "guest.runs_under_a_host_offering_more_than_it_knows",
+        ],
+        "{cpuid:#?}"
+    );
+    let message = |name: &str| &cpuid.iter().find(|(n, _, _)| n == name).unwrap().2;
+    assert!(
+        message("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax")
+            .contains("CPUID leaf 0x40000104"),
+        "{cpuid:#?}"
+    );
+    assert!(
+        message("guest.no_unadvertised_hypercall_instruction").contains("vmcall at rip"),
+        "{cpuid:#?}"
+    );
+    // The other guests keep both rules; the one that skips discovery reads no pvabi leaf.
+    for (name, checks, disc_004) in [
+        ("demo", &demo, "PASS"),
+        ("careless", &careless, "PASS"),
+        ("careless-identity", &ident, "PASS"),
+        ("careless-discovery", &disc, "SKIP"),
+    ] {
+        let verdict = |check: &str| &checks.iter().find(|(n, _, _)| n == check).unwrap().1;
+        assert_eq!(
+            verdict("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax"),
+            disc_004,
+            "{name}"
+        );
+        assert_eq!(
+            verdict("guest.no_unadvertised_hypercall_instruction"),
+            "PASS",
+            "{name}"
+        );
+    }
+
     // The text summary names the rules; a missing image names the built-in guests.
     let out = pvabi(&["conform", "--guest", "careless"]);
     let text = String::from_utf8_lossy(&out.stdout);

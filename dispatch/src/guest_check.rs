@@ -34,6 +34,7 @@
 //! | [`VER_014`], [`COMPAT_001`] (SHOULD) | NEGOTIATE asking for a higher minor than the calls the guest made need, or requiring a feature it never used; requiring a feature a later minor than 1.0 introduced |
 //! | [`SYS_007`] (SHOULD) | a SYSTEM_CRASH message that is not UTF-8 (which vCPU detected the failure does not show) |
 //! | [`BASE_017`] (MAY) | after NEGOTIATE answered LOCKED, GET_SPEC_VERSION or PROBE_FEATURES on that vCPU |
+//! | [`identity::BASE_005`] | across two runs (the runner's): a call, or a NEGOTIATE or PROBE_CALL argument tuple, made under one implementation identity and not under another ([`identity`]) |
 //!
 //! The checking host is demanding but legal. Besides preempting every batch and leaving the
 //! time page torn, it raises each registered event queue's interrupt spuriously (with no new
@@ -47,6 +48,8 @@
 //! exercised" rather than claim a pass for a rule the guest never came near.
 
 use std::collections::BTreeMap;
+
+pub mod identity;
 
 use pvabi_abi::batch::MULTICALL_FLAGS_VALID;
 use pvabi_abi::calls::{ArgCheck, Call};
@@ -228,6 +231,8 @@ pub struct GuestCheckReport {
     pub exercised: BTreeMap<&'static str, u64>,
     /// Spurious event interrupts the checking host raised.
     pub spurious_interrupts: u64,
+    /// What the guest's calls were, for comparing two runs ([`identity`], PVABI-BASE-005).
+    pub calls: identity::CallsMade,
 }
 
 /// A batch (MULTICALL or MULTICALL_PAGES) the host preempted, waiting for the guest to
@@ -303,6 +308,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct GuestChecker {
     state: std::sync::Mutex<State>,
+    /// The calls made ([`identity`]).
+    made: std::sync::Mutex<identity::CallsMade>,
 }
 
 const MAX_KEPT: u64 = 64;
@@ -343,6 +350,7 @@ impl GuestChecker {
                 negotiate: None,
                 used: (0, V1_0),
             }),
+            made: Default::default(),
         }
     }
 
@@ -694,6 +702,7 @@ impl GuestChecker {
             report: s.report.clone(),
             ..State::default()
         };
+        now.report.calls = lock(&self.made).clone();
         for (vcpu, p) in s.preempted.iter().enumerate() {
             if let Some(p) = p {
                 now.violated(

@@ -689,6 +689,9 @@ impl<M: Machine> Inner<M> {
         code: u64,
         args: [u64; 6],
     ) -> Result<Reply, Status> {
+        if let Some(c) = &self.checker {
+            c.made(vcpu, code, &args); // PVABI-BASE-005's record, in every context
+        }
         let result = self.check_and_handle(vcpu, ctx, code, &args);
         let status = match &result {
             Ok(reply) => reply.status,

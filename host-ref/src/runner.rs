@@ -99,6 +99,9 @@ pub struct RunOutcome {
     pub console: Vec<u8>,
     /// From creating the VM to its end.
     pub wall: Duration,
+    /// The discovery trace of the first boot, when the host checks its guest
+    /// (`HostConfig::check_guest`; [`vm::DiscoveryTrace`]).
+    pub discovery: Option<vm::DiscoveryTrace>,
     /// Port exits that reached the host.
     pub exits: ExitCounts,
 }
@@ -228,6 +231,11 @@ pub fn run_with_notify(
     // The VM, then its control handle, then the dispatcher on it, then the devices.
     let started = Instant::now();
     let mut vm = vm::Vm::new(&vm_config, image)?;
+    // A checking host also single-steps the first boot's discovery (vm::DiscoveryTrace).
+    let first_boot = vm.ctl();
+    if host_config.check_guest {
+        first_boot.trace_discovery();
+    }
     let mut pvabi = Arc::new(PvabiPorts::new(host_config, vm.ctl())?);
     let mut resets = 0;
     let mut exits = ExitCounts::default();
@@ -285,6 +293,7 @@ pub fn run_with_notify(
             console,
             wall,
             exits,
+            discovery: first_boot.discovery_trace(),
         });
     }
 }

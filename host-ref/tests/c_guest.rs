@@ -660,6 +660,62 @@ fn c_guest_breaks_no_guest_rule_under_a_checking_host() {
             "{rule} not exercised: {seen:#?}"
         );
     }
+    // PVABI-DISC-004, PVABI-CONV-010: the discovery trace (vCPU 0 single-stepped at CPL0 up
+    // to its first port write) saw the guest read the signature leaf, nothing above the leaf
+    // its eax names, and no vmcall or vmmcall.
+    let trace = outcome
+        .discovery
+        .clone()
+        .expect("a checking host traces discovery");
+    assert!(trace.stepping && trace.reached_port_write, "{trace:#?}");
+    let base = config.cpuid_base;
+    assert!(trace.cpuid.iter().any(|r| r.leaf == base), "{trace:#?}");
+    let above = base + pvabi_abi::discovery::CPUID_LEAF_MAX + 1..=base + 0xff;
+    assert!(
+        trace.cpuid.iter().all(|r| !above.contains(&r.leaf)),
+        "{trace:#?}"
+    );
+    assert!(trace.hypercalls.is_empty(), "{trace:#?}");
+    // PVABI-BASE-005: under the same host with another implementation identity, the same
+    // calls (as far as timing cannot change them: guest_check::identity).
+    let twin = config.with_twin_identity();
+    let mut twin_dispatcher = None;
+    let twin_outcome = runner::run_with(
+        &image,
+        RunConfig {
+            host: twin.clone(),
+            vm: VmConfig::default(),
+            timeout: Some(WATCHDOG),
+        },
+        |_, d| twin_dispatcher = Some(d.clone()),
+    )
+    .expect("VM ran");
+    assert!(
+        matches!(twin_outcome.end, VmEnd::Shutdown(0)),
+        "{}",
+        twin_outcome.end
+    );
+    let twin_seen = twin_dispatcher
+        .and_then(|d| d.guest_check())
+        .expect("a checking host reports what it saw");
+    {
+        use pvabi_host::dispatch::guest_check::identity::{compare, IdentityRun};
+        let run = |calls, identity: &str| IdentityRun {
+            calls,
+            complete: true,
+            identity: identity.to_owned(),
+        };
+        let (a, b) = (run(&seen.calls, "reference"), run(&twin_seen.calls, "twin"));
+        let diffs = compare([&a, &b]);
+        assert!(diffs.is_empty(), "{diffs:#?}");
+        // It was exercised: the guest read the identity and negotiated in both runs.
+        for c in [Call::GetImplId, Call::Negotiate] {
+            assert!(
+                seen.calls.codes.contains_key(&u64::from(c.code())),
+                "{seen:#?}"
+            );
+        }
+    }
     let run = Run {
         end: outcome.end,
         report: outcome.report,

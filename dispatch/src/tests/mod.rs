@@ -10,6 +10,7 @@ mod console;
 mod double_fetch;
 mod events;
 mod guest_check;
+mod identity;
 mod memory;
 mod multicall_pages;
 mod owned;

@@ -143,6 +143,20 @@ pub fn careless_discovery() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CARELESS_DISCOVERY"))
 }
 
+/// The third careless guest (`guest-ref/bare/careless/src/bin/careless_identity.rs`): it
+/// negotiates TIME and calls TIME_FREQUENCY only when GET_IMPL_ID names the reference host
+/// (PVABI-BASE-005, which shows only by comparing two runs).
+pub fn careless_identity() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CARELESS_IDENTITY"))
+}
+
+/// The fourth careless guest (`guest-ref/bare/careless/src/bin/careless_cpuid.rs`): it reads
+/// the pvabi leaf above the signature leaf's eax (PVABI-DISC-004) and executes `vmcall`
+/// (PVABI-CONV-010), which only the checking host's discovery trace sees.
+pub fn careless_cpuid() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CARELESS_CPUID"))
+}
+
 /// The hostile guest (`guest-ref/bare/hostile`): table-driven malformed inputs, double-fetch
 /// races, load and fault scenarios, run by the host's hostile, load and fault tests.
 pub fn hostile() -> &'static [u8] {
@@ -214,6 +228,8 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-system", conform_system),
     ("careless", careless),
     ("careless-discovery", careless_discovery),
+    ("careless-identity", careless_identity),
+    ("careless-cpuid", careless_cpuid),
     ("conform-convention", conform_convention),
     (
         "conform-convention-compat-mode",

@@ -26,6 +26,8 @@ const IMAGES: &[(&str, &str)] = &[
     ("conform-system", env!("PVABI_GUEST_CONFORM_SYSTEM")),
     ("careless", env!("PVABI_GUEST_CARELESS")),
     ("careless-discovery", env!("PVABI_GUEST_CARELESS_DISCOVERY")),
+    ("careless-identity", env!("PVABI_GUEST_CARELESS_IDENTITY")),
+    ("careless-cpuid", env!("PVABI_GUEST_CARELESS_CPUID")),
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
     (
         "conform-convention-compat-mode",

@@ -90,6 +90,7 @@ mod error;
 mod irqchip_probe;
 mod loader;
 mod stats;
+mod step;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tsc;
@@ -113,6 +114,7 @@ use vcpu_thread as vcpu;
 pub use cpuid::HYPERVISOR_LEAVES;
 pub use error::{Fault, VmError};
 pub use stats::{KvmExitStats, STAT_NAMES};
+pub use step::{CpuidRead, DiscoveryTrace, STEP_LIMIT};
 pub use tsc::TscLink;
 
 /// One mebibyte.
@@ -347,6 +349,8 @@ struct Shared {
     log_guest_writes: bool,
     /// Sees every exit, if set ([`VmCtl::watch_exits`]).
     exit_watcher: std::sync::OnceLock<Arc<dyn ExitWatcher>>,
+    /// The discovery trace, when asked for ([`VmCtl::trace_discovery`]).
+    discovery: Mutex<Option<DiscoveryTrace>>,
 }
 
 /// A cloneable handle the host uses, from any thread, to act on a VM.
@@ -764,6 +768,7 @@ impl Vm {
             tsc,
             log_guest_writes: config.log_guest_writes,
             exit_watcher: std::sync::OnceLock::new(),
+            discovery: Mutex::new(None),
         });
         let sync_regs = vm_sync_regs(&kvm);
         Ok(Self {

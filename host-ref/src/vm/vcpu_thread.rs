@@ -219,6 +219,7 @@ pub(super) fn thread_main(
         index,
         fd,
         sync_regs,
+        stepping: false,
     };
     KVM_RUN.with(|p| p.set(vcpu.fd.get_kvm_run() as *mut kvm_run));
 
@@ -252,6 +253,8 @@ struct Vcpu {
     index: u32,
     fd: VcpuFd,
     sync_regs: bool,
+    /// Single-stepping for the discovery trace (super::step).
+    stepping: bool,
 }
 
 impl Vcpu {
@@ -348,6 +351,9 @@ impl Vcpu {
         // KVM_RUN, and that field holds what the vCPU had at its last exit: left alone, a
         // restarted vCPU would get its old TPR back over the sregs' 0 (PVABI-PLAT-007).
         run.cr8 = 0;
+        if self.index == 0 {
+            self.stepping = super::step::start(&self.ctl, &self.fd);
+        }
         Ok(())
     }
 
@@ -476,6 +482,10 @@ impl Vcpu {
                 }
             }
             let step = match exit {
+                Ok(VcpuExit::Debug(_)) if self.stepping => {
+                    self.stepping = super::step::on_step(&self.ctl, &self.fd);
+                    Ok(Outcome::Resume)
+                }
                 Ok(VcpuExit::IoOut(port, data)) => {
                     let mut small = [0u8; 8];
                     let data_copy;
@@ -486,6 +496,9 @@ impl Vcpu {
                         data_copy = data.to_vec();
                         &data_copy
                     };
+                    if std::mem::take(&mut self.stepping) {
+                        super::step::stop(&self.ctl, &self.fd);
+                    }
                     self.port_out_elements(port, data)
                 }
                 Ok(VcpuExit::IoIn(port, data)) => {

@@ -1,0 +1,215 @@
+//! The discovery trace ([`VmCtl::trace_discovery`]): vCPU 0 single-stepped
+//! (`KVM_SET_GUEST_DEBUG` with `KVM_GUESTDBG_SINGLESTEP`) from its entry until its first port
+//! write, decoding the instruction at each stop, so that a checking host sees the guest's
+//! CPUID reads and any `vmcall`/`vmmcall`, which KVM would otherwise handle without an exit
+//! (PVABI-DISC-004, PVABI-CONV-010).
+//!
+//! What it covers, measured on this PVM machine: ring-0 code only (a step exits at every CPL0
+//! instruction, ~40-50 µs each; code at CPL3 runs natively and takes no step), and only up to
+//! the first port write, which is where a guest makes its first call (discovery comes first).
+//! The demo guest takes 7931 steps (~0.35 s) to its first call, the C guest 99 (~5 ms). The
+//! trace gives up after [`STEP_LIMIT`] steps (a few seconds), so that a guest with a long
+//! ring-0 prologue runs at full speed after that.
+
+use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP};
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress};
+
+use super::VmCtl;
+use pvabi_dispatch::sync::lock;
+
+/// The most instructions the trace steps (at ~40-50 µs a step here, 4-5 s).
+pub const STEP_LIMIT: u64 = 100_000;
+
+/// A CPUID the guest executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuidRead {
+    /// `eax`: the leaf.
+    pub leaf: u32,
+    /// `ecx`: the subleaf.
+    pub subleaf: u32,
+    /// Where.
+    pub rip: u64,
+}
+
+/// What the discovery trace saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryTrace {
+    /// Whether single-stepping could be turned on (`KVM_SET_GUEST_DEBUG` succeeded).
+    pub stepping: bool,
+    /// Instructions stepped.
+    pub steps: u64,
+    /// Whether the trace reached vCPU 0's first port write (else the VM ended before).
+    pub reached_port_write: bool,
+    /// Every CPUID executed, in order.
+    pub cpuid: Vec<CpuidRead>,
+    /// Where a `vmcall` (false) or `vmmcall` (true) was about to execute.
+    pub hypercalls: Vec<(u64, bool)>,
+    /// Stops whose instruction could not be read (RIP not mapped).
+    pub unread: u64,
+    /// Whether the trace gave up at [`STEP_LIMIT`] steps before the first port write.
+    pub limited: bool,
+}
+
+/// An instruction the trace looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// `cpuid` (0F A2).
+    Cpuid,
+    /// `vmcall` (0F 01 C1).
+    Vmcall,
+    /// `vmmcall` (0F 01 D9).
+    Vmmcall,
+}
+
+/// Decodes the start of an instruction: legacy and REX prefixes skipped (at most 14 bytes in
+/// all, the architectural limit being 15), then one of the [`Watched`] opcodes or `None`.
+pub fn decode(bytes: &[u8]) -> Option<Watched> {
+    let prefix = |b: u8| {
+        matches!(
+            b,
+            0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65
+        ) || (0x40..=0x4f).contains(&b)
+    };
+    let start = bytes.iter().take(14).position(|&b| !prefix(b))?;
+    match bytes.get(start..)? {
+        [0x0f, 0xa2, ..] => Some(Watched::Cpuid),
+        [0x0f, 0x01, 0xc1, ..] => Some(Watched::Vmcall),
+        [0x0f, 0x01, 0xd9, ..] => Some(Watched::Vmmcall),
+        _ => None,
+    }
+}
+
+fn set_stepping(fd: &VcpuFd, on: bool) -> bool {
+    let control = if on {
+        KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+    } else {
+        0
+    };
+    fd.set_guest_debug(&kvm_guest_debug {
+        control,
+        ..Default::default()
+    })
+    .is_ok()
+}
+
+/// Turns stepping on for vCPU 0's first start when the trace was asked for; whether it is on.
+pub(super) fn start(ctl: &VmCtl, fd: &VcpuFd) -> bool {
+    let mut trace = lock(&ctl.shared.discovery);
+    match trace.as_mut() {
+        Some(t) if !t.stepping && t.steps == 0 && !t.reached_port_write => {
+            t.stepping = set_stepping(fd, true);
+            t.stepping
+        }
+        _ => false,
+    }
+}
+
+/// One step: decodes the instruction at RIP (translated with `KVM_TRANSLATE`). A `vmcall` or
+/// `vmmcall` never returns on this KVM, so the trace ends the VM there with a fault that
+/// names it. Returns whether to go on stepping (not after [`STEP_LIMIT`] steps, nor once the
+/// VM has ended).
+pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
+    let Ok(regs) = fd.get_regs() else {
+        return true;
+    };
+    let mut bytes = [0u8; 16];
+    let page = regs.rip & !0xfff;
+    let first = (0x1000 - (regs.rip & 0xfff)).min(16) as usize;
+    let read = |va: u64, buf: &mut [u8]| -> bool {
+        match fd.translate_gva(va) {
+            Ok(t) if t.valid != 0 => ctl
+                .memory()
+                .read_slice(buf, GuestAddress(t.physical_address))
+                .is_ok(),
+            _ => false,
+        }
+    };
+    let (head, tail) = bytes.split_at_mut(first);
+    let ok = read(regs.rip, head) && (tail.is_empty() || read(page + 0x1000, tail));
+    let mut guard = lock(&ctl.shared.discovery);
+    let Some(t) = guard.as_mut() else {
+        return false;
+    };
+    t.steps += 1;
+    if t.steps >= STEP_LIMIT {
+        t.limited = true;
+        set_stepping(fd, false);
+        return false;
+    }
+    if !ok {
+        t.unread += 1;
+        return true;
+    }
+    match decode(&bytes) {
+        Some(Watched::Cpuid) => t.cpuid.push(CpuidRead {
+            leaf: regs.rax as u32,
+            subleaf: regs.rcx as u32,
+            rip: regs.rip,
+        }),
+        Some(w) => {
+            t.hypercalls.push((regs.rip, w == Watched::Vmmcall));
+            drop(guard);
+            let name = if w == Watched::Vmcall {
+                "vmcall"
+            } else {
+                "vmmcall"
+            };
+            ctl.end(super::VmEnd::Fault(super::FaultReport {
+                vcpu: 0,
+                fault: super::Fault::UnexpectedExit(format!(
+                    "{name} at rip {:#x} before the first call, which no advertised binding \
+                     allows and this KVM never returns from (seen by the discovery trace)",
+                    regs.rip
+                )),
+                regs: None,
+            }));
+            return false;
+        }
+        None => {}
+    }
+    true
+}
+
+/// The first port write: the trace ends.
+pub(super) fn stop(ctl: &VmCtl, fd: &VcpuFd) {
+    if let Some(t) = lock(&ctl.shared.discovery).as_mut() {
+        t.reached_port_write = true;
+    }
+    set_stepping(fd, false);
+}
+
+impl VmCtl {
+    /// Asks for the discovery trace (before [`Vm::run`](super::Vm::run)): vCPU 0 is
+    /// single-stepped from its entry to its first port write ([`DiscoveryTrace`]).
+    pub fn trace_discovery(&self) {
+        let mut t = lock(&self.shared.discovery);
+        if t.is_none() {
+            *t = Some(DiscoveryTrace::default());
+        }
+    }
+
+    /// The discovery trace so far (`None` if it was not asked for).
+    pub fn discovery_trace(&self) -> Option<DiscoveryTrace> {
+        lock(&self.shared.discovery).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, Watched};
+
+    #[test]
+    fn the_watched_instructions_are_decoded_behind_prefixes() {
+        assert_eq!(decode(&[0x0f, 0xa2, 0x90]), Some(Watched::Cpuid));
+        assert_eq!(decode(&[0x66, 0x48, 0x0f, 0xa2]), Some(Watched::Cpuid));
+        assert_eq!(decode(&[0x0f, 0x01, 0xc1]), Some(Watched::Vmcall));
+        assert_eq!(decode(&[0x0f, 0x01, 0xd9]), Some(Watched::Vmmcall));
+        // Not them: `out dx, eax`, `lgdt` (0F 01 /2), `nop`, a truncated opcode.
+        assert_eq!(decode(&[0xef]), None);
+        assert_eq!(decode(&[0x0f, 0x01, 0x15, 0, 0, 0, 0]), None);
+        assert_eq!(decode(&[0x90, 0x0f, 0xa2]), None);
+        assert_eq!(decode(&[0x0f]), None);
+        assert_eq!(decode(&[0x66; 16]), None);
+    }
+}
