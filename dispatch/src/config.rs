@@ -142,6 +142,12 @@ pub struct HostConfig {
     /// the time page mid-update for a while at every refresh, so that a reader that ignores
     /// its sequence lock is caught ([`crate::guest_check`]). Off by default.
     pub check_guest: bool,
+    /// The VMM marks every doorbell write that is an element of a string output (`rep outs`)
+    /// as one ([`Doorbell::string_element`](crate::Doorbell::string_element)). Only then does
+    /// a checking host count PVABI-CONV-030 as exercised: a VMM that cannot tell leaves it
+    /// "not exercised", never passed. Off by default; the reference host's runner turns it
+    /// on for a checking host, whose vCPU threads look for a `rep outs` at every doorbell exit.
+    pub vmm_marks_string_outputs: bool,
     /// Record the effects of calls in the [`Report`](crate::Report) (console bytes, PTE
     /// writes, flushes, vCPU starts and stops, event and batch counters). Per-call status
     /// counts are always kept (per-vCPU atomics); the effect records take a lock per call
@@ -265,6 +271,7 @@ impl HostConfig {
             strict: false,
             allow_user_mode_calls: false,
             check_guest: false,
+            vmm_marks_string_outputs: false,
             record_effects: true,
             #[cfg(feature = "fault-injection")]
             inject: None,

@@ -178,7 +178,8 @@ impl HostConfig {
     /// and its ports off the defaults ([`CHECKING_CPUID_BASE`], [`CHECKING_DOORBELL_PORT`]).
     ///
     /// Three guest rules need the VMM's help, which the reference host's runner gives a
-    /// checking dispatcher (and no other): [`Doorbell::string_element`](crate::Doorbell) for
+    /// checking dispatcher (and no other): [`Doorbell::string_element`](crate::Doorbell) with
+    /// [`HostConfig::vmm_marks_string_outputs`] for
     /// CONV-030, [`Dispatcher::check_exit`](crate::Dispatcher::check_exit) at every exit for
     /// PLAT-008, and [`Machine::guest_written_pages`](crate::Machine::guest_written_pages)
     /// (KVM's dirty-page log) for MEM-006. A VMM that gives none of them leaves those rules
@@ -356,10 +357,19 @@ impl GuestChecker {
 
     /// A doorbell access from `cpl`, in long mode or not (CONV-012), seen as an element of a
     /// string output or not (CONV-030).
-    pub(crate) fn doorbell(&self, vcpu: u32, cpl: u8, long_mode: bool, string_element: bool) {
+    pub(crate) fn doorbell(
+        &self,
+        vcpu: u32,
+        cpl: u8,
+        long_mode: bool,
+        string_element: Option<bool>,
+    ) {
         let mut s = lock(&self.state);
-        s.exercised(CONV_030);
-        if string_element {
+        // Exercised only where the VMM tells string outputs apart (None: it cannot).
+        if string_element.is_some() {
+            s.exercised(CONV_030);
+        }
+        if string_element == Some(true) {
             s.violated(
                 CONV_030,
                 vcpu,

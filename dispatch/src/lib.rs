@@ -465,7 +465,10 @@ impl<M: Machine> Dispatcher<M> {
             return Outcome::Resume;
         }
         if let Some(c) = &inner.checker {
-            c.doorbell(vcpu, cpl, long_mode, exit.string_element);
+            // What the VMM can tell about string outputs (HostConfig::vmm_marks_string_outputs).
+            let seen = (inner.config.vmm_marks_string_outputs || exit.string_element)
+                .then_some(exit.string_element);
+            c.doorbell(vcpu, cpl, long_mode, seen);
             inner.check_before_call(c, vcpu, regs.rax);
         }
         let user_mode = cpl != 0 && !inner.config.allow_user_mode_calls;

@@ -227,15 +227,18 @@ pub fn run_with_notify(
     // interrupt state (PVABI-PLAT-008); other hosts pay for neither.
     let checking = host_config.check_guest;
     vm_config.log_guest_writes |= checking;
+    // Its vCPU threads also look for a `rep outs` at every doorbell exit (PVABI-CONV-030).
+    host_config.vmm_marks_string_outputs |= checking;
 
     // The VM, then its control handle, then the dispatcher on it, then the devices.
     let started = Instant::now();
     let mut vm = vm::Vm::new(&vm_config, image)?;
-    // A checking host also single-steps the first boot's discovery (vm::DiscoveryTrace).
-    let first_boot = vm.ctl();
-    if host_config.check_guest {
-        first_boot.trace_discovery();
+    // A checking host also single-steps the first boot's discovery (vm::DiscoveryTrace),
+    // taken when that boot ends (no handle keeps the first VM alive after a reset).
+    if checking {
+        vm.ctl().trace_discovery();
     }
+    let mut discovery = None;
     let mut pvabi = Arc::new(PvabiPorts::new(host_config, vm.ctl())?);
     let mut resets = 0;
     let mut exits = ExitCounts::default();
@@ -267,6 +270,9 @@ pub fn run_with_notify(
         }
         exits.ring_notify_kernel += workers.map_or(0, RingNotifyWorkers::stop);
         let end = end?;
+        if resets == 0 {
+            discovery = ctl.discovery_trace();
+        }
         let (outs, ins) = bus.totals();
         let doorbell_outs = bus.counts(doorbell).map_or(0, |c| c.0);
         let notify_outs = bus.counts(ring_notify).map_or(0, |c| c.0);
@@ -293,7 +299,7 @@ pub fn run_with_notify(
             console,
             wall,
             exits,
-            discovery: first_boot.discovery_trace(),
+            discovery,
         });
     }
 }

@@ -138,16 +138,22 @@ pub fn party_of(text: &str) -> Party {
         let before = &text[..k.start()];
         let clause_start = before.rfind(['.', ';', ':']).map_or(0, |i| i + 1);
         let clause = &before[clause_start..];
-        let mut named = subject.captures_iter(clause).filter(|c| c.get(3).is_none());
         let mut last = None;
-        for c in named.by_ref() {
-            let relative = clause[c.get(0).map_or(0, |m| m.end())..]
-                .trim_start()
-                .starts_with("that ");
-            last = Some(c);
-            if relative {
-                break;
+        // Where the relative clause of the last party named ("a host that ...") began: the
+        // parties named inside it, up to the comma that ends it, are not the subject.
+        let mut relative_from = None;
+        for c in subject.captures_iter(clause).filter(|c| c.get(3).is_none()) {
+            let (start, end) = c.get(0).map_or((0, 0), |m| (m.start(), m.end()));
+            if let Some(from) = relative_from {
+                if !clause[from..start].contains(',') {
+                    continue;
+                }
             }
+            relative_from = clause[end..]
+                .trim_start()
+                .starts_with("that ")
+                .then_some(end);
+            last = Some(c);
         }
         let found =
             last.map(
@@ -430,6 +436,10 @@ mod tests {
         assert_eq!(
             party_of("A guest that has negotiated it SHOULD NOT use INIT."),
             Party::Guest
+        );
+        assert_eq!(
+            party_of("When a guest that has negotiated it calls, a host MUST answer."),
+            Party::Host
         );
         assert_eq!(party_of("The maintainers MUST publish."), Party::Spec);
         assert_eq!(party_of("It MUST happen."), Party::Unknown);

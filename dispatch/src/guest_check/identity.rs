@@ -111,24 +111,37 @@ pub struct CallsMade {
     /// Every distinct argument tuple of the calls of [`ARGUMENTS_COMPARED`], with the vCPUs
     /// that passed it.
     pub arguments: BTreeMap<(u64, [u64; 6]), BTreeSet<u32>>,
+    /// Whether the guest made more than [`MAX_DISTINCT`] distinct calls or argument tuples:
+    /// the rest were not recorded (the guest chooses how many; the host's memory is bounded),
+    /// so the two runs cannot be compared.
+    pub overflowed: bool,
 }
+
+/// How many distinct call codes, and distinct argument tuples, one run records at most.
+pub const MAX_DISTINCT: usize = 4096;
 
 impl CallsMade {
     /// `vcpu` made the call `code` with `args` (in any context).
     pub fn record(&mut self, vcpu: u32, code: u64, args: &[u64; 6]) {
         let call = Call::from_code(code);
         if call.is_some_and(|c| ARGUMENTS_COMPARED.contains(&c)) {
-            self.arguments
-                .entry((code, *args))
-                .or_default()
-                .insert(vcpu);
+            let key = (code, *args);
+            if self.arguments.len() < MAX_DISTINCT || self.arguments.contains_key(&key) {
+                self.arguments.entry(key).or_default().insert(vcpu);
+            } else {
+                self.overflowed = true;
+            }
         }
         let code = if call == Some(Call::ConsoleWriteRegs) {
             u64::from(Call::ConsoleWrite.code())
         } else {
             code
         };
-        self.codes.entry(code).or_default().insert(vcpu);
+        if self.codes.len() < MAX_DISTINCT || self.codes.contains_key(&code) {
+            self.codes.entry(code).or_default().insert(vcpu);
+        } else {
+            self.overflowed = true;
+        }
     }
 }
 

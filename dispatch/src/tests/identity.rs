@@ -10,7 +10,8 @@ use pvabi_abi::status::Status;
 
 use super::{config, BUF, H};
 use crate::guest_check::identity::{
-    compare, describe, CallsMade, IdentityRun, TWIN_IMPL_ID, TWIN_IMPL_NAME, TWIN_IMPL_VERSION,
+    compare, describe, CallsMade, IdentityRun, MAX_DISTINCT, TWIN_IMPL_ID, TWIN_IMPL_NAME,
+    TWIN_IMPL_VERSION,
 };
 use crate::HostConfig;
 
@@ -104,6 +105,23 @@ fn the_twin_host_differs_in_its_identity_only() {
     let again = twin.with_twin_identity();
     assert_ne!(again.impl_id, twin.impl_id);
     assert_ne!(again.impl_version, twin.impl_version);
+}
+
+#[test]
+fn what_a_run_records_is_bounded_whatever_the_guest_calls() {
+    let mut m = CallsMade::default();
+    // Distinct unknown call codes and distinct PROBE_CALL arguments, far more than are kept.
+    for i in 0..(2 * MAX_DISTINCT as u64) {
+        m.record(0, 0x7000_0000 + i, &[0; 6]);
+        m.record(0, code(Call::ProbeCall), &[i, 0, 0, 0, 0, 0]);
+    }
+    assert!(m.overflowed);
+    assert_eq!(m.codes.len(), MAX_DISTINCT);
+    assert_eq!(m.arguments.len(), MAX_DISTINCT);
+    // Calls already recorded still gather vCPUs.
+    m.record(1, 0x7000_0000, &[0; 6]);
+    assert_eq!(m.codes[&0x7000_0000].len(), 2);
+    assert!(!made(&[Call::GetSpecVersion]).overflowed);
 }
 
 #[test]
@@ -219,7 +237,8 @@ fn a_run_cut_short_counts_only_for_the_calls_it_made() {
         CallsMade::default(),
         CallsMade {
             codes: BTreeMap::new(),
-            arguments: BTreeMap::new()
+            arguments: BTreeMap::new(),
+            overflowed: false,
         }
     );
 }

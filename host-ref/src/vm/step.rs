@@ -94,15 +94,20 @@ fn set_stepping(fd: &VcpuFd, on: bool) -> bool {
 }
 
 /// Turns stepping on for vCPU 0's first start when the trace was asked for; whether it is on.
+/// A step exit comes after an instruction, so the instruction at the entry is decoded here,
+/// before it runs (it could be a `vmcall`).
 pub(super) fn start(ctl: &VmCtl, fd: &VcpuFd) -> bool {
-    let mut trace = lock(&ctl.shared.discovery);
-    match trace.as_mut() {
-        Some(t) if !t.stepping && t.steps == 0 && !t.reached_port_write => {
-            t.stepping = set_stepping(fd, true);
-            t.stepping
+    let stepping = {
+        let mut trace = lock(&ctl.shared.discovery);
+        match trace.as_mut() {
+            Some(t) if !t.stepping && t.steps == 0 && !t.reached_port_write => {
+                t.stepping = set_stepping(fd, true);
+                t.stepping
+            }
+            _ => false,
         }
-        _ => false,
-    }
+    };
+    stepping && on_step(ctl, fd)
 }
 
 /// One step: decodes the instruction at RIP (translated with `KVM_TRANSLATE`). A `vmcall` or
@@ -126,7 +131,7 @@ pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
         }
     };
     let (head, tail) = bytes.split_at_mut(first);
-    let ok = read(regs.rip, head) && (tail.is_empty() || read(page + 0x1000, tail));
+    let ok = read(regs.rip, head) && (tail.is_empty() || read(page.wrapping_add(0x1000), tail));
     let mut guard = lock(&ctl.shared.discovery);
     let Some(t) = guard.as_mut() else {
         return false;
