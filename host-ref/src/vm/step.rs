@@ -80,7 +80,8 @@ pub fn decode(bytes: &[u8]) -> Option<Watched> {
     }
 }
 
-fn set_stepping(fd: &VcpuFd, on: bool) -> bool {
+/// Turns single-stepping of `fd` on or off; whether KVM accepted it.
+pub(super) fn set_stepping(fd: &VcpuFd, on: bool) -> bool {
     let control = if on {
         KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
     } else {
