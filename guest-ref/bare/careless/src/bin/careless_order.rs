@@ -99,7 +99,8 @@ fn main(_boot: &BootInfo) -> ! {
                     write_volatile(at.add(offset_of!(DeferredEntry, flags)).cast::<u32>(), 0);
                     for i in 0..3 {
                         write_volatile(
-                            at.add(offset_of!(DeferredEntry, args) + 8 * i).cast::<u64>(),
+                            at.add(offset_of!(DeferredEntry, args) + 8 * i)
+                                .cast::<u64>(),
                             0,
                         );
                     }
@@ -136,7 +137,8 @@ fn main(_boot: &BootInfo) -> ! {
                     write_volatile(at.add(offset_of!(SubmissionEntry, flags)).cast::<u32>(), 0);
                     for (i, a) in args.iter().enumerate() {
                         write_volatile(
-                            at.add(offset_of!(SubmissionEntry, args) + 8 * i).cast::<u64>(),
+                            at.add(offset_of!(SubmissionEntry, args) + 8 * i)
+                                .cast::<u64>(),
                             *a,
                         );
                     }
