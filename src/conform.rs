@@ -790,6 +790,14 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "the guest's deferred queue was never drained",
     ),
     (
+        guest_check::DEFER_001,
+        "deferred_entries_written_before_tail",
+        "no deferred-queue entry was seen published and then looked at again before the host \
+         ran it: the checking host single-steps a vCPU's ring-0 code after DEFER_SET_QUEUE (up to \
+         its next exit, from each port write, for its first entries), and ring-3 code takes no \
+         step here",
+    ),
+    (
         guest_check::RING_028,
         "no_submission_into_a_full_ring",
         "the host made no pass over a ring of the guest",
@@ -798,6 +806,14 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         guest_check::RING_029,
         "completion_head_never_past_tail",
         "the host read no completion-ring head of the guest",
+    ),
+    (
+        guest_check::RING_001,
+        "submissions_written_before_tail",
+        "no submission was seen published and then looked at again before the host consumed it: \
+         the checking host single-steps a vCPU's ring-0 code after RING_SETUP (up to its next \
+         exit, from each port write, for its first submissions), and ring-3 code takes no step \
+         here",
     ),
     (
         guest_check::RING_008,

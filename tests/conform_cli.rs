@@ -639,6 +639,54 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
         );
     }
 
+    // The fifth careless guest stores the deferred queue's and the submission ring's `tail`
+    // before it writes the entry there, at CPL0: the checking host's step windows (it
+    // single-steps the vCPU after DEFER_SET_QUEUE and RING_SETUP) see each entry change after
+    // its publication; everything else it does right, and both entries are complete by the
+    // time the host consumes them, so it still shuts down with 0.
+    let out = pvabi(&["conform", "--guest", "careless-order", "--format", "json"]);
+    let order = checks(&out);
+    assert_eq!(out.status.code(), Some(5), "{order:#?}");
+    let failed: Vec<&str> = order
+        .iter()
+        .filter(|(_, v, _)| v == "FAIL")
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "guest.deferred_entries_written_before_tail",
+            "guest.submissions_written_before_tail",
+        ],
+        "{order:#?}"
+    );
+    let message = |name: &str| &order.iter().find(|(n, _, _)| n == name).unwrap().2;
+    for (name, queue) in [
+        (
+            "guest.deferred_entries_written_before_tail",
+            "deferred-queue",
+        ),
+        ("guest.submissions_written_before_tail", "submission-ring"),
+    ] {
+        let m = message(name);
+        assert!(
+            m.contains(&format!("{queue} entry 0 (slot 0) changed"))
+                && m.contains("then store `tail` + 1")
+                && m.contains("(2 times)"),
+            "{m}"
+        );
+    }
+    // The demo guest (on one vCPU too) writes its entries first: both rules PASS, exercised.
+    let out = pvabi(&["conform", "--guest", "demo", "--format", "json"]);
+    let one = checks(&out);
+    for name in [
+        "guest.deferred_entries_written_before_tail",
+        "guest.submissions_written_before_tail",
+    ] {
+        let verdict = &one.iter().find(|(n, _, _)| n == name).unwrap().1;
+        assert_eq!(verdict, "PASS", "{name}: {one:#?}");
+    }
+
     // The text summary names the rules; a missing image names the built-in guests.
     let out = pvabi(&["conform", "--guest", "careless"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -263,6 +263,10 @@ fn defer_set_queue<M: Machine>(
     if let Some(old) = old {
         write_lock(&h.vm).release(old.gpa, owner);
     }
+    if let Some(c) = &h.checker {
+        // The checking host watches the new queue's stores in step windows (DEFER-001).
+        c.watch_deferred(vcpu, page);
+    }
     done(&[])
 }
 

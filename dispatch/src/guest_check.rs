@@ -26,7 +26,9 @@
 //! | [`EVT_011`] | VCPU_HALT while `interrupt_pending` is 0 and an entry of an unmasked kind waits in the queue: the guest re-armed the interrupt without looking at `tail` again (read under the vCPU's event lock, so a post in flight is never mistaken for it) |
 //! | [`DEFER_013`] | a deferred queue with `tail - head` beyond the capacity at a drain point |
 //! | [`DEFER_002`] | a deferred queue whose `head` or error fields differ, at a drain point, from what the host last wrote |
+//! | [`DEFER_001`] | in a step window (below), a deferred-queue entry that changed after `tail` had moved past it and before the host ran it |
 //! | [`RING_028`] | a submission ring with `tail - head` beyond the capacity |
+//! | [`RING_001`] | in a step window, a submission-ring entry that changed after `tail` had moved past it and before the host consumed it |
 //! | [`RING_029`] | a completion ring whose `head` is past its `tail` |
 //! | [`RING_008`] | at the end of the run, a DOORBELL-mode ring with submissions waiting and completion room, whose submission `tail` or completion `head` moved after the guest's last notify |
 //! | [`RING_010`] | the same for a HOST_POLLED ring whose poller sleeps (`SQ_NEED_WAKEUP` set) |
@@ -35,6 +37,18 @@
 //! | [`SYS_007`] (SHOULD) | a SYSTEM_CRASH message that is not UTF-8 (which vCPU detected the failure does not show) |
 //! | [`BASE_017`] (MAY) | after NEGOTIATE answered LOCKED, GET_SPEC_VERSION or PROBE_FEATURES on that vCPU |
 //! | [`identity::BASE_005`] | across two runs (the runner's): a call, or a NEGOTIATE or PROBE_CALL argument tuple, made under one implementation identity and not under another ([`identity`]) |
+//!
+//! DEFER-001 and RING-001 are about the order of the guest's own stores between two exits,
+//! which a host sees only if it looks between them: the VMM single-steps the vCPU in *step
+//! windows* ([`Dispatcher::step_window_open`](crate::Dispatcher::step_window_open), one
+//! [`Dispatcher::step_window_step`](crate::Dispatcher::step_window_step) per instruction,
+//! [`Dispatcher::step_window_close`](crate::Dispatcher::step_window_close) at any other exit),
+//! and the checker looks at the queue after each instruction (module `order`: what a look sees
+//! and what it cannot). A watch starts when DEFER_SET_QUEUE or RING_SETUP registers a queue, and
+//! a window is open from each port write of that vCPU to its next exit while the watch lasts: up
+//! to [`WATCH_ENTRIES`] entries compared per registration, and at most [`STEP_BUDGET`] steps
+//! or [`STEP_TIME_BUDGET`] of stepping per run. A VMM that cannot single-step leaves both
+//! rules "not exercised".
 //!
 //! The checking host is demanding but legal. Besides preempting every batch and leaving the
 //! time page torn, it raises each registered event queue's interrupt spuriously (with no new
@@ -50,11 +64,13 @@
 use std::collections::BTreeMap;
 
 pub mod identity;
+mod order;
 
 use pvabi_abi::batch::MULTICALL_FLAGS_VALID;
 use pvabi_abi::calls::{ArgCheck, Call};
 use pvabi_abi::status::Status;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pvabi_abi::discovery::CPUID_FIRST_BASE;
@@ -103,6 +119,10 @@ pub const EVT_011: &str = "PVABI-EVT-011";
 pub const DEFER_013: &str = "PVABI-DEFER-013";
 /// DEFER-002: the deferred queue's `head` and error fields are the host's.
 pub const DEFER_002: &str = "PVABI-DEFER-002";
+/// DEFER-001: the entry, then `tail` + 1 with release ordering.
+pub const DEFER_001: &str = "PVABI-DEFER-001";
+/// RING-001: the submission, then `tail` + 1 with release ordering.
+pub const RING_001: &str = "PVABI-RING-001";
 /// RING-028: no submission into a full ring.
 pub const RING_028: &str = "PVABI-RING-028";
 /// RING-029: the completion ring's `head` never past its `tail`.
@@ -123,12 +143,22 @@ pub const SYS_007: &str = "PVABI-SYS-007";
 pub const BASE_017: &str = "PVABI-BASE-017";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 28] = [
+pub const RULES: [&str; 30] = [
     CONV_012, CONV_030, PLAT_008, MEM_006, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009,
     BATCH_019, TIME_014, CONV_006, TIME_025, MEM_019, CONV_025, EVT_025, EVT_011, DEFER_013,
-    DEFER_002, RING_028, RING_029, RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, SYS_007,
-    BASE_017,
+    DEFER_002, DEFER_001, RING_028, RING_029, RING_001, RING_008, RING_010, VCPU_020, VER_014,
+    COMPAT_001, SYS_007, BASE_017,
 ];
+
+/// How many entries of one registered queue a watch compares between two looks before it
+/// ends (each entry counted once): enough to see a guest's first batches, few enough that a
+/// guest that keeps its queues for the whole run is not stepped for long.
+pub const WATCH_ENTRIES: u32 = 4;
+/// The most instructions the step windows of one run single-step, all vCPUs together (at
+/// ~40-50 us a step on PVM, about a second).
+pub const STEP_BUDGET: u64 = 20_000;
+/// The most wall-clock time the step windows of one run stay open, all vCPUs together.
+pub const STEP_TIME_BUDGET: Duration = Duration::from_secs(1);
 
 /// The rules of [`RULES`] whose level is SHOULD or MAY: a violation of one is a warning.
 pub const ADVISORY: [&str; 4] = [VER_014, COMPAT_001, SYS_007, BASE_017];
@@ -234,6 +264,9 @@ pub struct GuestCheckReport {
     pub spurious_interrupts: u64,
     /// What the guest's calls were, for comparing two runs ([`identity`], PVABI-BASE-005).
     pub calls: identity::CallsMade,
+    /// The step windows (DEFER-001, RING-001): how many were opened, and the instructions
+    /// they single-stepped.
+    pub step_windows: (u64, u64),
 }
 
 /// A batch (MULTICALL or MULTICALL_PAGES) the host preempted, waiting for the guest to
@@ -305,12 +338,31 @@ struct State {
     used: (u64, Version),
 }
 
+/// One vCPU's watch of the queues it produces (DEFER-001, RING-001).
+#[derive(Debug, Default)]
+struct StepWatch {
+    /// The deferred queue, keyed by its page.
+    deferred: Option<order::QueueWatch>,
+    /// The submission ring, keyed by its generation.
+    ring: Option<order::QueueWatch>,
+    /// Since when a window is open.
+    open: Option<std::time::Instant>,
+    /// Instructions stepped in this vCPU's windows.
+    steps: u64,
+}
+
 /// The checker, one per dispatcher in checking mode.
 #[derive(Debug)]
 pub(crate) struct GuestChecker {
     state: std::sync::Mutex<State>,
     /// The calls made ([`identity`]).
     made: std::sync::Mutex<identity::CallsMade>,
+    /// Per vCPU: the step watch (taken before a queue's lock, never while holding one).
+    watches: Vec<std::sync::Mutex<StepWatch>>,
+    /// Per vCPU: a watch is armed (a cheap test after every port write).
+    watching: Vec<AtomicBool>,
+    /// Step windows opened, instructions stepped and nanoseconds open, all vCPUs.
+    windows: [AtomicU64; 3],
 }
 
 const MAX_KEPT: u64 = 64;
@@ -352,6 +404,9 @@ impl GuestChecker {
                 used: (0, V1_0),
             }),
             made: Default::default(),
+            watches: (0..vcpus).map(|_| Default::default()).collect(),
+            watching: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            windows: Default::default(),
         }
     }
 
@@ -704,6 +759,80 @@ impl GuestChecker {
             .flatten()
     }
 
+    /// `vcpu` registered a deferred queue at `page` (`None`: unregistered it): its watch
+    /// starts anew (DEFER-001).
+    pub(crate) fn watch_deferred(&self, vcpu: u32, page: Option<u64>) {
+        self.watch(vcpu, |w| {
+            w.deferred = page.map(|gpa| order::QueueWatch::new(gpa, DEFERRED_LAYOUT));
+        });
+    }
+
+    /// `vcpu` registered a ring pair of generation `generation` (`None`: unregistered it): the
+    /// submission ring's watch starts anew (RING-001).
+    pub(crate) fn watch_ring(&self, vcpu: u32, generation: Option<u64>) {
+        self.watch(vcpu, |w| {
+            w.ring = generation.map(|g| order::QueueWatch::new(g, SQ_LAYOUT));
+        });
+    }
+
+    fn watch(&self, vcpu: u32, f: impl FnOnce(&mut StepWatch)) {
+        let (Some(watch), Some(watching)) = (
+            self.watches.get(vcpu as usize),
+            self.watching.get(vcpu as usize),
+        ) else {
+            return;
+        };
+        let mut w = lock(watch);
+        f(&mut w);
+        watching.store(w.deferred.is_some() || w.ring.is_some(), Ordering::SeqCst);
+    }
+
+    /// Whether the run's step windows may go on, with `open` the time the current one has
+    /// been open.
+    fn budget_left(&self, open: Duration) -> bool {
+        let spent = Duration::from_nanos(self.windows[2].load(Ordering::Relaxed)) + open;
+        self.windows[1].load(Ordering::Relaxed) < STEP_BUDGET && spent < STEP_TIME_BUDGET
+    }
+
+    /// Records what a look at `vcpu`'s queue saw: `compared` more entries compared (each an
+    /// exercise of `rule`), and the entries that changed after their publication.
+    fn looked(&self, vcpu: u32, rule: &'static str, compared: u32, changed: &[order::Changed]) {
+        if compared == 0 && changed.is_empty() {
+            return;
+        }
+        let mut s = lock(&self.state);
+        for _ in 0..compared {
+            s.exercised(rule);
+        }
+        let (queue, consumed) = if rule == DEFER_001 {
+            ("deferred-queue", "ran it at a drain point")
+        } else {
+            ("submission-ring", "consumed it")
+        };
+        for c in changed {
+            s.violated(
+                rule,
+                vcpu,
+                None,
+                format!(
+                    "{queue} entry {} (slot {}) changed {} single-stepped instruction(s) after \
+                     the host saw `tail` past it, and before the host {consumed}: the guest \
+                     stored to the entry after the `tail` store that published it, so the host \
+                     may consume it half written; write the whole entry first, then store \
+                     `tail` + 1 with release ordering{}",
+                    c.index,
+                    c.slot,
+                    c.seen.saturating_sub(c.published),
+                    if rule == DEFER_001 {
+                        " (and do not modify an entry between `head` and `tail`, PVABI-DEFER-002)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
+
     /// The report so far; a batch still waiting to be resumed counts in it as abandoned
     /// (the guest may yet resume it: the count is of this moment).
     pub(crate) fn report(&self) -> GuestCheckReport {
@@ -713,6 +842,10 @@ impl GuestChecker {
             ..State::default()
         };
         now.report.calls = lock(&self.made).clone();
+        now.report.step_windows = (
+            self.windows[0].load(Ordering::Relaxed),
+            self.windows[1].load(Ordering::Relaxed),
+        );
         for (vcpu, p) in s.preempted.iter().enumerate() {
             if let Some(p) = p {
                 now.violated(
@@ -1156,6 +1289,138 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
         }
     }
 
+    /// Opens a step window on `vcpu` if a watch of its queues is armed and the run's budget
+    /// is not spent: takes the window's first look ([`crate::Dispatcher::step_window_open`]).
+    pub(crate) fn step_window_open(&self, c: &GuestChecker, vcpu: u32) -> bool {
+        let v = vcpu as usize;
+        if !c.watching.get(v).is_some_and(|w| w.load(Ordering::SeqCst))
+            || !c.budget_left(Duration::ZERO)
+        {
+            return false;
+        }
+        let mut w = lock(&c.watches[v]);
+        if w.open.is_some() {
+            return true;
+        }
+        w.open = Some(std::time::Instant::now());
+        c.windows[0].fetch_add(1, Ordering::Relaxed);
+        self.take_looks(c, vcpu, &mut w);
+        self.window_goes_on(c, vcpu, &mut w)
+    }
+
+    /// One instruction of `vcpu` later: a look; whether the window goes on
+    /// ([`crate::Dispatcher::step_window_step`]).
+    pub(crate) fn step_window_step(&self, c: &GuestChecker, vcpu: u32) -> bool {
+        let Some(watch) = c.watches.get(vcpu as usize) else {
+            return false;
+        };
+        let mut w = lock(watch);
+        if w.open.is_none() {
+            return false;
+        }
+        w.steps += 1;
+        c.windows[1].fetch_add(1, Ordering::Relaxed);
+        self.take_looks(c, vcpu, &mut w);
+        self.window_goes_on(c, vcpu, &mut w)
+    }
+
+    /// An exit of `vcpu` other than a step: the last look, and the window closes
+    /// ([`crate::Dispatcher::step_window_close`]).
+    pub(crate) fn step_window_close(&self, c: &GuestChecker, vcpu: u32) {
+        let Some(watch) = c.watches.get(vcpu as usize) else {
+            return;
+        };
+        let mut w = lock(watch);
+        if w.open.is_some() {
+            self.take_looks(c, vcpu, &mut w);
+            close_window(c, &mut w);
+        }
+    }
+
+    /// Whether `vcpu`'s open window goes on (a queue still watched, budget left); if not, it
+    /// is closed.
+    fn window_goes_on(&self, c: &GuestChecker, vcpu: u32, w: &mut StepWatch) -> bool {
+        let watched = w.deferred.is_some() || w.ring.is_some();
+        if let Some(watching) = c.watching.get(vcpu as usize) {
+            watching.store(watched, Ordering::SeqCst);
+        }
+        let open = w.open.map_or(Duration::ZERO, |t| t.elapsed());
+        let go_on = watched && c.budget_left(open);
+        if !go_on {
+            close_window(c, w);
+        }
+        go_on
+    }
+
+    /// Looks at `vcpu`'s watched queues, each under its lock (so no consumption is in
+    /// progress): the host's own consumer index, then the guest's `tail`, then the slots.
+    /// A queue no longer registered (or registered anew) ends its watch, and so does one that
+    /// has had [`WATCH_ENTRIES`] entries compared.
+    fn take_looks(&self, c: &GuestChecker, vcpu: u32, w: &mut StepWatch) {
+        let Some(slot) = self.vcpus.get(vcpu as usize) else {
+            return;
+        };
+        let mem = self.machine.memory();
+        let step = w.steps;
+        let read = |page: u64, tail_at: u64, entries_at: u64, layout: order::Layout| {
+            let tail = crate::guest_mem::load_u32(mem, page + tail_at)?;
+            let len = layout.capacity as usize * layout.entry_size;
+            let slots = crate::guest_mem::copy_in(mem, page + entries_at, len).ok()?;
+            Some((tail, slots))
+        };
+        if let Some(watch) = w.deferred.as_mut() {
+            let look = {
+                let q = lock(&slot.deferred);
+                q.filter(|q| q.gpa == watch.key).and_then(|q| {
+                    let (tail, slots) =
+                        read(q.gpa, DQ_TAIL, DEFERRED_ENTRIES_OFFSET, DEFERRED_LAYOUT)?;
+                    Some(order::Look {
+                        head: q.head,
+                        tail,
+                        slots,
+                        step,
+                    })
+                })
+            };
+            match look {
+                Some(look) => {
+                    let before = watch.compared;
+                    let changed = watch.look(look);
+                    c.looked(vcpu, DEFER_001, watch.compared - before, &changed);
+                    if watch.compared >= WATCH_ENTRIES {
+                        w.deferred = None;
+                    }
+                }
+                None => w.deferred = None,
+            }
+        }
+        if let Some(watch) = w.ring.as_mut() {
+            let look = {
+                let ring = lock(&slot.ring);
+                ring.filter(|r| r.generation == watch.key).and_then(|r| {
+                    let (tail, slots) = read(r.sq, RING_TAIL, RING_ENTRIES_OFFSET, SQ_LAYOUT)?;
+                    Some(order::Look {
+                        head: r.sq_head,
+                        tail,
+                        slots,
+                        step,
+                    })
+                })
+            };
+            match look {
+                Some(look) => {
+                    let before = watch.compared;
+                    let changed = watch.look(look);
+                    c.looked(vcpu, RING_001, watch.compared - before, &changed);
+                    if watch.compared >= WATCH_ENTRIES {
+                        w.ring = None;
+                    }
+                }
+                None => w.ring = None,
+            }
+        }
+    }
+
     /// The report, with the rings' state at this moment (RING-008, RING-010: see
     /// [`Self::check_ring_left`]).
     pub(crate) fn guest_check_report(&self, c: &GuestChecker) -> GuestCheckReport {
@@ -1169,7 +1434,10 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
     }
 }
 
-use pvabi_abi::batch::{DeferredQueueHeader, RingHeader, DEFERRED_QUEUE_CAPACITY};
+use pvabi_abi::batch::{
+    DeferredEntry, DeferredQueueHeader, RingHeader, SubmissionEntry, DEFERRED_ENTRIES_OFFSET,
+    DEFERRED_QUEUE_CAPACITY, RING_ENTRIES_OFFSET,
+};
 use pvabi_abi::events::{EventQueueHeader, EVENT_QUEUE_CAPACITY, EVENT_QUEUE_ENTRIES_OFFSET};
 
 use crate::state::Ring;
@@ -1183,6 +1451,23 @@ const RING_TAIL: u64 = std::mem::offset_of!(RingHeader, tail) as u64;
 const RING_SQ_CAPACITY: u32 = pvabi_abi::batch::SQ_CAPACITY;
 const RING_CQ_CAPACITY: u32 = pvabi_abi::batch::CQ_CAPACITY;
 const DQ_HEAD: u64 = std::mem::offset_of!(DeferredQueueHeader, head) as u64;
+const DQ_TAIL: u64 = std::mem::offset_of!(DeferredQueueHeader, tail) as u64;
+const DEFERRED_LAYOUT: order::Layout = order::Layout {
+    capacity: DEFERRED_QUEUE_CAPACITY,
+    entry_size: std::mem::size_of::<DeferredEntry>(),
+};
+const SQ_LAYOUT: order::Layout = order::Layout {
+    capacity: RING_SQ_CAPACITY,
+    entry_size: std::mem::size_of::<SubmissionEntry>(),
+};
 const DQ_ERROR_COUNT: u64 = std::mem::offset_of!(DeferredQueueHeader, error_count) as u64;
 const DQ_FIRST_INDEX: u64 = std::mem::offset_of!(DeferredQueueHeader, first_error_index) as u64;
 const DQ_FIRST_STATUS: u64 = std::mem::offset_of!(DeferredQueueHeader, first_error_status) as u64;
+
+/// Ends `w`'s open window, adding the time it was open to the run's.
+fn close_window(c: &GuestChecker, w: &mut StepWatch) {
+    if let Some(t) = w.open.take() {
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        c.windows[2].fetch_add(ns, Ordering::Relaxed);
+    }
+}

@@ -649,6 +649,41 @@ impl<M: Machine> Dispatcher<M> {
         }
     }
 
+    /// Step windows, for the checking host's PVABI-DEFER-001 and PVABI-RING-001 (see
+    /// [`guest_check`]): after the VMM has handled a port write of `vcpu`, whether it should
+    /// single-step `vcpu` from here on. True opens a window (the checker has taken its first
+    /// look at the vCPU's queues); then call [`step_window_step`](Self::step_window_step)
+    /// after each instruction and [`step_window_close`](Self::step_window_close) at any other
+    /// exit. False outside checking mode, when no queue of the vCPU is watched (a watch starts
+    /// when DEFER_SET_QUEUE or RING_SETUP registers one), and once the run's step budget
+    /// ([`guest_check::STEP_BUDGET`], [`guest_check::STEP_TIME_BUDGET`]) is spent. A VMM
+    /// should end a window at every exit that is not a step (a raised interrupt's kick
+    /// included), so that stepping never holds an interrupt back for long.
+    pub fn step_window_open(&self, vcpu: u32) -> bool {
+        self.inner
+            .checker
+            .as_ref()
+            .is_some_and(|c| self.inner.step_window_open(c, vcpu))
+    }
+
+    /// One single-stepped instruction of `vcpu` later, in an open step window: the checker
+    /// looks again; whether to go on stepping (false: the window is closed; stop stepping).
+    pub fn step_window_step(&self, vcpu: u32) -> bool {
+        self.inner
+            .checker
+            .as_ref()
+            .is_some_and(|c| self.inner.step_window_step(c, vcpu))
+    }
+
+    /// An exit of `vcpu` other than a single-step while its step window is open, before the
+    /// VMM handles it (the call a port write makes has not run yet): the checker's last look;
+    /// the window is closed (stop stepping). Does nothing if no window is open.
+    pub fn step_window_close(&self, vcpu: u32) {
+        if let Some(c) = &self.inner.checker {
+            self.inner.step_window_close(c, vcpu);
+        }
+    }
+
     /// What the guest checker saw (`None` unless [`HostConfig::check_guest`] is set): the
     /// guest rules the guest broke, and how often it exercised each. A batch still waiting to
     /// be resumed counts as abandoned.

@@ -129,6 +129,11 @@ fn setup<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     let old = std::mem::replace(&mut *lock(&slot.ring), new);
     // An old poller sees the generation change and exits.
     slot.ring_wake.notify_all();
+    if let Some(c) = &h.checker {
+        // The checking host watches the new submission ring's stores in step windows
+        // (RING-001).
+        c.watch_ring(vcpu, new.map(|r| r.generation));
+    }
     if let Some(old) = old {
         if let Some(c) = &h.checker {
             h.check_ring_left(c, vcpu, &old, false);

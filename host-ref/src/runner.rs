@@ -304,14 +304,29 @@ pub fn run_with_notify(
     }
 }
 
-/// The checking host's exit watcher: hands each exit's interrupt state to the dispatcher
-/// (held weakly: the dispatcher's machine holds the VM, which holds its watcher).
+/// The checking host's exit watcher: hands each exit's interrupt state to the dispatcher, and
+/// runs its step windows (held weakly: the dispatcher's machine holds the VM, which holds its
+/// watcher).
 struct CheckExits(std::sync::Weak<KvmDispatcher>);
 
 impl vm::ExitWatcher for CheckExits {
     fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitInterruptState) {
         if let Some(d) = self.0.upgrade() {
             d.check_exit(vcpu, state);
+        }
+    }
+
+    fn step_window_open(&self, vcpu: u32) -> bool {
+        self.0.upgrade().is_some_and(|d| d.step_window_open(vcpu))
+    }
+
+    fn step_window_step(&self, vcpu: u32) -> bool {
+        self.0.upgrade().is_some_and(|d| d.step_window_step(vcpu))
+    }
+
+    fn step_window_close(&self, vcpu: u32) {
+        if let Some(d) = self.0.upgrade() {
+            d.step_window_close(vcpu);
         }
     }
 }

@@ -660,6 +660,12 @@ fn c_guest_breaks_no_guest_rule_under_a_checking_host() {
             "{rule} not exercised: {seen:#?}"
         );
     }
+    // PVABI-DEFER-001, PVABI-RING-001: the C guest registers no deferred queue and no ring, so
+    // the checking host opened no step window and the rules are not exercised (a SKIP).
+    for rule in ["PVABI-DEFER-001", "PVABI-RING-001"] {
+        assert_eq!(seen.exercised.get(rule), None, "{seen:#?}");
+    }
+    assert_eq!(seen.step_windows, (0, 0), "{seen:#?}");
     // PVABI-DISC-004, PVABI-CONV-010: the discovery trace (vCPU 0 single-stepped at CPL0 up
     // to its first port write) saw the guest read the signature leaf, nothing above the leaf
     // its eax names, and no vmcall or vmmcall.

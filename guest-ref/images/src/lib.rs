@@ -157,6 +157,13 @@ pub fn careless_cpuid() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CARELESS_CPUID"))
 }
 
+/// The fifth careless guest (`guest-ref/bare/careless/src/bin/careless_order.rs`): it stores a
+/// deferred queue's and a submission ring's `tail` before it writes the entry there
+/// (PVABI-DEFER-001, PVABI-RING-001), which only the checking host's step windows see.
+pub fn careless_order() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CARELESS_ORDER"))
+}
+
 /// The hostile guest (`guest-ref/bare/hostile`): table-driven malformed inputs, double-fetch
 /// races, load and fault scenarios, run by the host's hostile, load and fault tests.
 pub fn hostile() -> &'static [u8] {
@@ -230,6 +237,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("careless-discovery", careless_discovery),
     ("careless-identity", careless_identity),
     ("careless-cpuid", careless_cpuid),
+    ("careless-order", careless_order),
     ("conform-convention", conform_convention),
     (
         "conform-convention-compat-mode",

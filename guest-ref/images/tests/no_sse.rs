@@ -28,6 +28,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("careless-discovery", env!("PVABI_GUEST_CARELESS_DISCOVERY")),
     ("careless-identity", env!("PVABI_GUEST_CARELESS_IDENTITY")),
     ("careless-cpuid", env!("PVABI_GUEST_CARELESS_CPUID")),
+    ("careless-order", env!("PVABI_GUEST_CARELESS_ORDER")),
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
     (
         "conform-convention-compat-mode",

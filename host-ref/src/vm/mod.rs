@@ -157,11 +157,31 @@ impl Default for VmConfig {
     }
 }
 
-/// Sees every vCPU exit's interrupt state ([`VmCtl::watch_exits`]).
+/// Sees every vCPU exit's interrupt state, and runs the checking host's step windows
+/// ([`VmCtl::watch_exits`]).
 pub trait ExitWatcher: Send + Sync {
     /// vCPU `vcpu` exited (for any reason) with `state`; called on its thread, before the
     /// exit is handled.
     fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitInterruptState);
+
+    /// After a port write of `vcpu` was handled (and it resumes): whether to single-step it
+    /// from here (a step window, [`pvabi_dispatch::Dispatcher::step_window_open`]), until its
+    /// next exit of another kind. The default never steps.
+    fn step_window_open(&self, vcpu: u32) -> bool {
+        let _ = vcpu;
+        false
+    }
+
+    /// One single-stepped instruction of `vcpu` later in its step window: whether to go on.
+    fn step_window_step(&self, vcpu: u32) -> bool {
+        let _ = vcpu;
+        false
+    }
+
+    /// Any other exit of `vcpu` during its step window, before it is handled: the window ends.
+    fn step_window_close(&self, vcpu: u32) {
+        let _ = vcpu;
+    }
 }
 
 /// How a VM ended.

@@ -10,6 +10,11 @@
 //! The demo guest takes 7931 steps (~0.35 s) to its first call, the C guest 99 (~5 ms). The
 //! trace gives up after [`STEP_LIMIT`] steps (a few seconds), so that a guest with a long
 //! ring-0 prologue runs at full speed after that.
+//!
+//! The checking host's step windows (PVABI-DEFER-001, PVABI-RING-001: `vcpu_thread.rs` with
+//! [`ExitWatcher`](super::ExitWatcher)) turn stepping on and off with the same
+//! `KVM_SET_GUEST_DEBUG`; the two never overlap (a window opens only after a port write, and
+//! the trace ends at vCPU 0's first).
 
 use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP};
 use kvm_ioctls::VcpuFd;
@@ -80,7 +85,8 @@ pub fn decode(bytes: &[u8]) -> Option<Watched> {
     }
 }
 
-fn set_stepping(fd: &VcpuFd, on: bool) -> bool {
+/// Turns single-stepping of `fd` on or off; whether KVM accepted it.
+pub(super) fn set_stepping(fd: &VcpuFd, on: bool) -> bool {
     let control = if on {
         KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
     } else {

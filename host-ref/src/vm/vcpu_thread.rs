@@ -220,6 +220,8 @@ pub(super) fn thread_main(
         fd,
         sync_regs,
         stepping: false,
+        window: false,
+        window_stepping: false,
     };
     KVM_RUN.with(|p| p.set(vcpu.fd.get_kvm_run() as *mut kvm_run));
 
@@ -255,6 +257,10 @@ struct Vcpu {
     sync_regs: bool,
     /// Single-stepping for the discovery trace (super::step).
     stepping: bool,
+    /// A step window of the checking host is open ([`super::ExitWatcher::step_window_open`]).
+    window: bool,
+    /// Single-stepping is on in KVM for a step window.
+    window_stepping: bool,
 }
 
 impl Vcpu {
@@ -351,6 +357,9 @@ impl Vcpu {
         // KVM_RUN, and that field holds what the vCPU had at its last exit: left alone, a
         // restarted vCPU would get its old TPR back over the sregs' 0 (PVABI-PLAT-007).
         run.cr8 = 0;
+        // A step window never outlives the run of guest code it watched.
+        self.window = false;
+        self.sync_window_stepping();
         if self.index == 0 {
             self.stepping = super::step::start(&self.ctl, &self.fd);
         }
@@ -481,9 +490,26 @@ impl Vcpu {
                     watcher.exit(self.index, synced_interrupt_state());
                 }
             }
+            // A step window ends at any exit other than one of its steps, before the exit is
+            // handled (so the call a port write makes has not run when the checker looks).
+            let single_step = matches!(exit, Ok(VcpuExit::Debug(_)));
+            let port_write = matches!(exit, Ok(VcpuExit::IoOut(..)));
+            if self.window && !single_step {
+                self.window = false;
+                if let Some(watcher) = self.ctl.exit_watcher() {
+                    watcher.step_window_close(self.index);
+                }
+            }
             let step = match exit {
                 Ok(VcpuExit::Debug(_)) if self.stepping => {
                     self.stepping = super::step::on_step(&self.ctl, &self.fd);
+                    Ok(Outcome::Resume)
+                }
+                Ok(VcpuExit::Debug(_)) if self.window => {
+                    self.window = self
+                        .ctl
+                        .exit_watcher()
+                        .is_some_and(|w| w.step_window_step(self.index));
                     Ok(Outcome::Resume)
                 }
                 Ok(VcpuExit::IoOut(port, data)) => {
@@ -539,7 +565,12 @@ impl Vcpu {
                 Err(e) => Err(kvm_fault("KVM_RUN")(e)),
             };
             match step {
-                Ok(Outcome::Resume) => {}
+                Ok(Outcome::Resume) => {
+                    if port_write {
+                        self.maybe_open_window();
+                    }
+                    self.sync_window_stepping();
+                }
                 Ok(Outcome::StopVcpu) => return LoopEnd::Stopped,
                 Ok(Outcome::End(end)) => {
                     self.ctl.end(end.into());
@@ -548,6 +579,36 @@ impl Vcpu {
                 Err(fault) => return self.fault(fault),
             }
         }
+    }
+
+    /// After a port write that resumes the vCPU: opens a step window if the checking host
+    /// wants one (never during the discovery trace). Interrupts are not held back for long:
+    /// raising one kicks the vCPU, which is an exit that closes the window, and the checker's
+    /// budget bounds all windows of a run.
+    fn maybe_open_window(&mut self) {
+        if self.window || self.stepping {
+            return;
+        }
+        if let Some(watcher) = self.ctl.exit_watcher() {
+            self.window = watcher.step_window_open(self.index);
+        }
+    }
+
+    /// Makes KVM's single-stepping for step windows match [`Self::window`]. A window that
+    /// cannot step (KVM refuses) is closed at once.
+    fn sync_window_stepping(&mut self) {
+        if self.window == self.window_stepping {
+            return;
+        }
+        let ok = super::step::set_stepping(&self.fd, self.window);
+        if self.window && !ok {
+            self.window = false;
+            if let Some(watcher) = self.ctl.exit_watcher() {
+                watcher.step_window_close(self.index);
+            }
+            return;
+        }
+        self.window_stepping = self.window;
     }
 
     /// An `out` or a string `outs`: a string output of several elements is that many
