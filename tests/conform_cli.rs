@@ -352,14 +352,22 @@ fn a_profile_is_held_to_the_host_and_known_failures_are_shown_as_such() {
     );
 }
 
-#[test]
-fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
-    if !kvm_or_skip("guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly") {
-        return;
-    }
-    let checks = |out: &std::process::Output| -> Vec<(String, String, String)> {
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
-        v["tests"][0]["checks"]
+/// One `pvabi conform --guest ... --format json` run: its exit code and its checks as
+/// (name, verdict, message), a SHOULD that did not hold as the verdict `WARN`.
+struct GuestRun {
+    code: Option<i32>,
+    checks: Vec<(String, String, String)>,
+    report: serde_json::Value,
+}
+
+impl GuestRun {
+    fn of(args: &[&str]) -> GuestRun {
+        let mut all = vec!["conform", "--guest"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--format", "json"]);
+        let out = pvabi(&all);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        let checks = report["tests"][0]["checks"]
             .as_array()
             .unwrap()
             .iter()
@@ -376,25 +384,68 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
                     c["message"].as_str().unwrap_or("").to_owned(),
                 )
             })
+            .collect();
+        GuestRun {
+            code: out.status.code(),
+            checks,
+            report,
+        }
+    }
+
+    /// The names of the checks with this verdict, in order.
+    fn with(&self, verdict: &str) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|(_, v, _)| v == verdict)
+            .map(|(n, _, _)| n.as_str())
             .collect()
-    };
+    }
+
+    fn check(&self, name: &str) -> &(String, String, String) {
+        self.checks
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no check {name}: {:#?}", self.checks))
+    }
+
+    fn verdict(&self, name: &str) -> &str {
+        &self.check(name).1
+    }
+
+    fn message(&self, name: &str) -> &str {
+        &self.check(name).2
+    }
+
+    /// The verdict of requirement `id` in the report.
+    fn requirement(&self, id: &str) -> Option<String> {
+        self.report["requirements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["verdict"].as_str().unwrap().to_owned())
+    }
+}
+
+#[test]
+fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
+    if !kvm_or_skip("guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly") {
+        return;
+    }
     // The demo guest, on two vCPUs, under the demanding host: every rule it exercises kept;
     // the rules of what it never does are "not exercised" (SKIP, exit 3), not a PASS. (Its
     // second vCPU negotiates again, is answered LOCKED and reads the locked result: the MAY
     // rule PVABI-BASE-017, exercised.)
-    let out = pvabi(&[
-        "conform", "--guest", "demo", "--vcpus", "2", "--format", "json",
-    ]);
-    let demo = checks(&out);
-    assert_eq!(out.status.code(), Some(3), "{demo:#?}");
-    assert!(demo.len() >= 30, "{demo:#?}");
+    let demo = GuestRun::of(&["demo", "--vcpus", "2"]);
+    assert_eq!(demo.code, Some(3), "{:#?}", demo.checks);
+    assert!(demo.checks.len() >= 30, "{:#?}", demo.checks);
     let never = [
         "guest.resumes_preempted_page_batches",
         "guest.steal_page_only_when_granted",
         "guest.sleeping_pollers_woken",
         "guest.crash_message_in_utf8",
     ];
-    for (name, verdict, message) in &demo {
+    for (name, verdict, message) in &demo.checks {
         if never.contains(&name.as_str()) {
             assert_eq!(verdict, "SKIP", "{name}: {message}");
             assert!(message.starts_with("not exercised"), "{message}");
@@ -406,18 +457,10 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     // The careless guest: exactly its mistakes, each named with what the host saw; the two
     // SHOULD rules it breaks are warnings (WARN checks, "warning" requirements).
     // On two vCPUs, so that it can start vCPU 1 badly too.
-    let out = pvabi(&[
-        "conform", "--guest", "careless", "--vcpus", "2", "--format", "json",
-    ]);
-    let careless = checks(&out);
-    assert_eq!(out.status.code(), Some(5), "{careless:#?}");
-    let failed: Vec<&str> = careless
-        .iter()
-        .filter(|(_, v, _)| v == "FAIL")
-        .map(|(n, _, _)| n.as_str())
-        .collect();
+    let careless = GuestRun::of(&["careless", "--vcpus", "2"]);
+    assert_eq!(careless.code, Some(5), "{:#?}", careless.checks);
     assert_eq!(
-        failed,
+        careless.with("FAIL"),
         [
             "guest.doorbell_calls_with_out_not_a_string_output",
             "guest.idt_loaded_before_interrupts_enabled",
@@ -439,44 +482,54 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
             "guest.sleeping_pollers_woken",
             "guest.started_vcpus_mapped_by_their_cr3",
         ],
-        "{careless:#?}"
+        "{:#?}",
+        careless.checks
     );
-    let warned = |checks: &[(String, String, String)]| -> Vec<String> {
-        checks
-            .iter()
-            .filter(|(_, v, _)| v == "WARN")
-            .map(|(n, _, _)| n.clone())
-            .collect()
-    };
     assert_eq!(
-        warned(&careless),
+        careless.with("WARN"),
         [
             "guest.lowest_minor_and_needed_features_requested",
             "guest.later_minor_features_optional",
         ],
-        "{careless:#?}"
+        "{:#?}",
+        careless.checks
     );
-    let message = |name: &str| &careless.iter().find(|(n, _, _)| n == name).unwrap().2;
-    let verdict = |name: &str| &careless.iter().find(|(n, _, _)| n == name).unwrap().1;
-    assert!(message("guest.doorbell_calls_with_out_not_a_string_output").contains("rep outs"));
-    assert!(message("guest.idt_loaded_before_interrupts_enabled").contains("limit is 0"));
-    assert!(message("guest.released_pages_not_written_until_reclaimed").contains("dirty-page log"));
-    assert!(message("guest.only_granted_features").contains("TIME_SET_STEAL_PAGE"));
-    assert!(message("guest.resumes_preempted_batches").contains("never resumed"));
-    assert!(message("guest.time_page_sequence_lock").contains("sequence lock"));
-    assert!(message("guest.no_reliance_on_undefined_results").contains("0xdeadbeefdeadbeef"));
-    assert!(message("guest.no_released_page_in_a_call").contains("CONSOLE_WRITE"));
-    assert!(message("guest.host_fields_of_host_pages_left_alone").contains("tsc_mul"));
-    assert!(message("guest.event_head_never_past_tail").contains("head` is 5"));
-    assert!(message("guest.event_interrupt_rearmed_then_tail_reread").contains("read `tail` again"));
-    assert!(message("guest.no_queuing_into_a_full_deferred_queue").contains("65 entries"));
-    assert!(message("guest.deferred_head_and_errors_left_to_the_host").contains("`head`"));
-    assert!(message("guest.no_submission_into_a_full_ring").contains("33 entries"));
-    assert!(message("guest.completion_head_never_past_tail").contains("past `tail`"));
-    assert!(message("guest.doorbell_rings_notified").contains("ring-notify port"));
-    assert!(message("guest.sleeping_pollers_woken").contains("SQ_NEED_WAKEUP set"));
-    assert!(message("guest.started_vcpus_mapped_by_their_cr3").contains("below rsp"));
-    assert!(message("guest.later_minor_features_optional").contains("0x400"));
+    for (name, part) in [
+        (
+            "guest.doorbell_calls_with_out_not_a_string_output",
+            "rep outs",
+        ),
+        ("guest.idt_loaded_before_interrupts_enabled", "limit is 0"),
+        (
+            "guest.released_pages_not_written_until_reclaimed",
+            "dirty-page log",
+        ),
+        ("guest.only_granted_features", "TIME_SET_STEAL_PAGE"),
+        ("guest.resumes_preempted_batches", "never resumed"),
+        ("guest.time_page_sequence_lock", "sequence lock"),
+        (
+            "guest.no_reliance_on_undefined_results",
+            "0xdeadbeefdeadbeef",
+        ),
+        ("guest.no_released_page_in_a_call", "CONSOLE_WRITE"),
+        ("guest.host_fields_of_host_pages_left_alone", "tsc_mul"),
+        ("guest.event_head_never_past_tail", "head` is 5"),
+        (
+            "guest.event_interrupt_rearmed_then_tail_reread",
+            "read `tail` again",
+        ),
+        ("guest.no_queuing_into_a_full_deferred_queue", "65 entries"),
+        ("guest.deferred_head_and_errors_left_to_the_host", "`head`"),
+        ("guest.no_submission_into_a_full_ring", "33 entries"),
+        ("guest.completion_head_never_past_tail", "past `tail`"),
+        ("guest.doorbell_rings_notified", "ring-notify port"),
+        ("guest.sleeping_pollers_woken", "SQ_NEED_WAKEUP set"),
+        ("guest.started_vcpus_mapped_by_their_cr3", "below rsp"),
+        ("guest.later_minor_features_optional", "0x400"),
+    ] {
+        let m = careless.message(name);
+        assert!(m.contains(part), "{name}: {part:?} not in {m}");
+    }
     // The MAY rule it exercises passes; it found pvabi where the checking host moved it.
     for name in [
         "guest.locked_result_read_after_locked",
@@ -484,87 +537,74 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
         "guest.uses_the_transport_leaf_ports",
         "guest.image_placed_at_or_above_image_min_addr",
     ] {
-        assert_eq!(verdict(name), "PASS", "{name}: {careless:#?}");
+        assert_eq!(
+            careless.verdict(name),
+            "PASS",
+            "{name}: {:#?}",
+            careless.checks
+        );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let requirement = |id: &str| {
-        v["requirements"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .map(|r| r["verdict"].as_str().unwrap().to_owned())
-    };
-    assert_eq!(requirement("PVABI-VER-014").as_deref(), Some("WARNING"));
-    assert_eq!(requirement("PVABI-RING-008").as_deref(), Some("FAIL"));
+    assert_eq!(
+        careless.requirement("PVABI-VER-014").as_deref(),
+        Some("WARNING")
+    );
+    assert_eq!(
+        careless.requirement("PVABI-RING-008").as_deref(),
+        Some("FAIL")
+    );
+    // The rules that do not bind on the reference platform are not applicable, not passed.
+    assert_eq!(
+        careless.requirement("PVABI-EVT-009").as_deref(),
+        Some("NOT_APPLICABLE")
+    );
 
     // The second careless guest skips discovery and calls at the default port: the checking
     // host, which moved its leaves and ports, sees both; the guest still runs to its end, a
     // SYSTEM_CRASH whose message is not UTF-8 (a SHOULD: a warning).
-    let out = pvabi(&[
-        "conform",
-        "--guest",
-        "careless-discovery",
-        "--format",
-        "json",
-    ]);
-    let disc = checks(&out);
-    assert_eq!(out.status.code(), Some(5), "{disc:#?}");
-    let failed: Vec<&str> = disc
-        .iter()
-        .filter(|(_, v, _)| v == "FAIL")
-        .map(|(n, _, _)| n.as_str())
-        .collect();
+    let disc = GuestRun::of(&["careless-discovery"]);
+    assert_eq!(disc.code, Some(5), "{:#?}", disc.checks);
     assert_eq!(
-        failed,
+        disc.with("FAIL"),
         [
             "guest.finds_pvabi_at_a_later_base",
             "guest.uses_the_transport_leaf_ports",
             "guest.runs_under_a_host_offering_more_than_it_knows",
         ],
-        "{disc:#?}"
+        "{:#?}",
+        disc.checks
     );
     assert_eq!(
-        warned(&disc),
+        disc.with("WARN"),
         [
             "guest.lowest_minor_and_needed_features_requested",
             "guest.crash_message_in_utf8",
         ],
-        "{disc:#?}"
+        "{:#?}",
+        disc.checks
     );
-    let message = |name: &str| &disc.iter().find(|(n, _, _)| n == name).unwrap().2;
-    assert!(message("guest.finds_pvabi_at_a_later_base").contains("0x40000100"));
-    assert!(message("guest.uses_the_transport_leaf_ports").contains("0x5650"));
-    assert!(message("guest.crash_message_in_utf8").contains("not UTF-8"));
+    assert!(disc
+        .message("guest.finds_pvabi_at_a_later_base")
+        .contains("0x40000100"));
+    assert!(disc
+        .message("guest.uses_the_transport_leaf_ports")
+        .contains("0x5650"));
+    assert!(disc
+        .message("guest.crash_message_in_utf8")
+        .contains("not UTF-8"));
 
     // The third careless guest negotiates TIME and calls TIME_FREQUENCY only when GET_IMPL_ID
     // names the reference host: no single run shows it, the second run under another identity
     // does (PVABI-BASE-005), and that is all that fails; its log of the identity is allowed.
-    let out = pvabi(&[
-        "conform",
-        "--guest",
-        "careless-identity",
-        "--format",
-        "json",
-    ]);
-    let ident = checks(&out);
-    assert_eq!(out.status.code(), Some(5), "{ident:#?}");
-    let failed: Vec<&str> = ident
-        .iter()
-        .filter(|(_, v, _)| v == "FAIL")
-        .map(|(n, _, _)| n.as_str())
-        .collect();
+    let ident = GuestRun::of(&["careless-identity"]);
+    assert_eq!(ident.code, Some(5), "{:#?}", ident.checks);
     assert_eq!(
-        failed,
+        ident.with("FAIL"),
         ["guest.same_calls_under_another_identity"],
-        "{ident:#?}"
+        "{:#?}",
+        ident.checks
     );
-    assert!(warned(&ident).is_empty(), "{ident:#?}");
-    let message = &ident
-        .iter()
-        .find(|(n, _, _)| n == "guest.same_calls_under_another_identity")
-        .unwrap()
-        .2;
+    assert!(ident.with("WARN").is_empty(), "{:#?}", ident.checks);
+    let message = ident.message("guest.same_calls_under_another_identity");
     for part in [
         "under the host reporting id 0x1 \"pvabi-ref\"",
         "the guest made TIME_FREQUENCY (vCPU 0) and NEGOTIATE(requested 0x10000, required 0x23",
@@ -575,65 +615,60 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     }
     // The careful guests (the demo above; the careless ones, whose mistakes do not depend on
     // the identity) make the same calls under both identities.
-    for (name, checks) in [
+    for (name, run) in [
         ("demo", &demo),
         ("careless", &careless),
         ("careless-discovery", &disc),
     ] {
-        let (_, verdict, message) = checks
-            .iter()
-            .find(|(n, _, _)| n == "guest.same_calls_under_another_identity")
-            .unwrap();
-        assert_eq!(verdict, "PASS", "{name}: {message}");
+        let check = "guest.same_calls_under_another_identity";
+        assert_eq!(run.verdict(check), "PASS", "{name}: {}", run.message(check));
     }
 
     // The fourth careless guest reads the pvabi leaf above the signature leaf's eax and then
     // executes vmcall, both before its first call: KVM answers them without an exit, the
     // checking host's discovery trace (vCPU 0 single-stepped up to its first port write)
     // sees both and ends the VM at the vmcall; so it also made no call and did not shut down.
-    let out = pvabi(&["conform", "--guest", "careless-cpuid", "--format", "json"]);
-    let cpuid = checks(&out);
-    assert_eq!(out.status.code(), Some(5), "{cpuid:#?}");
-    let failed: Vec<&str> = cpuid
-        .iter()
-        .filter(|(_, v, _)| v == "FAIL")
-        .map(|(n, _, _)| n.as_str())
-        .collect();
+    let cpuid = GuestRun::of(&["careless-cpuid"]);
+    assert_eq!(cpuid.code, Some(5), "{:#?}", cpuid.checks);
     assert_eq!(
-        failed,
+        cpuid.with("FAIL"),
         [
             "guest.finds_pvabi_at_a_later_base",
             "guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax",
             "guest.no_unadvertised_hypercall_instruction",
             "guest.runs_under_a_host_offering_more_than_it_knows",
         ],
-        "{cpuid:#?}"
+        "{:#?}",
+        cpuid.checks
     );
-    let message = |name: &str| &cpuid.iter().find(|(n, _, _)| n == name).unwrap().2;
     assert!(
-        message("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax")
+        cpuid
+            .message("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax")
             .contains("CPUID leaf 0x40000104"),
-        "{cpuid:#?}"
+        "{:#?}",
+        cpuid.checks
     );
     assert!(
-        message("guest.no_unadvertised_hypercall_instruction").contains("vmcall at rip"),
-        "{cpuid:#?}"
+        cpuid
+            .message("guest.no_unadvertised_hypercall_instruction")
+            .contains("vmcall at rip"),
+        "{:#?}",
+        cpuid.checks
     );
     // The other guests keep both rules; the one that skips discovery reads no pvabi leaf.
-    for (name, checks, disc_004) in [
+    for (name, run, disc_004) in [
         ("demo", &demo, "PASS"),
         ("careless", &careless, "PASS"),
         ("careless-identity", &ident, "PASS"),
         ("careless-discovery", &disc, "SKIP"),
     ] {
-        let verdict = |check: &str| &checks.iter().find(|(n, _, _)| n == check).unwrap().1;
         assert_eq!(
-            verdict("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax"),
+            run.verdict("guest.reads_no_pvabi_leaf_above_the_signature_leaf_eax"),
             disc_004,
             "{name}"
         );
         assert_eq!(
-            verdict("guest.no_unadvertised_hypercall_instruction"),
+            run.verdict("guest.no_unadvertised_hypercall_instruction"),
             "PASS",
             "{name}"
         );
@@ -644,23 +679,17 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     // single-steps the vCPU after DEFER_SET_QUEUE and RING_SETUP) see each entry change after
     // its publication; everything else it does right, and both entries are complete by the
     // time the host consumes them, so it still shuts down with 0.
-    let out = pvabi(&["conform", "--guest", "careless-order", "--format", "json"]);
-    let order = checks(&out);
-    assert_eq!(out.status.code(), Some(5), "{order:#?}");
-    let failed: Vec<&str> = order
-        .iter()
-        .filter(|(_, v, _)| v == "FAIL")
-        .map(|(n, _, _)| n.as_str())
-        .collect();
+    let order = GuestRun::of(&["careless-order"]);
+    assert_eq!(order.code, Some(5), "{:#?}", order.checks);
     assert_eq!(
-        failed,
+        order.with("FAIL"),
         [
             "guest.deferred_entries_written_before_tail",
             "guest.submissions_written_before_tail",
         ],
-        "{order:#?}"
+        "{:#?}",
+        order.checks
     );
-    let message = |name: &str| &order.iter().find(|(n, _, _)| n == name).unwrap().2;
     for (name, queue) in [
         (
             "guest.deferred_entries_written_before_tail",
@@ -668,7 +697,7 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
         ),
         ("guest.submissions_written_before_tail", "submission-ring"),
     ] {
-        let m = message(name);
+        let m = order.message(name);
         assert!(
             m.contains(&format!("{queue} entry 0 (slot 0) changed"))
                 && m.contains("then store `tail` + 1")
@@ -677,14 +706,12 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
         );
     }
     // The demo guest (on one vCPU too) writes its entries first: both rules PASS, exercised.
-    let out = pvabi(&["conform", "--guest", "demo", "--format", "json"]);
-    let one = checks(&out);
+    let one = GuestRun::of(&["demo"]);
     for name in [
         "guest.deferred_entries_written_before_tail",
         "guest.submissions_written_before_tail",
     ] {
-        let verdict = &one.iter().find(|(n, _, _)| n == name).unwrap().1;
-        assert_eq!(verdict, "PASS", "{name}: {one:#?}");
+        assert_eq!(one.verdict(name), "PASS", "{name}: {:#?}", one.checks);
     }
 
     // The text summary names the rules; a missing image names the built-in guests.
