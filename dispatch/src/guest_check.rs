@@ -1382,17 +1382,7 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
                     })
                 })
             };
-            match look {
-                Some(look) => {
-                    let before = watch.compared;
-                    let changed = watch.look(look);
-                    c.looked(vcpu, DEFER_001, watch.compared - before, &changed);
-                    if watch.compared >= WATCH_ENTRIES {
-                        w.deferred = None;
-                    }
-                }
-                None => w.deferred = None,
-            }
+            look_at(c, vcpu, DEFER_001, &mut w.deferred, look);
         }
         if let Some(watch) = w.ring.as_mut() {
             let look = {
@@ -1407,17 +1397,7 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
                     })
                 })
             };
-            match look {
-                Some(look) => {
-                    let before = watch.compared;
-                    let changed = watch.look(look);
-                    c.looked(vcpu, RING_001, watch.compared - before, &changed);
-                    if watch.compared >= WATCH_ENTRIES {
-                        w.ring = None;
-                    }
-                }
-                None => w.ring = None,
-            }
+            look_at(c, vcpu, RING_001, &mut w.ring, look);
         }
     }
 
@@ -1463,6 +1443,27 @@ const SQ_LAYOUT: order::Layout = order::Layout {
 const DQ_ERROR_COUNT: u64 = std::mem::offset_of!(DeferredQueueHeader, error_count) as u64;
 const DQ_FIRST_INDEX: u64 = std::mem::offset_of!(DeferredQueueHeader, first_error_index) as u64;
 const DQ_FIRST_STATUS: u64 = std::mem::offset_of!(DeferredQueueHeader, first_error_status) as u64;
+
+/// Hands `look` (`None`: the queue is gone) to the watch in `watch`, of rule `rule`, and ends
+/// the watch when the queue is gone or it has had [`WATCH_ENTRIES`] entries compared.
+fn look_at(
+    c: &GuestChecker,
+    vcpu: u32,
+    rule: &'static str,
+    watch: &mut Option<order::QueueWatch>,
+    look: Option<order::Look>,
+) {
+    let (Some(w), Some(look)) = (watch.as_mut(), look) else {
+        *watch = None;
+        return;
+    };
+    let before = w.compared;
+    let changed = w.look(look);
+    c.looked(vcpu, rule, w.compared - before, &changed);
+    if w.compared >= WATCH_ENTRIES {
+        *watch = None;
+    }
+}
 
 /// Ends `w`'s open window, adding the time it was open to the run's.
 fn close_window(c: &GuestChecker, w: &mut StepWatch) {
