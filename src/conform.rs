@@ -765,6 +765,13 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "the guest named no memory in a call",
     ),
     (
+        guest_check::MEM_022,
+        "no_pml5_entry_updated_with_mem_update_pte",
+        "the guest made no MEM_UPDATE_PTE while it used 5-level paging (EFER.LMA and CR4.LA57 \
+         set at the vCPU's last exit: the call's own, or for a ring submission the ring \
+         owner's); a guest that uses 4-level paging has no PML5 entry to update",
+    ),
+    (
         guest_check::CONV_025,
         "host_fields_of_host_pages_left_alone",
         "the guest registered no time page (or it was never refreshed)",

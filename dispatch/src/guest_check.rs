@@ -21,6 +21,7 @@
 //! | [`CONV_006`] | an argument holding [`POISON`], the value the checking host writes into every result register the guest must not read (all four after a failure, the undefined ones after SUCCESS): the guest passed on a result it must not rely on |
 //! | [`TIME_025`] | TIME_SET_STEAL_PAGE answered NOT_SUPPORTED or NOT_GRANTED (NEGOTIATE accepted 1.0, or did not grant STEAL_TIME) |
 //! | [`MEM_019`] | a call naming a page MEM_BALLOON_RELEASE released and no MEM_BALLOON_RECLAIM took back: its memory block, the page it registers, the entry of MEM_UPDATE_PTE (in any context), a page of a MEM_SHARE range |
+//! | [`MEM_022`] | MEM_UPDATE_PTE of an entry in the PML5 table while the vCPU uses 5-level paging: EFER.LMA and CR4.LA57 set and the entry in the page CR3 names (bits 51:12; the PCID bits 11:0 are no part of it), in the paging state [`Dispatcher::check_exit`](crate::Dispatcher::check_exit) last reported for the vCPU the call runs for. For a direct call, a MULTICALL entry and a deferred entry (drained only at a call of the queue's owner) that is the state at the call's own exit; for a ring submission, the ring owner's state at its last exit, whichever vCPU notified (or the poller) |
 //! | [`CONV_025`] | a host-owned field of the time page that differs, at the next refresh, from what the host last wrote there (`sequence`, `flags`, the TSC fields, the reserved words) |
 //! | [`EVT_025`] | an event-queue `head` past `tail` (`tail - head` beyond the capacity) when the host posts an event |
 //! | [`EVT_011`] | VCPU_HALT while `interrupt_pending` is 0 and an entry of an unmasked kind waits in the queue: the guest re-armed the interrupt without looking at `tail` again (read under the vCPU's event lock, so a post in flight is never mistaken for it) |
@@ -73,6 +74,7 @@ use pvabi_abi::status::Status;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use pvabi_abi::convention::PAGE_SIZE;
 use pvabi_abi::discovery::CPUID_FIRST_BASE;
 use pvabi_abi::features::Features;
 use pvabi_abi::version::{Version, V1_0};
@@ -109,6 +111,8 @@ pub const CONV_006: &str = "PVABI-CONV-006";
 pub const TIME_025: &str = "PVABI-TIME-025";
 /// MEM-019: no released page named in a call.
 pub const MEM_019: &str = "PVABI-MEM-019";
+/// MEM-022: no MEM_UPDATE_PTE of a PML5 entry.
+pub const MEM_022: &str = "PVABI-MEM-022";
 /// CONV-025: no guest write to the host's fields of a host-owned page.
 pub const CONV_025: &str = "PVABI-CONV-025";
 /// EVT-025: the event queue's `head` never past `tail`.
@@ -143,11 +147,11 @@ pub const SYS_007: &str = "PVABI-SYS-007";
 pub const BASE_017: &str = "PVABI-BASE-017";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 30] = [
+pub const RULES: [&str; 31] = [
     CONV_012, CONV_030, PLAT_008, MEM_006, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009,
-    BATCH_019, TIME_014, CONV_006, TIME_025, MEM_019, CONV_025, EVT_025, EVT_011, DEFER_013,
-    DEFER_002, DEFER_001, RING_028, RING_029, RING_001, RING_008, RING_010, VCPU_020, VER_014,
-    COMPAT_001, SYS_007, BASE_017,
+    BATCH_019, TIME_014, CONV_006, TIME_025, MEM_019, MEM_022, CONV_025, EVT_025, EVT_011,
+    DEFER_013, DEFER_002, DEFER_001, RING_028, RING_029, RING_001, RING_008, RING_010, VCPU_020,
+    VER_014, COMPAT_001, SYS_007, BASE_017,
 ];
 
 /// How many entries of one registered queue a watch compares between two looks before it
@@ -207,11 +211,11 @@ impl HostConfig {
     /// ([`SPURIOUS_PERIOD`]), and puts its CPUID leaves one base up behind another signature
     /// and its ports off the defaults ([`CHECKING_CPUID_BASE`], [`CHECKING_DOORBELL_PORT`]).
     ///
-    /// Three guest rules need the VMM's help, which the reference host's runner gives a
+    /// Four guest rules need the VMM's help, which the reference host's runner gives a
     /// checking dispatcher (and no other): [`Doorbell::string_element`](crate::Doorbell) with
     /// [`HostConfig::vmm_marks_string_outputs`] for
     /// CONV-030, [`Dispatcher::check_exit`](crate::Dispatcher::check_exit) at every exit for
-    /// PLAT-008, and [`Machine::guest_written_pages`](crate::Machine::guest_written_pages)
+    /// PLAT-008 and MEM-022, and [`Machine::guest_written_pages`](crate::Machine::guest_written_pages)
     /// (KVM's dirty-page log) for MEM-006. A VMM that gives none of them leaves those rules
     /// "not exercised".
     pub fn checking() -> HostConfig {
@@ -363,6 +367,10 @@ pub(crate) struct GuestChecker {
     watching: Vec<AtomicBool>,
     /// Step windows opened, instructions stepped and nanoseconds open, all vCPUs.
     windows: [AtomicU64; 3],
+    /// Per vCPU: its CR3 and PML5 table at its last exit if it then used 5-level paging,
+    /// `None` if it used 4-level paging (or was not in long mode, or has not exited yet)
+    /// (MEM-022).
+    pml5_tables: Vec<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
 const MAX_KEPT: u64 = 64;
@@ -407,6 +415,7 @@ impl GuestChecker {
             watches: (0..vcpus).map(|_| Default::default()).collect(),
             watching: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             windows: Default::default(),
+            pml5_tables: (0..vcpus).map(|_| Default::default()).collect(),
         }
     }
 
@@ -649,9 +658,13 @@ impl GuestChecker {
         });
     }
 
-    /// `vcpu`'s interrupt state at an exit (PLAT-008): exercised where the guest had set its
-    /// interrupt flag, broken if its IDTR was then still the entry state.
-    pub(crate) fn exit_interrupt_state(&self, vcpu: u32, state: crate::ExitInterruptState) {
+    /// `vcpu`'s state at an exit: PLAT-008 (exercised where the guest had set its interrupt
+    /// flag, broken if its IDTR was then still the entry state), and its paging state, which
+    /// MEM-022 checks the MEM_UPDATE_PTE calls made for it against until its next exit.
+    pub(crate) fn exit_state(&self, vcpu: u32, state: crate::ExitState) {
+        if let Some(paging) = self.pml5_tables.get(vcpu as usize) {
+            *lock(paging) = state.pml5_table().map(|table| (state.cr3, table));
+        }
         if !state.interrupt_flag {
             return;
         }
@@ -662,6 +675,26 @@ impl GuestChecker {
                  at entry; load an IDT (`lidt`) on a vCPU before setting its interrupt flag (an \
                  interrupt delivered now would be a triple fault)",
                 state.idt_base
+            )
+        });
+    }
+
+    /// MEM_UPDATE_PTE of the entry at `gpa`, made for `vcpu` (MEM-022): exercised if `vcpu`
+    /// used 5-level paging at its last exit, broken if the entry is then in its PML5 table.
+    pub(crate) fn pte_update(&self, vcpu: u32, gpa: u64) {
+        let Some((cr3, table)) = self
+            .pml5_tables
+            .get(vcpu as usize)
+            .and_then(|paging| *lock(paging))
+        else {
+            return;
+        };
+        let in_pml5 = gpa & !(PAGE_SIZE - 1) == table;
+        self.saw(MEM_022, vcpu, Some(Call::MemUpdatePte), in_pml5, || {
+            format!(
+                "MEM_UPDATE_PTE of the entry at {gpa:#x}, in the PML5 table at {table:#x} (CR3 \
+                 {cr3:#x} with CR4.LA57 set at the vCPU's last exit): a guest that uses 5-level \
+                 paging writes its PML5 entries itself (version 1.x has no `level` for them)"
             )
         });
     }

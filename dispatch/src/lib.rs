@@ -285,16 +285,40 @@ impl Doorbell {
     }
 }
 
-/// A vCPU's interrupt state at an exit, as the VMM read it (RFLAGS and IDTR), for the
-/// checking host's PVABI-PLAT-008 ([`Dispatcher::check_exit`]).
+/// A vCPU's state at an exit, as the VMM read it, for the checking host
+/// ([`Dispatcher::check_exit`]): its interrupt state (RFLAGS.IF and the IDTR, for
+/// PVABI-PLAT-008) and its paging state (CR3, CR4 and EFER, for PVABI-MEM-022).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExitInterruptState {
+pub struct ExitState {
     /// RFLAGS.IF.
     pub interrupt_flag: bool,
     /// The IDTR's base.
     pub idt_base: u64,
     /// The IDTR's limit.
     pub idt_limit: u16,
+    /// CR3, as the vCPU holds it (the root table's address in bits 51:12, a PCID or the
+    /// PWT/PCD bits in bits 11:0).
+    pub cr3: u64,
+    /// CR4 (bit 12 is LA57: 5-level paging).
+    pub cr4: u64,
+    /// EFER (bit 10 is LMA: long mode is active).
+    pub efer: u64,
+}
+
+/// CR4.LA57: 57-bit linear addresses, with 5-level paging in long mode.
+const CR4_LA57: u64 = 1 << 12;
+/// EFER.LMA: long mode (paging enabled, IA-32e) is active.
+const EFER_LMA: u64 = 1 << 10;
+/// The bits of CR3 that hold the root table's address (51:12); bits 11:0 hold a PCID (with
+/// CR4.PCIDE) or PWT and PCD, and the bits above 51 are no part of the address either.
+const CR3_TABLE: u64 = 0x000f_ffff_ffff_f000;
+
+impl ExitState {
+    /// The guest-physical address of the PML5 table, if the vCPU uses 5-level paging (EFER.LMA
+    /// and CR4.LA57 set): the page CR3 names. `None` with 4-level paging, or outside long mode.
+    pub fn pml5_table(&self) -> Option<u64> {
+        (self.efer & EFER_LMA != 0 && self.cr4 & CR4_LA57 != 0).then_some(self.cr3 & CR3_TABLE)
+    }
 }
 
 /// What the vCPU does after a call: the one outcome type from the dispatcher to the VMM.
@@ -639,13 +663,15 @@ impl<M: Machine> Dispatcher<M> {
         self.inner.negotiated().map(|n| (n.version, n.granted))
     }
 
-    /// A vCPU's interrupt state at an exit (any exit, whatever its reason): in checking mode
+    /// A vCPU's state at an exit (any exit, whatever its reason): in checking mode
     /// ([`HostConfig::check_guest`]) the host reports an exit with RFLAGS.IF set while the
-    /// IDTR's limit is 0, the reference platform's "no IDT" (PVABI-PLAT-008); otherwise it
-    /// does nothing. A VMM that calls it only in checking mode pays nothing elsewhere.
-    pub fn check_exit(&self, vcpu: u32, state: ExitInterruptState) {
+    /// IDTR's limit is 0, the reference platform's "no IDT" (PVABI-PLAT-008), and remembers the
+    /// vCPU's paging state, against which it checks each MEM_UPDATE_PTE made for the vCPU until
+    /// its next exit (PVABI-MEM-022); otherwise it does nothing. A VMM that calls it only in
+    /// checking mode pays nothing elsewhere.
+    pub fn check_exit(&self, vcpu: u32, state: ExitState) {
         if let Some(c) = &self.inner.checker {
-            c.exit_interrupt_state(vcpu, state);
+            c.exit_state(vcpu, state);
         }
     }
 

@@ -168,6 +168,7 @@ fn update_pte<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
     };
     if let Some(c) = &h.checker {
         h.check_not_released(c, r.vcpu, Call::MemUpdatePte, gpa, 8);
+        c.pte_update(r.vcpu, gpa);
     }
     let value = if injected!(h, UpdatePteDropsNx) {
         r.args[1] & !(1 << 63)

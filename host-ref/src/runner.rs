@@ -224,7 +224,7 @@ pub fn run_with_notify(
     };
     vm_config.cpuid = host_config.cpuid_leaves();
     // The checking host sees the guest's writes to its RAM (PVABI-MEM-006) and every exit's
-    // interrupt state (PVABI-PLAT-008); other hosts pay for neither.
+    // interrupt and paging state (PVABI-PLAT-008, PVABI-MEM-022); other hosts pay for neither.
     let checking = host_config.check_guest;
     vm_config.log_guest_writes |= checking;
     // Its vCPU threads also look for a `rep outs` at every doorbell exit (PVABI-CONV-030).
@@ -304,13 +304,13 @@ pub fn run_with_notify(
     }
 }
 
-/// The checking host's exit watcher: hands each exit's interrupt state to the dispatcher, and
+/// The checking host's exit watcher: hands each exit's state to the dispatcher, and
 /// runs its step windows (held weakly: the dispatcher's machine holds the VM, which holds its
 /// watcher).
 struct CheckExits(std::sync::Weak<KvmDispatcher>);
 
 impl vm::ExitWatcher for CheckExits {
-    fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitInterruptState) {
+    fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitState) {
         if let Some(d) = self.0.upgrade() {
             d.check_exit(vcpu, state);
         }

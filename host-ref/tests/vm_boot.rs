@@ -188,6 +188,16 @@ fn run_smoke(
     vcpus: u32,
     with_ctl: impl FnOnce(VmCtl) + Send + 'static,
 ) -> VmEnd {
+    run_smoke_watched(host, vcpus, None, with_ctl)
+}
+
+/// [`run_smoke`], with `watcher` seeing every exit from the first.
+fn run_smoke_watched(
+    host: Arc<TestHost>,
+    vcpus: u32,
+    watcher: Option<Arc<dyn vm::ExitWatcher>>,
+    with_ctl: impl FnOnce(VmCtl) + Send + 'static,
+) -> VmEnd {
     let config = VmConfig {
         vcpus,
         mem_bytes: 64 * MIB,
@@ -197,6 +207,9 @@ fn run_smoke(
     let vm = Vm::new(&config, smoke()).expect("VM setup");
     let ctl = vm.ctl();
     assert!(host.ctl.set(ctl.clone()).is_ok(), "one VM per test host");
+    if let Some(watcher) = watcher {
+        assert!(ctl.watch_exits(watcher), "the first watcher");
+    }
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let watchdog_ctl = ctl.clone();
     let watchdog = std::thread::spawn(move || {
@@ -251,6 +264,63 @@ fn smoke_guest_boots_and_reports() {
         Some(&(0, TAG_DONE, 0xD04E)),
         "{}",
         host.dump()
+    );
+}
+
+/// Records every exit's state, as the checking host's watcher gets it.
+#[derive(Default)]
+struct ExitStates(Mutex<Vec<(u32, pvabi_host::dispatch::ExitState)>>);
+
+impl vm::ExitWatcher for ExitStates {
+    fn exit(&self, vcpu: u32, state: pvabi_host::dispatch::ExitState) {
+        self.0.lock().unwrap().push((vcpu, state));
+    }
+}
+
+/// The exit watcher gets each exit's interrupt and paging state from the registers KVM synced
+/// (PVABI-PLAT-008 and PVABI-MEM-022 rest on them): the smoke guest runs in long mode (EFER.LMA)
+/// with PAE paging from the entry tables (CR3 names `boot_cr3`) and never turns on LA57 (the
+/// platform boots 4-level paging), so no exit shows a PML5 table; it halts with interrupts
+/// enabled and its IDT loaded, which some exit shows.
+#[test]
+fn the_exit_watcher_sees_each_exits_interrupt_and_paging_state() {
+    if !kvm_or_skip("the_exit_watcher_sees_each_exits_interrupt_and_paging_state") {
+        return;
+    }
+    use pvabi_abi::platform::{BOOT_CR4, BOOT_EFER};
+    const EFER_LMA: u64 = 1 << 10;
+    const CR4_PAE: u64 = 1 << 5;
+    const CR4_LA57: u64 = 1 << 12;
+    let host = Arc::new(TestHost::new(MODE_SMOKE));
+    let states = Arc::new(ExitStates::default());
+    let boot_cr3 = Arc::new(OnceLock::new());
+    let cr3 = boot_cr3.clone();
+    let end = run_smoke_watched(host.clone(), 1, Some(states.clone()), move |ctl| {
+        let _ = cr3.set(ctl.boot_cr3());
+    });
+    assert_clean_exit(&end, &host);
+    let states = states.0.lock().unwrap();
+    assert!(states.len() > 10, "{} exits watched", states.len());
+    // The smoke guest keeps the entry state's paging registers up to its first exit.
+    let (_, first) = states[0];
+    assert_eq!(
+        (first.cr3 & 0x000f_ffff_ffff_f000, first.cr4, first.efer),
+        (*boot_cr3.get().unwrap(), BOOT_CR4, BOOT_EFER),
+        "{first:?}"
+    );
+    for (vcpu, s) in states.iter() {
+        assert_eq!(*vcpu, 0);
+        assert!(
+            s.efer & EFER_LMA != 0 && s.cr4 & CR4_PAE != 0 && s.cr4 & CR4_LA57 == 0,
+            "{s:?}"
+        );
+        assert_eq!(s.pml5_table(), None, "{s:?}");
+    }
+    assert!(
+        states
+            .iter()
+            .any(|(_, s)| s.interrupt_flag && s.idt_limit != 0),
+        "no exit with IF set and an IDT"
     );
 }
 

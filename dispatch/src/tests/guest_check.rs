@@ -6,13 +6,13 @@ use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use pvabi_abi::time::TimePage;
 
-use super::{config, wait_for, BUF, H, PAGE1, PAGE2, PAGE3};
+use super::{config, wait_for, BUF, BUF2, H, PAGE1, PAGE2, PAGE3};
 use crate::guest_check::{
     GuestCheckReport, ADVISORY, BASE_016, BATCH_009, BATCH_019, CONV_001, CONV_012, CONV_030,
-    DEFER_002, DEFER_013, DISC_006, EVT_011, EVT_025, GEN_002, MEM_006, MEM_019, PLAT_008,
+    DEFER_002, DEFER_013, DISC_006, EVT_011, EVT_025, GEN_002, MEM_006, MEM_019, MEM_022, PLAT_008,
     TIME_014, TORN_MARK, TORN_MASK,
 };
-use crate::{CallRegs, Caller, Doorbell, ExitInterruptState, HostConfig};
+use crate::{CallRegs, Caller, Doorbell, ExitState, HostConfig};
 
 fn checking(vcpus: u32) -> HostConfig {
     HostConfig {
@@ -298,10 +298,13 @@ fn a_doorbell_call_by_an_element_of_a_string_output_is_caught() {
 
 #[test]
 fn interrupts_enabled_without_an_idt_are_caught_at_exits() {
-    let state = |interrupt_flag, idt_base, idt_limit| ExitInterruptState {
+    let state = |interrupt_flag, idt_base, idt_limit| ExitState {
         interrupt_flag,
         idt_base,
         idt_limit,
+        cr3: 0x1000,
+        cr4: 0x20,
+        efer: 0x500,
     };
     // Off outside checking mode.
     let quiet = H::ready(1);
@@ -321,6 +324,170 @@ fn interrupts_enabled_without_an_idt_are_caught_at_exits() {
     assert_eq!(broken(&h), [PLAT_008, PLAT_008], "{r:?}");
     assert_eq!((r.violations[0].vcpu, r.exercised[PLAT_008]), (1, 3));
     assert!(r.violations[1].what.contains("base 0x400000"), "{r:?}");
+}
+
+/// A vCPU's state at an exit with paging state `cr3`, `cr4`, `efer` (IF clear: no PLAT-008).
+fn paging(cr3: u64, cr4: u64, efer: u64) -> ExitState {
+    ExitState {
+        interrupt_flag: false,
+        idt_base: 0,
+        idt_limit: 0,
+        cr3,
+        cr4,
+        efer,
+    }
+}
+
+/// CR4 with PAE and PCIDE, and with LA57 (5-level paging) or without it.
+const CR4_4_LEVEL: u64 = (1 << 5) | (1 << 17);
+const CR4_5_LEVEL: u64 = CR4_4_LEVEL | (1 << 12);
+/// EFER with LME and LMA (long mode active), and with LME only (paging off).
+const EFER_LONG: u64 = (1 << 8) | (1 << 10);
+const EFER_NOT_LONG: u64 = 1 << 8;
+
+/// PVABI-MEM-022 at direct calls: a MEM_UPDATE_PTE of an entry in the page CR3 names while
+/// the vCPU uses 5-level paging (EFER.LMA and CR4.LA57 at its last exit) is caught, whatever
+/// CR3's PCID bits and bit 63; an entry of another page, or the same page under 4-level
+/// paging (a PML4 entry), or any before the vCPU's first exit, is not; and each vCPU's own
+/// state counts.
+#[test]
+fn a_pml5_entry_updated_with_mem_update_pte_is_caught() {
+    const PML5: u64 = 0x30_0000;
+    const OTHER_PML5: u64 = 0x30_1000;
+    let h = H::with(checking(2));
+    h.negotiate(Features::MEMORY);
+    let update = |vcpu, gpa: u64| h.status(vcpu, Call::MemUpdatePte, &[gpa, 0x1003, 4]);
+    let exercised = |h: &H| report(h).exercised.get(MEM_022).copied().unwrap_or(0);
+    // No exit seen yet, then 4-level paging with the same root (its PML4 entries), then
+    // LA57 set outside long mode (no paging in use): nothing to check.
+    assert_eq!(update(0, PML5), Status::Success);
+    h.d.check_exit(0, paging(PML5 | 0x5, CR4_4_LEVEL, EFER_LONG));
+    assert_eq!(update(0, PML5 + 8), Status::Success);
+    h.d.check_exit(0, paging(PML5, CR4_5_LEVEL, EFER_NOT_LONG));
+    assert_eq!(update(0, PML5 + 16), Status::Success);
+    assert_eq!(exercised(&h), 0, "{:?}", report(&h));
+    // 5-level paging, CR3 with PCID 0x5 and bit 63 (no flush) set: entries of other pages
+    // (just below and above the table too) are fine, entries of the table are not.
+    h.d.check_exit(0, paging(PML5 | 0x5 | (1 << 63), CR4_5_LEVEL, EFER_LONG));
+    for gpa in [PML5 - 8, PML5 + 0x1000, BUF] {
+        assert_eq!(update(0, gpa), Status::Success);
+    }
+    assert!(broken(&h).is_empty(), "{:?}", report(&h));
+    assert_eq!(exercised(&h), 3);
+    assert_eq!(update(0, PML5), Status::Success, "performed all the same");
+    assert_eq!(update(0, PML5 + 0xff8), Status::Success);
+    let r = report(&h);
+    assert_eq!(broken(&h), [MEM_022, MEM_022], "{r:?}");
+    assert_eq!(
+        (r.violations[0].vcpu, r.violations[0].call),
+        (0, Some("MEM_UPDATE_PTE"))
+    );
+    assert!(
+        r.violations[1].what.contains("entry at 0x300ff8")
+            && r.violations[1].what.contains("table at 0x300000"),
+        "{r:?}"
+    );
+    // vCPU 1 uses 5-level paging with its own table: vCPU 0's table is not its PML5.
+    h.d.check_exit(1, paging(OTHER_PML5, CR4_5_LEVEL, EFER_LONG));
+    assert_eq!(update(1, PML5), Status::Success);
+    assert_eq!(broken(&h).len(), 2);
+    assert_eq!(update(1, OTHER_PML5 + 0x100), Status::Success);
+    assert_eq!(report(&h).violations[2].vcpu, 1);
+    // vCPU 0 back under 4-level paging at its next exit: its old table is no PML5 table.
+    h.d.check_exit(0, paging(PML5, CR4_4_LEVEL, EFER_LONG));
+    assert_eq!(update(0, PML5), Status::Success);
+    assert_eq!((broken(&h).len(), exercised(&h)), (3, 7));
+    // Off outside checking mode.
+    let quiet = H::ready(1);
+    quiet.d.check_exit(0, paging(PML5, CR4_5_LEVEL, EFER_LONG));
+    assert_eq!(
+        quiet.status(0, Call::MemUpdatePte, &[PML5, 0x1003, 4]),
+        Status::Success
+    );
+    assert!(quiet.d.guest_check().is_none());
+}
+
+/// PVABI-MEM-022 wherever MEM_UPDATE_PTE runs: a MULTICALL entry and a deferred entry are
+/// checked against the calling vCPU's state at the call's exit, a ring submission against
+/// the ring owner's state at its last exit, whichever vCPU notified.
+#[test]
+fn a_pml5_entry_update_is_caught_in_a_multicall_a_deferred_queue_and_a_ring() {
+    use pvabi_abi::batch::{
+        DeferredEntry, DeferredQueueHeader, RingHeader, RingMode, RingSetup, SubmissionEntry,
+        DEFERRED_ENTRIES_OFFSET, RING_ENTRIES_OFFSET,
+    };
+    use pvabi_abi::convention::ReservedU64;
+    use std::mem::offset_of;
+    const PML5: u64 = 0x30_0000;
+    let h = H::with(checking(2));
+    h.negotiate(Features::MEMORY | Features::MULTICALL | Features::DEFERRED | Features::RING);
+    h.d.check_exit(0, paging(PML5 | 0xabc, CR4_5_LEVEL, EFER_LONG));
+    h.d.check_exit(1, paging(PML5, CR4_4_LEVEL, EFER_LONG));
+    let pte = |gpa: u64| [gpa, 0x2003, 4, 0, 0, 0];
+    // MULTICALL by vCPU 0: one entry outside the table, one inside.
+    let multicall: Vec<MulticallEntry> = [BUF2, PML5 + 8]
+        .iter()
+        .map(|&gpa| MulticallEntry {
+            call: Call::MemUpdatePte.code(),
+            args: pte(gpa),
+            ..Default::default()
+        })
+        .collect();
+    h.write(BUF, multicall.as_slice());
+    assert_eq!(
+        h.status(0, Call::Multicall, &[BUF, 2, 0, 0]),
+        Status::Success
+    );
+    assert_eq!(broken(&h), [MEM_022]);
+    // The same batch by vCPU 1, under 4-level paging: nothing.
+    assert_eq!(
+        h.status(1, Call::Multicall, &[BUF, 2, 0, 0]),
+        Status::Success
+    );
+    assert_eq!(broken(&h), [MEM_022]);
+    // vCPU 0's deferred queue, drained by its DEFER_FLUSH.
+    assert_eq!(h.status(0, Call::DeferSetQueue, &[PAGE1]), Status::Success);
+    let queued = DeferredEntry {
+        call: Call::MemUpdatePte.code(),
+        args: [PML5 + 16, 0x2003, 4],
+        ..Default::default()
+    };
+    h.write(PAGE1 + DEFERRED_ENTRIES_OFFSET, &queued);
+    h.write(PAGE1 + offset_of!(DeferredQueueHeader, tail) as u64, &1u32);
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [1, 0]);
+    assert_eq!(broken(&h), [MEM_022, MEM_022]);
+    // vCPU 0's DOORBELL ring, notified by vCPU 1 (whose own paging is 4-level).
+    h.write(
+        BUF,
+        &RingSetup {
+            sq_page: PAGE2,
+            cq_page: PAGE3,
+            mode: RingMode::Doorbell,
+            flags: 0,
+            reserved: ReservedU64::Zero,
+        },
+    );
+    assert_eq!(h.status(0, Call::RingSetup, &[BUF]), Status::Success);
+    let submission = SubmissionEntry {
+        user_data: 1,
+        call: Call::MemUpdatePte.code(),
+        args: pte(PML5 + 24),
+        ..Default::default()
+    };
+    h.write(PAGE2 + RING_ENTRIES_OFFSET, &submission);
+    h.write(PAGE2 + offset_of!(RingHeader, tail) as u64, &1u32);
+    h.d.ring_notify(0);
+    assert_eq!(h.u32_at(PAGE3 + offset_of!(RingHeader, tail) as u64), 1);
+    let r = report(&h);
+    assert_eq!(broken(&h), [MEM_022, MEM_022, MEM_022], "{r:?}");
+    assert!(
+        r.violations.iter().all(|v| v.vcpu == 0) && r.violations[2].what.contains("0x300018"),
+        "{r:?}"
+    );
+    // Exercised at the entries run for vCPU 0 (two of the batch, the queued and the ring's).
+    assert_eq!(r.exercised[MEM_022], 4, "{r:?}");
+    // The written entries are really there: the checker only watches.
+    assert_eq!(h.read::<u64>(PML5 + 24), 0x2003);
 }
 
 #[test]

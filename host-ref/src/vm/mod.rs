@@ -157,12 +157,12 @@ impl Default for VmConfig {
     }
 }
 
-/// Sees every vCPU exit's interrupt state, and runs the checking host's step windows
+/// Sees every vCPU exit's state (interrupt and paging state), and runs the checking host's step windows
 /// ([`VmCtl::watch_exits`]).
 pub trait ExitWatcher: Send + Sync {
     /// vCPU `vcpu` exited (for any reason) with `state`; called on its thread, before the
     /// exit is handled.
-    fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitInterruptState);
+    fn exit(&self, vcpu: u32, state: pvabi_dispatch::ExitState);
 
     /// After a port write of `vcpu` was handled (and it resumes): whether to single-step it
     /// from here (a step window, [`pvabi_dispatch::Dispatcher::step_window_open`]), until its
@@ -445,8 +445,8 @@ impl VmCtl {
         Some(gpas.iter().copied().filter(|&g| written(g)).collect())
     }
 
-    /// Has `watcher` see every vCPU exit's interrupt state from now on (the checking host's
-    /// PVABI-PLAT-008). At most one watcher: `false` if one was set before. Without one, an
+    /// Has `watcher` see every vCPU exit's state from now on (the checking host's
+    /// PVABI-PLAT-008 and PVABI-MEM-022). At most one watcher: `false` if one was set before. Without one, an
     /// exit costs nothing more.
     pub fn watch_exits(&self, watcher: Arc<dyn ExitWatcher>) -> bool {
         self.shared.exit_watcher.set(watcher).is_ok()

@@ -487,7 +487,7 @@ impl Vcpu {
             shared.exits.fetch_add(1, Ordering::Relaxed);
             if let (Some(watcher), true) = (self.ctl.exit_watcher(), self.sync_regs) {
                 if exit.is_ok() {
-                    watcher.exit(self.index, synced_interrupt_state());
+                    watcher.exit(self.index, synced_exit_state());
                 }
             }
             // A step window ends at any exit other than one of its steps, before the exit is
@@ -789,15 +789,19 @@ fn synced_mode() -> (u8, bool) {
     }
 }
 
-/// The interrupt state of the vCPU at the exit being handled (RFLAGS.IF and the IDTR),
-/// from this thread's `kvm_run` as KVM synced it (KVM_CAP_SYNC_REGS), for the exit watcher.
-fn synced_interrupt_state() -> pvabi_dispatch::ExitInterruptState {
+/// The state of the vCPU at the exit being handled, for the exit watcher: its interrupt state
+/// (RFLAGS.IF and the IDTR) and its paging state (CR3, CR4, EFER), from this thread's
+/// `kvm_run` as KVM synced it (KVM_CAP_SYNC_REGS).
+fn synced_exit_state() -> pvabi_dispatch::ExitState {
     let run = KVM_RUN.with(Cell::get);
     if run.is_null() {
-        return pvabi_dispatch::ExitInterruptState {
+        return pvabi_dispatch::ExitState {
             interrupt_flag: false,
             idt_base: 0,
             idt_limit: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
         };
     }
     // SAFETY: as in `synced_mode`: this thread's mapped `kvm_run`, whose synced registers
@@ -806,12 +810,14 @@ fn synced_interrupt_state() -> pvabi_dispatch::ExitInterruptState {
     unsafe {
         let synced = addr_of!((*run).s.regs);
         let rflags = addr_of!((*synced).regs.rflags).read_volatile();
-        let base = addr_of!((*synced).sregs.idt.base).read_volatile();
-        let limit = addr_of!((*synced).sregs.idt.limit).read_volatile();
-        pvabi_dispatch::ExitInterruptState {
+        let sregs = addr_of!((*synced).sregs);
+        pvabi_dispatch::ExitState {
             interrupt_flag: rflags & RFLAGS_IF != 0,
-            idt_base: base,
-            idt_limit: limit,
+            idt_base: addr_of!((*sregs).idt.base).read_volatile(),
+            idt_limit: addr_of!((*sregs).idt.limit).read_volatile(),
+            cr3: addr_of!((*sregs).cr3).read_volatile(),
+            cr4: addr_of!((*sregs).cr4).read_volatile(),
+            efer: addr_of!((*sregs).efer).read_volatile(),
         }
     }
 }
