@@ -116,17 +116,12 @@ pub(super) fn start(ctl: &VmCtl, fd: &VcpuFd) -> bool {
     stepping && on_step(ctl, fd)
 }
 
-/// One step: decodes the instruction at RIP (translated with `KVM_TRANSLATE`). A `vmcall` or
-/// `vmmcall` never returns on this KVM, so the trace ends the VM there with a fault that
-/// names it. Returns whether to go on stepping (not after [`STEP_LIMIT`] steps, nor once the
-/// VM has ended).
-pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
-    let Ok(regs) = fd.get_regs() else {
-        return true;
-    };
+/// The 16 bytes of guest code at the guest-virtual `rip`, translated with `KVM_TRANSLATE` a
+/// page at a time (the vCPU's own paging mode, whatever it is), and how many of them could be
+/// read: fewer where the code runs into a page that is not mapped.
+pub(super) fn code_at(ctl: &VmCtl, fd: &VcpuFd, rip: u64) -> ([u8; 16], usize) {
     let mut bytes = [0u8; 16];
-    let page = regs.rip & !0xfff;
-    let first = (0x1000 - (regs.rip & 0xfff)).min(16) as usize;
+    let first = (0x1000 - (rip & 0xfff)).min(16) as usize;
     let read = |va: u64, buf: &mut [u8]| -> bool {
         match fd.translate_gva(va) {
             Ok(t) if t.valid != 0 => ctl
@@ -137,7 +132,26 @@ pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
         }
     };
     let (head, tail) = bytes.split_at_mut(first);
-    let ok = read(regs.rip, head) && (tail.is_empty() || read(page.wrapping_add(0x1000), tail));
+    let n = if !read(rip, head) {
+        0
+    } else if tail.is_empty() || read((rip & !0xfff).wrapping_add(0x1000), tail) {
+        16
+    } else {
+        first
+    };
+    (bytes, n)
+}
+
+/// One step: decodes the instruction at RIP (translated with `KVM_TRANSLATE`). A `vmcall` or
+/// `vmmcall` never returns on this KVM, so the trace ends the VM there with a fault that
+/// names it. Returns whether to go on stepping (not after [`STEP_LIMIT`] steps, nor once the
+/// VM has ended).
+pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
+    let Ok(regs) = fd.get_regs() else {
+        return true;
+    };
+    let (bytes, read) = code_at(ctl, fd, regs.rip);
+    let ok = read == bytes.len();
     let mut guard = lock(&ctl.shared.discovery);
     let Some(t) = guard.as_mut() else {
         return false;

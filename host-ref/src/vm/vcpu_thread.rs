@@ -654,28 +654,9 @@ impl Vcpu {
         if regs.rflags & RFLAGS_RF == 0 {
             return false;
         }
-        let cr3 = if self.sync_regs {
-            self.fd.sync_regs().sregs.cr3
-        } else {
-            match self.fd.get_sregs() {
-                Ok(s) => s.cr3,
-                Err(_) => return false,
-            }
-        };
-        let mut bytes = [0u8; 15];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            let Some(gpa) = translate(self.ctl.memory(), cr3, regs.rip.wrapping_add(i as u64))
-            else {
-                return false;
-            };
-            let Ok(v) =
-                vm_memory::Bytes::read_obj::<u8>(self.ctl.memory(), vm_memory::GuestAddress(gpa))
-            else {
-                return false;
-            };
-            *b = v;
-        }
-        is_rep_outs(&bytes)
+        // The bytes at RIP, as far as they are mapped: a `rep outs` shows in its first few.
+        let (bytes, read) = super::step::code_at(&self.ctl, &self.fd, regs.rip);
+        is_rep_outs(&bytes[..read])
     }
 
     /// An `out`: the exit's registers become the one [`CallRegs`], the bus answers in it,
@@ -822,30 +803,6 @@ fn synced_exit_state() -> pvabi_dispatch::ExitState {
     }
 }
 
-/// The guest-physical address of `va` through the 4-level page tables at `cr3` (1 GiB and
-/// 2 MiB pages too), or `None` if it is not mapped (or a table is outside RAM).
-fn translate(mem: &vm_memory::GuestMemoryMmap, cr3: u64, va: u64) -> Option<u64> {
-    const PRESENT: u64 = 1;
-    const PS: u64 = 1 << 7;
-    const ADDR: u64 = 0x000f_ffff_ffff_f000;
-    let mut table = cr3 & ADDR;
-    for level in (1..=4u32).rev() {
-        let shift = 12 + 9 * (level - 1);
-        let index = (va >> shift) & 0x1ff;
-        let entry: u64 =
-            vm_memory::Bytes::read_obj(mem, vm_memory::GuestAddress(table + index * 8)).ok()?;
-        if entry & PRESENT == 0 {
-            return None;
-        }
-        if level == 1 || (level <= 3 && entry & PS != 0) {
-            let offset = va & ((1u64 << shift) - 1);
-            return Some((entry & ADDR & !((1u64 << shift) - 1)) + offset);
-        }
-        table = entry & ADDR;
-    }
-    None
-}
-
 /// Whether `code` starts with a `rep`-prefixed `outs` (`f3` or `f2`, among other legacy
 /// prefixes and a REX prefix, then `6e` or `6f`).
 fn is_rep_outs(code: &[u8]) -> bool {
@@ -871,8 +828,7 @@ fn kvm_fault(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Fault {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_rep_outs, translate};
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use super::is_rep_outs;
 
     #[test]
     fn a_rep_outs_is_told_from_an_out_and_a_plain_outs() {
@@ -896,25 +852,5 @@ mod tests {
         ] {
             assert!(!is_rep_outs(code), "{code:x?}");
         }
-    }
-
-    #[test]
-    fn the_page_walk_follows_4k_2m_and_1g_pages_and_stops_at_a_hole() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
-        let put = |at: u64, v: u64| mem.write_obj(v, GuestAddress(at)).unwrap();
-        // PML4 at 0x1000: entry 0 -> PDPT 0x2000; PDPT entry 0 -> PD 0x3000, entry 1: a 1 GiB
-        // page at 0; PD entry 0 -> PT 0x4000, entry 1: a 2 MiB page at 0x200000; PT entry 5 ->
-        // 0x7000.
-        put(0x1000, 0x2003);
-        put(0x2000, 0x3003);
-        put(0x2008, 0x83);
-        put(0x3000, 0x4003);
-        put(0x3008, 0x20_0083);
-        put(0x4000 + 5 * 8, 0x7003);
-        assert_eq!(translate(&mem, 0x1000, 0x5123), Some(0x7123));
-        assert_eq!(translate(&mem, 0x1000, 0x2f_0042), Some(0x2f_0042));
-        assert_eq!(translate(&mem, 0x1000, (1 << 30) + 0x1234), Some(0x1234));
-        assert_eq!(translate(&mem, 0x1000, 0x6000), None);
-        assert_eq!(translate(&mem, 0x1000, 1 << 39), None);
     }
 }
