@@ -15,6 +15,12 @@
 //! [`ExitWatcher`](super::ExitWatcher)) turn stepping on and off with the same
 //! `KVM_SET_GUEST_DEBUG`; the two never overlap (a window opens only after a port write, and
 //! the trace ends at vCPU 0's first).
+//!
+//! While a vCPU is stepped, a `#DB` the guest raises itself (its own RFLAGS.TF, or a debug
+//! register it set) reaches the VMM as one more step and is not delivered to the guest: a guest
+//! that single-steps itself during its discovery or inside a window is not run faithfully by a
+//! checking host. An interrupt or exception delivered to the guest clears TF for its handler,
+//! which then runs without steps until its `iret`.
 
 use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP};
 use kvm_ioctls::VcpuFd;
