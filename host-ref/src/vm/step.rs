@@ -19,8 +19,8 @@
 //! While a vCPU is stepped, a `#DB` the guest raises itself (its own RFLAGS.TF, or a debug
 //! register it set) reaches the VMM as one more step and is not delivered to the guest: a guest
 //! that single-steps itself during its discovery or inside a window is not run faithfully by a
-//! checking host. An interrupt or exception delivered to the guest clears TF for its handler,
-//! which then runs without steps until its `iret`.
+//! checking host. On hardware, delivering an interrupt or exception clears TF for its handler,
+//! which may then run without steps until its `iret` (not yet measured on PVM).
 
 use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP};
 use kvm_ioctls::VcpuFd;
