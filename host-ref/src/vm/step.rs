@@ -16,11 +16,17 @@
 //! `KVM_SET_GUEST_DEBUG`; the two never overlap (a window opens only after a port write, and
 //! the trace ends at vCPU 0's first).
 //!
-//! While a vCPU is stepped, a `#DB` the guest raises itself (its own RFLAGS.TF, or a debug
-//! register it set) reaches the VMM as one more step and is not delivered to the guest: a guest
-//! that single-steps itself during its discovery or inside a window is not run faithfully by a
-//! checking host. On hardware, delivering an interrupt or exception clears TF for its handler,
-//! which may then run without steps until its `iret` (not yet measured on PVM).
+//! Measured on PVM, with stepping turned on at CPL0 (as the trace and the windows do):
+//! - an exception or interrupt handler entered at CPL0 is stepped too, its `iretq` included,
+//!   and stepping goes on after it; but the handler's first instruction runs in the same step
+//!   as the delivery, and the instruction the `iretq` returns to in the same step as the
+//!   `iretq`, so neither is ever decoded (a CPUID or `vmcall` there is missed);
+//! - a return to CPL3 runs there natively, without steps;
+//! - `int n` and `int3` at CPL0 end the VM with an emulation error, stepped or not.
+//!
+//! Stepping must never be turned on while the vCPU is at CPL3: it then sets TF in the vCPU's
+//! own RFLAGS, and each CPL3 instruction raises a `#DB` in the guest. A `#DB` the guest raises
+//! itself while it is stepped at CPL0 reaches the VMM as one more step and is not delivered.
 
 use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP};
 use kvm_ioctls::VcpuFd;

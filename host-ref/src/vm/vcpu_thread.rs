@@ -585,8 +585,16 @@ impl Vcpu {
     /// wants one (never during the discovery trace). Interrupts are not held back for long:
     /// raising one kicks the vCPU, which is an exit that closes the window, and the checker's
     /// budget bounds all windows of a run.
+    ///
+    /// Only after a write made at CPL0: on PVM, stepping turned on while the vCPU is at CPL3
+    /// sets TF in its own RFLAGS, so each of its CPL3 instructions raises a `#DB` in the guest
+    /// (measured: a guest without a `#DB` handler triple-faults). Turned on at CPL0, stepping
+    /// stops at CPL0 instructions only, and a return to CPL3 runs there without steps.
     fn maybe_open_window(&mut self) {
         if self.window || self.stepping {
+            return;
+        }
+        if exit_mode(&self.fd, self.sync_regs).0 != 0 {
             return;
         }
         if let Some(watcher) = self.ctl.exit_watcher() {
