@@ -317,22 +317,18 @@ fn ended_on_reboot(test: &TestInfo, console: &[u8], result: TestResult) -> TestR
     TestResult {
         verdict: Verdict::Skip,
         checks: vec![
-            Check {
-                name: format!("{RESET_TEST}.the_host_ends_the_vm_on_reboot"),
-                verdict: Verdict::Pass,
-                requirements: vec!["PVABI-SYS-003".to_owned()],
-                message: None,
-                warning: false,
-                not_applicable: false,
-            },
-            Check {
-                name: format!("{RESET_TEST}.what_a_reset_restores"),
-                verdict: Verdict::Skip,
-                requirements: vec!["PVABI-SYS-004".to_owned()],
-                message: Some(reason.to_owned()),
-                warning: false,
-                not_applicable: false,
-            },
+            Check::new(
+                format!("{RESET_TEST}.the_host_ends_the_vm_on_reboot"),
+                Verdict::Pass,
+                &["PVABI-SYS-003"],
+                None,
+            ),
+            Check::new(
+                format!("{RESET_TEST}.what_a_reset_restores"),
+                Verdict::Skip,
+                &["PVABI-SYS-004"],
+                Some(reason.to_owned()),
+            ),
         ],
         reason: None,
         info: [("resets_on_reboot".to_owned(), "0".to_owned())].into(),
@@ -352,14 +348,12 @@ fn runner_checks(test: &TestInfo, mut result: TestResult) -> TestResult {
         Verdict::Pass | Verdict::Skip | Verdict::Fail
     ) && matches!(result.end, RunEnd::Shutdown(_));
     if test.name == "system" && clean {
-        result.checks.push(Check {
-            name: "system.console_output_arrives_before_the_end".to_owned(),
-            verdict: Verdict::Pass,
-            requirements: vec!["PVABI-SYS-002".to_owned()],
-            message: None,
-            warning: false,
-            not_applicable: false,
-        });
+        result.checks.push(Check::new(
+            "system.console_output_arrives_before_the_end",
+            Verdict::Pass,
+            &["PVABI-SYS-002"],
+            None,
+        ));
     }
     let wall = result.info.get("wallclock_sec").and_then(|v| {
         v.strip_prefix("0x")
@@ -443,14 +437,12 @@ fn refusal_result(test: &TestInfo, verdict: Verdict, message: String, end: RunEn
     TestResult {
         test: test.name.to_owned(),
         verdict,
-        checks: vec![pvabi_conformance::Check {
-            name: format!("{}.refused_and_runs_no_instruction", test.name),
+        checks: vec![pvabi_conformance::Check::new(
+            format!("{}.refused_and_runs_no_instruction", test.name),
             verdict,
-            requirements: vec!["PVABI-PLAT-005".to_owned()],
-            message: Some(message),
-            warning: false,
-            not_applicable: false,
-        }],
+            &["PVABI-PLAT-005"],
+            Some(message),
+        )],
         reason: None,
         end,
         info: Default::default(),
@@ -991,13 +983,8 @@ fn discovery_checks(
         ("uses_the_transport_leaf_ports", "PVABI-DISC-008", disc_008),
     ]
     .into_iter()
-    .map(|(name, rule, (verdict, message))| Check {
-        name: format!("{GUEST_TEST}.{name}"),
-        verdict,
-        requirements: vec![rule.to_owned()],
-        message,
-        warning: false,
-        not_applicable: false,
+    .map(|(name, rule, (verdict, message))| {
+        Check::new(format!("{GUEST_TEST}.{name}"), verdict, &[rule], message)
     })
     .collect()
 }
@@ -1067,15 +1054,9 @@ fn trace_checks(
     host: &HostConfig,
 ) -> Vec<pvabi_conformance::Check> {
     use pvabi_abi::discovery::TransportFlags;
-    let check =
-        |name: &str, rule: &str, verdict, message: Option<String>| pvabi_conformance::Check {
-            name: format!("{GUEST_TEST}.{name}"),
-            verdict,
-            requirements: vec![rule.to_owned()],
-            message,
-            warning: false,
-            not_applicable: false,
-        };
+    let check = |name: &str, rule: &str, verdict, message: Option<String>| {
+        pvabi_conformance::Check::new(format!("{GUEST_TEST}.{name}"), verdict, &[rule], message)
+    };
     const DISC: (&str, &str) = (
         "reads_no_pvabi_leaf_above_the_signature_leaf_eax",
         "PVABI-DISC-004",
@@ -1206,13 +1187,13 @@ fn identity_check(
     runs: [(&HostConfig, Result<&CheckedRun, &runner::RunError>); 2],
 ) -> pvabi_conformance::Check {
     use guest_check::identity::{compare, describe, IdentityRun, BASE_005};
-    let check = |verdict, message: Option<String>| pvabi_conformance::Check {
-        name: format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
-        verdict,
-        requirements: vec![BASE_005.to_owned()],
-        message,
-        warning: false,
-        not_applicable: false,
+    let check = |verdict, message: Option<String>| {
+        pvabi_conformance::Check::new(
+            format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
+            verdict,
+            &[BASE_005],
+            message,
+        )
     };
     let [(host_a, Ok(a)), (host_b, b)] = runs else {
         return check(Verdict::Error, Some("the first run failed".to_owned()));
@@ -1285,18 +1266,16 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         timeout: Some(TEST_TIMEOUT),
     };
     let placement = check_image_placement(image, config.vm.mem_bytes);
-    let plat_004 = Check {
-        name: format!("{GUEST_TEST}.image_placed_at_or_above_image_min_addr"),
-        verdict: if placement.is_ok() {
+    let plat_004 = Check::new(
+        format!("{GUEST_TEST}.image_placed_at_or_above_image_min_addr"),
+        if placement.is_ok() {
             Verdict::Pass
         } else {
             Verdict::Fail
         },
-        requirements: vec!["PVABI-PLAT-004".to_owned()],
-        message: placement.clone().err(),
-        warning: false,
-        not_applicable: false,
-    };
+        &["PVABI-PLAT-004"],
+        placement.clone().err(),
+    );
     if placement.is_err() {
         return TestResult {
             test: GUEST_TEST.to_owned(),
@@ -1326,17 +1305,15 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
     // not when the watchdog stopped the first run (its calls are not all it would have made,
     // and a second run would most likely wait for the watchdog too).
     let base_005 = if stopped_by_watchdog(&first) {
-        pvabi_conformance::Check {
-            name: format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
-            verdict: Verdict::Skip,
-            requirements: vec![guest_check::identity::BASE_005.to_owned()],
-            message: Some(format!(
+        pvabi_conformance::Check::new(
+            format!("{GUEST_TEST}.{IDENTITY_CHECK}"),
+            Verdict::Skip,
+            &[guest_check::identity::BASE_005],
+            Some(format!(
                 "not exercised: the watchdog stopped the run after {TEST_TIMEOUT:?}, so the \
                  second run, under another implementation identity, was not made"
             )),
-            warning: false,
-            not_applicable: false,
-        }
+        )
     } else {
         let twin = RunConfig {
             host: config.host.with_twin_identity(),
@@ -1377,14 +1354,12 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         } else {
             (Verdict::Skip, Some(format!("not exercised: {idle}")))
         };
-        checks.push(Check {
-            name: format!("{GUEST_TEST}.{name}"),
+        checks.push(Check::new(
+            format!("{GUEST_TEST}.{name}"),
             verdict,
-            requirements: vec![(*rule).to_owned()],
+            &[rule],
             message,
-            warning: false,
-            not_applicable: false,
-        });
+        ));
     }
     let (verdict, message) = match &outcome.end {
         VmEnd::Shutdown(0) => (Verdict::Pass, None),
@@ -1412,24 +1387,23 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
     // Guest rules with a condition that no guest of the reference platform meets.
     for (name, rule, why) in NOT_ON_THE_REFERENCE_PLATFORM {
         checks.push(Check {
-            name: format!("{GUEST_TEST}.{name}"),
-            verdict: Verdict::Pass,
-            requirements: vec![(*rule).to_owned()],
-            message: Some((*why).to_owned()),
-            warning: false,
             not_applicable: true,
+            ..Check::new(
+                format!("{GUEST_TEST}.{name}"),
+                Verdict::Pass,
+                &[rule],
+                Some((*why).to_owned()),
+            )
         });
     }
-    checks.push(Check {
-        name: format!("{GUEST_TEST}.runs_under_a_host_offering_more_than_it_knows"),
+    checks.push(Check::new(
+        format!("{GUEST_TEST}.runs_under_a_host_offering_more_than_it_knows"),
         verdict,
-        requirements: vec!["PVABI-VER-009".to_owned()],
-        message: message.map(|m| {
+        &["PVABI-VER-009"],
+        message.map(|m| {
             format!("{m} (the host served the newest minor and offered feature bit {:#x}, which no version defines)", pvabi_host::dispatch::guest_check::UNKNOWN_FEATURE)
         }),
-        warning: false,
-        not_applicable: false,
-    });
+    ));
     // A broken SHOULD or MAY is the channel's WARN: a PASS for the run, a warning for the rule.
     for c in &mut checks {
         if c.verdict == Verdict::Fail && c.requirements.iter().all(|r| guest_rule_is_advisory(r)) {

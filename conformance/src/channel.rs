@@ -141,6 +141,35 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+impl Check {
+    /// A check with this verdict of the rules `requirements`, with what was seen (`message`);
+    /// neither a warning nor not applicable (set [`warning`](Self::warning) or
+    /// [`not_applicable`](Self::not_applicable) for those).
+    ///
+    /// ```
+    /// use pvabi_conformance::{Check, Verdict};
+    ///
+    /// let c = Check::new("base.spec_version", Verdict::Pass, &["PVABI-BASE-001"], None);
+    /// assert_eq!(c.requirements, ["PVABI-BASE-001"]);
+    /// assert!(!c.warning && !c.not_applicable);
+    /// ```
+    pub fn new(
+        name: impl Into<String>,
+        verdict: Verdict,
+        requirements: &[&str],
+        message: Option<String>,
+    ) -> Check {
+        Check {
+            name: name.into(),
+            verdict,
+            requirements: requirements.iter().map(|&r| r.to_owned()).collect(),
+            message,
+            warning: false,
+            not_applicable: false,
+        }
+    }
+}
+
 /// The result of one test run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestResult {
