@@ -1740,7 +1740,8 @@ pub fn requirements() -> Vec<Requirement> {
 
 /// The report of a run on `target`.
 pub fn report(results: Vec<TestResult>, target: &Target) -> Report {
-    let (requirements, _) = report::trace(&requirements(), &results);
+    let (mut requirements, _) = report::trace(&requirements(), &results);
+    report::explain_gaps(&mut requirements, &pvabi_spec::traceability::gaps());
     let (implementation, profile) = match target {
         Target::Reference(host) => {
             let name_len = host.impl_name.iter().position(|&b| b == 0).unwrap_or(16);

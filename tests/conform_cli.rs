@@ -55,6 +55,20 @@ fn the_json_report_traces_every_requirement() {
     assert!(!base_001["tests"].as_array().unwrap().is_empty());
     // Process rules are listed as not applicable.
     assert!(reqs.iter().any(|r| r["verdict"] == "NOT_APPLICABLE"));
+    // A MUST no check can observe says why, and names the reference implementation's own
+    // tests of it; a checked rule carries neither.
+    let mem_012 = reqs.iter().find(|r| r["id"] == "PVABI-MEM-012").unwrap();
+    assert_eq!(mem_012["verdict"], "UNTESTED", "{mem_012}");
+    assert!(mem_012["untested_reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("flush")));
+    assert_eq!(
+        mem_012["implementation_tests"][0],
+        "dispatch/src/tests/batch.rs::update_pte_flushes_nothing_in_any_context"
+    );
+    assert!(
+        base_001.get("untested_reason").is_none() && base_001.get("implementation_tests").is_none()
+    );
     let test = &v["tests"][0];
     assert_eq!(
         (test["test"].as_str(), test["verdict"].as_str()),

@@ -76,3 +76,29 @@ fn the_untested_list_only_names_untested_musts() {
         seen.len()
     );
 }
+
+/// Each `tested in:` line of `conformance/untested.txt` names a `#[test]` function that exists
+/// in the named file and says which rule it holds, so that the list cannot vouch for a test that
+/// was renamed, removed or never was about the rule.
+#[test]
+fn every_implementation_test_exists_and_names_its_rule() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for g in gaps() {
+        for t in &g.implementation_tests {
+            count += 1;
+            let at = format!("conformance/untested.txt:{}: {}", g.line, g.id);
+            match std::fs::read_to_string(root.join(&t.path)) {
+                Err(e) => problems.push(format!("{at}: {}: {e}", t.path)),
+                Ok(source) => {
+                    if let Err(problem) = t.check(&source, &g.id) {
+                        problems.push(format!("{at}: {problem}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    eprintln!("traceability: {count} implementation tests hold rules the suite cannot observe");
+}

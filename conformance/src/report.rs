@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::TestResult;
+use crate::traceability::Gap;
 use crate::verdict::Verdict;
 
 /// A requirement as the specification states it (the suite's input: IDs, levels, parties).
@@ -75,6 +76,29 @@ pub struct TracedRequirement {
     pub verdict: RequirementVerdict,
     /// The checks (`test/check`) that cite it.
     pub tests: Vec<String>,
+    /// For a host or guest MUST that no check of the suite cites: why (its line of
+    /// `conformance/untested.txt`, [`explain_gaps`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untested_reason: Option<String>,
+    /// For such a rule: the reference implementation's own tests of it (`path::test`), which
+    /// hold it for the reference implementation only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implementation_tests: Vec<String>,
+}
+
+/// Says, for each rule of `traced` that no check cites, why, and which of the reference
+/// implementation's own tests hold it ([`Gap`]).
+pub fn explain_gaps(traced: &mut [TracedRequirement], gaps: &[Gap]) {
+    for t in traced.iter_mut().filter(|t| t.tests.is_empty()) {
+        if let Some(g) = gaps.iter().find(|g| g.id == t.id) {
+            t.untested_reason = Some(g.reason.clone());
+            t.implementation_tests = g
+                .implementation_tests
+                .iter()
+                .map(|i| i.to_string())
+                .collect();
+        }
+    }
 }
 
 /// Traces `results` to `requirements`, in the order of `requirements`. Check citations of IDs
@@ -151,6 +175,8 @@ pub fn trace(
                 party: q.party.clone(),
                 verdict,
                 tests: checks.into_iter().map(|(t, _, _, _)| t).collect(),
+                untested_reason: None,
+                implementation_tests: Vec::new(),
             }
         })
         .collect();

@@ -155,20 +155,98 @@ impl ReferenceRun {
     }
 }
 
-/// A rule no test checks yet, and why.
+/// A rule no check of the suite cites, and why: the suite cannot observe it on any host (or
+/// guest) from the outside, or it has no check yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gap {
     /// The requirement ID.
     pub id: String,
-    /// Why it has no test (what is missing, or why it cannot be observed).
+    /// Why the suite has no check of it (what is missing, or why it cannot be observed).
     pub reason: String,
     /// Its line in the file (1-based).
     pub line: usize,
+    /// The reference implementation's own tests that hold the rule for it (its
+    /// `tested in:` lines): what the suite cannot see from outside a host or a guest, a test
+    /// with the implementation's inside in reach can (a test double, a memory-order race, the
+    /// guest library's arithmetic). They vouch for the reference implementation only.
+    pub implementation_tests: Vec<ImplementationTest>,
+}
+
+/// A test of the reference implementation itself (`pvabi-dispatch`, `pvabi-host` or
+/// `pvabi-guest`), run by `cargo test` and not by the suite: `path name` on a `tested in:`
+/// line of `conformance/untested.txt`. A build test holds each to the source: the file has a
+/// `#[test]` function of that name that names the rule it is listed for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImplementationTest {
+    /// The test's source file, relative to the repository's root.
+    pub path: String,
+    /// The test function's name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ImplementationTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}::{}", self.path, self.name)
+    }
+}
+
+impl ImplementationTest {
+    /// Checks the test against `source`, the text of its file: a `#[test]` function of its
+    /// name whose doc comment or body names `id` (as `PVABI-XXX-NNN` or `XXX-NNN`). Returns
+    /// what is wrong.
+    ///
+    /// ```
+    /// use pvabi_conformance::traceability::ImplementationTest;
+    ///
+    /// let t = ImplementationTest { path: "x.rs".into(), name: "holds".into() };
+    /// let src = "/// PVABI-MEM-012: no flush.\n#[test]\nfn holds() {\n    assert!(true);\n}\n";
+    /// assert_eq!(t.check(src, "PVABI-MEM-012"), Ok(()));
+    /// assert!(t.check(src, "PVABI-MEM-016").unwrap_err().contains("does not name"));
+    /// assert!(t.check("fn other() {}", "PVABI-MEM-012").unwrap_err().contains("no test"));
+    /// ```
+    pub fn check(&self, source: &str, id: &str) -> Result<(), String> {
+        let lines: Vec<&str> = source.lines().collect();
+        let head = format!("fn {}(", self.name);
+        let Some(at) = lines.iter().position(|l| l.trim_start().starts_with(&head)) else {
+            return Err(format!("{self}: no test `{}` in the file", self.name));
+        };
+        // Its attributes and doc comment: the lines right above it.
+        let above = lines[..at]
+            .iter()
+            .rev()
+            .take_while(|l| {
+                let t = l.trim_start();
+                t.starts_with("///") || t.starts_with("#[")
+            })
+            .collect::<Vec<_>>();
+        if !above.iter().any(|l| l.trim_start().starts_with("#[test]")) {
+            return Err(format!("{self}: `{}` is not a #[test] function", self.name));
+        }
+        // Its body: up to the closing brace at the function's indentation.
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let end = lines[at..]
+            .iter()
+            .position(|l| l.trim() == "}" && indent(l) == indent(lines[at]))
+            .map_or(lines.len(), |n| at + n + 1);
+        let short = id.strip_prefix("PVABI-").unwrap_or(id);
+        let names_it = above
+            .iter()
+            .copied()
+            .chain(&lines[at..end])
+            .any(|l| l.contains(short));
+        if names_it {
+            Ok(())
+        } else {
+            Err(format!(
+                "{self} does not name {id} in its doc comment or body: say which rule it holds"
+            ))
+        }
+    }
 }
 
 /// A malformed line of `conformance/untested.txt`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("conformance/untested.txt:{line}: {problem} (each line is `PVABI-<PREFIX>-<NNN>  reason`; `#` starts a comment)")]
+#[error("conformance/untested.txt:{line}: {problem} (each rule is a line `PVABI-<PREFIX>-<NNN>  reason`, optionally followed by indented `tested in: PATH TEST` lines; `#` starts a comment)")]
 pub struct GapError {
     /// The line (1-based).
     pub line: usize,
@@ -176,14 +254,45 @@ pub struct GapError {
     pub problem: String,
 }
 
-/// Parses the list of untested rules: one `ID reason` per line; blank lines and lines that
-/// start with `#` are ignored. Every rule needs a reason.
+/// Parses the list of untested rules: one `ID reason` per line, each optionally followed by
+/// indented `tested in: PATH TEST` lines (the reference implementation's own tests of it);
+/// blank lines and lines that start with `#` are ignored. Every rule needs a reason.
 pub fn parse_gaps(text: &str) -> Result<Vec<Gap>, GapError> {
-    let mut gaps = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut gaps: Vec<Gap> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
-        let line = line.trim();
+        let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if raw.starts_with(char::is_whitespace) {
+            let err = |problem: String| GapError {
+                line: line_no,
+                problem,
+            };
+            let spec = line.strip_prefix("tested in:").ok_or_else(|| {
+                err(format!(
+                    "an indented line must be `tested in: PATH TEST`, not `{line}`"
+                ))
+            })?;
+            let gap = gaps
+                .last_mut()
+                .ok_or_else(|| err("`tested in:` comes before any rule".to_owned()))?;
+            let mut words = spec.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(path), Some(name), None) => {
+                    gap.implementation_tests.push(ImplementationTest {
+                        path: path.to_owned(),
+                        name: name.to_owned(),
+                    })
+                }
+                _ => {
+                    return Err(err(format!(
+                        "`tested in:` takes a file and a test name, not `{}`",
+                        spec.trim()
+                    )))
+                }
+            }
             continue;
         }
         let (id, reason) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
@@ -204,6 +313,7 @@ pub fn parse_gaps(text: &str) -> Result<Vec<Gap>, GapError> {
             id: id.to_owned(),
             reason: reason.to_owned(),
             line: line_no,
+            implementation_tests: Vec::new(),
         });
     }
     Ok(gaps)
@@ -221,6 +331,37 @@ mod tests {
         assert!(e.to_string().contains("not a requirement ID"), "{e}");
         let g = parse_gaps("PVABI-BASE-001\tnot yet\n").unwrap();
         assert_eq!(g[0].reason, "not yet");
+        assert!(g[0].implementation_tests.is_empty());
+    }
+
+    #[test]
+    fn tested_in_lines_belong_to_the_rule_above() {
+        let g = parse_gaps(
+            "PVABI-MEM-012  not observable\n  tested in: dispatch/src/tests/memory.rs no_flush\n\
+             \t tested in: host-ref/tests/e2e.rs other\nPVABI-MEM-016  neither\n",
+        )
+        .unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!(
+            g[0].implementation_tests,
+            [
+                ImplementationTest {
+                    path: "dispatch/src/tests/memory.rs".into(),
+                    name: "no_flush".into()
+                },
+                ImplementationTest {
+                    path: "host-ref/tests/e2e.rs".into(),
+                    name: "other".into()
+                }
+            ]
+        );
+        assert!(g[1].implementation_tests.is_empty());
+        let before = parse_gaps("  tested in: a.rs t\n").unwrap_err();
+        assert!(before.problem.contains("before any rule"), "{before}");
+        let bad = parse_gaps("PVABI-MEM-012  r\n  tested by a.rs\n").unwrap_err();
+        assert_eq!(bad.line, 2);
+        let words = parse_gaps("PVABI-MEM-012  r\n  tested in: a.rs\n").unwrap_err();
+        assert!(words.problem.contains("a file and a test name"), "{words}");
     }
 
     #[test]

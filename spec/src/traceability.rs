@@ -59,7 +59,7 @@ pub(crate) fn traceability_file() -> String {
     out.push_str(SOURCE);
     out.push('\n');
     out.push_str("<!-- ANCHOR: counts -->\n\n");
-    out.push_str("| Binds | Level | Rules | Checked | Passed on the reference host | Not applicable to it | Without a test |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("| Binds | Level | Rules | Checked | Passed on the reference host | Not applicable to it | Without a check | Of those, held by the reference implementation's own tests |\n|---|---|---|---|---|---|---|---|\n");
     for party in [Party::Host, Party::Guest, Party::Both] {
         for absolute in [true, false] {
             let rows: Vec<_> = reqs
@@ -81,9 +81,18 @@ pub(crate) fn traceability_file() -> String {
                 .iter()
                 .filter(|(_, t)| t.verdict == RequirementVerdict::NotApplicable)
                 .count();
+            let held = rows
+                .iter()
+                .filter(|(r, t)| {
+                    t.tests.is_empty()
+                        && gaps
+                            .iter()
+                            .any(|g| g.id == r.id && !g.implementation_tests.is_empty())
+                })
+                .count();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {checked} | {passed} | {not_applicable} | {} |",
+                "| {} | {} | {} | {checked} | {passed} | {not_applicable} | {} | {held} |",
                 party.name(),
                 if absolute {
                     "MUST, MUST NOT"
@@ -98,7 +107,7 @@ pub(crate) fn traceability_file() -> String {
     let process = reqs.iter().filter(|r| r.party == Party::Spec).count();
     let _ = writeln!(
         out,
-        "| specification (process rules) | any | {process} | | | {process} | |"
+        "| specification (process rules) | any | {process} | | | {process} | | |"
     );
     let checks: usize = run.tests.iter().map(|t| t.checks.len()).sum();
     let _ = writeln!(
@@ -129,7 +138,21 @@ pub(crate) fn traceability_file() -> String {
         };
         let verdict = match (t.verdict, gaps.iter().find(|g| g.id == r.id)) {
             (RequirementVerdict::Untested, Some(g)) => {
-                format!("untested: {}", g.reason.replace('|', "\\|"))
+                let mut text = format!("untested: {}", g.reason.replace('|', "\\|"));
+                if !g.implementation_tests.is_empty() {
+                    let tests: Vec<String> = g
+                        .implementation_tests
+                        .iter()
+                        .map(|t| format!("`{}` in `{}`", t.name, t.path))
+                        .collect();
+                    let _ = write!(
+                        text,
+                        ". The reference implementation's own tests hold it for the reference \
+                         implementation: {}",
+                        tests.join(", ")
+                    );
+                }
+                text
             }
             (v, _) => verdict_text(v).to_owned(),
         };

@@ -398,7 +398,7 @@ fn summary(r: &report::Report) -> String {
     let count = |v: RequirementVerdict| r.requirements.iter().filter(|q| q.verdict == v).count();
     let checks: usize = r.tests.iter().map(|t| t.checks.len()).sum();
     s += &format!(
-        "pvabi conform: {} against spec {} ({} tests, {checks} checks); requirements: {} pass, {} fail, {} warning, {} untested, {} not applicable (process rules, and conditions the implementation does not meet), of {}\n",
+        "pvabi conform: {} against spec {} ({} tests, {checks} checks); requirements: {} pass, {} fail, {} warning, {} untested ({} of them MUSTs the suite cannot observe, each with its reason in --format json), {} not applicable (process rules, and conditions the implementation does not meet), of {}\n",
         r.verdict,
         r.spec_version,
         r.tests.len(),
@@ -406,6 +406,10 @@ fn summary(r: &report::Report) -> String {
         count(RequirementVerdict::Fail),
         count(RequirementVerdict::Warning),
         count(RequirementVerdict::Untested),
+        r.requirements
+            .iter()
+            .filter(|q| q.untested_reason.is_some())
+            .count(),
         count(RequirementVerdict::NotApplicable),
         r.requirements.len()
     );
