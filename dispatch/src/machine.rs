@@ -30,7 +30,8 @@ pub trait Machine: Send + Sync + 'static {
     /// page-table root the machine refuses).
     fn start_vcpu(&self, vcpu: u32, state: &VcpuStartState) -> Result<(), Status>;
 
-    /// Flushes the TLB of `target` (`None`: every vCPU).
+    /// Flushes the TLB of `target` (`None`: every vCPU, including those halted, stopped or
+    /// not started, each before it next runs guest code: PVABI-MEM-016).
     fn flush_tlb(&self, target: Option<u32>);
 
     /// The guest gave these pages (4 KiB-aligned guest-physical addresses, all in RAM) back:

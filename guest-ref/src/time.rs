@@ -497,6 +497,7 @@ mod tests {
         assert_eq!(got, None);
     }
 
+    /// The TSC delta wraps and the product keeps 96 bits (PVABI-TIME-015).
     #[test]
     fn interpolation_is_integer_and_exact() {
         // 1 GHz TSC: one tick = 1 ns = 2^32 / 2^32 -> tsc_mul = 2^31 with shift 1.
@@ -537,5 +538,35 @@ mod tests {
         assert_eq!(snap3.now_ns(13_000), Some(1_999));
         let invalid = TimeSnapshot(TimePage { flags: 0, ..snap.0 });
         assert_eq!(invalid.now_ns(12_500), None);
+    }
+
+    /// A snapshot without `TIME_PAGE_TSC_VALID` gives no time from its TSC fields, whatever
+    /// they hold (PVABI-TIME-035): the reader returns `None` and the caller falls back to
+    /// TIME_MONOTONIC or `monotonic_ns`.
+    #[test]
+    fn tsc_fields_are_not_used_without_tsc_valid() {
+        let page = TimePage {
+            flags: 0,
+            monotonic_ns: 5_000,
+            tsc_timestamp: 1,
+            wallclock_sec: 7,
+            wallclock_nsec: 0,
+            tsc_shift: 3,
+            tsc_mul: u32::MAX,
+            ..TimePage::default()
+        };
+        for flags in [0, !TIME_PAGE_TSC_VALID] {
+            let snap = TimeSnapshot(TimePage { flags, ..page });
+            assert!(!snap.tsc_valid());
+            for tsc in [0, 1, 1 << 40, u64::MAX] {
+                assert_eq!(snap.now_ns(tsc), None, "flags {flags:#x}, tsc {tsc}");
+                assert_eq!(snap.wallclock_at(tsc), None, "flags {flags:#x}, tsc {tsc}");
+            }
+        }
+        let valid = TimeSnapshot(TimePage {
+            flags: TIME_PAGE_TSC_VALID,
+            ..page
+        });
+        assert!(valid.now_ns(1 << 20).is_some_and(|ns| ns > 5_000));
     }
 }

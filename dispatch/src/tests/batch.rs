@@ -696,3 +696,42 @@ fn the_same_deferrable_calls_agree_direct_and_deferred() {
     assert_eq!(h.read_bytes(BUF2, 4096), direct.read_bytes(BUF2, 4096));
     assert!(h.read_bytes(BUF2, 4096).iter().any(|&b| b != 0));
 }
+
+/// PVABI-MEM-012: MEM_UPDATE_PTE flushes no translation, whether it is called directly, from a
+/// MULTICALL entry or from the deferred queue (the guest flushes, as it would after writing
+/// the entry itself). The machine's flush log is empty after every update, and a
+/// MEM_FLUSH_TLB_ALL at the end shows that the log does record flushes.
+#[test]
+fn update_pte_flushes_nothing_in_any_context() {
+    let h = with_deferred();
+    assert_eq!(
+        h.status(0, Call::MemUpdatePte, &[BUF2, 0x1003, 1]),
+        Status::Success
+    );
+    h.write(
+        BUF,
+        &[
+            entry(Call::MemUpdatePte, &[BUF2 + 8, 0x2003, 1]),
+            entry(Call::MemUpdatePte, &[BUF2 + 16, 0x3003, 2]),
+        ],
+    );
+    assert_eq!(h.call(0, Call::Multicall, &[BUF, 2, 0, 0]).1[..2], [2, 2]);
+    push(
+        &h,
+        PAGE1,
+        &[
+            dentry(Call::MemUpdatePte, [BUF2 + 24, 0x4003, 1]),
+            dentry(Call::MemUpdatePte, [BUF2 + 32, 0x5003, 4]),
+        ],
+    );
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[..2], [2, 0]);
+    assert_eq!(
+        h.read::<[u64; 5]>(BUF2),
+        [0x1003, 0x2003, 0x3003, 0x4003, 0x5003],
+        "every update was made"
+    );
+    assert_eq!(h.d.report().pte_write_count, 5);
+    assert_eq!(h.m.log().flushes, [], "an update flushed translations");
+    assert_eq!(h.status(0, Call::MemFlushTlbAll, &[]), Status::Success);
+    assert_eq!(h.m.log().flushes, [None]);
+}

@@ -366,3 +366,28 @@ fn a_flush_range_past_the_top_of_the_address_space_succeeds() {
     );
     assert_eq!(h.m.log().flushes, [None]);
 }
+
+/// PVABI-MEM-016: a flush of every vCPU (MEM_FLUSH_TLB_ALL, and MEM_FLUSH_TLB_RANGE, which
+/// flushes every vCPU too) asks the machine to flush all of them (`None`), not the vCPUs that
+/// run at the time: here vCPU 1 has stopped and vCPU 2 was never started, and each flush is one
+/// request for every vCPU. (The reference host's [`Machine::flush_tlb`](crate::Machine) of
+/// `None` marks every vCPU, running or not, to flush before it next enters the guest.)
+#[test]
+fn a_flush_of_every_vcpu_includes_those_not_running() {
+    let h = H::ready(3);
+    h.start_vcpu_from(0, 1);
+    assert_eq!(
+        h.raw(1, Call::VcpuStop.code().into(), &[]).2,
+        crate::Outcome::StopVcpu
+    );
+    assert_eq!(h.status(0, Call::MemFlushTlbAll, &[]), Status::Success);
+    assert_eq!(
+        h.status(0, Call::MemFlushTlbRange, &[0x40_0000, 2]),
+        Status::Success
+    );
+    assert_eq!(
+        h.m.log().flushes,
+        [None, None],
+        "a flush of every vCPU left out the vCPUs that were not running"
+    );
+}
