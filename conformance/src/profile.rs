@@ -324,14 +324,12 @@ impl Profile {
                     )),
                 ),
             };
-            checks.push(Check {
-                name: format!("{PROFILE_TEST}.{name}"),
+            checks.push(Check::new(
+                format!("{PROFILE_TEST}.{name}"),
                 verdict,
-                requirements: requirements.iter().map(|s| (*s).to_owned()).collect(),
+                requirements,
                 message,
-                warning: false,
-                not_applicable: false,
-            });
+            ));
         };
         if let Some(i) = &self.implementation {
             claim(
@@ -559,22 +557,8 @@ mod tests {
                 test: "time".into(),
                 verdict: Verdict::Fail,
                 checks: vec![
-                    Check {
-                        name: "time.ok".into(),
-                        verdict: Verdict::Pass,
-                        requirements: vec![],
-                        message: None,
-                        warning: false,
-                        not_applicable: false,
-                    },
-                    Check {
-                        name: "time.refresh".into(),
-                        verdict: Verdict::Fail,
-                        requirements: vec![],
-                        message: Some("got 0".into()),
-                        warning: false,
-                        not_applicable: false,
-                    },
+                    Check::new("time.ok", Verdict::Pass, &[], None),
+                    Check::new("time.refresh", Verdict::Fail, &[], Some("got 0".into())),
                 ],
                 reason: None,
                 end: RunEnd::Shutdown(5),

@@ -369,14 +369,12 @@ mod tests {
         let results = vec![TestResult {
             test: "t".into(),
             verdict: Verdict::Skip,
-            checks: vec![Check {
-                name: "t.a".into(),
-                verdict: Verdict::Skip,
-                requirements: vec!["PVABI-RING-001".into()],
-                message: Some("RING not offered".into()),
-                warning: false,
-                not_applicable: false,
-            }],
+            checks: vec![Check::new(
+                "t.a",
+                Verdict::Skip,
+                &["PVABI-RING-001"],
+                Some("RING not offered".into()),
+            )],
             reason: None,
             end: RunEnd::Shutdown(3),
             info: Default::default(),
