@@ -1118,6 +1118,66 @@ mod tests {
     }
 
     #[test]
+    fn a_request_the_host_did_not_perform_leaves_its_rules_not_applicable_or_skipped() {
+        let lines: &[&str] = &[
+            "BEGIN t",
+            "PASS t.before PVABI-VER-013",
+            "REQUEST migrate",
+            "PASS t.kept PVABI-VER-013",
+            "FAIL t.page PVABI-TIME-010 -- got 0x1, want 0x2",
+            "PASS t.other PVABI-TIME-027 PVABI-TIME-010",
+            "END t FAIL",
+        ];
+        // Not performed: the VER-013 check after the request is N/A, the TIME-010 one a SKIP
+        // (whatever the guest saw), the checks before it and those citing other rules stay.
+        let r = run(lines, RunEnd::Shutdown(5));
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Skip, None),
+            "{r:#?}"
+        );
+        assert!(!r.checks[0].not_applicable);
+        assert!(r.checks[1].not_applicable && r.checks[1].verdict == Verdict::Pass);
+        assert_eq!(r.checks[2].verdict, Verdict::Skip);
+        assert!(r.checks[2].message.as_deref().unwrap().contains("got 0x1"));
+        assert_eq!(r.checks[3].verdict, Verdict::Pass);
+        assert_eq!(r.info["host_event.migrate"], "0");
+        // Performed: the checks stand, the FAIL fails.
+        let mut done = lines.to_vec();
+        done.insert(3, "DONE migrate");
+        let r = run(&done, RunEnd::Shutdown(5));
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Fail, None),
+            "{r:#?}"
+        );
+        assert_eq!(r.info["host_event.migrate"], "1");
+        assert!(!r.checks[1].not_applicable);
+        // A DONE that answers no request just before it, an unknown event: ERROR.
+        for bad in [
+            &["BEGIN t", "DONE migrate", "PASS t.a", "END t PASS"][..],
+            &[
+                "BEGIN t",
+                "REQUEST migrate",
+                "PASS t.a",
+                "DONE migrate",
+                "END t PASS",
+            ],
+            &[
+                "BEGIN t",
+                "REQUEST tsc-offset",
+                "DONE migrate",
+                "PASS t.a",
+                "END t PASS",
+            ],
+            &["BEGIN t", "REQUEST reboot", "PASS t.a", "END t PASS"],
+        ] {
+            let r = run(bad, RunEnd::Shutdown(0));
+            assert_eq!(r.verdict, Verdict::Error, "{bad:?}: {r:#?}");
+        }
+    }
+
+    #[test]
     fn requirement_ids() {
         assert!(is_requirement_id("PVABI-BASE-001"));
         assert!(is_requirement_id("PVABI-X-999"));

@@ -229,6 +229,13 @@ fn main(_boot: &BootInfo) -> ! {
             u64::from(first.sequence),
         );
     }
+    // TIME-010's third clause, a step of the host's wall clock, is no host event a guest can
+    // ask for: it stays uncovered, and says so.
+    channel::skip(
+        "migrate.time_page_current_after_a_wall_clock_step",
+        &["PVABI-TIME-010"],
+        "a step of the host's wall clock cannot be requested or triggered by a test guest, so this clause of the rule is not covered",
+    );
     channel::end(TEST)
 }
 
