@@ -30,9 +30,11 @@ fn the_json_report_traces_every_requirement() {
     // Two at a time: the report keeps the catalogue's order all the same.
     let out = pvabi(&["conform", "--format", "json", "-j", "2"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // SKIP: the migrate test's clauses of PVABI-TIME-010 that the reference host cannot
+    // trigger (a change of the TSC offset on PVM, a step of the wall clock).
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(3),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -47,7 +49,15 @@ fn the_json_report_traces_every_requirement() {
     ] {
         assert!(v.get(key).is_some(), "no {key}");
     }
-    assert_eq!(v["verdict"], "PASS");
+    assert_eq!(v["verdict"], "SKIP");
+    for t in v["tests"].as_array().unwrap() {
+        let want = if t["test"] == "migrate" {
+            "SKIP"
+        } else {
+            "PASS"
+        };
+        assert_eq!(t["verdict"], want, "{t:#}");
+    }
     let reqs = v["requirements"].as_array().unwrap();
     assert_eq!(reqs.len(), pvabi_spec::requirements().len());
     let base_001 = reqs.iter().find(|r| r["id"] == "PVABI-BASE-001").unwrap();
@@ -129,7 +139,7 @@ fn host_cmd_runs_the_images_under_an_external_vmm() {
     // of SYSTEM_SHUTDOWN's 32-bit code and SYSTEM_CRASH's message, which no exit status
     // carries (SKIP, whatever the profile says).
     for t in v["tests"].as_array().unwrap() {
-        let want = if ["compat-2.0", "system-shutdown", "system-crash"]
+        let want = if ["compat-2.0", "system-shutdown", "system-crash", "migrate"]
             .contains(&t["test"].as_str().unwrap())
         {
             "SKIP"

@@ -59,6 +59,33 @@
 //! unless another check of the rule ran (see [`Check::not_applicable`]). The message says what
 //! the implementation reported.
 //!
+//! A test of a rule that binds a host only after an event a guest cannot cause (a migration,
+//! a change of the time-stamp counters' offset) asks the host for it:
+//!
+//! ```text
+//! pvabi-conform: REQUEST <event>
+//! ```
+//!
+//! where `<event>` is one of [`HOST_EVENTS`] (`migrate`, `tsc-offset`), written as the last line of
+//! one CONSOLE_WRITE. A host that performs the event on request does so before that vCPU runs
+//! guest code again and, before any vCPU runs guest code again, writes to the same console
+//! the line
+//!
+//! ```text
+//! pvabi-conform: DONE <event>
+//! ```
+//!
+//! (so it comes right after the REQUEST, before any line of the guest). A host that does not
+//! perform it writes nothing and the guest goes on. The guest cannot see the DONE line, so
+//! every check it reports after a request is one that holds whether or not the event
+//! happened; the runner knows, and for a request without its DONE line turns each check made
+//! after it (up to the next request) that cites only the event's rules into N/A (a rule that
+//! binds only a host that performs the event, such as PVABI-VER-013 for a host that migrates)
+//! or SKIP (a rule whose clause about the event could not be triggered), whatever the check's
+//! verdict (its premise, the event, did not hold). The result's INFO carries
+//! `host_event.<event>=1` or `=0`, which a profile that claims the event holds against it. A
+//! DONE line without the REQUEST just before it is an ERROR.
+//!
 //! INFO lines carry what the guest learnt about the implementation (its identity, the versions
 //! and features it offers), for the runner to hold against the implementation's profile; they
 //! are not checks.
@@ -87,6 +114,73 @@ use crate::verdict::Verdict;
 
 /// What starts every channel line.
 pub const PREFIX: &str = "pvabi-conform: ";
+
+/// The host events a test guest can ask for (see the module documentation): the event's
+/// name, the rules that bind only a host that performs it (their checks become N/A when it
+/// did not), and the rules whose clause about the event it triggers (their checks become
+/// SKIP).
+pub const HOST_EVENTS: &[(&str, &[&str], &[&str])] = &[
+    ("migrate", &["PVABI-VER-013"], &["PVABI-TIME-010"]),
+    ("tsc-offset", &[], &["PVABI-TIME-010"]),
+];
+
+/// A request of the run: the event, whether the host said DONE, and the indices of the checks
+/// reported after it (up to the next request).
+struct Request {
+    event: String,
+    done: bool,
+    checks: Vec<usize>,
+}
+
+/// Applies what the host did with the run's requests to `checks` (see the module
+/// documentation) and records each in `info`.
+fn resolve_requests(
+    requests: &[Request],
+    checks: &mut [Check],
+    info: &mut BTreeMap<String, String>,
+) {
+    for r in requests {
+        info.insert(
+            format!("host_event.{}", r.event),
+            u8::from(r.done).to_string(),
+        );
+        if r.done {
+            continue;
+        }
+        let Some(&(_, binds, triggers)) = HOST_EVENTS.iter().find(|(e, _, _)| *e == r.event) else {
+            continue;
+        };
+        for &i in &r.checks {
+            let c = &mut checks[i];
+            let ours =
+                |id: &String| binds.contains(&id.as_str()) || triggers.contains(&id.as_str());
+            if c.requirements.is_empty() || !c.requirements.iter().all(ours) {
+                continue;
+            }
+            let before = c
+                .message
+                .take()
+                .map_or(String::new(), |m| format!(" ({m})"));
+            if c.requirements.iter().all(|id| binds.contains(&id.as_str())) {
+                c.verdict = Verdict::Pass;
+                c.not_applicable = true;
+                c.warning = false;
+                c.message = Some(format!(
+                    "the host did not perform the requested `{}` (no DONE line): the rule binds only a host that does{before}",
+                    r.event
+                ));
+            } else {
+                c.verdict = Verdict::Skip;
+                c.not_applicable = false;
+                c.warning = false;
+                c.message = Some(format!(
+                    "the host did not perform the requested `{}` (no DONE line), so this clause of the rule could not be triggered{before}",
+                    r.event
+                ));
+            }
+        }
+    }
+}
 
 /// How the VM of a test run ended, as the runner saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -448,6 +542,7 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
     // The EXPECT line still open: the index of its check in `checks`, and the end it expects.
     let mut expecting: Option<(usize, ExpectedEnd)> = None;
     let mut expected_before = false;
+    let mut requests: Vec<Request> = Vec::new();
     for line in text.lines() {
         let Some(body) = line.strip_prefix(PREFIX) else {
             continue;
@@ -482,6 +577,26 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             note(format!("a check before BEGIN: `{line}`"));
         } else if ended.is_some() {
             note(format!("a check after END: `{line}`"));
+        } else if let Some(event) = body.strip_prefix("REQUEST ") {
+            let event = event.trim();
+            if HOST_EVENTS.iter().any(|(e, _, _)| *e == event) {
+                requests.push(Request {
+                    event: event.to_owned(),
+                    done: false,
+                    checks: Vec::new(),
+                });
+            } else {
+                note(format!("a request of an unknown host event: `{line}`"));
+            }
+        } else if let Some(event) = body.strip_prefix("DONE ") {
+            match requests.last_mut() {
+                Some(r) if r.event == event.trim() && !r.done && r.checks.is_empty() => {
+                    r.done = true
+                }
+                _ => note(format!(
+                    "a DONE line that does not answer the request just before it: `{line}`"
+                )),
+            }
         } else if let Some(pairs) = body.strip_prefix("INFO ") {
             for pair in pairs.split_whitespace() {
                 match pair.split_once('=') {
@@ -511,7 +626,12 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
                     Some(_) => note(format!(
                         "a check after an EXPECT the guest did not resolve: `{line}`"
                     )),
-                    None => checks.push(c),
+                    None => {
+                        if let Some(r) = requests.last_mut() {
+                            r.checks.push(checks.len());
+                        }
+                        checks.push(c)
+                    }
                 },
                 Err(why) => note(format!("{why}: `{line}`")),
             }
@@ -549,8 +669,13 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
                         v.exit_code()
                     )),
                 )
-            } else {
+            } else if requests.is_empty() {
                 (v, None)
+            } else {
+                // The guest's END agreed with its checks; what the host did with its requests
+                // decides the checks made after them, and the verdict is theirs.
+                resolve_requests(&requests, &mut checks, &mut info);
+                (Verdict::worst(checks.iter().map(|c| c.verdict)), None)
             }
         }
         (other, Some(_)) => (
@@ -990,6 +1115,66 @@ mod tests {
             Some(ExpectedEnd::Fault)
         );
         assert_eq!(expected_end_of(b"pvabi-conform: PASS t.b\n"), None);
+    }
+
+    #[test]
+    fn a_request_the_host_did_not_perform_leaves_its_rules_not_applicable_or_skipped() {
+        let lines: &[&str] = &[
+            "BEGIN t",
+            "PASS t.before PVABI-VER-013",
+            "REQUEST migrate",
+            "PASS t.kept PVABI-VER-013",
+            "FAIL t.page PVABI-TIME-010 -- got 0x1, want 0x2",
+            "PASS t.other PVABI-TIME-027 PVABI-TIME-010",
+            "END t FAIL",
+        ];
+        // Not performed: the VER-013 check after the request is N/A, the TIME-010 one a SKIP
+        // (whatever the guest saw), the checks before it and those citing other rules stay.
+        let r = run(lines, RunEnd::Shutdown(5));
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Skip, None),
+            "{r:#?}"
+        );
+        assert!(!r.checks[0].not_applicable);
+        assert!(r.checks[1].not_applicable && r.checks[1].verdict == Verdict::Pass);
+        assert_eq!(r.checks[2].verdict, Verdict::Skip);
+        assert!(r.checks[2].message.as_deref().unwrap().contains("got 0x1"));
+        assert_eq!(r.checks[3].verdict, Verdict::Pass);
+        assert_eq!(r.info["host_event.migrate"], "0");
+        // Performed: the checks stand, the FAIL fails.
+        let mut done = lines.to_vec();
+        done.insert(3, "DONE migrate");
+        let r = run(&done, RunEnd::Shutdown(5));
+        assert_eq!(
+            (r.verdict, r.reason.as_deref()),
+            (Verdict::Fail, None),
+            "{r:#?}"
+        );
+        assert_eq!(r.info["host_event.migrate"], "1");
+        assert!(!r.checks[1].not_applicable);
+        // A DONE that answers no request just before it, an unknown event: ERROR.
+        for bad in [
+            &["BEGIN t", "DONE migrate", "PASS t.a", "END t PASS"][..],
+            &[
+                "BEGIN t",
+                "REQUEST migrate",
+                "PASS t.a",
+                "DONE migrate",
+                "END t PASS",
+            ],
+            &[
+                "BEGIN t",
+                "REQUEST tsc-offset",
+                "DONE migrate",
+                "PASS t.a",
+                "END t PASS",
+            ],
+            &["BEGIN t", "REQUEST reboot", "PASS t.a", "END t PASS"],
+        ] {
+            let r = run(bad, RunEnd::Shutdown(0));
+            assert_eq!(r.verdict, Verdict::Error, "{bad:?}: {r:#?}");
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!
 //! [reboot]            # what SYSTEM_REBOOT does (PVABI-SYS-003 allows either)
 //! resets = true       # the host resets the VM (else it ends it)
+//! [host_events]       # what the host does when a test guest asks (REQUEST <event>)
+//! performed = ["migrate"]
 //! [exit_status]       # for --host-cmd and run.sh: what the VMM's exit status means
 //! fault = 133         # the VM ended by a guest fault (an access outside guest RAM)
 //! refusal = 134       # the VMM refused to start the image (no instruction ran)
@@ -62,6 +64,9 @@ pub struct Profile {
     /// What it does on SYSTEM_REBOOT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootClaim>,
+    /// The host events it performs when a test guest asks for one over the verdict channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_events: Option<HostEventClaim>,
     /// What the VMM's exit statuses mean, for the tests whose proof is how the VM ends
     /// (an external VMM is known only by its exit status).
     pub exit_status: Option<ExitStatuses>,
@@ -120,6 +125,17 @@ pub struct RebootClaim {
     /// It resets the virtual machine (the reset test must then see a second boot: a host that
     /// claims it and ends the VM instead fails, where one that does not claim it skips).
     pub resets: bool,
+}
+
+/// The host events an implementation performs on request (the channel's `REQUEST <event>`,
+/// [`crate::channel::HOST_EVENTS`]). A test whose request the host did not perform leaves the
+/// rules of the event N/A or SKIP; a claimed event that a test asked for and the host did not
+/// perform (no `DONE` line) is a FAIL of the claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostEventClaim {
+    /// Event names (`migrate`, `tsc-offset`).
+    pub performed: Vec<String>,
 }
 
 /// A failure the vendor knows of, for one implementation id and version.
@@ -264,6 +280,19 @@ impl Profile {
                 });
             }
         }
+        for name in p.host_events.iter().flat_map(|h| &h.performed) {
+            if !crate::channel::HOST_EVENTS
+                .iter()
+                .any(|(e, _, _)| e == name)
+            {
+                let known: Vec<&str> = crate::channel::HOST_EVENTS.iter().map(|e| e.0).collect();
+                return Err(ProfileError::Value {
+                    field: "host_events.performed".into(),
+                    value: name.clone(),
+                    why: format!("not a host event; the events are {}", known.join(", ")),
+                });
+            }
+        }
         for key in p.limits.keys() {
             if !LIMITS.contains(&key.as_str()) {
                 return Err(ProfileError::Value {
@@ -313,7 +342,12 @@ impl Profile {
             let (verdict, message) = match seen {
                 None => (
                     Verdict::Error,
-                    Some("the base test reported no value for it".to_owned()),
+                    Some(
+                        "no test reported a value for it (the base test reports the identity, \
+                         versions, features and limits; a test that asks for a host event, \
+                         whether the host performed it)"
+                            .to_owned(),
+                    ),
                 ),
                 Some(v) if ok(v) => (Verdict::Pass, None),
                 Some(v) => (
@@ -397,6 +431,16 @@ impl Profile {
                 &|v| v & bit == bit,
                 format!("{name} offered"),
                 &|_| format!("{name} not offered"),
+            );
+        }
+        for name in self.host_events.iter().flat_map(|h| &h.performed) {
+            claim(
+                format!("performs_{}", name.replace('-', "_")),
+                &[],
+                facts.get(&format!("host_event.{name}")),
+                &|v| v == 1,
+                format!("that the host performs `{name}` on request"),
+                &|_| "no DONE line after the guest's request".into(),
             );
         }
         for (limit, at_least) in &self.limits {

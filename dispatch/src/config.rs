@@ -198,6 +198,11 @@ pub struct HostConfig {
     /// that resets builds the next boot with
     /// [`Dispatcher::after_reset`](crate::Dispatcher::after_reset).
     pub on_reboot: OnReboot,
+    /// The host events this host performs when a test guest asks for one over the verdict
+    /// channel ([`crate::host_event`]): empty by default, so that a guest's console line never
+    /// makes a plain host do anything. The VMM must be able to perform them
+    /// ([`Machine::request_host_event`](crate::Machine::request_host_event)).
+    pub host_events: Vec<crate::HostEvent>,
 }
 
 /// What a VMM does on SYSTEM_REBOOT ([`HostConfig::on_reboot`]).
@@ -289,6 +294,7 @@ impl HostConfig {
             cpuid_base: CPUID_FIRST_BASE,
             extra_cpuid_leaves: Vec::new(),
             on_reboot: OnReboot::End,
+            host_events: Vec::new(),
         }
     }
 

@@ -89,5 +89,12 @@ impl<M: Machine> Inner<M> {
             rep.console
                 .extend_from_slice(&bytes[..bytes.len().min(room)]);
         });
+        if !self.config.host_events.is_empty() {
+            for event in crate::host_event::requests(bytes) {
+                if self.config.host_events.contains(&event) {
+                    self.machine.request_host_event(vcpu, event);
+                }
+            }
+        }
     }
 }

@@ -118,12 +118,18 @@ pub enum InjectedFault {
     /// A doorbell access made outside 64-bit mode (in compatibility mode) is performed as a
     /// call instead of being answered with NOT_SUPPORTED (a host that never looks at `CS.L`).
     DoorbellOutsideLongModeIsACall,
+    /// After a migration the host grants every feature it offers, not the ones NEGOTIATE
+    /// granted (a migration target that re-derives the grant instead of carrying it over).
+    MigrationGrantsEverythingOffered,
+    /// After a migration the time page is written once, at the migration, and never again (a
+    /// migration target that brings the page up to date but does not start refreshing it).
+    TimePageFrozenAfterMigration,
 }
 
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 49] = [
+    pub const ALL: [InjectedFault; 51] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -173,6 +179,8 @@ impl InjectedFault {
         InjectedFault::RingsCarriedOverReset,
         InjectedFault::RingsRunWithoutCompletionsAtEnd,
         InjectedFault::DoorbellOutsideLongModeIsACall,
+        InjectedFault::MigrationGrantsEverythingOffered,
+        InjectedFault::TimePageFrozenAfterMigration,
     ];
 
     /// The part of the ABI the fault breaks, as the name of the conformance test that covers
@@ -228,6 +236,8 @@ impl InjectedFault {
             InjectedFault::RingsCarriedOverReset => "reset",
             InjectedFault::RingsRunWithoutCompletionsAtEnd => "reset",
             InjectedFault::DoorbellOutsideLongModeIsACall => "convention",
+            InjectedFault::MigrationGrantsEverythingOffered => "migrate",
+            InjectedFault::TimePageFrozenAfterMigration => "migrate",
         }
     }
 
@@ -295,6 +305,10 @@ impl InjectedFault {
                 "rings-run-without-completions-at-end"
             }
             InjectedFault::DoorbellOutsideLongModeIsACall => "doorbell-outside-long-mode-is-a-call",
+            InjectedFault::MigrationGrantsEverythingOffered => {
+                "migration-grants-everything-offered"
+            }
+            InjectedFault::TimePageFrozenAfterMigration => "time-page-frozen-after-migration",
         }
     }
 }

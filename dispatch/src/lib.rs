@@ -114,6 +114,7 @@ pub mod faults;
 mod faults;
 pub mod guest_check;
 mod guest_mem;
+pub mod host_event;
 mod machine;
 mod memory;
 pub mod report;
@@ -145,6 +146,7 @@ pub use config::{
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use fake::{FakeLog, FakeMachine, MemoryHook};
+pub use host_event::HostEvent;
 pub use machine::{GuestTsc, Machine};
 pub use report::Report;
 
@@ -728,6 +730,28 @@ impl<M: Machine> Dispatcher<M> {
     /// calls that need a host thread answer NO_RESOURCES. Idempotent.
     pub fn shutdown(&self) {
         self.inner.shutdown();
+    }
+
+    /// The VMM performed host event `event`, which vCPU `vcpu` asked for over the verdict
+    /// channel ([`host_event`], [`Machine::request_host_event`]). Call it with every vCPU
+    /// paused, after the event and before any vCPU runs guest code again: it brings the time
+    /// page up to date for the counters as they now are (PVABI-TIME-010) and writes the
+    /// channel's `DONE` line for the event to the console. A migration keeps everything else
+    /// the dispatcher holds, the negotiated version and granted features included
+    /// (PVABI-VER-013): a VMM that migrates within one process hands the same dispatcher to
+    /// the new VM's vCPUs.
+    pub fn host_event_performed(&self, vcpu: u32, event: HostEvent) {
+        let inner = &self.inner;
+        if event == HostEvent::Migrate {
+            inner.migrations.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.time_page_after_host_event();
+        inner.console_out(vcpu, event.done_line().as_bytes());
+    }
+
+    /// Migrations the VMM reported ([`host_event_performed`](Self::host_event_performed)).
+    pub fn migrations(&self) -> u64 {
+        self.inner.migrations.load(Ordering::Relaxed)
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.

@@ -57,6 +57,17 @@ pub trait Machine: Send + Sync + 'static {
     fn guest_tsc(&self) -> Option<GuestTsc> {
         None
     }
+
+    /// A test guest asked, from vCPU `vcpu`, for host event `event`, and the configuration
+    /// says this host performs it ([`HostConfig::host_events`](crate::HostConfig::host_events)).
+    /// Called on the vCPU's thread during its CONSOLE_WRITE. A machine that will perform it
+    /// does so before `vcpu` runs guest code again, pauses every vCPU for it, and calls
+    /// [`Dispatcher::host_event_performed`](crate::Dispatcher::host_event_performed) before
+    /// any vCPU runs guest code again; it returns whether it will. The default performs
+    /// nothing.
+    fn request_host_event(&self, _vcpu: u32, _event: crate::HostEvent) -> bool {
+        false
+    }
 }
 
 /// A reading of the vCPUs' time-stamp counter ([`Machine::guest_tsc`]).

@@ -13,6 +13,8 @@ use pvabi_abi::features::Features;
 use pvabi_abi::status::Status;
 use pvabi_abi::version::Version;
 
+use crate::faults::injected;
+
 use crate::call_table::{CallCounters, CallTable};
 use crate::config::HostConfig;
 use crate::machine::Machine;
@@ -348,6 +350,12 @@ pub(crate) struct Inner<M: Machine> {
     /// catch a page the refresh thread has not kept up with.
     pub time_page_written_ns: AtomicU64,
     pub time_cv: Condvar,
+    /// Incremented by every host event after which the time-stamp counters may have moved
+    /// (a migration, a change of their offset): the refresh thread then starts its TSC
+    /// calibration afresh (PVABI-TIME-010).
+    pub tsc_generation: AtomicU64,
+    /// Migrations performed so far ([`crate::Dispatcher::host_event_performed`]).
+    pub migrations: AtomicU64,
     pub ring_generation: AtomicU64,
     /// Set when the VM ends (a system call took effect): no ring consumes any more.
     pub rings_stopped: AtomicBool,
@@ -388,6 +396,8 @@ impl<M: Machine> Inner<M> {
                 time_page: Mutex::new(None),
                 time_page_written_ns: AtomicU64::new(0),
                 time_cv: Condvar::new(),
+                tsc_generation: AtomicU64::new(0),
+                migrations: AtomicU64::new(0),
                 ring_generation: AtomicU64::new(0),
                 rings_stopped: AtomicBool::new(false),
                 ring_work: Default::default(),
@@ -409,7 +419,17 @@ impl<M: Machine> Inner<M> {
     }
 
     pub fn negotiated(&self) -> Option<Negotiated> {
-        self.negotiated.get().copied()
+        let n = self.negotiated.get().copied();
+        if injected!(self, MigrationGrantsEverythingOffered)
+            && self.migrations.load(Ordering::Relaxed) > 0
+        {
+            // The fault: the migration target re-derives the grant from what it offers.
+            return n.map(|n| Negotiated {
+                granted: n.granted | self.config.offered_at(n.version),
+                ..n
+            });
+        }
+        n
     }
 
     pub fn stopping(&self) -> bool {

@@ -207,7 +207,7 @@ impl<M: Machine> Inner<M> {
     /// no lock when the page is fresh or TSC-valid (`time_page_written_ns` is then `u64::MAX`),
     /// and never waits for one (the refresh thread holding it is refreshing).
     fn refresh_stale_time_page(&self, now: u64) {
-        if injected!(self, TimePageNotRefreshed) {
+        if injected!(self, TimePageNotRefreshed) || self.time_page_frozen() {
             return;
         }
         let written = self
@@ -291,11 +291,21 @@ impl<M: Machine> Inner<M> {
 /// shutdown.
 fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
     let mut tsc = TscClock::default();
+    let mut generation = h.tsc_generation.load(std::sync::atomic::Ordering::Acquire);
     let mut reg = lock(&h.time_page);
     while !h.stopping() {
+        // After a host event that may have moved the counters (PVABI-TIME-010), the rate is
+        // measured again from a new first sample and no earlier parameters are trusted.
+        let now_generation = h.tsc_generation.load(std::sync::atomic::Ordering::Acquire);
+        if now_generation != generation {
+            generation = now_generation;
+            tsc = TscClock::default();
+        }
         // Without a page, sleep until TIME_SET_PAGE (or shutdown) wakes the thread.
         let wait = match reg.as_mut() {
-            Some(_) if injected!(h, TimePageNotRefreshed) => TIMER_IDLE_WAIT,
+            Some(_) if injected!(h, TimePageNotRefreshed) || h.time_page_frozen() => {
+                TIMER_IDLE_WAIT
+            }
             Some(r) if h.checker.is_some() => {
                 if let Some(c) = &h.checker {
                     if h.negotiated().is_none_or(|n| n.version.major() != 2) {
@@ -321,6 +331,32 @@ fn time_page_thread<M: Machine>(h: Arc<Inner<M>>) {
 }
 
 impl<M: Machine> Inner<M> {
+    /// Whether the time page is no longer written (the fault `TimePageFrozenAfterMigration`,
+    /// after a migration; always false without it).
+    fn time_page_frozen(&self) -> bool {
+        injected!(self, TimePageFrozenAfterMigration)
+            && self.migrations.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// After a host event that may have moved the time-stamp counters or the machine under
+    /// the guest (a migration, a change of the counters' offset), with every vCPU paused:
+    /// brings the time page up to date before any vCPU runs guest code again
+    /// (PVABI-TIME-010). The update is written without `TIME_PAGE_TSC_VALID`, from monotonic
+    /// time alone (no TSC parameters of before the event are trusted), as TIME_SET_PAGE's
+    /// first update is; the refresh thread, woken, calibrates the counter afresh and sets the
+    /// flag again at its next update.
+    pub(crate) fn time_page_after_host_event(&self) {
+        self.tsc_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        {
+            let mut reg = lock(&self.time_page);
+            if let Some(r) = reg.as_mut() {
+                self.write_time_page(r);
+            }
+        }
+        self.time_cv.notify_all();
+    }
+
     /// Writes `body` (the fields from `flags` on) to the 1.x time page of `reg` under its
     /// sequence lock (PVABI-TIME-009), or, with the fault `TimePageSequenceEvenBeforeData`,
     /// makes the sequence odd and even again first and writes the fields after.

@@ -92,6 +92,17 @@ impl Machine for KvmMachine {
     fn guest_written_pages(&self, gpas: &[u64]) -> Option<Vec<u64>> {
         self.0.guest_written_pages(gpas)
     }
+
+    /// A migration to a new KVM VM ([`VmCtl::request_migration`]); the runner's hook reports
+    /// it done ([`VmCtl::on_migrated`]). A change of the TSC offset is never performed: on
+    /// the project's PVM host KVM accepts one and the counters do not move (measured,
+    /// `vm/tsc_probe.rs`), so the reference host cannot claim it.
+    fn request_host_event(&self, vcpu: u32, event: pvabi_dispatch::HostEvent) -> bool {
+        match event {
+            pvabi_dispatch::HostEvent::Migrate => self.0.request_migration(vcpu),
+            pvabi_dispatch::HostEvent::TscOffset => false,
+        }
+    }
 }
 
 /// The reference host's dispatcher type.

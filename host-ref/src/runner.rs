@@ -248,6 +248,14 @@ pub fn run_with_notify(
         if checking {
             ctl.watch_exits(Arc::new(CheckExits(Arc::downgrade(pvabi.dispatcher()))));
         }
+        // A migration a guest asked for (HostConfig::host_events) is reported to the
+        // dispatcher while every vCPU is still paused.
+        let weak = Arc::downgrade(pvabi.dispatcher());
+        ctl.on_migrated(Arc::new(move |vcpu| {
+            if let Some(d) = weak.upgrade() {
+                d.host_event_performed(vcpu, pvabi_dispatch::HostEvent::Migrate);
+            }
+        }));
         let mut bus = PortBus::new();
         pvabi.attach_to(&mut bus);
         bus.watch(doorbell);

@@ -81,6 +81,21 @@ pub struct Args {
     /// one ends the VM (exit status 3).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_resets: u32,
+    /// Perform these host events when a test guest asks for one over the verdict channel
+    /// (`pvabi-conform: REQUEST <event>`), comma-separated: `migrate` moves the running VM to
+    /// a new KVM VM over the same RAM (every vCPU paused, its state saved and restored) and
+    /// writes `pvabi-conform: DONE migrate`. Off by default: a plain guest's console line
+    /// never makes the host do anything. (`tsc-offset` is not offered: on the project's PVM
+    /// machine the TSC cannot be moved.)
+    #[arg(long, value_name = "EVENTS", value_delimiter = ',', value_enum)]
+    pub host_events: Vec<HostEventName>,
+}
+
+/// What `--host-events` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostEventName {
+    /// A migration to a new KVM VM.
+    Migrate,
 }
 
 /// What `--on-reboot` names.
@@ -171,6 +186,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = RunConfig {
         host: HostConfig {
             on_reboot,
+            host_events: args
+                .host_events
+                .iter()
+                .map(|e| match e {
+                    HostEventName::Migrate => pvabi_host::dispatch::HostEvent::Migrate,
+                })
+                .collect(),
             ..match &args.serve {
                 Some(Versions(v)) => HostConfig::serving(v),
                 None => HostConfig::default(),

@@ -130,6 +130,13 @@ pub fn conform_compat_2() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CONFORM_COMPAT_2"))
 }
 
+/// The conformance test `migrate` (`guest-ref/bare/conform/src/migrate.rs`): asks the host
+/// for a change of the TSC offset and for a migration, and checks the time page and the
+/// negotiated state after each.
+pub fn conform_migrate() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CONFORM_MIGRATE"))
+}
+
 /// The deliberately careless guest (`guest-ref/bare/careless`): the negative case of
 /// `pvabi conform --guest` (an ungranted call, an ignored INCOMPLETE, a time-page read without
 /// the sequence lock, and a mistake for each shared-page protocol the checking host watches).
@@ -254,6 +261,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("conform-system-crash", conform_system_crash),
     ("conform-compat-1", conform_compat_1),
     ("conform-compat-2", conform_compat_2),
+    ("conform-migrate", conform_migrate),
 ];
 
 /// A built-in guest image by name (see [`ALL`]).

@@ -57,6 +57,7 @@ const IMAGES: &[(&str, &str)] = &[
     ),
     ("conform-compat-1", env!("PVABI_GUEST_CONFORM_COMPAT_1")),
     ("conform-compat-2", env!("PVABI_GUEST_CONFORM_COMPAT_2")),
+    ("conform-migrate", env!("PVABI_GUEST_CONFORM_MIGRATE")),
 ];
 
 #[test]

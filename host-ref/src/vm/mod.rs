@@ -89,11 +89,14 @@ mod error;
 #[cfg(test)]
 mod irqchip_probe;
 mod loader;
+mod migrate;
 mod stats;
 mod step;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tsc;
+#[cfg(test)]
+mod tsc_probe;
 mod vcpu_thread;
 
 use std::fmt;
@@ -352,9 +355,10 @@ pub enum StartError {
 /// State shared by the VM, its vCPU threads and every [`VmCtl`].
 struct Shared {
     // Field order matters: the VM file is closed before guest RAM is unmapped.
-    vm: VmFd,
+    /// The KVM VM (replaced by a new one when the VM migrates, [`VmCtl::request_migration`]).
+    vm: std::sync::RwLock<VmFd>,
     /// Each vCPU's binary stats file (`None`: this KVM has none).
-    stats: Vec<Option<stats::StatsFile>>,
+    stats: Vec<Mutex<Option<stats::StatsFile>>>,
     memory: GuestMemoryMmap,
     mem_bytes: u64,
     vcpus: Vec<vcpu::VcpuShared>,
@@ -363,8 +367,17 @@ struct Shared {
     ended: AtomicBool,
     /// vCPUs running or being started; the VM ends when this drops to zero.
     active: Mutex<u32>,
-    /// The guest TSC from the host's, or why it could not be established at creation.
-    tsc: Result<TscLink, &'static str>,
+    /// The guest TSC from the host's, or why it could not be established at creation (or
+    /// after the last migration).
+    tsc: std::sync::RwLock<Result<TscLink, &'static str>>,
+    /// Each vCPU's CPUID, as set at creation (a migration sets it on the new vCPUs).
+    cpuids: Vec<kvm_bindings::CpuId>,
+    /// The ioeventfds bound ([`VmCtl::ioeventfd`]), to bind again on a new VM.
+    ioevents: Mutex<Vec<(EventFd, u16, Option<u32>)>>,
+    /// The rendezvous of a migration.
+    migration: migrate::Migration,
+    /// Called once a migration is done, before any vCPU runs guest code again.
+    on_migrated: std::sync::OnceLock<Arc<dyn Fn(u32) + Send + Sync>>,
     /// Whether the memory slots log the guest's writes (`VmConfig::log_guest_writes`).
     log_guest_writes: bool,
     /// Sees every exit, if set ([`VmCtl::watch_exits`]).
@@ -409,12 +422,12 @@ impl VmCtl {
     /// How to compute every vCPU's TSC from the host's (`None`: not known, see
     /// [`TscLink`]).
     pub fn tsc(&self) -> Option<TscLink> {
-        self.shared.tsc.ok()
+        (*pvabi_dispatch::sync::read_lock(&self.shared.tsc)).ok()
     }
 
     /// Why [`tsc`](Self::tsc) is `None` (for diagnostics), or `None` if it is not.
     pub fn tsc_unavailable(&self) -> Option<&'static str> {
-        self.shared.tsc.err()
+        pvabi_dispatch::sync::read_lock(&self.shared.tsc).err()
     }
 
     /// Which of the pages at `gpas` (4 KiB-aligned guest-physical addresses) the guest wrote
@@ -428,9 +441,10 @@ impl VmCtl {
             return None;
         }
         let mut bits: Vec<(u64, Vec<u64>)> = Vec::new();
+        let vm = pvabi_dispatch::sync::read_lock(&self.shared.vm);
         for (slot, region) in self.shared.memory.iter().enumerate() {
             let size = usize::try_from(region.len()).ok()?;
-            let log = self.shared.vm.get_dirty_log(slot as u32, size).ok()?;
+            let log = vm.get_dirty_log(slot as u32, size).ok()?;
             bits.push((region.start_addr().0, log));
         }
         let written = |gpa: u64| {
@@ -552,9 +566,8 @@ impl VmCtl {
     pub fn kvm_exit_stats(&self, vcpu: u32) -> Option<KvmExitStats> {
         self.shared
             .stats
-            .get(vcpu as usize)?
-            .as_ref()
-            .map(stats::StatsFile::read)
+            .get(vcpu as usize)
+            .and_then(|s| lock(s).as_ref().map(stats::StatsFile::read))
     }
 
     /// Binds `out`s to `port` to a new event file descriptor inside KVM (an ioeventfd): such
@@ -563,12 +576,16 @@ impl VmCtl {
     /// before); without, writes of any width and value. The descriptor is non-blocking.
     pub fn ioeventfd(&self, port: u16, datamatch: Option<u32>) -> Result<EventFd, VmError> {
         let fd = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
-        let addr = IoEventAddress::Pio(u64::from(port));
-        match datamatch {
-            Some(value) => self.shared.vm.register_ioevent(&fd, &addr, value),
-            None => self.shared.vm.register_ioevent(&fd, &addr, NoDatamatch),
-        }
+        // The list and the VM under one lock order: a migration binds the list again.
+        let mut ioevents = lock(&self.shared.ioevents);
+        migrate::bind_ioevent(
+            &pvabi_dispatch::sync::read_lock(&self.shared.vm),
+            &fd,
+            port,
+            datamatch,
+        )
         .map_err(kvm_err("KVM_IOEVENTFD"))?;
+        ioevents.push((fd.try_clone().map_err(VmError::EventFd)?, port, datamatch));
         Ok(fd)
     }
 
@@ -580,12 +597,17 @@ impl VmCtl {
         port: u16,
         datamatch: Option<u32>,
     ) -> Result<(), VmError> {
+        let mut ioevents = lock(&self.shared.ioevents);
         let addr = IoEventAddress::Pio(u64::from(port));
+        let vm = pvabi_dispatch::sync::read_lock(&self.shared.vm);
         match datamatch {
-            Some(value) => self.shared.vm.unregister_ioevent(fd, &addr, value),
-            None => self.shared.vm.unregister_ioevent(fd, &addr, NoDatamatch),
+            Some(value) => vm.unregister_ioevent(fd, &addr, value),
+            None => vm.unregister_ioevent(fd, &addr, NoDatamatch),
         }
-        .map_err(kvm_err("KVM_IOEVENTFD"))
+        .map_err(kvm_err("KVM_IOEVENTFD"))?;
+        ioevents
+            .retain(|(f, p, d)| !(migrate::same_eventfd(f, fd) && *p == port && *d == datamatch));
+        Ok(())
     }
 
     /// Whether the VM has ended (or is ending).
@@ -748,13 +770,15 @@ impl Vm {
         cpuid::platform_leaves(&mut base_cpuid);
 
         let mut vcpu_fds = Vec::with_capacity(config.vcpus as usize);
+        let mut cpuids = Vec::with_capacity(config.vcpus as usize);
         for i in 0..config.vcpus {
             let fd = vm
                 .create_vcpu(u64::from(i))
                 .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            fd.set_cpuid2(&cpuid::for_vcpu(&base_cpuid, i)?)
-                .map_err(kvm_err("KVM_SET_CPUID2"))?;
+            let leaves = cpuid::for_vcpu(&base_cpuid, i)?;
+            fd.set_cpuid2(&leaves).map_err(kvm_err("KVM_SET_CPUID2"))?;
             vcpu_fds.push(fd);
+            cpuids.push(leaves);
         }
         vcpu::install_kick_handler()?;
         let tsc = tsc::link(&vcpu_fds);
@@ -774,9 +798,12 @@ impl Vm {
         vcpus[0]
             .request_start(boot_regs, || {})
             .expect("a fresh vCPU is parked");
-        let stats = vcpu_fds.iter().map(stats::StatsFile::open).collect();
+        let stats = vcpu_fds
+            .iter()
+            .map(|fd| Mutex::new(stats::StatsFile::open(fd)))
+            .collect();
         let shared = Arc::new(Shared {
-            vm,
+            vm: std::sync::RwLock::new(vm),
             stats,
             memory,
             mem_bytes,
@@ -785,7 +812,11 @@ impl Vm {
             end_cv: Condvar::new(),
             ended: AtomicBool::new(false),
             active: Mutex::new(1),
-            tsc,
+            tsc: std::sync::RwLock::new(tsc),
+            cpuids,
+            ioevents: Mutex::new(Vec::new()),
+            migration: migrate::Migration::new(config.vcpus),
+            on_migrated: std::sync::OnceLock::new(),
             log_guest_writes: config.log_guest_writes,
             exit_watcher: std::sync::OnceLock::new(),
             discovery: Mutex::new(None),

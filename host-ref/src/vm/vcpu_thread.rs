@@ -270,8 +270,13 @@ impl Vcpu {
 
     fn thread_body(&mut self) {
         loop {
-            let Some(regs) = self.wait_for_start() else {
-                return;
+            let regs = match self.wait_for_start() {
+                Ok(Some(regs)) => regs,
+                Ok(None) => return,
+                Err(fault) => {
+                    self.fault(fault);
+                    return;
+                }
             };
             if let Err(fault) = self.apply_start(&regs) {
                 self.fault(fault);
@@ -290,20 +295,54 @@ impl Vcpu {
         }
     }
 
-    /// Parks until a start request arrives (`None`: the VM ended).
-    fn wait_for_start(&self) -> Option<StartRegs> {
-        let shared = self.shared();
-        let mut state = lock(&shared.state);
+    /// Parks until a start request arrives (`None`: the VM ended), joining a migration while
+    /// parked.
+    fn wait_for_start(&mut self) -> Result<Option<StartRegs>, Fault> {
         loop {
-            if self.ctl.is_ended() {
-                return None;
+            {
+                let shared = self.shared();
+                let mut state = lock(&shared.state);
+                loop {
+                    if self.ctl.is_ended() {
+                        return Ok(None);
+                    }
+                    if let State::Start(regs) = *state {
+                        *state = State::Running;
+                        return Ok(Some(regs));
+                    }
+                    if self.ctl.shared.migration.pending() {
+                        break;
+                    }
+                    state = wait(&shared.wake, state);
+                }
             }
-            if let State::Start(regs) = *state {
-                *state = State::Running;
-                return Some(regs);
-            }
-            state = wait(&shared.wake, state);
+            self.migration_point()?;
         }
+    }
+
+    /// Joins a pending migration (see [`super::migrate`]): afterwards this thread runs the
+    /// new VM's vCPU, with this one's state.
+    fn migration_point(&mut self) -> Result<(), Fault> {
+        let Some(mut new) =
+            super::migrate::migration_point(&self.ctl, self.index, &mut self.fd, self.sync_regs)?
+        else {
+            return Ok(());
+        };
+        // The kick handler runs on this thread, so once the pointer is replaced it never
+        // touches the old `kvm_run` again.
+        KVM_RUN.with(|p| p.set(new.get_kvm_run() as *mut kvm_run));
+        drop(std::mem::replace(&mut self.fd, new));
+        if self.sync_regs {
+            self.fd.set_sync_valid_reg(SyncReg::Register);
+            self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
+        }
+        if self.stepping || self.window_stepping {
+            super::step::set_stepping(&self.fd, true);
+        }
+        if let Some(stats) = self.ctl.shared.stats.get(self.index as usize) {
+            *lock(stats) = super::stats::StatsFile::open(&self.fd);
+        }
+        Ok(())
     }
 
     /// The general registers after an exit.
@@ -462,6 +501,9 @@ impl Vcpu {
         loop {
             if self.ctl.is_ended() {
                 return LoopEnd::Ended;
+            }
+            if let Err(fault) = self.migration_point() {
+                return self.fault(fault);
             }
             self.fd.set_kvm_immediate_exit(0);
             let kicks = self.shared().kicks.load(Ordering::SeqCst);
@@ -714,12 +756,21 @@ impl Vcpu {
         if self.fd.get_kvm_run().ready_for_interrupt_injection == 0 {
             return Ok(());
         }
-        let shared = self.shared();
-        let mut state = lock(&shared.state);
-        while !shared.any_pending() && !self.ctl.is_ended() {
-            state = wait(&shared.wake, state);
+        loop {
+            {
+                let shared = self.shared();
+                let mut state = lock(&shared.state);
+                let migrating = || self.ctl.shared.migration.pending();
+                while !shared.any_pending() && !self.ctl.is_ended() && !migrating() {
+                    state = wait(&shared.wake, state);
+                }
+                if !migrating() {
+                    return Ok(());
+                }
+            }
+            // Still halted once the VM has migrated.
+            self.migration_point()?;
         }
-        Ok(())
     }
 
     fn internal_error(&mut self) -> Fault {

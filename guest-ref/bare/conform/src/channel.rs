@@ -324,3 +324,16 @@ pub fn end(test: &str) -> ! {
     }
     halt_forever()
 }
+
+/// Asks the host for a host event (`REQUEST <event>`: `migrate` or `tsc-offset`), written out
+/// at once. A host that performs it does so before this vCPU runs guest code again, and
+/// writes its own `DONE <event>` line; the guest cannot see that line, so its checks after
+/// the request are valid whether or not the event happened, and the runner turns those that
+/// cite only the event's rules into N/A or SKIP when the host did not perform it.
+#[allow(dead_code)] // Only the tests of host events ask for one.
+pub fn request(event: &str) {
+    push(b"pvabi-conform: REQUEST ");
+    push(event.as_bytes());
+    push(b"\n");
+    flush();
+}
