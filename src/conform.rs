@@ -275,7 +275,7 @@ pub const TESTS: &[TestInfo] = &[
     },
     TestInfo {
         name: "migrate",
-        what: "host events asked for over the verdict channel (REQUEST tsc-offset, REQUEST migrate): the time page up to date right after each and kept current after the migration, the negotiated version, granted features, a granted and an ungranted call and NEGOTIATE's lock kept across the migration; the clause of PVABI-TIME-010 about a step of the wall clock cannot be triggered and is not covered, and an event the host does not perform leaves its checks N/A (PVABI-VER-013) or SKIP (PVABI-TIME-010)",
+        what: "host events asked for over the verdict channel (REQUEST tsc-offset, REQUEST migrate): the time page up to date right after each and kept current after the migration, the negotiated version, granted features, a granted and an ungranted call and NEGOTIATE's lock kept across the migration; an event the host does not perform leaves its checks N/A (PVABI-VER-013, and PVABI-TIME-010's clause about it). Not covered: PVABI-TIME-010's clause about a step of the host's wall clock, which no guest can ask for",
         image: pvabi_guest_images::conform_migrate,
         vcpus: 2,
         host: performing_host_events,
@@ -1736,7 +1736,8 @@ for entry in @TESTS@; do
         verdict=$end
         # A test that asked for a host event the VMM did not perform (a REQUEST line with no
         # DONE line after it) reports checks whose premise did not hold; this runner cannot
-        # sort them per check (pvabi conform --host-cmd does), so a FAIL there is a SKIP.
+        # sort them per check (pvabi conform --host-cmd turns them N/A), so a FAIL there is
+        # a SKIP: never a PASS it cannot vouch for.
         if [ "$end" = FAIL ] && printf '%s\n' "$out" | grep -q '^pvabi-conform: REQUEST ' \
             && ! printf '%s\n' "$out" | grep -q '^pvabi-conform: DONE '; then
             verdict=SKIP; echo "    the VMM performed no host event the test asked for (no DONE line)"

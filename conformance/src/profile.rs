@@ -129,7 +129,7 @@ pub struct RebootClaim {
 
 /// The host events an implementation performs on request (the channel's `REQUEST <event>`,
 /// [`crate::channel::HOST_EVENTS`]). A test whose request the host did not perform leaves the
-/// rules of the event N/A or SKIP; a claimed event that a test asked for and the host did not
+/// rules of the event N/A; a claimed event that a test asked for and the host did not
 /// perform (no `DONE` line) is a FAIL of the claim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,9 +283,12 @@ impl Profile {
         for name in p.host_events.iter().flat_map(|h| &h.performed) {
             if !crate::channel::HOST_EVENTS
                 .iter()
-                .any(|(e, _, _)| e == name)
+                .any(|(e, _)| e == name)
             {
-                let known: Vec<&str> = crate::channel::HOST_EVENTS.iter().map(|e| e.0).collect();
+                let known: Vec<&str> = crate::channel::HOST_EVENTS
+                    .iter()
+                    .map(|&(e, _)| e)
+                    .collect();
                 return Err(ProfileError::Value {
                     field: "host_events.performed".into(),
                     value: name.clone(),
