@@ -281,10 +281,7 @@ impl Profile {
             }
         }
         for name in p.host_events.iter().flat_map(|h| &h.performed) {
-            if !crate::channel::HOST_EVENTS
-                .iter()
-                .any(|(e, _)| e == name)
-            {
+            if !crate::channel::HOST_EVENTS.iter().any(|(e, _)| e == name) {
                 let known: Vec<&str> = crate::channel::HOST_EVENTS
                     .iter()
                     .map(|&(e, _)| e)
