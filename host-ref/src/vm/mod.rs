@@ -89,6 +89,8 @@ mod error;
 #[cfg(test)]
 mod irqchip_probe;
 mod loader;
+#[cfg(test)]
+mod mmio_probe;
 mod stats;
 mod step;
 #[cfg(any(test, feature = "test-util"))]
