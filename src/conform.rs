@@ -786,6 +786,14 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         "the guest registered no time page (or it was never refreshed)",
     ),
     (
+        guest_check::EVT_010,
+        "events_read_before_head_moves_past_them",
+        "no event-queue entry was consumed (a store of `head` past it) while the checking host \
+         watched the queue's page: it takes the page out of the guest's memory map from \
+         EVENTS_SET_QUEUE on, so that every guest access to it exits, for the queue's first \
+         entries and within a budget of accesses per run",
+    ),
+    (
         guest_check::EVT_025,
         "event_head_never_past_tail",
         "no event was posted to a registered queue",
@@ -817,6 +825,14 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
         guest_check::RING_028,
         "no_submission_into_a_full_ring",
         "the host made no pass over a ring of the guest",
+    ),
+    (
+        guest_check::RING_006,
+        "completions_read_before_head_moves_past_them",
+        "no completion was consumed (a store of the completion ring's `head` past it) while the \
+         checking host watched the completion ring's page: it takes the page out of the guest's \
+         memory map from RING_SETUP on, so that every guest access to it exits, for the ring's \
+         first completions and within a budget of accesses per run",
     ),
     (
         guest_check::RING_029,
@@ -1429,13 +1445,22 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
         }
     }
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
+    // What watching the guest cost it: the instructions its step windows single-stepped
+    // (DEFER-001, RING-001) and its accesses to watched pages (EVT-010, RING-006).
+    let info = [
+        ("step_window_steps", seen.step_windows.1.to_string()),
+        ("watched_page_accesses", seen.watched_accesses.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     TestResult {
         test: GUEST_TEST.to_owned(),
         verdict: worst,
         checks,
         reason: None,
         end: run_end(&outcome.end),
-        info: Default::default(),
+        info,
     }
 }
 

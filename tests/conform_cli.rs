@@ -697,19 +697,43 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
     // The fifth careless guest stores the deferred queue's and the submission ring's `tail`
     // before it writes the entry there, at CPL0: the checking host's step windows (it
     // single-steps the vCPU after DEFER_SET_QUEUE and RING_SETUP) see each entry change after
-    // its publication; everything else it does right, and both entries are complete by the
-    // time the host consumes them, so it still shuts down with 0.
+    // its publication. It also stores the completion ring's and the event queue's `head` past
+    // two entries before it reads them: the checking host, which watches those pages (every
+    // guest access to them exits), sees both entries released unread and then read late.
+    // Everything else it does right, and every entry is complete by the time it is consumed
+    // (and not overwritten before the late reads), so it still shuts down with 0.
     let order = GuestRun::of(&["careless-order"]);
     assert_eq!(order.code, Some(5), "{:#?}", order.checks);
     assert_eq!(
         order.with("FAIL"),
         [
+            "guest.events_read_before_head_moves_past_them",
             "guest.deferred_entries_written_before_tail",
+            "guest.completions_read_before_head_moves_past_them",
             "guest.submissions_written_before_tail",
         ],
         "{:#?}",
         order.checks
     );
+    for (name, entry, ring) in [
+        (
+            "guest.events_read_before_head_moves_past_them",
+            "event-queue entry 0 (slot 0)",
+            "the event queue's",
+        ),
+        (
+            "guest.completions_read_before_head_moves_past_them",
+            "completion 0 (slot 0)",
+            "the completion ring's",
+        ),
+    ] {
+        let m = order.message(name);
+        assert!(
+            m.contains(&format!("{entry}: the guest stored 2 to {ring} `head`, past the entry, without having read any of its bytes"))
+                && m.contains("(4 times)"),
+            "{m}"
+        );
+    }
     for (name, queue) in [
         (
             "guest.deferred_entries_written_before_tail",
@@ -725,11 +749,14 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
             "{m}"
         );
     }
-    // The demo guest (on one vCPU too) writes its entries first: both rules PASS, exercised.
+    // The demo guest (on one vCPU too) writes its entries first and reads its events and
+    // completions before storing `head`: the four rules PASS, exercised.
     let one = GuestRun::of(&["demo"]);
     for name in [
         "guest.deferred_entries_written_before_tail",
         "guest.submissions_written_before_tail",
+        "guest.events_read_before_head_moves_past_them",
+        "guest.completions_read_before_head_moves_past_them",
     ] {
         assert_eq!(one.verdict(name), "PASS", "{name}: {:#?}", one.checks);
     }

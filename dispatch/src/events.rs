@@ -16,6 +16,7 @@ use pvabi_abi::status::Status;
 use zerocopy::IntoBytes;
 
 use crate::faults::injected;
+use crate::guest_check::Consumed;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{EventQueue, Inner, Owner, VcpuState};
@@ -81,6 +82,10 @@ fn set_queue<M: Machine>(
     };
     if let Some(old) = old {
         write_lock(&h.vm).release(old.gpa, owner);
+    }
+    if let Some(c) = &h.checker {
+        // The checking host watches every access to the new page (EVT-010).
+        h.watch_consumed_queue(c, vcpu, Consumed::Events, page);
     }
     done(&[])
 }
@@ -150,6 +155,14 @@ impl<M: Machine> Inner<M> {
                             + EVENT_QUEUE_ENTRIES_OFFSET
                             + u64::from(q.tail % EVENT_QUEUE_CAPACITY) * EVENT_SIZE;
                         guest_mem::write(mem, slot_gpa, event.as_bytes());
+                        if let Some(c) = &self.checker {
+                            c.consumed_published(
+                                target,
+                                Consumed::Events,
+                                q.tail,
+                                q.tail.wrapping_add(1),
+                            );
+                        }
                         q.tail = q.tail.wrapping_add(1);
                         // The entry is written before the tail that publishes it.
                         guest_mem::store_u32(mem, q.gpa + TAIL, q.tail);

@@ -43,6 +43,9 @@ pub struct FakeMachine<B: Bitmap + 'static = ()> {
     /// Pages the test said the guest wrote since the last [`Machine::guest_written_pages`]
     /// (`None`: the test never did, and the machine cannot see guest writes).
     guest_writes: Mutex<Option<std::collections::BTreeSet<u64>>>,
+    /// The pages [`Machine::watch_pages`] watches (`None`: the test did not allow watching,
+    /// and the machine cannot watch pages).
+    watched: Mutex<Option<std::collections::BTreeSet<u64>>>,
 }
 
 impl<B: Bitmap + 'static> std::fmt::Debug for FakeMachine<B> {
@@ -116,7 +119,22 @@ impl<B: Bitmap + 'static> FakeMachine<B> {
             refuse_starts: Mutex::new(None),
             start_hook: Mutex::new(None),
             guest_writes: Mutex::new(None),
+            watched: Mutex::new(None),
         }
+    }
+
+    /// Lets the machine watch pages ([`Machine::watch_pages`]), as a VMM that can report
+    /// every guest access to them; the test then plays the guest's accesses to
+    /// [`Dispatcher::watched_access`](crate::Dispatcher::watched_access) itself.
+    pub fn allow_watching(&self) {
+        lock(&self.watched).get_or_insert_with(Default::default);
+    }
+
+    /// The pages watched now, in address order (empty when watching is not allowed).
+    pub fn watched_pages(&self) -> Vec<u64> {
+        lock(&self.watched)
+            .as_ref()
+            .map_or_else(Vec::new, |w| w.iter().copied().collect())
     }
 
     /// What the machine was asked so far.
@@ -181,6 +199,23 @@ impl<B: Bitmap + Send + Sync + 'static> Machine for FakeMachine<B> {
             let _ = self.memory.write_slice(&zero, GuestAddress(gpa));
         }
         self.log().released.extend_from_slice(gpas);
+    }
+
+    fn watch_pages(&self, gpa: u64, pages: u64) -> bool {
+        let mut watched = lock(&self.watched);
+        let Some(w) = watched.as_mut() else {
+            return false;
+        };
+        w.extend((0..pages).map(|p| gpa + p * 4096));
+        true
+    }
+
+    fn unwatch_pages(&self, gpa: u64, pages: u64) {
+        if let Some(w) = lock(&self.watched).as_mut() {
+            for p in 0..pages {
+                w.remove(&(gpa + p * 4096));
+            }
+        }
     }
 
     fn guest_written_pages(&self, gpas: &[u64]) -> Option<Vec<u64>> {

@@ -23,6 +23,7 @@
 //! | [`MEM_019`] | a call naming a page MEM_BALLOON_RELEASE released and no MEM_BALLOON_RECLAIM took back: its memory block, the page it registers, the entry of MEM_UPDATE_PTE (in any context), a page of a MEM_SHARE range |
 //! | [`MEM_022`] | MEM_UPDATE_PTE of an entry in the PML5 table while the vCPU uses 5-level paging: EFER.LMA and CR4.LA57 set and the entry in the page CR3 names (bits 51:12; the PCID bits 11:0 are no part of it), in the paging state [`Dispatcher::check_exit`](crate::Dispatcher::check_exit) last reported for the vCPU the call runs for. For a direct call, a MULTICALL entry and a deferred entry (drained only at a call of the queue's owner) that is the state at the call's own exit; for a ring submission, the ring owner's state at its last exit, whichever vCPU notified (or the poller) |
 //! | [`CONV_025`] | a host-owned field of the time page that differs, at the next refresh, from what the host last wrote there (`sequence`, `flags`, the TSC fields, the reserved words) |
+//! | [`EVT_010`] | on the event queue's watched page (below): a store of `head` past an entry that no guest load had touched since the host wrote it, or a load of an entry after a store of `head` past it (before the host writes the slot again) |
 //! | [`EVT_025`] | an event-queue `head` past `tail` (`tail - head` beyond the capacity) when the host posts an event |
 //! | [`EVT_011`] | VCPU_HALT while `interrupt_pending` is 0 and an entry of an unmasked kind waits in the queue: the guest re-armed the interrupt without looking at `tail` again (read under the vCPU's event lock, so a post in flight is never mistaken for it) |
 //! | [`DEFER_013`] | a deferred queue with `tail - head` beyond the capacity at a drain point |
@@ -30,6 +31,7 @@
 //! | [`DEFER_001`] | in a step window (below), a deferred-queue entry that changed after `tail` had moved past it and before the host ran it |
 //! | [`RING_028`] | a submission ring with `tail - head` beyond the capacity |
 //! | [`RING_001`] | in a step window, a submission-ring entry that changed after `tail` had moved past it and before the host consumed it |
+//! | [`RING_006`] | the same as EVT-010 for the completion ring's watched page and its completions |
 //! | [`RING_029`] | a completion ring whose `head` is past its `tail` |
 //! | [`RING_008`] | at the end of the run, a DOORBELL-mode ring with submissions waiting and completion room, whose submission `tail` or completion `head` moved after the guest's last notify |
 //! | [`RING_010`] | the same for a HOST_POLLED ring whose poller sleeps (`SQ_NEED_WAKEUP` set) |
@@ -51,6 +53,20 @@
 //! or [`STEP_TIME_BUDGET`] of stepping per run. A VMM that cannot single-step leaves both
 //! rules "not exercised".
 //!
+//! EVT-010 and RING-006 are about the order of the guest's own loads and stores, on the
+//! pages the host produces into: the host asks the machine to *watch* the page of each event
+//! queue (from EVENTS_SET_QUEUE) and completion ring (from RING_SETUP)
+//! ([`Machine::watch_pages`](crate::Machine::watch_pages): the reference host takes it out
+//! of the guest's memory map, so that every guest access to it exits), and the VMM reports
+//! each access, in order ([`Dispatcher::watched_access`](crate::Dispatcher::watched_access));
+//! the host itself marks each entry it writes before the `tail` store that publishes it
+//! (module `consume`: what counts as reading an entry, and what cannot be seen). A watch
+//! ends when the queue is unregistered or replaced, once it has checked
+//! [`CONSUME_WATCH_ENTRIES`] entries, and for every queue once the run has had
+//! [`ACCESS_BUDGET`] watched accesses (no new one starts then); a machine that cannot watch
+//! pages leaves both rules "not exercised". An access to a watched page does not end a step
+//! window.
+//!
 //! The checking host is demanding but legal. Besides preempting every batch and leaving the
 //! time page torn, it raises each registered event queue's interrupt spuriously (with no new
 //! entry, following the `interrupt_pending` protocol, while no kind is masked and never at
@@ -64,6 +80,7 @@
 
 use std::collections::BTreeMap;
 
+mod consume;
 pub mod identity;
 mod order;
 
@@ -115,6 +132,8 @@ pub const MEM_019: &str = "PVABI-MEM-019";
 pub const MEM_022: &str = "PVABI-MEM-022";
 /// CONV-025: no guest write to the host's fields of a host-owned page.
 pub const CONV_025: &str = "PVABI-CONV-025";
+/// EVT-010: an event-queue entry read before `head` moves past it.
+pub const EVT_010: &str = "PVABI-EVT-010";
 /// EVT-025: the event queue's `head` never past `tail`.
 pub const EVT_025: &str = "PVABI-EVT-025";
 /// EVT-011: clear `interrupt_pending`, barrier, look at `tail` again.
@@ -129,6 +148,8 @@ pub const DEFER_001: &str = "PVABI-DEFER-001";
 pub const RING_001: &str = "PVABI-RING-001";
 /// RING-028: no submission into a full ring.
 pub const RING_028: &str = "PVABI-RING-028";
+/// RING-006: a completion read before the completion ring's `head` moves past it.
+pub const RING_006: &str = "PVABI-RING-006";
 /// RING-029: the completion ring's `head` never past its `tail`.
 pub const RING_029: &str = "PVABI-RING-029";
 /// RING-008: notify in DOORBELL mode.
@@ -147,11 +168,11 @@ pub const SYS_007: &str = "PVABI-SYS-007";
 pub const BASE_017: &str = "PVABI-BASE-017";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 31] = [
+pub const RULES: [&str; 33] = [
     CONV_012, CONV_030, PLAT_008, MEM_006, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009,
-    BATCH_019, TIME_014, CONV_006, TIME_025, MEM_019, MEM_022, CONV_025, EVT_025, EVT_011,
-    DEFER_013, DEFER_002, DEFER_001, RING_028, RING_029, RING_001, RING_008, RING_010, VCPU_020,
-    VER_014, COMPAT_001, SYS_007, BASE_017,
+    BATCH_019, TIME_014, CONV_006, TIME_025, MEM_019, MEM_022, CONV_025, EVT_010, EVT_025, EVT_011,
+    DEFER_013, DEFER_002, DEFER_001, RING_028, RING_006, RING_029, RING_001, RING_008, RING_010,
+    VCPU_020, VER_014, COMPAT_001, SYS_007, BASE_017,
 ];
 
 /// How many entries of one registered queue a watch compares between two looks before it
@@ -163,6 +184,16 @@ pub const WATCH_ENTRIES: u32 = 4;
 pub const STEP_BUDGET: u64 = 20_000;
 /// The most wall-clock time the step windows of one run stay open, all vCPUs together.
 pub const STEP_TIME_BUDGET: Duration = Duration::from_secs(1);
+
+/// How many entries of one registered event queue or completion ring a watch of its page
+/// checks (a store of `head` moved past them) before it ends: enough for a guest's first
+/// drains, few enough that a guest that keeps its queue for the whole run is not slowed for
+/// long.
+pub const CONSUME_WATCH_ENTRIES: u32 = 16;
+/// The most guest accesses to watched pages one run reports, all pages together: then every
+/// watch ends (at ~10 us an access from CPL0 and ~60 us from CPL3 on PVM, 0.2 to 1.2 s), so
+/// that a guest that polls a ring at CPL3 is not slowed for the whole run.
+pub const ACCESS_BUDGET: u64 = 20_000;
 
 /// The rules of [`RULES`] whose level is SHOULD or MAY: a violation of one is a warning.
 pub const ADVISORY: [&str; 4] = [VER_014, COMPAT_001, SYS_007, BASE_017];
@@ -211,13 +242,15 @@ impl HostConfig {
     /// ([`SPURIOUS_PERIOD`]), and puts its CPUID leaves one base up behind another signature
     /// and its ports off the defaults ([`CHECKING_CPUID_BASE`], [`CHECKING_DOORBELL_PORT`]).
     ///
-    /// Four guest rules need the VMM's help, which the reference host's runner gives a
+    /// Eight guest rules need the VMM's help, which the reference host's runner gives a
     /// checking dispatcher (and no other): [`Doorbell::string_element`](crate::Doorbell) with
     /// [`HostConfig::vmm_marks_string_outputs`] for
     /// CONV-030, [`Dispatcher::check_exit`](crate::Dispatcher::check_exit) at every exit for
-    /// PLAT-008 and MEM-022, and [`Machine::guest_written_pages`](crate::Machine::guest_written_pages)
-    /// (KVM's dirty-page log) for MEM-006. A VMM that gives none of them leaves those rules
-    /// "not exercised".
+    /// PLAT-008 and MEM-022, [`Machine::guest_written_pages`](crate::Machine::guest_written_pages)
+    /// (KVM's dirty-page log) for MEM-006, the step windows for DEFER-001 and RING-001, and
+    /// [`Machine::watch_pages`](crate::Machine::watch_pages) with
+    /// [`Dispatcher::watched_access`](crate::Dispatcher::watched_access) for EVT-010 and
+    /// RING-006. A VMM that gives none of them leaves those rules "not exercised".
     pub fn checking() -> HostConfig {
         let base = HostConfig::default();
         let mut features = base.features.clone();
@@ -271,6 +304,8 @@ pub struct GuestCheckReport {
     /// The step windows (DEFER-001, RING-001): how many were opened, and the instructions
     /// they single-stepped.
     pub step_windows: (u64, u64),
+    /// Guest accesses to watched pages reported (EVT-010, RING-006).
+    pub watched_accesses: u64,
 }
 
 /// A batch (MULTICALL or MULTICALL_PAGES) the host preempted, waiting for the guest to
@@ -371,6 +406,72 @@ pub(crate) struct GuestChecker {
     /// `None` if it used 4-level paging (or was not in long mode, or has not exited yet)
     /// (MEM-022).
     pml5_tables: Vec<std::sync::Mutex<Option<(u64, u64)>>>,
+    /// The watched pages of the queues the guest consumes (EVT-010, RING-006); taken before
+    /// `state`, never while holding it.
+    consumed: std::sync::Mutex<PageWatches>,
+}
+
+/// A queue the guest consumes and the host produces, watched page by page (EVT-010, RING-006).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Consumed {
+    /// A vCPU's event queue.
+    Events,
+    /// A vCPU's completion ring.
+    Completions,
+}
+
+impl Consumed {
+    fn layout(self) -> consume::Layout {
+        match self {
+            Consumed::Events => consume::Layout {
+                capacity: EVENT_QUEUE_CAPACITY,
+                entry_size: EQ_EVENT_SIZE,
+                entries_at: EVENT_QUEUE_ENTRIES_OFFSET,
+                head_at: EQ_HEAD,
+            },
+            Consumed::Completions => consume::Layout {
+                capacity: RING_CQ_CAPACITY,
+                entry_size: std::mem::size_of::<pvabi_abi::batch::CompletionEntry>() as u64,
+                entries_at: RING_ENTRIES_OFFSET,
+                head_at: RING_HEAD,
+            },
+        }
+    }
+
+    /// The offset of `head` in the page.
+    pub(crate) fn head_at(self) -> u64 {
+        self.layout().head_at
+    }
+
+    fn rule(self) -> &'static str {
+        match self {
+            Consumed::Events => EVT_010,
+            Consumed::Completions => RING_006,
+        }
+    }
+
+    fn what(self) -> (&'static str, &'static str) {
+        match self {
+            Consumed::Events => ("event-queue entry", "the event queue's"),
+            Consumed::Completions => ("completion", "the completion ring's"),
+        }
+    }
+}
+
+/// One watched page.
+#[derive(Debug)]
+struct PageWatch {
+    vcpu: u32,
+    queue: Consumed,
+    watch: consume::ConsumeWatch,
+}
+
+/// Every watched page of the run.
+#[derive(Debug, Default)]
+struct PageWatches {
+    pages: BTreeMap<u64, PageWatch>,
+    /// Accesses reported, all pages together ([`ACCESS_BUDGET`]).
+    accesses: u64,
 }
 
 const MAX_KEPT: u64 = 64;
@@ -416,6 +517,7 @@ impl GuestChecker {
             watching: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             windows: Default::default(),
             pml5_tables: (0..vcpus).map(|_| Default::default()).collect(),
+            consumed: Default::default(),
         }
     }
 
@@ -866,6 +968,116 @@ impl GuestChecker {
         }
     }
 
+    /// Ends the watch of `vcpu`'s `queue`, if one is armed: its page, which the caller
+    /// unwatches.
+    pub(crate) fn unwatch_consumed(&self, vcpu: u32, queue: Consumed) -> Option<u64> {
+        let mut w = lock(&self.consumed);
+        let page = w
+            .pages
+            .iter()
+            .find(|(_, p)| p.vcpu == vcpu && p.queue == queue)
+            .map(|(page, _)| *page)?;
+        w.pages.remove(&page);
+        Some(page)
+    }
+
+    /// Whether a new watch may start ([`ACCESS_BUDGET`] not spent).
+    pub(crate) fn may_watch_consumed(&self) -> bool {
+        lock(&self.consumed).accesses < ACCESS_BUDGET
+    }
+
+    /// Arms the watch of `page`, the machine now watching it, as `vcpu`'s `queue`, whose
+    /// `head` is `head`.
+    pub(crate) fn watch_consumed(&self, vcpu: u32, queue: Consumed, page: u64, head: u32) {
+        lock(&self.consumed).pages.insert(
+            page,
+            PageWatch {
+                vcpu,
+                queue,
+                watch: consume::ConsumeWatch::new(queue.layout(), head),
+            },
+        );
+    }
+
+    /// The host has written entries `from..to` (free-running indices) of `vcpu`'s `queue` and
+    /// is about to store the `tail` that publishes them.
+    pub(crate) fn consumed_published(&self, vcpu: u32, queue: Consumed, from: u32, to: u32) {
+        let mut w = lock(&self.consumed);
+        if let Some(p) = w
+            .pages
+            .values_mut()
+            .find(|p| p.vcpu == vcpu && p.queue == queue)
+        {
+            let mut i = from;
+            while i != to {
+                p.watch.published(i);
+                i = i.wrapping_add(1);
+            }
+        }
+    }
+
+    /// A guest access of `vcpu` to a watched page at `gpa` (a load that returned `data`, or a
+    /// store of `data`): the pages whose watch ended with it (its queue had
+    /// [`CONSUME_WATCH_ENTRIES`] entries checked, or the run's [`ACCESS_BUDGET`] is spent),
+    /// which the caller unwatches.
+    pub(crate) fn consumed_access(
+        &self,
+        vcpu: u32,
+        gpa: u64,
+        data: &[u8],
+        write: bool,
+    ) -> Vec<u64> {
+        let page = gpa & !(PAGE_SIZE - 1);
+        let mut w = lock(&self.consumed);
+        w.accesses += 1;
+        let mut ended = Vec::new();
+        if let Some(p) = w.pages.get_mut(&page) {
+            let before = p.watch.checked;
+            let found = p.watch.access(gpa - page, data, write);
+            self.consumed_seen(vcpu, p.queue, p.watch.checked - before, &found);
+            if p.watch.checked >= CONSUME_WATCH_ENTRIES {
+                ended.push(page);
+            }
+        }
+        for p in &ended {
+            w.pages.remove(p);
+        }
+        if w.accesses >= ACCESS_BUDGET {
+            ended.extend(std::mem::take(&mut w.pages).into_keys());
+        }
+        ended
+    }
+
+    /// Records what an access to `queue` showed: `checked` entries checked (each an exercise of
+    /// its rule) and what was wrong.
+    fn consumed_seen(&self, vcpu: u32, queue: Consumed, checked: u32, found: &[consume::Finding]) {
+        if checked == 0 && found.is_empty() {
+            return;
+        }
+        let rule = queue.rule();
+        let (entry, ring) = queue.what();
+        let mut s = lock(&self.state);
+        for _ in 0..checked {
+            s.exercised(rule);
+        }
+        for f in found {
+            let what = match *f {
+                consume::Finding::Unread { index, slot, head } => format!(
+                    "{entry} {index} (slot {slot}): the guest stored {head} to {ring} `head`, \
+                     past the entry, without having read any of its bytes since the host wrote \
+                     it (every access to the page watched): read the entry first, then store an \
+                     index past it to `head` (with release ordering)"
+                ),
+                consume::Finding::ReadAfterRelease { index, slot } => format!(
+                    "{entry} {index} (slot {slot}) read after the guest had stored to {ring} \
+                     `head` an index past it: from that store on the host may write the next \
+                     entry into the slot; copy all of the entry you need before storing `head`"
+                ),
+            };
+            s.violated(rule, vcpu, None, what);
+        }
+    }
+
     /// The report so far; a batch still waiting to be resumed counts in it as abandoned
     /// (the guest may yet resume it: the count is of this moment).
     pub(crate) fn report(&self) -> GuestCheckReport {
@@ -879,6 +1091,7 @@ impl GuestChecker {
             self.windows[0].load(Ordering::Relaxed),
             self.windows[1].load(Ordering::Relaxed),
         );
+        now.report.watched_accesses = lock(&self.consumed).accesses;
         for (vcpu, p) in s.preempted.iter().enumerate() {
             if let Some(p) = p {
                 now.violated(
@@ -1431,6 +1644,44 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
                 })
             };
             look_at(c, vcpu, RING_001, &mut w.ring, look);
+        }
+    }
+
+    /// `vcpu` registered `queue` at `page` (`None`: unregistered it, or the registration was
+    /// undone): the watch of the old page ends, and one of the new page starts if the run's
+    /// budget is not spent and the machine can watch pages (EVT-010, RING-006).
+    pub(crate) fn watch_consumed_queue(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        queue: Consumed,
+        page: Option<u64>,
+    ) {
+        if let Some(old) = c.unwatch_consumed(vcpu, queue) {
+            self.machine.unwatch_pages(old, 1);
+        }
+        let Some(page) = page else {
+            return;
+        };
+        if c.may_watch_consumed() && self.machine.watch_pages(page, 1) {
+            let head = crate::guest_mem::load_u32(self.machine.memory(), page + queue.head_at())
+                .unwrap_or(0);
+            c.watch_consumed(vcpu, queue, page, head);
+        }
+    }
+
+    /// A guest access to a watched page ([`crate::Dispatcher::watched_access`]); ends the
+    /// watches it ends.
+    pub(crate) fn watched_access(
+        &self,
+        c: &GuestChecker,
+        vcpu: u32,
+        gpa: u64,
+        data: &[u8],
+        write: bool,
+    ) {
+        for page in c.consumed_access(vcpu, gpa, data, write) {
+            self.machine.unwatch_pages(page, 1);
         }
     }
 

@@ -712,6 +712,18 @@ impl<M: Machine> Dispatcher<M> {
         }
     }
 
+    /// A guest access to a page the dispatcher asked the machine to watch
+    /// ([`Machine::watch_pages`]): `vcpu` loaded `data` from `gpa`, or stored `data` there
+    /// (`write`), and the access has been performed. In checking mode the checker sees from
+    /// these the order of the guest's reads of an event-queue or completion-ring entry and its
+    /// store of `head` (PVABI-EVT-010, PVABI-RING-006: see [`guest_check`]); otherwise it does
+    /// nothing. Call it on the vCPU's thread, before the vCPU goes on.
+    pub fn watched_access(&self, vcpu: u32, gpa: u64, data: &[u8], write: bool) {
+        if let Some(c) = &self.inner.checker {
+            self.inner.watched_access(c, vcpu, gpa, data, write);
+        }
+    }
+
     /// What the guest checker saw (`None` unless [`HostConfig::check_guest`] is set): the
     /// guest rules the guest broke, and how often it exercised each. A batch still waiting to
     /// be resumed counts as abandoned.

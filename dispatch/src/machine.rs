@@ -49,6 +49,20 @@ pub trait Machine: Send + Sync + 'static {
         None
     }
 
+    /// For the checking host (PVABI-EVT-010, PVABI-RING-006): from now on, makes every guest
+    /// access to the `pages` pages from `gpa` (4 KiB-aligned, in RAM) reach
+    /// [`Dispatcher::watched_access`](crate::Dispatcher::watched_access), in the order each vCPU
+    /// makes them and before the vCPU goes on, while the access itself behaves as before.
+    /// Returns whether it does; `false` (the default) if the machine cannot watch pages. The
+    /// dispatcher calls it only in checking mode, for pages it owns, from any thread (a vCPU's
+    /// own call included).
+    fn watch_pages(&self, _gpa: u64, _pages: u64) -> bool {
+        false
+    }
+
+    /// Ends [`watch_pages`](Self::watch_pages) for those pages (the default does nothing).
+    fn unwatch_pages(&self, _gpa: u64, _pages: u64) {}
+
     /// The vCPUs' time-stamp counter now, read without stopping any vCPU, or `None` (the
     /// default) if the machine cannot read it or the counters do not advance at one constant
     /// rate from a common origin on every vCPU (PVABI-TIME-011). With `Some`, the dispatcher

@@ -25,6 +25,7 @@ use zerocopy::{IntoBytes, TryFromBytes};
 
 use crate::check::Ctx;
 use crate::faults::injected;
+use crate::guest_check::Consumed;
 use crate::guest_mem;
 use crate::machine::Machine;
 use crate::state::{Inner, Owner, Ring};
@@ -133,6 +134,8 @@ fn setup<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
         // The checking host watches the new submission ring's stores in step windows
         // (RING-001).
         c.watch_ring(vcpu, new.map(|r| r.generation));
+        // ... and every access to the new completion-ring page (RING-006).
+        h.watch_consumed_queue(c, vcpu, Consumed::Completions, new.map(|r| r.cq));
     }
     if let Some(old) = old {
         if let Some(c) = &h.checker {
@@ -156,6 +159,10 @@ fn setup<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
                 let mut vm = write_lock(&h.vm);
                 vm.release(sq, sq_owner);
                 vm.release(cq, cq_owner);
+            }
+            drop(g);
+            if let Some(c) = &h.checker {
+                h.watch_consumed_queue(c, vcpu, Consumed::Completions, None);
             }
             return Err(s);
         }
@@ -232,6 +239,7 @@ impl<M: Machine> Inner<M> {
         }
         let mut failed = 0u64;
         let mut consumed = 0;
+        let first_completion = ring.cq_tail;
         while consumed < n {
             // Each submission is consumed only while the VM has not begun to end: a pass in
             // progress when a SYSTEM_SHUTDOWN, _REBOOT or _CRASH is handled stops at the next
@@ -262,6 +270,9 @@ impl<M: Machine> Inner<M> {
         // and its slots freed with one store of the SQ head (RING-003): each store to a line
         // the guest reads moves the line between cores, so one per pass, not one per entry.
         if n > 0 {
+            if let Some(c) = &self.checker {
+                c.consumed_published(vcpu, Consumed::Completions, first_completion, ring.cq_tail);
+            }
             cq.publish_u32(TAIL, ring.cq_tail);
             sq.publish_u32(HEAD, ring.sq_head);
         }

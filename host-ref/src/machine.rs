@@ -103,6 +103,16 @@ impl Machine for KvmMachine {
             pvabi_dispatch::HostEvent::TscOffset => false,
         }
     }
+
+    /// Watched pages ([`VmCtl::watch_pages`]); their accesses reach the dispatcher through
+    /// the runner's exit watcher, which only a checking host installs.
+    fn watch_pages(&self, gpa: u64, pages: u64) -> bool {
+        self.0.exit_watcher_set() && self.0.watch_pages(gpa, pages).is_ok()
+    }
+
+    fn unwatch_pages(&self, gpa: u64, pages: u64) {
+        let _ = self.0.unwatch_pages(gpa, pages);
+    }
 }
 
 /// The reference host's dispatcher type.

@@ -312,8 +312,8 @@ pub fn run_with_notify(
     }
 }
 
-/// The checking host's exit watcher: hands each exit's state to the dispatcher, and
-/// runs its step windows (held weakly: the dispatcher's machine holds the VM, which holds its
+/// The checking host's exit watcher: hands each exit's state and each access to a watched
+/// page to the dispatcher, and runs its step windows (held weakly: the dispatcher's machine holds the VM, which holds its
 /// watcher).
 struct CheckExits(std::sync::Weak<KvmDispatcher>);
 
@@ -335,6 +335,12 @@ impl vm::ExitWatcher for CheckExits {
     fn step_window_close(&self, vcpu: u32) {
         if let Some(d) = self.0.upgrade() {
             d.step_window_close(vcpu);
+        }
+    }
+
+    fn watched_access(&self, vcpu: u32, gpa: u64, data: &[u8], write: bool) {
+        if let Some(d) = self.0.upgrade() {
+            d.watched_access(vcpu, gpa, data, write);
         }
     }
 }

@@ -666,6 +666,15 @@ fn c_guest_breaks_no_guest_rule_under_a_checking_host() {
         assert_eq!(seen.exercised.get(rule), None, "{seen:#?}");
     }
     assert_eq!(seen.step_windows, (0, 0), "{seen:#?}");
+    // PVABI-EVT-010: the checking host watched the event queue's page (every access of the
+    // guest to it exits) and saw the C guest read each entry before storing `head` past it;
+    // PVABI-RING-006: it sets up no ring, so no completion ring was watched.
+    assert!(
+        seen.exercised.get("PVABI-EVT-010").copied().unwrap_or(0) > 0,
+        "{seen:#?}"
+    );
+    assert_eq!(seen.exercised.get("PVABI-RING-006"), None, "{seen:#?}");
+    assert!(seen.watched_accesses > 0, "{seen:#?}");
     // PVABI-MEM-022: the C guest keeps the platform's 4-level paging (no exit shows CR4.LA57),
     // so no MEM_UPDATE_PTE of it comes under the PML5 check.
     assert_eq!(seen.exercised.get("PVABI-MEM-022"), None, "{seen:#?}");

@@ -708,3 +708,244 @@ fn step_windows_and_a_host_polled_poller_that_consumes_meanwhile() {
         "{r:?}"
     );
 }
+
+impl H {
+    /// The guest (vCPU `vcpu`) loads `len` bytes at `gpa` of a watched page, as a VMM serves
+    /// and reports it: the bytes are read from RAM, then reported.
+    fn guest_load(&self, vcpu: u32, gpa: u64, len: usize) -> Vec<u8> {
+        let data = self.read_bytes(gpa, len);
+        self.d.watched_access(vcpu, gpa, &data, false);
+        data
+    }
+
+    /// The guest stores `value` at `gpa` of a watched page: written to RAM, then reported.
+    fn guest_store(&self, vcpu: u32, gpa: u64, value: &[u8]) {
+        self.write(gpa, value);
+        self.d.watched_access(vcpu, gpa, value, true);
+    }
+}
+
+/// Watched pages (EVT-010, RING-006), driven as a VMM drives them: the machine watches the
+/// event queue's page from EVENTS_SET_QUEUE on (and not once it is unregistered), and the
+/// test plays the guest's accesses to it. Reading an entry and then storing `head` passes;
+/// storing `head` past an entry not read fails, and so does reading it afterwards; a machine
+/// that cannot watch pages leaves the rule not exercised.
+#[test]
+fn watched_pages_see_an_event_consumed_before_it_was_read() {
+    use crate::guest_check::EVT_010;
+    use pvabi_abi::events::{EventQueueHeader, EVENT_QUEUE_ENTRIES_OFFSET};
+    use std::mem::offset_of;
+    let head = PAGE1 + offset_of!(EventQueueHeader, head) as u64;
+    let tail = PAGE1 + offset_of!(EventQueueHeader, tail) as u64;
+    let entry = |i: u64| PAGE1 + EVENT_QUEUE_ENTRIES_OFFSET + 16 * i;
+    let h = H::with(checking(1));
+    h.negotiate(Features::EVENTS | Features::CONSOLE);
+    // A machine that cannot watch pages: nothing is watched, nothing checked.
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1, 0x40]),
+        Status::Success
+    );
+    assert_eq!(h.status(0, Call::EventsSend, &[0, 1]), Status::Success);
+    assert_eq!(h.m.watched_pages(), [] as [u64; 0]);
+    h.write(head, &1u32);
+    assert_eq!(report(&h).exercised.get(EVT_010), None);
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[0, 0x40]),
+        Status::Success
+    );
+
+    h.m.allow_watching();
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1, 0x40]),
+        Status::Success
+    );
+    assert_eq!(h.m.watched_pages(), [PAGE1]);
+    for data in [10, 11, 12] {
+        assert_eq!(h.status(0, Call::EventsSend, &[0, data]), Status::Success);
+    }
+    // Entry 0 in order: `tail`, the entry (two 8-byte loads), then `head`.
+    assert_eq!(h.guest_load(0, tail, 4), 3u32.to_le_bytes());
+    let _ = h.guest_load(0, entry(0), 8);
+    let _ = h.guest_load(0, entry(0) + 8, 8);
+    h.guest_store(0, head, &1u32.to_le_bytes());
+    assert!(broken(&h).is_empty(), "{:?}", report(&h));
+    // Entry 1: `head` first, then the entry; entry 2: its `kind` read, then `head`, then
+    // its `data`.
+    h.guest_store(0, head, &2u32.to_le_bytes());
+    let _ = h.guest_load(0, entry(1), 16);
+    let _ = h.guest_load(0, entry(2), 4);
+    h.guest_store(0, head, &3u32.to_le_bytes());
+    let _ = h.guest_load(0, entry(2) + 8, 8);
+    let r = report(&h);
+    assert_eq!(broken(&h), [EVT_010, EVT_010, EVT_010], "{r:?}");
+    let what: Vec<&str> = r.violations.iter().map(|v| v.what.as_str()).collect();
+    assert!(
+        what[0].contains("event-queue entry 1 (slot 1): the guest stored 2 to the event queue's `head`, past the entry, without having read any of its bytes"),
+        "{what:?}"
+    );
+    assert!(what[1].contains("entry 1 (slot 1) read after"), "{what:?}");
+    assert!(what[2].contains("entry 2 (slot 2) read after"), "{what:?}");
+    assert_eq!(r.exercised[EVT_010], 3, "{r:?}");
+    assert_eq!(r.watched_accesses, 9, "{r:?}");
+    // Unregistered: the page is no longer watched, and its accesses count for nothing.
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[0, 0x40]),
+        Status::Success
+    );
+    assert_eq!(h.m.watched_pages(), [] as [u64; 0]);
+    h.guest_store(0, head, &9u32.to_le_bytes());
+    assert_eq!(report(&h).exercised[EVT_010], 3);
+
+    // Outside checking mode nothing is watched, and an access report is ignored.
+    let plain = H::ready(1);
+    plain.m.allow_watching();
+    assert_eq!(
+        plain.status(0, Call::EventsSetQueue, &[PAGE1, 0x40]),
+        Status::Success
+    );
+    assert_eq!(plain.m.watched_pages(), [] as [u64; 0]);
+    plain.d.watched_access(0, head, &[1, 0, 0, 0], true);
+    assert!(plain.d.guest_check().is_none());
+}
+
+/// The completion ring's page (RING-006): watched from RING_SETUP; completions reaped in order
+/// pass, and the watch ends once it has checked CONSUME_WATCH_ENTRIES of them, so that later
+/// accesses run at full speed (and are not judged); a careless reap before that fails.
+#[test]
+fn watched_pages_see_completions_reaped_and_the_watch_ends() {
+    use crate::guest_check::{CONSUME_WATCH_ENTRIES, RING_006};
+    use pvabi_abi::batch::{
+        CompletionEntry, RingHeader, RingMode, RingSetup, SubmissionEntry, RING_ENTRIES_OFFSET,
+    };
+    use pvabi_abi::convention::ReservedU64;
+    use std::mem::offset_of;
+    let h = H::with(checking(1));
+    h.m.allow_watching();
+    h.negotiate(Features::RING | Features::CONSOLE);
+    h.write(
+        BUF,
+        &RingSetup {
+            sq_page: PAGE2,
+            cq_page: PAGE3,
+            mode: RingMode::Doorbell,
+            flags: 0,
+            reserved: ReservedU64::Zero,
+        },
+    );
+    assert_eq!(h.status(0, Call::RingSetup, &[BUF]), Status::Success);
+    assert_eq!(h.m.watched_pages(), [PAGE3], "the completion ring only");
+    let sq_tail = PAGE2 + offset_of!(RingHeader, tail) as u64;
+    let cq_head = PAGE3 + offset_of!(RingHeader, head) as u64;
+    let cq_tail = PAGE3 + offset_of!(RingHeader, tail) as u64;
+    let sqe = |i: u32| PAGE2 + RING_ENTRIES_OFFSET + u64::from(i % 32) * 64;
+    let cqe = |i: u32| {
+        PAGE3 + RING_ENTRIES_OFFSET + u64::from(i % 64) * size_of::<CompletionEntry>() as u64
+    };
+    let submit = |from: u32, n: u32| {
+        for i in from..from + n {
+            h.write(
+                sqe(i),
+                &SubmissionEntry {
+                    user_data: u64::from(i),
+                    call: Call::VcpuInfo.code(),
+                    ..Default::default()
+                },
+            );
+        }
+        h.write(sq_tail, &(from + n));
+        assert_eq!(h.call(0, Call::RingEnter, &[]).1[0], u64::from(n));
+    };
+    // The first completion reaped carelessly: `head` first, then its `user_data`.
+    submit(0, 1);
+    assert_eq!(h.guest_load(0, cq_tail, 4), 1u32.to_le_bytes());
+    h.guest_store(0, cq_head, &1u32.to_le_bytes());
+    let _ = h.guest_load(0, cqe(0), 8);
+    // Then in order: `user_data` and `status`, then `head`, until the watch ends.
+    submit(1, CONSUME_WATCH_ENTRIES + 4);
+    for i in 1..=CONSUME_WATCH_ENTRIES + 4 {
+        let _ = h.guest_load(0, cqe(i), 8);
+        let _ = h.guest_load(0, cqe(i) + 8, 4);
+        h.guest_store(0, cq_head, &(i + 1).to_le_bytes());
+        if i + 2 == CONSUME_WATCH_ENTRIES {
+            assert_eq!(h.m.watched_pages(), [PAGE3], "still watched after {i}");
+        }
+    }
+    assert_eq!(h.m.watched_pages(), [] as [u64; 0], "the watch ended");
+    // A careless reap now is not seen: the page is RAM again.
+    submit(CONSUME_WATCH_ENTRIES + 5, 1);
+    h.guest_store(0, cq_head, &(CONSUME_WATCH_ENTRIES + 6).to_le_bytes());
+    let r = report(&h);
+    assert_eq!(broken(&h), [RING_006, RING_006], "{r:?}");
+    assert!(
+        r.violations[0]
+            .what
+            .contains("completion 0 (slot 0): the guest stored 1 to the completion ring's `head`"),
+        "{r:?}"
+    );
+    assert!(r.violations[1]
+        .what
+        .contains("completion 0 (slot 0) read after"));
+    assert_eq!(
+        r.exercised[RING_006],
+        u64::from(CONSUME_WATCH_ENTRIES),
+        "{r:?}"
+    );
+    // A new registration watches again.
+    h.write(
+        BUF,
+        &RingSetup {
+            sq_page: 0,
+            cq_page: 0,
+            mode: RingMode::Doorbell,
+            flags: 0,
+            reserved: ReservedU64::Zero,
+        },
+    );
+    assert_eq!(h.status(0, Call::RingSetup, &[BUF]), Status::Success);
+    h.write(
+        BUF,
+        &RingSetup {
+            sq_page: PAGE1,
+            cq_page: PAGE2,
+            mode: RingMode::Doorbell,
+            flags: 0,
+            reserved: ReservedU64::Zero,
+        },
+    );
+    assert_eq!(h.status(0, Call::RingSetup, &[BUF]), Status::Success);
+    assert_eq!(h.m.watched_pages(), [PAGE2]);
+}
+
+/// The run's budget of watched accesses: a guest that polls a watched page (a `tail` at
+/// CPL3, say) ends every watch after ACCESS_BUDGET accesses, and no new one starts.
+#[test]
+fn watched_pages_end_when_the_access_budget_is_spent() {
+    use crate::guest_check::ACCESS_BUDGET;
+    use pvabi_abi::events::EventQueueHeader;
+    use std::mem::offset_of;
+    let tail = PAGE1 + offset_of!(EventQueueHeader, tail) as u64;
+    let h = H::with(checking(2));
+    h.m.allow_watching();
+    h.negotiate(Features::EVENTS | Features::CONSOLE);
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE1, 0x40]),
+        Status::Success
+    );
+    assert_eq!(
+        h.status(1, Call::EventsSetQueue, &[PAGE2, 0x40]),
+        Status::Success
+    );
+    assert_eq!(h.m.watched_pages(), [PAGE1, PAGE2]);
+    for _ in 1..ACCESS_BUDGET {
+        let _ = h.guest_load(0, tail, 4);
+    }
+    assert_eq!(h.m.watched_pages(), [PAGE1, PAGE2]);
+    let _ = h.guest_load(0, tail, 4);
+    assert_eq!(h.m.watched_pages(), [] as [u64; 0], "every watch ended");
+    assert_eq!(
+        h.status(0, Call::EventsSetQueue, &[PAGE3, 0x40]),
+        Status::Success
+    );
+    assert_eq!(h.m.watched_pages(), [] as [u64; 0], "and none starts");
+    assert_eq!(report(&h).watched_accesses, ACCESS_BUDGET);
+}

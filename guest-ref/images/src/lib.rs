@@ -166,7 +166,9 @@ pub fn careless_cpuid() -> &'static [u8] {
 
 /// The fifth careless guest (`guest-ref/bare/careless/src/bin/careless_order.rs`): it stores a
 /// deferred queue's and a submission ring's `tail` before it writes the entry there
-/// (PVABI-DEFER-001, PVABI-RING-001), which only the checking host's step windows see.
+/// (PVABI-DEFER-001, PVABI-RING-001), which only the checking host's step windows see, and an
+/// event queue's and a completion ring's `head` before it reads the entries it passes
+/// (PVABI-EVT-010, PVABI-RING-006), which only its watched pages show.
 pub fn careless_order() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CARELESS_ORDER"))
 }

@@ -128,6 +128,33 @@ pub enum VmError {
          `ulimit -n`)"
     )]
     EventFd(#[source] std::io::Error),
+    /// A range to watch ([`VmCtl::watch_pages`](super::VmCtl::watch_pages)) is not whole
+    /// pages inside guest RAM.
+    #[error(
+        "cannot watch {pages} page(s) at {gpa:#x}: give a page-aligned address and at least \
+         one page, all inside guest RAM"
+    )]
+    WatchRange {
+        /// The start asked for.
+        gpa: u64,
+        /// The pages asked for.
+        pages: u64,
+    },
+    /// More pages to watch than the layer allows at once.
+    #[error("cannot watch more than {max} pages at once; unwatch some first")]
+    TooManyWatched {
+        /// [`MAX_WATCHED_PAGES`](super::MAX_WATCHED_PAGES).
+        max: usize,
+    },
+    /// KVM refused a change of the memory slots for watched pages.
+    #[error("{op} failed while changing the memory slots for watched pages: {source}")]
+    WatchSlots {
+        /// The ioctl.
+        op: &'static str,
+        /// What it returned.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
 }
 
 /// Why a vCPU could not go on: the VM ends with a [`FaultReport`](super::FaultReport)

@@ -32,12 +32,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    kvm_debugregs, kvm_fpu, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs,
-    kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs,
+    kvm_debugregs, kvm_fpu, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events,
+    kvm_xcrs, kvm_xsave, Msrs,
 };
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use pvabi_dispatch::sync::{lock, write_lock};
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{tsc, Fault, VmCtl};
@@ -298,29 +297,10 @@ fn build(ctl: &VmCtl) -> Result<Vec<VcpuFd>, String> {
     let shared = &ctl.shared;
     let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
     let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-    // Keep in step with Vm::create's memory slots.
-    for (slot, region) in shared.memory.iter().enumerate() {
-        let host_addr = region
-            .get_host_address(MemoryRegionAddress(0))
-            .map_err(|e| format!("guest RAM: {e}"))?;
-        let flags = if shared.log_guest_writes {
-            kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
-        } else {
-            0
-        };
-        let mem_region = kvm_userspace_memory_region {
-            slot: slot as u32,
-            flags,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host_addr as u64,
-        };
-        // SAFETY: the region is the live mapping of guest RAM owned by `shared.memory`,
-        // which outlives the VM file (field order in `Shared`) and every vCPU file (the vCPU
-        // threads hold `Shared` until they have closed theirs).
-        unsafe { vm.set_user_memory_region(mem_region) }
-            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
-    }
+    // The slots the old VM has, watched pages left out (held under the layout's lock, which
+    // every slot change takes first).
+    let layout = lock(&shared.layout);
+    layout.register_in(&vm, shared).map_err(|e| e.to_string())?;
     let mut fds = Vec::with_capacity(shared.cpuids.len());
     for (i, leaves) in shared.cpuids.iter().enumerate() {
         let fd = vm

@@ -64,6 +64,16 @@
 //! from any thread. On the project's PVM host `exits` counts every exit into KVM (those it
 //! answers itself, such as an ioeventfd write, included) while `io_exits` stays 0.
 //!
+//! # Watched pages
+//!
+//! [`VmCtl::watch_pages`] takes guest pages out of KVM's memory slots (this layer keeps its
+//! mapping of them, which the host's threads go on using): every guest access to one then
+//! exits as `KVM_EXIT_MMIO`, which the vCPU thread serves from guest RAM and reports to the
+//! exit watcher ([`ExitWatcher::watched_access`]) before the vCPU goes on. The checking host
+//! uses it to see the order of a guest's reads and stores on the pages it consumes from. Each
+//! change of the slots holds every vCPU out of `KVM_RUN` for a moment (module `watch.rs`
+//! says why and what an access looks like on PVM).
+//!
 //! # Halting and faults
 //!
 //! A `HLT` with IF=1 blocks the vCPU thread until an interrupt is raised for it (or
@@ -90,6 +100,8 @@ mod error;
 mod irqchip_probe;
 mod loader;
 mod migrate;
+#[cfg(test)]
+mod mmio_probe;
 mod stats;
 mod step;
 #[cfg(any(test, feature = "test-util"))]
@@ -98,6 +110,7 @@ mod tsc;
 #[cfg(test)]
 mod tsc_probe;
 mod vcpu_thread;
+mod watch;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,6 +132,7 @@ pub use error::{Fault, VmError};
 pub use stats::{KvmExitStats, STAT_NAMES};
 pub use step::{CpuidRead, DiscoveryTrace, STEP_LIMIT};
 pub use tsc::TscLink;
+pub use watch::MAX_WATCHED_PAGES;
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
@@ -160,8 +174,8 @@ impl Default for VmConfig {
     }
 }
 
-/// Sees every vCPU exit's state (interrupt and paging state), and runs the checking host's step windows
-/// ([`VmCtl::watch_exits`]).
+/// Sees every vCPU exit's state (interrupt and paging state), runs the checking host's step
+/// windows, and sees every access to a watched page ([`VmCtl::watch_exits`]).
 pub trait ExitWatcher: Send + Sync {
     /// vCPU `vcpu` exited (for any reason) with `state`; called on its thread, before the
     /// exit is handled.
@@ -184,6 +198,14 @@ pub trait ExitWatcher: Send + Sync {
     /// Any other exit of `vcpu` during its step window, before it is handled: the window ends.
     fn step_window_close(&self, vcpu: u32) {
         let _ = vcpu;
+    }
+
+    /// An access of `vcpu` to a watched page ([`VmCtl::watch_pages`]) at `gpa`, already
+    /// served: `data` is what a read returned or what a write stored (its length is the
+    /// access's width). Called on the vCPU's thread, in the order of its accesses, before the
+    /// vCPU resumes. The default ignores it.
+    fn watched_access(&self, vcpu: u32, gpa: u64, data: &[u8], write: bool) {
+        let _ = (vcpu, gpa, data, write);
     }
 }
 
@@ -384,6 +406,10 @@ struct Shared {
     exit_watcher: std::sync::OnceLock<Arc<dyn ExitWatcher>>,
     /// The discovery trace, when asked for ([`VmCtl::trace_discovery`]).
     discovery: Mutex<Option<DiscoveryTrace>>,
+    /// The memory slots and the watched pages ([`VmCtl::watch_pages`]).
+    layout: Mutex<watch::Layout>,
+    /// Holds the vCPUs out of `KVM_RUN` while the slots change.
+    gate: watch::Gate,
 }
 
 /// A cloneable handle the host uses, from any thread, to act on a VM.
@@ -440,30 +466,41 @@ impl VmCtl {
         if !self.shared.log_guest_writes {
             return None;
         }
+        // Under the layout's lock, so that the slots do not change meanwhile; the pages whose
+        // bits a slot change carried over (and the stores to watched pages) count too.
+        let mut layout = lock(&self.shared.layout);
         let mut bits: Vec<(u64, Vec<u64>)> = Vec::new();
         let vm = pvabi_dispatch::sync::read_lock(&self.shared.vm);
-        for (slot, region) in self.shared.memory.iter().enumerate() {
-            let size = usize::try_from(region.len()).ok()?;
-            let log = vm.get_dirty_log(slot as u32, size).ok()?;
-            bits.push((region.start_addr().0, log));
+        for (slot, start, len) in layout.registered() {
+            let size = usize::try_from(len).ok()?;
+            let log = vm.get_dirty_log(slot, size).ok()?;
+            bits.push((start, log));
         }
+        let carried = layout.take_written();
         let written = |gpa: u64| {
-            bits.iter().any(|(start, log)| {
-                let Some(page) = gpa.checked_sub(*start).map(|o| o >> 12) else {
-                    return false;
-                };
-                log.get((page / 64) as usize)
-                    .is_some_and(|w| w & (1 << (page % 64)) != 0)
-            })
+            carried.contains(&gpa)
+                || bits.iter().any(|(start, log)| {
+                    let Some(page) = gpa.checked_sub(*start).map(|o| o >> 12) else {
+                        return false;
+                    };
+                    log.get((page / 64) as usize)
+                        .is_some_and(|w| w & (1 << (page % 64)) != 0)
+                })
         };
         Some(gpas.iter().copied().filter(|&g| written(g)).collect())
     }
 
     /// Has `watcher` see every vCPU exit's state from now on (the checking host's
-    /// PVABI-PLAT-008 and PVABI-MEM-022). At most one watcher: `false` if one was set before. Without one, an
-    /// exit costs nothing more.
+    /// PVABI-PLAT-008 and PVABI-MEM-022), and every access to a watched page
+    /// ([`watch_pages`](Self::watch_pages)). At most one watcher: `false` if one was set
+    /// before. Without one, an exit costs nothing more.
     pub fn watch_exits(&self, watcher: Arc<dyn ExitWatcher>) -> bool {
         self.shared.exit_watcher.set(watcher).is_ok()
+    }
+
+    /// Whether an exit watcher was set ([`watch_exits`](Self::watch_exits)).
+    pub fn exit_watcher_set(&self) -> bool {
+        self.shared.exit_watcher.get().is_some()
     }
 
     /// The exit watcher, if one was set.
@@ -802,6 +839,7 @@ impl Vm {
             .iter()
             .map(|fd| Mutex::new(stats::StatsFile::open(fd)))
             .collect();
+        let layout = watch::Layout::new(&memory, mem_bytes)?;
         let shared = Arc::new(Shared {
             vm: std::sync::RwLock::new(vm),
             stats,
@@ -820,6 +858,8 @@ impl Vm {
             log_guest_writes: config.log_guest_writes,
             exit_watcher: std::sync::OnceLock::new(),
             discovery: Mutex::new(None),
+            layout: Mutex::new(layout),
+            gate: watch::Gate::default(),
         });
         let sync_regs = vm_sync_regs(&kvm);
         Ok(Self {

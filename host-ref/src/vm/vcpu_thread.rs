@@ -515,17 +515,22 @@ impl Vcpu {
             if let Err(fault) = self.prepare_injection() {
                 return self.fault(fault);
             }
+            // Held back while the memory slots change (watched pages): a vCPU must not run
+            // while part of its RAM is missing from them.
+            self.ctl.shared.gate.enter();
             // Pairs with `kick`: either the kicker sees `in_run` and signals, or we see
             // its increment here and go round again.
             self.shared().in_run.store(true, Ordering::SeqCst);
             if self.shared().kicks.load(Ordering::SeqCst) != kicks {
                 self.shared().in_run.store(false, Ordering::SeqCst);
+                self.ctl.shared.gate.leave();
                 continue;
             }
             let exit = self.fd.run();
             // Field-disjoint from `self.fd`, which `exit` borrows.
             let shared = &self.ctl.shared.vcpus[self.index as usize];
             shared.in_run.store(false, Ordering::SeqCst);
+            self.ctl.shared.gate.leave();
             shared.exits.fetch_add(1, Ordering::Relaxed);
             if let (Some(watcher), true) = (self.ctl.exit_watcher(), self.sync_regs) {
                 if exit.is_ok() {
@@ -536,7 +541,10 @@ impl Vcpu {
             // handled (so the call a port write makes has not run when the checker looks).
             let single_step = matches!(exit, Ok(VcpuExit::Debug(_)));
             let port_write = matches!(exit, Ok(VcpuExit::IoOut(..)));
-            if self.window && !single_step {
+            // An access to a watched page is served here and the instruction goes on: it
+            // leaves a step window open.
+            let mmio = matches!(exit, Ok(VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..)));
+            if self.window && !single_step && !mmio {
                 self.window = false;
                 if let Some(watcher) = self.ctl.exit_watcher() {
                     watcher.step_window_close(self.index);
@@ -590,8 +598,26 @@ impl Vcpu {
                 Ok(VcpuExit::Shutdown) => Err(Fault::TripleFault),
                 Ok(VcpuExit::InternalError) => Err(self.internal_error()),
                 Ok(VcpuExit::FailEntry(reason, cpu)) => Err(Fault::FailEntry { reason, cpu }),
-                Ok(VcpuExit::MmioRead(addr, _)) => Err(Fault::Mmio { addr, write: false }),
-                Ok(VcpuExit::MmioWrite(addr, _)) => Err(Fault::Mmio { addr, write: true }),
+                // Inside guest RAM only a watched page exits (super::watch): served from RAM.
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    if self.ctl.serve_mmio(self.index, addr, data, false) {
+                        Ok(Outcome::Resume)
+                    } else {
+                        Err(Fault::Mmio { addr, write: false })
+                    }
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    let mut small = [0u8; 8];
+                    let n = data.len().min(small.len());
+                    small[..n].copy_from_slice(&data[..n]);
+                    if n == data.len()
+                        && self.ctl.serve_mmio(self.index, addr, &mut small[..n], true)
+                    {
+                        Ok(Outcome::Resume)
+                    } else {
+                        Err(Fault::Mmio { addr, write: true })
+                    }
+                }
                 Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                     kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => Ok(Outcome::End(End::Shutdown(0))),
                     kvm_bindings::KVM_SYSTEM_EVENT_RESET => Ok(Outcome::End(End::Reboot)),

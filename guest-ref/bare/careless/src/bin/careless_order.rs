@@ -1,26 +1,35 @@
-//! A fifth deliberately careless guest, for the step windows of `pvabi conform --guest` (the
-//! checking host single-steps a vCPU's ring-0 code after DEFER_SET_QUEUE and RING_SETUP and
-//! looks at the queue after each instruction): it queues two deferred calls and submits two
-//! ring entries storing `tail` + 1 first and writing the entry after it (PVABI-DEFER-001,
-//! PVABI-RING-001). By the time the host consumes them (DEFER_FLUSH, RING_ENTER) they are
-//! complete, so nothing else goes wrong and no other rule is broken: only a look between the
-//! two stores shows the order. Runs on vCPU 0 at CPL0.
+//! A fifth deliberately careless guest, for the order checks of `pvabi conform --guest`. It
+//! queues two deferred calls and submits two ring entries storing `tail` + 1 first and writing
+//! the entry after it (PVABI-DEFER-001, PVABI-RING-001: the checking host single-steps a vCPU's
+//! ring-0 code after DEFER_SET_QUEUE and RING_SETUP and looks at the queue after each
+//! instruction), and it consumes two events and the two completions by storing `head` past
+//! them first and reading them after (PVABI-EVT-010, PVABI-RING-006: the checking host takes
+//! the event queue's and the completion ring's pages out of the guest's memory map, so that it
+//! sees every access to them). By the time the host consumes the entries (DEFER_FLUSH,
+//! RING_ENTER) they are complete, and nothing overwrites the events and completions before
+//! the late reads, so nothing else goes wrong and no other rule is broken: only the order of
+//! the accesses shows. Runs on vCPU 0 at CPL0, interrupts disabled.
 #![no_std]
 #![no_main]
 
 use core::mem::offset_of;
-use core::ptr::write_volatile;
+use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use pvabi_guest::abi::batch::{
-    DeferredEntry, DeferredQueueHeader, RingHeader, RingMode, SubmissionEntry,
-    DEFERRED_ENTRIES_OFFSET, DEFERRED_QUEUE_CAPACITY, RING_ENTRIES_OFFSET, SQ_CAPACITY,
+    CompletionEntry, DeferredEntry, DeferredQueueHeader, RingHeader, RingMode, SubmissionEntry,
+    CQ_CAPACITY, DEFERRED_ENTRIES_OFFSET, DEFERRED_QUEUE_CAPACITY, RING_ENTRIES_OFFSET,
+    SQ_CAPACITY,
+};
+use pvabi_guest::abi::events::{
+    Event, EventQueueHeader, EVENT_MASK_VALID, EVENT_QUEUE_CAPACITY, EVENT_QUEUE_ENTRIES_OFFSET,
 };
 use pvabi_guest::abi::features::Features;
 use pvabi_guest::base::NegotiateRequest;
 use pvabi_guest::batch::{DeferredQueue, Rings};
 use pvabi_guest::console::regs_args;
 use pvabi_guest::discovery::discover;
+use pvabi_guest::events::EventQueue;
 use pvabi_guest::{Call, PortTransport, Pvabi};
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
@@ -28,12 +37,17 @@ use pvabi_guest_rt::{halt_forever, BootInfo};
 struct Pages {
     queue: DeferredQueue,
     rings: Rings,
+    events: EventQueue,
 }
 
 static mut PAGES: Pages = Pages {
     queue: DeferredQueue::new(),
     rings: Rings::new(),
+    events: EventQueue::new(),
 };
+
+/// The vector the event queue is registered with (every kind masked: it is never raised).
+const VECTOR: u8 = 0x40;
 
 /// Printed by the ring submissions (CONSOLE_WRITE_REGS).
 const TEXT: &[u8] = b"careless-order: from the ring\n";
@@ -60,19 +74,60 @@ unsafe fn publish_then_write(
     write(unsafe { page.add(entries_at + (t % capacity) as usize * size) });
 }
 
+/// The mistake: consumes what waits in a queue the host produces (`head` up to `tail`) by
+/// storing `tail` to `head` first, and only then reading each entry (`read` gets the index
+/// and the slot's address). Returns how many it consumed.
+///
+/// # Safety
+/// `page` is a registered queue page of this vCPU with `head` at `head_at`, `tail` at
+/// `tail_at`, entries of `size` bytes at `entries_at`, `capacity` of them.
+unsafe fn release_then_read(
+    page: *mut u8,
+    (head_at, tail_at): (usize, usize),
+    entries_at: usize,
+    capacity: u32,
+    size: usize,
+    mut read: impl FnMut(u32, *const u8),
+) -> u32 {
+    // SAFETY: the caller's page; `head` and `tail` are 4-byte aligned u32s of it.
+    let (head, tail) = unsafe {
+        (
+            &*page.add(head_at).cast::<AtomicU32>(),
+            &*page.add(tail_at).cast::<AtomicU32>(),
+        )
+    };
+    let (h, t) = (head.load(Ordering::Relaxed), tail.load(Ordering::Acquire));
+    head.store(t, Ordering::Release);
+    let mut i = h;
+    while i != t {
+        // SAFETY: slot `i mod capacity` lies within the page.
+        read(i, unsafe {
+            page.add(entries_at + (i % capacity) as usize * size)
+        });
+        i = i.wrapping_add(1);
+    }
+    t.wrapping_sub(h)
+}
+
 fn main(_boot: &BootInfo) -> ! {
     let Some(found) = discover() else {
         halt_forever()
     };
     let pv = Pvabi::new(PortTransport::new(found.info.doorbell_port));
-    let required = Features::CONSOLE | Features::SYSTEM | Features::DEFERRED | Features::RING;
+    let required = Features::CONSOLE
+        | Features::SYSTEM
+        | Features::DEFERRED
+        | Features::RING
+        | Features::EVENTS;
     if pv
-        .negotiate(NegotiateRequest::v1(required, Features::EVENTS))
+        .negotiate(NegotiateRequest::v1(required, Features::empty()))
         .is_err()
     {
         pv.shutdown(1)
     }
-    let _ = pv.console_write_slice(b"careless-order: entries written after their tail\n");
+    let _ = pv.console_write_slice(
+        b"careless-order: entries written after their tail, read after their head\n",
+    );
     // SAFETY: the only reference to the pages, taken once on the only vCPU that runs.
     let pages = unsafe { &mut *core::ptr::addr_of_mut!(PAGES) };
 
@@ -147,9 +202,55 @@ fn main(_boot: &BootInfo) -> ! {
         }
     }
     let consumed = pv.ring_enter();
-    pages.rings.reap(|_| {});
-    // Both ran as queued: the order was wrong, but the entries were complete in time.
-    let ok = flushed.is_ok_and(|f| f.processed == 2 && f.failed == 0) && consumed == Ok(2);
+    // The completions: `head` past both first, then their `user_data`.
+    let mut user_data = 0;
+    // SAFETY: the registered completion ring, laid out as the ABI says; each read is a
+    // volatile load inside its slot.
+    let reaped = unsafe {
+        release_then_read(
+            pages.rings.cq_ptr(),
+            (offset_of!(RingHeader, head), offset_of!(RingHeader, tail)),
+            RING_ENTRIES_OFFSET as usize,
+            CQ_CAPACITY,
+            size_of::<CompletionEntry>(),
+            |_, at| {
+                user_data +=
+                    read_volatile(at.add(offset_of!(CompletionEntry, user_data)).cast::<u64>())
+            },
+        )
+    };
+
+    // The event queue, every kind masked (no interrupt), two USER events sent to itself, and
+    // both consumed with `head` stored past them first.
+    // SAFETY: a static page handed to the host for good; no interrupt is raised (all masked,
+    // and interrupts stay disabled).
+    let events_ok = pv.events_set_mask(EVENT_MASK_VALID).is_ok()
+        && unsafe { pv.events_set_queue(pages.events.gpa(), VECTOR) }.is_ok()
+        && pv.events_send(0, 40).is_ok()
+        && pv.events_send(0, 2).is_ok();
+    let mut sum = 0;
+    // SAFETY: the registered event queue, laid out as the ABI says; each read is a volatile
+    // load inside its slot.
+    let drained = unsafe {
+        release_then_read(
+            pages.events.as_ptr(),
+            (
+                offset_of!(EventQueueHeader, head),
+                offset_of!(EventQueueHeader, tail),
+            ),
+            EVENT_QUEUE_ENTRIES_OFFSET as usize,
+            EVENT_QUEUE_CAPACITY,
+            size_of::<Event>(),
+            |_, at| sum += read_volatile(at.add(offset_of!(Event, data)).cast::<u64>()),
+        )
+    };
+    // Everything ran as queued and every entry was read whole: the order was wrong, but
+    // nothing overwrote what was read late.
+    let ok = flushed.is_ok_and(|f| f.processed == 2 && f.failed == 0)
+        && consumed == Ok(2)
+        && (reaped, user_data) == (2, 3)
+        && events_ok
+        && (drained, sum) == (2, 42);
     pv.shutdown(if ok { 0 } else { 4 })
 }
 
