@@ -710,6 +710,30 @@ impl<M: Machine> Dispatcher<M> {
         }
     }
 
+    /// Whether the checker wants `vcpu`'s state ([`Self::step_window_state`]) at this stop of
+    /// its open step window, right after [`step_window_open`](Self::step_window_open) or
+    /// [`step_window_step`](Self::step_window_step) returned true: a MEM_UPDATE_PTE waits in
+    /// its deferred queue, and the checker looks for accesses through its entry
+    /// (PVABI-MEM-013, PVABI-DEFER-008; see [`guest_check`]). False outside checking mode and
+    /// outside a window. One lock and a flag: cheap enough for every stop.
+    pub fn step_window_wants_state(&self, vcpu: u32) -> bool {
+        self.inner
+            .checker
+            .as_ref()
+            .is_some_and(|c| self.inner.step_window_wants_state(c, vcpu))
+    }
+
+    /// `vcpu`'s state at this stop of its open step window (after
+    /// [`step_window_wants_state`](Self::step_window_wants_state) said it is wanted): its RIP,
+    /// the bytes there, its general registers, FS and GS bases and paging registers. The
+    /// checker decodes the instruction at RIP, and at the next stop, if that instruction ran,
+    /// walks the page tables for its accesses. Does nothing outside checking mode or a window.
+    pub fn step_window_state(&self, vcpu: u32, state: &guest_check::StepState) {
+        if let Some(c) = &self.inner.checker {
+            self.inner.step_window_state(c, vcpu, state);
+        }
+    }
+
     /// What the guest checker saw (`None` unless [`HostConfig::check_guest`] is set): the
     /// guest rules the guest broke, and how often it exercised each. A batch still waiting to
     /// be resumed counts as abandoned.
