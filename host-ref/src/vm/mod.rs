@@ -182,6 +182,19 @@ pub trait ExitWatcher: Send + Sync {
     fn step_window_close(&self, vcpu: u32) {
         let _ = vcpu;
     }
+
+    /// At a stop of `vcpu`'s step window that goes on (after `step_window_open` or
+    /// `step_window_step` returned true): whether to hand in its state there
+    /// ([`pvabi_dispatch::Dispatcher::step_window_wants_state`]). The default never does.
+    fn step_window_wants_state(&self, vcpu: u32) -> bool {
+        let _ = vcpu;
+        false
+    }
+
+    /// `vcpu`'s state at that stop ([`pvabi_dispatch::Dispatcher::step_window_state`]).
+    fn step_window_state(&self, vcpu: u32, state: &pvabi_dispatch::guest_check::StepState) {
+        let _ = (vcpu, state);
+    }
 }
 
 /// How a VM ended.
