@@ -675,8 +675,9 @@ impl<M: Machine> Dispatcher<M> {
         }
     }
 
-    /// Step windows, for the checking host's PVABI-DEFER-001 and PVABI-RING-001 (see
-    /// [`guest_check`]): after the VMM has handled a port write of `vcpu`, whether it should
+    /// Step windows, for the checking host's PVABI-DEFER-001 and PVABI-RING-001, and
+    /// PVABI-MEM-013 and PVABI-DEFER-008 with [`step_window_state`](Self::step_window_state)
+    /// (see [`guest_check`]): after the VMM has handled a port write of `vcpu`, whether it should
     /// single-step `vcpu` from here on. True opens a window (the checker has taken its first
     /// look at the vCPU's queues); then call [`step_window_step`](Self::step_window_step)
     /// after each instruction and [`step_window_close`](Self::step_window_close) at any other

@@ -339,7 +339,10 @@ fn translate(
     read: &impl Fn(u64) -> Option<u64>,
 ) -> Option<u64> {
     let &(_, entry, level) = walk(cr3, five_level, va, read).last()?;
-    if entry & PRESENT == 0 {
+    // A walk that ends anywhere but at a present leaf (a PTE, or a PS entry at level 3 or 2)
+    // maps nothing: an absent entry, or a table that could not be read.
+    let leaf = level == 1 || (level <= 3 && entry & PAGE_SIZE_BIT != 0);
+    if entry & PRESENT == 0 || !leaf {
         return None;
     }
     // The page's size: 4 KiB at level 1, 2 MiB at level 2, 1 GiB at level 3.
@@ -774,6 +777,9 @@ mod tests {
             Some(0x9010)
         );
         assert_eq!(super::translate(0x1000, false, VA + 0x1000, &mem), None);
+        // A table that cannot be read (the PT here) maps nothing.
+        let no_pt = |gpa: u64| (gpa & !0xfff != 0x4000).then(|| memory(gpa)).flatten();
+        assert_eq!(super::translate(0x1000, false, VA, &no_pt), None);
     }
 
     #[test]
