@@ -822,6 +822,21 @@ const GUEST_RULES: &[(&str, &str, &str)] = &[
          step here",
     ),
     (
+        guest_check::MEM_013,
+        "no_access_through_a_queued_pte",
+        "no instruction was seen to run while a MEM_UPDATE_PTE waited in the vCPU's deferred \
+         queue: the checking host single-steps a vCPU's ring-0 code after DEFER_SET_QUEUE (up \
+         to its next exit, from each port write, for its first queued MEM_UPDATE_PTEs), and \
+         ring-3 code takes no step here",
+    ),
+    (
+        guest_check::DEFER_008,
+        "nothing_relies_on_an_undrained_deferred_call",
+        "no instruction was seen to run while a MEM_UPDATE_PTE waited in the vCPU's deferred \
+         queue (the only dependence on a queued call the checking host looks for: an access \
+         through the entry whose queued value differs from what the entry holds)",
+    ),
+    (
         guest_check::RING_028,
         "no_submission_into_a_full_ring",
         "the host made no pass over a ring of the guest",

@@ -776,3 +776,68 @@ fn guest_conformance_passes_the_demo_guest_and_fails_a_careless_one_clearly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn guest_conformance_sees_a_read_through_a_queued_pte() {
+    if !kvm_or_skip("guest_conformance_sees_a_read_through_a_queued_pte") {
+        return;
+    }
+    // The sixth careless guest queues MEM_UPDATE_PTE to remap a page of its own page tables and
+    // reads through the entry at CPL0 before DEFER_FLUSH: the checking host's step windows
+    // (single-stepping the vCPU's ring-0 code after DEFER_SET_QUEUE, decoding each instruction
+    // while a MEM_UPDATE_PTE waits and walking the page tables for its accesses) see the read
+    // go through the queued entry, whose value the queued call changes. That is all it does
+    // wrong: it reads the old page, drains, reads the new one and shuts down with 0.
+    let pte = GuestRun::of(&["careless-pte"]);
+    assert_eq!(pte.code, Some(5), "{:#?}", pte.checks);
+    assert_eq!(
+        pte.with("FAIL"),
+        [
+            "guest.no_access_through_a_queued_pte",
+            "guest.nothing_relies_on_an_undrained_deferred_call",
+        ],
+        "{:#?}",
+        pte.checks
+    );
+    assert_eq!(pte.requirement("PVABI-MEM-013").as_deref(), Some("FAIL"));
+    assert_eq!(pte.requirement("PVABI-DEFER-008").as_deref(), Some("FAIL"));
+    for name in [
+        "guest.no_access_through_a_queued_pte",
+        "guest.nothing_relies_on_an_undrained_deferred_call",
+    ] {
+        let m = pte.message(name);
+        // The address read (the guest's window, PML4 slot 1), the entry (PTE 0 of its own page
+        // table, at level 1 of the walk) and the queued call.
+        for part in [
+            "a read of 8 byte(s) at 0x8000000000",
+            "went through the page-table entry at 0x",
+            "(read at level 1 of the walk from CR3 0x",
+            "while MEM_UPDATE_PTE of that entry (value 0x",
+            "waited in the vCPU's deferred queue (index 0)",
+        ] {
+            assert!(m.contains(part), "{name}: {part:?} not in {m}");
+        }
+    }
+    assert!(pte
+        .message("guest.no_access_through_a_queued_pte")
+        .contains("only after the vCPU has reached a drain point"));
+    assert!(pte
+        .message("guest.nothing_relies_on_an_undrained_deferred_call")
+        .contains("the access's outcome depended on the queued call's effect"));
+    // The guest ran to its end: the careless read saw the old page, the one after the drain
+    // the new one.
+    assert_eq!(
+        pte.verdict("guest.runs_under_a_host_offering_more_than_it_knows"),
+        "PASS"
+    );
+    // The demo guest queues two MEM_UPDATE_PTEs and reads the window only after the sync point
+    // that drains them: both rules exercised, and kept. (The C guest registers no queue: its
+    // checking-host test, host-ref/tests/c_guest.rs, asserts both not exercised.)
+    let demo = GuestRun::of(&["demo"]);
+    for name in [
+        "guest.no_access_through_a_queued_pte",
+        "guest.nothing_relies_on_an_undrained_deferred_call",
+    ] {
+        assert_eq!(demo.verdict(name), "PASS", "{name}: {:#?}", demo.checks);
+    }
+}

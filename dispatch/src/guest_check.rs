@@ -29,6 +29,8 @@
 //! | [`DEFER_013`] | a deferred queue with `tail - head` beyond the capacity at a drain point |
 //! | [`DEFER_002`] | a deferred queue whose `head` or error fields differ, at a drain point, from what the host last wrote |
 //! | [`DEFER_001`] | in a step window (below), a deferred-queue entry that changed after `tail` had moved past it and before the host ran it |
+//! | [`MEM_013`] | in a step window, an instruction that ran while a MEM_UPDATE_PTE waited in the vCPU's deferred queue (published, not yet run: at the looks before and after it) and whose fetch, memory operand or stack slot walks, at any level of the vCPU's page tables, through that call's entry (module `queued_pte`: what is decoded, and what is not seen) |
+//! | [`DEFER_008`] | the same access, where the entry in memory then differs from the value the queued call writes (the accessed and dirty bits aside): its outcome depended on the queued call's effect (the only dependence on a queued call that is looked for) |
 //! | [`RING_028`] | a submission ring with `tail - head` beyond the capacity |
 //! | [`RING_001`] | in a step window, a submission-ring entry that changed after `tail` had moved past it and before the host consumed it |
 //! | [`RING_006`] | the same as EVT-010 for the completion ring's watched page and its completions |
@@ -67,6 +69,17 @@
 //! pages leaves both rules "not exercised". An access to a watched page does not end a step
 //! window.
 //!
+//! MEM-013 and DEFER-008 use the same windows (module `queued_pte`): the DEFER_SET_QUEUE that
+//! starts the DEFER-001 watch also starts a watch of the queue's MEM_UPDATE_PTEs, which keeps
+//! the vCPU's windows opening until it has seen [`WATCH_ENTRIES`] of them waiting across an
+//! instruction. At each stop where one waits
+//! ([`Dispatcher::step_window_wants_state`](crate::Dispatcher::step_window_wants_state)), the
+//! VMM hands in the vCPU's registers and the bytes at RIP
+//! ([`Dispatcher::step_window_state`](crate::Dispatcher::step_window_state)); the checker
+//! decodes the instruction, takes it as executed if the next stop's RIP follows it, and walks
+//! the page tables for each access it made. A VMM that gives no state leaves both rules "not
+//! exercised".
+//!
 //! The checking host is demanding but legal. Besides preempting every batch and leaving the
 //! time page torn, it raises each registered event queue's interrupt spuriously (with no new
 //! entry, following the `interrupt_pending` protocol, while no kind is masked and never at
@@ -82,7 +95,11 @@ use std::collections::BTreeMap;
 
 mod consume;
 pub mod identity;
+mod operands;
 mod order;
+mod queued_pte;
+
+pub use queued_pte::{PteSteps, StepState};
 
 use pvabi_abi::batch::MULTICALL_FLAGS_VALID;
 use pvabi_abi::calls::{ArgCheck, Call};
@@ -144,6 +161,10 @@ pub const DEFER_013: &str = "PVABI-DEFER-013";
 pub const DEFER_002: &str = "PVABI-DEFER-002";
 /// DEFER-001: the entry, then `tail` + 1 with release ordering.
 pub const DEFER_001: &str = "PVABI-DEFER-001";
+/// MEM-013: no access through a queued MEM_UPDATE_PTE's entry before a drain point.
+pub const MEM_013: &str = "PVABI-MEM-013";
+/// DEFER-008: nothing that depends on a queued call's effect before a drain point.
+pub const DEFER_008: &str = "PVABI-DEFER-008";
 /// RING-001: the submission, then `tail` + 1 with release ordering.
 pub const RING_001: &str = "PVABI-RING-001";
 /// RING-028: no submission into a full ring.
@@ -168,11 +189,11 @@ pub const SYS_007: &str = "PVABI-SYS-007";
 pub const BASE_017: &str = "PVABI-BASE-017";
 
 /// Every rule the checker checks, in report order.
-pub const RULES: [&str; 33] = [
+pub const RULES: [&str; 35] = [
     CONV_012, CONV_030, PLAT_008, MEM_006, CONV_001, GEN_002, DISC_006, BASE_016, BATCH_009,
     BATCH_019, TIME_014, CONV_006, TIME_025, MEM_019, MEM_022, CONV_025, EVT_010, EVT_025, EVT_011,
-    DEFER_013, DEFER_002, DEFER_001, RING_028, RING_006, RING_029, RING_001, RING_008, RING_010,
-    VCPU_020, VER_014, COMPAT_001, SYS_007, BASE_017,
+    DEFER_013, DEFER_002, DEFER_001, MEM_013, DEFER_008, RING_028, RING_006, RING_029, RING_001,
+    RING_008, RING_010, VCPU_020, VER_014, COMPAT_001, SYS_007, BASE_017,
 ];
 
 /// How many entries of one registered queue a watch compares between two looks before it
@@ -306,6 +327,9 @@ pub struct GuestCheckReport {
     pub step_windows: (u64, u64),
     /// Guest accesses to watched pages reported (EVT-010, RING-006).
     pub watched_accesses: u64,
+    /// The instructions of the step windows looked at for accesses through a queued
+    /// MEM_UPDATE_PTE's entry (MEM-013, DEFER-008).
+    pub pte_steps: PteSteps,
 }
 
 /// A batch (MULTICALL or MULTICALL_PAGES) the host preempted, waiting for the guest to
@@ -384,10 +408,19 @@ struct StepWatch {
     deferred: Option<order::QueueWatch>,
     /// The submission ring, keyed by its generation.
     ring: Option<order::QueueWatch>,
+    /// The deferred queue's MEM_UPDATE_PTEs, keyed by its page (MEM-013, DEFER-008).
+    pte: Option<queued_pte::PteWatch>,
     /// Since when a window is open.
     open: Option<std::time::Instant>,
     /// Instructions stepped in this vCPU's windows.
     steps: u64,
+}
+
+impl StepWatch {
+    /// Whether a watch is armed: the vCPU's windows open.
+    fn armed(&self) -> bool {
+        self.deferred.is_some() || self.ring.is_some() || self.pte.is_some()
+    }
 }
 
 /// The checker, one per dispatcher in checking mode.
@@ -894,11 +927,12 @@ impl GuestChecker {
             .flatten()
     }
 
-    /// `vcpu` registered a deferred queue at `page` (`None`: unregistered it): its watch
-    /// starts anew (DEFER-001).
+    /// `vcpu` registered a deferred queue at `page` (`None`: unregistered it): its watches
+    /// start anew (DEFER-001; MEM-013 and DEFER-008).
     pub(crate) fn watch_deferred(&self, vcpu: u32, page: Option<u64>) {
         self.watch(vcpu, |w| {
             w.deferred = page.map(|gpa| order::QueueWatch::new(gpa, DEFERRED_LAYOUT));
+            w.pte = page.map(queued_pte::PteWatch::new);
         });
     }
 
@@ -919,7 +953,7 @@ impl GuestChecker {
         };
         let mut w = lock(watch);
         f(&mut w);
-        watching.store(w.deferred.is_some() || w.ring.is_some(), Ordering::SeqCst);
+        watching.store(w.armed(), Ordering::SeqCst);
     }
 
     /// Whether the run's step windows may go on, with `open` the time the current one has
@@ -1550,7 +1584,7 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
         }
         w.open = Some(std::time::Instant::now());
         c.windows[0].fetch_add(1, Ordering::Relaxed);
-        self.take_looks(c, vcpu, &mut w);
+        self.take_looks(c, vcpu, &mut w, queued_pte::Stop::Open);
         self.window_goes_on(c, vcpu, &mut w)
     }
 
@@ -1566,7 +1600,7 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
         }
         w.steps += 1;
         c.windows[1].fetch_add(1, Ordering::Relaxed);
-        self.take_looks(c, vcpu, &mut w);
+        self.take_looks(c, vcpu, &mut w, queued_pte::Stop::Step);
         self.window_goes_on(c, vcpu, &mut w)
     }
 
@@ -1578,7 +1612,7 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
         };
         let mut w = lock(watch);
         if w.open.is_some() {
-            self.take_looks(c, vcpu, &mut w);
+            self.take_looks(c, vcpu, &mut w, queued_pte::Stop::Close);
             close_window(c, &mut w);
         }
     }
@@ -1586,7 +1620,7 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
     /// Whether `vcpu`'s open window goes on (a queue still watched, budget left); if not, it
     /// is closed.
     fn window_goes_on(&self, c: &GuestChecker, vcpu: u32, w: &mut StepWatch) -> bool {
-        let watched = w.deferred.is_some() || w.ring.is_some();
+        let watched = w.armed();
         if let Some(watching) = c.watching.get(vcpu as usize) {
             watching.store(watched, Ordering::SeqCst);
         }
@@ -1601,8 +1635,9 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
     /// Looks at `vcpu`'s watched queues, each under its lock (so no consumption is in
     /// progress): the host's own consumer index, then the guest's `tail`, then the slots.
     /// A queue no longer registered (or registered anew) ends its watch, and so does one that
-    /// has had [`WATCH_ENTRIES`] entries compared.
-    fn take_looks(&self, c: &GuestChecker, vcpu: u32, w: &mut StepWatch) {
+    /// has had [`WATCH_ENTRIES`] entries compared. The deferred queue's look serves its
+    /// MEM_UPDATE_PTE watch too (module `queued_pte`), at a stop of kind `at`.
+    fn take_looks(&self, c: &GuestChecker, vcpu: u32, w: &mut StepWatch, at: queued_pte::Stop) {
         let Some(slot) = self.vcpus.get(vcpu as usize) else {
             return;
         };
@@ -1614,10 +1649,11 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
             let slots = crate::guest_mem::copy_in(mem, page + entries_at, len).ok()?;
             Some((tail, slots))
         };
-        if let Some(watch) = w.deferred.as_mut() {
+        let deferred_key = w.deferred.as_ref().map(|d| d.key);
+        if let Some(key) = deferred_key.or(w.pte.as_ref().map(|p| p.key)) {
             let look = {
                 let q = lock(&slot.deferred);
-                q.filter(|q| q.gpa == watch.key).and_then(|q| {
+                q.filter(|q| q.gpa == key).and_then(|q| {
                     let (tail, slots) =
                         read(q.gpa, DQ_TAIL, DEFERRED_ENTRIES_OFFSET, DEFERRED_LAYOUT)?;
                     Some(order::Look {
@@ -1628,7 +1664,12 @@ impl<M: crate::machine::Machine> crate::state::Inner<M> {
                     })
                 })
             };
-            look_at(c, vcpu, DEFER_001, &mut w.deferred, look);
+            if w.pte.is_some() {
+                queued_pte::look_at(&mut w.pte, at, look.as_ref());
+            }
+            if deferred_key.is_some() {
+                look_at(c, vcpu, DEFER_001, &mut w.deferred, look);
+            }
         }
         if let Some(watch) = w.ring.as_mut() {
             let look = {

@@ -677,8 +677,9 @@ impl<M: Machine> Dispatcher<M> {
         }
     }
 
-    /// Step windows, for the checking host's PVABI-DEFER-001 and PVABI-RING-001 (see
-    /// [`guest_check`]): after the VMM has handled a port write of `vcpu`, whether it should
+    /// Step windows, for the checking host's PVABI-DEFER-001 and PVABI-RING-001, and
+    /// PVABI-MEM-013 and PVABI-DEFER-008 with [`step_window_state`](Self::step_window_state)
+    /// (see [`guest_check`]): after the VMM has handled a port write of `vcpu`, whether it should
     /// single-step `vcpu` from here on. True opens a window (the checker has taken its first
     /// look at the vCPU's queues); then call [`step_window_step`](Self::step_window_step)
     /// after each instruction and [`step_window_close`](Self::step_window_close) at any other
@@ -721,6 +722,30 @@ impl<M: Machine> Dispatcher<M> {
     pub fn watched_access(&self, vcpu: u32, gpa: u64, data: &[u8], write: bool) {
         if let Some(c) = &self.inner.checker {
             self.inner.watched_access(c, vcpu, gpa, data, write);
+        }
+    }
+
+    /// Whether the checker wants `vcpu`'s state ([`Self::step_window_state`]) at this stop of
+    /// its open step window, right after [`step_window_open`](Self::step_window_open) or
+    /// [`step_window_step`](Self::step_window_step) returned true: a MEM_UPDATE_PTE waits in
+    /// its deferred queue, and the checker looks for accesses through its entry
+    /// (PVABI-MEM-013, PVABI-DEFER-008; see [`guest_check`]). False outside checking mode and
+    /// outside a window. One lock and a flag: cheap enough for every stop.
+    pub fn step_window_wants_state(&self, vcpu: u32) -> bool {
+        self.inner
+            .checker
+            .as_ref()
+            .is_some_and(|c| self.inner.step_window_wants_state(c, vcpu))
+    }
+
+    /// `vcpu`'s state at this stop of its open step window (after
+    /// [`step_window_wants_state`](Self::step_window_wants_state) said it is wanted): its RIP,
+    /// the bytes there, its general registers, FS and GS bases and paging registers. The
+    /// checker decodes the instruction at RIP, and at the next stop, if that instruction ran,
+    /// walks the page tables for its accesses. Does nothing outside checking mode or a window.
+    pub fn step_window_state(&self, vcpu: u32, state: &guest_check::StepState) {
+        if let Some(c) = &self.inner.checker {
+            self.inner.step_window_state(c, vcpu, state);
         }
     }
 

@@ -343,6 +343,18 @@ impl vm::ExitWatcher for CheckExits {
             d.watched_access(vcpu, gpa, data, write);
         }
     }
+
+    fn step_window_wants_state(&self, vcpu: u32) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|d| d.step_window_wants_state(vcpu))
+    }
+
+    fn step_window_state(&self, vcpu: u32, state: &pvabi_dispatch::guest_check::StepState) {
+        if let Some(d) = self.0.upgrade() {
+            d.step_window_state(vcpu, state);
+        }
+    }
 }
 
 /// A sink that captures every byte into `buffer` and then hands it to `sink`.

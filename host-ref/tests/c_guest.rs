@@ -660,9 +660,15 @@ fn c_guest_breaks_no_guest_rule_under_a_checking_host() {
             "{rule} not exercised: {seen:#?}"
         );
     }
-    // PVABI-DEFER-001, PVABI-RING-001: the C guest registers no deferred queue and no ring, so
-    // the checking host opened no step window and the rules are not exercised (a SKIP).
-    for rule in ["PVABI-DEFER-001", "PVABI-RING-001"] {
+    // PVABI-DEFER-001, PVABI-RING-001, PVABI-MEM-013, PVABI-DEFER-008: the C guest registers
+    // no deferred queue and no ring, so the checking host opened no step window and the rules
+    // are not exercised (a SKIP).
+    for rule in [
+        "PVABI-DEFER-001",
+        "PVABI-RING-001",
+        "PVABI-MEM-013",
+        "PVABI-DEFER-008",
+    ] {
         assert_eq!(seen.exercised.get(rule), None, "{seen:#?}");
     }
     assert_eq!(seen.step_windows, (0, 0), "{seen:#?}");
@@ -675,6 +681,7 @@ fn c_guest_breaks_no_guest_rule_under_a_checking_host() {
     );
     assert_eq!(seen.exercised.get("PVABI-RING-006"), None, "{seen:#?}");
     assert!(seen.watched_accesses > 0, "{seen:#?}");
+    assert_eq!(seen.pte_steps, Default::default(), "{seen:#?}");
     // PVABI-MEM-022: the C guest keeps the platform's 4-level paging (no exit shows CR4.LA57),
     // so no MEM_UPDATE_PTE of it comes under the PML5 check.
     assert_eq!(seen.exercised.get("PVABI-MEM-022"), None, "{seen:#?}");

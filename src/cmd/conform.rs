@@ -48,7 +48,7 @@ pub struct Args {
     export: Option<std::path::PathBuf>,
     /// Check a guest instead of a host: boot the guest ELF IMAGE (or a built-in guest by name:
     /// `demo`, `careless`, `careless-discovery`, `careless-identity`, `careless-cpuid`,
-    /// `careless-order`) under the reference host
+    /// `careless-order`, `careless-pte`) under the reference host
     /// in its checking mode, which records every guest rule it sees broken in the guest's calls
     /// and shared pages while acting demanding but legal (INCOMPLETE at every index, a time
     /// page left mid-update at every refresh, poisoned undefined results, spurious event
@@ -56,9 +56,11 @@ pub struct Args {
     /// ports off the defaults, a feature bit no version defines), single-stepping vCPU 0 up to
     /// its first port write to see its CPUID reads and any vmcall (PVABI-DISC-004,
     /// PVABI-CONV-010), and a vCPU's ring-0 code after it registers a deferred queue or a ring
-    /// to see the order of its entry and `tail` stores (PVABI-DEFER-001, PVABI-RING-001), and
-    /// every access to the pages of its event queues and completion rings to see that it reads
-    /// an entry before it stores `head` past it (PVABI-EVT-010, PVABI-RING-006); then
+    /// to see the order of its entry and `tail` stores (PVABI-DEFER-001, PVABI-RING-001) and
+    /// its accesses through the entry of a queued MEM_UPDATE_PTE (PVABI-MEM-013,
+    /// PVABI-DEFER-008), and every access to the pages of its event queues and completion rings
+    /// to see that it reads an entry before it stores `head` past it (PVABI-EVT-010,
+    /// PVABI-RING-006); then
     /// boots it again under the same host with another implementation
     /// identity and compares the calls (PVABI-BASE-005).
     #[arg(long, value_name = "IMAGE", conflicts_with_all = ["host_cmd", "export", "list", "filter", "write_trace", "profile"])]

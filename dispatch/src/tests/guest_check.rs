@@ -949,3 +949,107 @@ fn watched_pages_end_when_the_access_budget_is_spent() {
     assert_eq!(h.m.watched_pages(), [] as [u64; 0], "and none starts");
     assert_eq!(report(&h).watched_accesses, ACCESS_BUDGET);
 }
+
+/// Accesses through a queued MEM_UPDATE_PTE's entry (MEM-013, DEFER-008), driven as a VMM
+/// drives the step windows, with the vCPU's state handed in at each stop where the checker
+/// asks for it: a load through the queued PTE before the drain fails both rules (with the
+/// address and the entry); a load elsewhere, and the same load after the drain, pass; nothing
+/// is asked for while no MEM_UPDATE_PTE waits.
+#[test]
+fn step_windows_see_a_load_through_a_queued_pte() {
+    use crate::guest_check::{StepState, DEFER_008, MEM_013};
+    use pvabi_abi::batch::{DeferredEntry, DeferredQueueHeader, DEFERRED_ENTRIES_OFFSET};
+    use std::mem::offset_of;
+    // Page tables at 0x30_0000: VA 0 to 2 MiB identity-mapped by a 2 MiB page (the code at
+    // 0x8000 and the stack), VA 0x40_0000 through PTE 0 of the PT at 0x30_3000 to 0x31_0000.
+    const PML4: u64 = 0x30_0000;
+    const PT: u64 = 0x30_3000;
+    const VA: u64 = 0x40_0000;
+    const CODE: u64 = 0x8000;
+    let h = H::with(checking(1));
+    h.negotiate(Features::DEFERRED | Features::MEMORY | Features::CONSOLE);
+    h.write(PML4, &(PML4 + 0x1003));
+    h.write(PML4 + 0x1000, &(PML4 + 0x2003));
+    h.write(PML4 + 0x2000, &0x83u64);
+    h.write(PML4 + 0x2010, &(PT | 3));
+    h.write(PT, &0x31_0003u64);
+    // mov rax, [rcx]; nop; nop
+    h.write(CODE, &[0x48u8, 0x8b, 0x01, 0x90, 0x90]);
+    let stop = |rip: u64, rcx: u64| {
+        let mut s = StepState {
+            rip,
+            cr3: PML4,
+            efer: 1 << 10,
+            long_mode: true,
+            ..StepState::default()
+        };
+        s.gprs[1] = rcx;
+        s.gprs[4] = 0x1_0000;
+        s
+    };
+    let dq_tail = PAGE1 + offset_of!(DeferredQueueHeader, tail) as u64;
+    let remap = DeferredEntry {
+        call: Call::MemUpdatePte.code(),
+        args: [PT, 0x32_0003, 1],
+        ..Default::default()
+    };
+    let entry = |i: u64| PAGE1 + DEFERRED_ENTRIES_OFFSET + i * size_of::<DeferredEntry>() as u64;
+    assert!(!h.d.step_window_wants_state(0), "no window");
+    assert_eq!(h.status(0, Call::DeferSetQueue, &[PAGE1]), Status::Success);
+    assert!(h.d.step_window_open(0));
+    assert!(!h.d.step_window_wants_state(0), "nothing queued");
+    // The entry, then `tail` (DEFER-001 kept): from here a MEM_UPDATE_PTE waits.
+    h.write(entry(0), &remap);
+    assert!(h.d.step_window_step(0));
+    h.write(dq_tail, &1u32);
+    assert!(h.d.step_window_step(0));
+    assert!(h.d.step_window_wants_state(0));
+    // A load of identity-mapped memory: checked, nothing through the queued entry.
+    h.d.step_window_state(0, &stop(CODE, 0x1000));
+    assert!(h.d.step_window_step(0));
+    h.d.step_window_state(0, &stop(CODE + 3, 0x1000));
+    assert!(broken(&h).is_empty(), "{:?}", report(&h));
+    // The careless load through VA, which PTE 0 (queued) maps.
+    h.d.step_window_state(0, &stop(CODE, VA + 8));
+    assert!(h.d.step_window_step(0));
+    h.d.step_window_state(0, &stop(CODE + 3, VA + 8));
+    h.d.step_window_close(0);
+    let r = report(&h);
+    assert_eq!(broken(&h), [MEM_013, DEFER_008], "{r:?}");
+    let seen: Vec<_> = r
+        .violations
+        .iter()
+        .filter(|v| [MEM_013, DEFER_008].contains(&v.rule))
+        .collect();
+    for v in &seen {
+        for part in [
+            "a read of 8 byte(s) at 0x400008",
+            "rip 0x8000",
+            "entry at 0x303000",
+            "level 1 of the walk from CR3 0x300000",
+            "value 0x320003",
+            "deferred queue (index 0)",
+        ] {
+            assert!(v.what.contains(part), "{part:?} not in {}", v.what);
+        }
+    }
+    assert!(seen[1].what.contains("the entry held 0x310003"), "{r:?}");
+    assert_eq!(
+        (r.exercised[MEM_013], r.exercised[DEFER_008]),
+        (1, 1),
+        "{r:?}"
+    );
+    assert_eq!(r.pte_steps.checked, 2, "{r:?}");
+    // The drain writes the entry; the window after it has nothing queued, and the same load
+    // is fine.
+    assert_eq!(h.call(0, Call::DeferFlush, &[]).1[0], 1);
+    assert_eq!(h.read::<u64>(PT), 0x32_0003);
+    assert!(h.d.step_window_open(0));
+    assert!(!h.d.step_window_wants_state(0));
+    h.d.step_window_close(0);
+    assert_eq!(broken(&h), [MEM_013, DEFER_008]);
+    // Outside checking mode nothing is asked for.
+    let plain = H::ready(1);
+    assert!(!plain.d.step_window_wants_state(0));
+    plain.d.step_window_state(0, &stop(CODE, VA));
+}

@@ -173,6 +173,13 @@ pub fn careless_order() -> &'static [u8] {
     include_bytes!(env!("PVABI_GUEST_CARELESS_ORDER"))
 }
 
+/// The sixth careless guest (`guest-ref/bare/careless/src/bin/careless_pte.rs`): it reads
+/// through a page-table entry whose MEM_UPDATE_PTE waits in its deferred queue, before a drain
+/// point (PVABI-MEM-013, PVABI-DEFER-008), which only the checking host's step windows see.
+pub fn careless_pte() -> &'static [u8] {
+    include_bytes!(env!("PVABI_GUEST_CARELESS_PTE"))
+}
+
 /// The hostile guest (`guest-ref/bare/hostile`): table-driven malformed inputs, double-fetch
 /// races, load and fault scenarios, run by the host's hostile, load and fault tests.
 pub fn hostile() -> &'static [u8] {
@@ -247,6 +254,7 @@ pub const ALL: &[(&str, GuestImage)] = &[
     ("careless-identity", careless_identity),
     ("careless-cpuid", careless_cpuid),
     ("careless-order", careless_order),
+    ("careless-pte", careless_pte),
     ("conform-convention", conform_convention),
     (
         "conform-convention-compat-mode",

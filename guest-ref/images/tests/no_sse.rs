@@ -29,6 +29,7 @@ const IMAGES: &[(&str, &str)] = &[
     ("careless-identity", env!("PVABI_GUEST_CARELESS_IDENTITY")),
     ("careless-cpuid", env!("PVABI_GUEST_CARELESS_CPUID")),
     ("careless-order", env!("PVABI_GUEST_CARELESS_ORDER")),
+    ("careless-pte", env!("PVABI_GUEST_CARELESS_PTE")),
     ("conform-convention", env!("PVABI_GUEST_CONFORM_CONVENTION")),
     (
         "conform-convention-compat-mode",

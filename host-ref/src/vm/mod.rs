@@ -207,6 +207,19 @@ pub trait ExitWatcher: Send + Sync {
     fn watched_access(&self, vcpu: u32, gpa: u64, data: &[u8], write: bool) {
         let _ = (vcpu, gpa, data, write);
     }
+
+    /// At a stop of `vcpu`'s step window that goes on (after `step_window_open` or
+    /// `step_window_step` returned true): whether to hand in its state there
+    /// ([`pvabi_dispatch::Dispatcher::step_window_wants_state`]). The default never does.
+    fn step_window_wants_state(&self, vcpu: u32) -> bool {
+        let _ = vcpu;
+        false
+    }
+
+    /// `vcpu`'s state at that stop ([`pvabi_dispatch::Dispatcher::step_window_state`]).
+    fn step_window_state(&self, vcpu: u32, state: &pvabi_dispatch::guest_check::StepState) {
+        let _ = (vcpu, state);
+    }
 }
 
 /// How a VM ended.

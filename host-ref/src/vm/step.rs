@@ -14,7 +14,8 @@
 //! The checking host's step windows (PVABI-DEFER-001, PVABI-RING-001: `vcpu_thread.rs` with
 //! [`ExitWatcher`](super::ExitWatcher)) turn stepping on and off with the same
 //! `KVM_SET_GUEST_DEBUG`; the two never overlap (a window opens only after a port write, and
-//! the trace ends at vCPU 0's first).
+//! the trace ends at vCPU 0's first). At the windows' stops where the checker asks for them
+//! (PVABI-MEM-013, PVABI-DEFER-008), [`window_state`] hands it the vCPU's registers.
 //!
 //! Measured on PVM, with stepping turned on at CPL0 (as the trace and the windows do):
 //! - an exception or interrupt handler entered at CPL0 is stepped too, its `iretq` included,
@@ -33,6 +34,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::VmCtl;
+use pvabi_dispatch::guest_check::StepState;
 use pvabi_dispatch::sync::lock;
 
 /// The most instructions the trace steps (at ~40-50 µs a step here, 4-5 s).
@@ -206,6 +208,44 @@ pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
         None => {}
     }
     true
+}
+
+/// At a stop of a step window that goes on: hands the checking host the vCPU's registers if
+/// it wants them ([`ExitWatcher::step_window_wants_state`](super::ExitWatcher): a
+/// MEM_UPDATE_PTE waits in the vCPU's deferred queue, PVABI-MEM-013). With `sync_regs` they
+/// come from `kvm_run` at no cost, else from two ioctls; the checker reads the code at RIP
+/// through the vCPU's page tables itself.
+pub(super) fn window_state(ctl: &VmCtl, fd: &VcpuFd, vcpu: u32, sync_regs: bool) {
+    let Some(watcher) = ctl.exit_watcher() else {
+        return;
+    };
+    if !watcher.step_window_wants_state(vcpu) {
+        return;
+    }
+    let (r, s) = if sync_regs {
+        let synced = fd.sync_regs();
+        (synced.regs, synced.sregs)
+    } else {
+        match (fd.get_regs(), fd.get_sregs()) {
+            (Ok(r), Ok(s)) => (r, s),
+            _ => return,
+        }
+    };
+    let state = StepState {
+        rip: r.rip,
+        gprs: [
+            r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ],
+        fs_base: s.fs.base,
+        gs_base: s.gs.base,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        efer: s.efer,
+        cpl: s.ss.dpl,
+        long_mode: s.cs.l != 0,
+    };
+    watcher.step_window_state(vcpu, &state);
 }
 
 /// The first port write: the trace ends.

@@ -560,6 +560,9 @@ impl Vcpu {
                         .ctl
                         .exit_watcher()
                         .is_some_and(|w| w.step_window_step(self.index));
+                    if self.window {
+                        super::step::window_state(&self.ctl, &self.fd, self.index, self.sync_regs);
+                    }
                     Ok(Outcome::Resume)
                 }
                 Ok(VcpuExit::IoOut(port, data)) => {
@@ -666,6 +669,9 @@ impl Vcpu {
         if let Some(watcher) = self.ctl.exit_watcher() {
             if exit_mode(&self.fd, self.sync_regs).0 == 0 {
                 self.window = watcher.step_window_open(self.index);
+                if self.window {
+                    super::step::window_state(&self.ctl, &self.fd, self.index, self.sync_regs);
+                }
             }
         }
     }
