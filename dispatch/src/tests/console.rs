@@ -144,3 +144,49 @@ fn control_bytes_are_escaped_for_a_terminal() {
         std::borrow::Cow::Borrowed(_)
     ));
 }
+
+/// PVABI-CON-006: the host emits the bytes of its one copy of the buffer. A guest store to the
+/// buffer while the host emits (made here from the sink, at every piece it is handed) reaches
+/// neither the sink nor the report, however the host splits its output: a host that emitted
+/// line by line from guest memory, or read the buffer again to emit it, would hand on the
+/// `X`s. (A second read between the copy and the emission, with no store in between, cannot
+/// be told from one read by any test.)
+#[test]
+fn the_output_is_the_one_copy_even_if_the_buffer_changes_while_it_is_emitted() {
+    use crate::machine::Machine as _;
+    use crate::FakeMachine;
+    use std::sync::OnceLock;
+    use vm_memory::{Bytes, GuestAddress};
+
+    let machine: Arc<OnceLock<Arc<FakeMachine>>> = Arc::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (m, sink) = (machine.clone(), seen.clone());
+    let h = H::ready_with(HostConfig {
+        console: ConsoleSink::Custom(Arc::new(move |_, bytes: &[u8]| {
+            sink.lock().unwrap().extend_from_slice(bytes);
+            if let Some(m) = m.get() {
+                m.memory()
+                    .write_slice(&[b'X'; 64], GuestAddress(BUF))
+                    .unwrap();
+            }
+        })),
+        ..config(1)
+    });
+    machine.set(h.m.clone()).ok().unwrap();
+    let text = b"first line\nsecond line\nthird line\n";
+    h.write(BUF, &text[..]);
+    assert_eq!(
+        h.status(0, Call::ConsoleWrite, &[BUF, text.len() as u64]),
+        Status::Success
+    );
+    assert_eq!(
+        h.read_bytes(BUF, 8),
+        b"XXXXXXXX",
+        "the sink changed the buffer"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&seen.lock().unwrap()),
+        String::from_utf8_lossy(text)
+    );
+    assert_eq!(h.d.report().console_text(), String::from_utf8_lossy(text));
+}
