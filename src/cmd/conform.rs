@@ -86,8 +86,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["host_cmd", "export", "list", "filter"])]
     write_trace: Option<std::path::PathBuf>,
     /// Run the suite against the reference host once per injected fault, and fail unless a
-    /// test catches every one (only in builds with the `self-test` feature).
-    #[cfg(feature = "self-test")]
+    /// test catches every one (the faults exist only in builds with the `self-test` feature:
+    /// `cargo run --release --features self-test -- conform --self-test`).
     #[arg(long, conflicts_with_all = ["host_cmd", "export", "list"])]
     self_test: bool,
 }
@@ -105,9 +105,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    #[cfg(feature = "self-test")]
     if args.self_test {
+        #[cfg(feature = "self-test")]
         return self_test(&selected);
+        #[cfg(not(feature = "self-test"))]
+        anyhow::bail!(
+            "this pvabi was built without the injected faults that --self-test runs the suite \
+             against (they are never in a default build); build it with them: \
+             `cargo run --release --features self-test -- conform --self-test`"
+        );
     }
     if let Some(dir) = &args.export {
         let manifest = conform::export(dir)
