@@ -1461,9 +1461,17 @@ pub fn check_guest(image: &[u8], vcpus: u32) -> TestResult {
     }
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
     // What watching the guest cost it: the instructions its step windows single-stepped
-    // (DEFER-001, RING-001) and its accesses to watched pages (EVT-010, RING-006).
+    // (DEFER-001, RING-001), and of those run while a MEM_UPDATE_PTE waited (MEM-013,
+    // DEFER-008) how many had their accesses walked, were not decoded, or did not fit the stop
+    // after them; and its accesses to watched pages (EVT-010, RING-006).
     let info = [
         ("step_window_steps", seen.step_windows.1.to_string()),
+        ("pte_steps_checked", seen.pte_steps.checked.to_string()),
+        ("pte_steps_undecoded", seen.pte_steps.undecoded.to_string()),
+        (
+            "pte_steps_unconfirmed",
+            seen.pte_steps.unconfirmed.to_string(),
+        ),
         ("watched_page_accesses", seen.watched_accesses.to_string()),
     ]
     .into_iter()

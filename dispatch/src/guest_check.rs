@@ -29,7 +29,7 @@
 //! | [`DEFER_013`] | a deferred queue with `tail - head` beyond the capacity at a drain point |
 //! | [`DEFER_002`] | a deferred queue whose `head` or error fields differ, at a drain point, from what the host last wrote |
 //! | [`DEFER_001`] | in a step window (below), a deferred-queue entry that changed after `tail` had moved past it and before the host ran it |
-//! | [`MEM_013`] | in a step window, an instruction that ran while a MEM_UPDATE_PTE waited in the vCPU's deferred queue (published, not yet run: at the looks before and after it) and whose fetch, memory operand or stack slot walks, at any level of the vCPU's page tables, through that call's entry (module `queued_pte`: what is decoded, and what is not seen) |
+//! | [`MEM_013`] | in a step window, an instruction that ran while a MEM_UPDATE_PTE waited in the vCPU's deferred queue (published, not yet run: at the looks before and after it) and whose fetch, memory operand, stack slot or string element walks, at any level of the vCPU's page tables, through that call's entry (module `queued_pte`, decoded with [`crate::x86`]: what is decoded, and what is not seen) |
 //! | [`DEFER_008`] | the same access, where the entry in memory then differs from the value the queued call writes (the accessed and dirty bits aside): its outcome depended on the queued call's effect (the only dependence on a queued call that is looked for) |
 //! | [`RING_028`] | a submission ring with `tail - head` beyond the capacity |
 //! | [`RING_001`] | in a step window, a submission-ring entry that changed after `tail` had moved past it and before the host consumed it |
@@ -74,10 +74,11 @@
 //! the vCPU's windows opening until it has seen [`WATCH_ENTRIES`] of them waiting across an
 //! instruction. At each stop where one waits
 //! ([`Dispatcher::step_window_wants_state`](crate::Dispatcher::step_window_wants_state)), the
-//! VMM hands in the vCPU's registers and the bytes at RIP
+//! VMM hands in the vCPU's registers
 //! ([`Dispatcher::step_window_state`](crate::Dispatcher::step_window_state)); the checker
-//! decodes the instruction, takes it as executed if the next stop's RIP follows it, and walks
-//! the page tables for each access it made. A VMM that gives no state leaves both rules "not
+//! reads the instruction at RIP through the page tables, decodes it ([`crate::x86`]), takes it
+//! as executed if the next stop's RIP and RSP fit it, and walks the page tables for each
+//! access it made. A VMM that gives no state leaves both rules "not
 //! exercised".
 //!
 //! The checking host is demanding but legal. Besides preempting every batch and leaving the
@@ -95,7 +96,6 @@ use std::collections::BTreeMap;
 
 mod consume;
 pub mod identity;
-mod operands;
 mod order;
 mod queued_pte;
 

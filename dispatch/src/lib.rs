@@ -124,6 +124,7 @@ pub mod sync;
 mod system;
 mod time;
 mod vcpu;
+pub mod x86;
 
 #[cfg(test)]
 mod tests;
@@ -740,9 +741,10 @@ impl<M: Machine> Dispatcher<M> {
 
     /// `vcpu`'s state at this stop of its open step window (after
     /// [`step_window_wants_state`](Self::step_window_wants_state) said it is wanted): its RIP,
-    /// the bytes there, its general registers, FS and GS bases and paging registers. The
-    /// checker decodes the instruction at RIP, and at the next stop, if that instruction ran,
-    /// walks the page tables for its accesses. Does nothing outside checking mode or a window.
+    /// its general registers, FS and GS bases and paging registers. At the next stop the
+    /// checker reads and decodes the instruction at this RIP ([`x86`]), and, if the stop shows
+    /// that it ran, walks the page tables for its accesses. Does nothing outside checking mode
+    /// or a window.
     pub fn step_window_state(&self, vcpu: u32, state: &guest_check::StepState) {
         if let Some(c) = &self.inner.checker {
             self.inner.step_window_state(c, vcpu, state);

@@ -6,12 +6,15 @@
 //! run (its index in `[host head, guest tail)`, `flags` 0), the VMM hands the checker the
 //! vCPU's state at each stop ([`StepState`]: RIP, the general registers, FS and GS bases, CR3,
 //! CR4, EFER), which is the state the next instruction starts with. At the following stop the
-//! checker takes that instruction as executed only if the new RIP is the one right after it
-//! and, unless it may write RSP, RSP is unchanged (so an instruction that faulted, or an
-//! interrupt delivered before it, shows and is passed over). For an executed instruction it
-//! reads its bytes at RIP through the vCPU's page tables (in guest memory, as `KVM_TRANSLATE`
-//! would), decodes its accesses (module `operands`: the fetch of its own bytes, its memory
-//! operands, the stack slot of a push or pop), walks the page tables for each page they touch
+//! checker reads that instruction's bytes at RIP through the vCPU's page tables (in guest
+//! memory, as `KVM_TRANSLATE` would) and decodes it ([`crate::x86`], over iced-x86: the fetch
+//! of its own bytes, its memory operands, the stack slots of a push, pop, call or return, the
+//! first element of a string instruction). It takes the instruction as executed only if the
+//! new RIP is the one it goes to (right after it; a branch's target; for a `ret` or a transfer
+//! through memory, the 8 bytes it loaded, read again) and RSP is the one it leaves (unchanged,
+//! or moved by its stack operation, unless it writes RSP as an operand), so that an
+//! instruction that faulted, or an interrupt delivered before it, shows and is passed over
+//! ([`crate::x86::Decoded::ran`]). For an executed instruction it walks the page tables for each page its accesses touch
 //! (4-level or 5-level as CR4.LA57 says, 1 GiB and 2 MiB pages, from the CR3 the instruction
 //! started with), and looks for each entry read on the way, at any level, among the queued
 //! MEM_UPDATE_PTEs that were waiting both at the look before the instruction and at the look
@@ -34,8 +37,9 @@
 //! - an instruction a stop was never made before: the first instruction of an exception or
 //!   interrupt handler (it runs in the step of the delivery on PVM), the instruction an
 //!   `iretq` returns to, the instruction after `mov ss` or `pop ss`;
-//! - instructions the decoder does not know (control transfers, string instructions, x87 and
-//!   SSE, ...: see module `operands`), an instruction that faulted (a page fault because the
+//! - instructions [`crate::x86::decode`] gives up on (far and privileged control transfers,
+//!   `int`, `syscall`, `iretq`; bit strings, gathers, masked and `xsave`-sized accesses: see
+//!   its documentation), an instruction that faulted (a page fault because the
 //!   old entry is not present included) or that caused an exit of its own (an MMIO access);
 //! - implicit accesses: the frame an interrupt or exception pushes, descriptor-table reads,
 //!   the page-table walk itself (it reads the entries, it does not go through them);
@@ -50,9 +54,9 @@
 use pvabi_abi::batch::{DeferredEntry, DEFERRED_QUEUE_CAPACITY};
 use pvabi_abi::calls::Call;
 
-use super::operands::{self, Access, Regs, RSP};
 use super::{order, GuestChecker, DEFER_008, MEM_013, WATCH_ENTRIES};
 use crate::sync::lock;
+use crate::x86::{self, Access, Regs};
 
 /// A vCPU's state at a stop of a step window (the instruction at `rip` has not run yet),
 /// which the VMM hands the checking host when it asks for it
@@ -87,11 +91,11 @@ pub struct StepState {
 pub struct PteSteps {
     /// Instructions whose accesses were walked while a MEM_UPDATE_PTE waited in the queue.
     pub checked: u64,
-    /// Instructions run while one waited that the decoder does not know (see `operands`), or
-    /// not at CPL0 in 64-bit mode.
+    /// Instructions run while one waited that the decoder gives up on (see
+    /// [`crate::x86::decode`]), or not at CPL0 in 64-bit mode.
     pub undecoded: u64,
-    /// Decoded instructions whose next stop did not follow them (a fault, an interrupt, an
-    /// exit): not taken as executed.
+    /// Decoded instructions whose next stop did not fit them (a fault, an interrupt, an
+    /// exit: [`crate::x86::Decoded::ran`]): not taken as executed.
     pub unconfirmed: u64,
 }
 
@@ -252,16 +256,20 @@ impl PteWatch {
             fs_base: prev.fs_base,
             gs_base: prev.gs_base,
         };
-        let Some(d) = operands::decode(code, &regs) else {
+        let Some(d) = x86::decode(code, &regs) else {
             seen.steps.undecoded += 1;
             return seen;
         };
-        let follows = s.rip == prev.rip.wrapping_add(u64::from(d.len))
-            && (d.writes_rsp || s.gprs[RSP] == prev.gprs[RSP]);
-        if !follows {
+        // The 8 bytes a `ret` or a transfer through memory loaded, read again now.
+        let load = |va: u64| {
+            let mut word = [0u8; 8];
+            let got = fetch(prev.cr3, five_level, va, &read, &mut word).len();
+            (got == word.len()).then(|| u64::from_le_bytes(word))
+        };
+        let Some(accesses) = d.ran(prev.rip, s.rip, &s.gprs, load) else {
             seen.steps.unconfirmed += 1;
             return seen;
-        }
+        };
         seen.steps.checked += 1;
         for q in &both {
             if !self.exercised.contains(&q.index) {
@@ -269,15 +277,12 @@ impl PteWatch {
                 seen.exercised += 1;
             }
         }
-        for access in d.accesses(prev.rip) {
-            let first = access.address;
-            let last = first.wrapping_add(u64::from(access.size.max(1)) - 1);
-            let pages = if first >> 12 == last >> 12 {
-                [Some(first), None]
-            } else {
-                [Some(first), Some(last & !0xfff)]
-            };
-            for va in pages.into_iter().flatten() {
+        for access in accesses {
+            // Every page from the first byte's to the last one's.
+            let first = access.address >> 12;
+            let pages =
+                u64::from(access.size.max(1) - 1).wrapping_add(access.address & 0xfff) >> 12;
+            for va in (0..=pages).map(|p| first.wrapping_add(p) << 12) {
                 for (entry, current, level) in walk(prev.cr3, five_level, va, &read) {
                     let Some(q) = both.iter().find(|q| q.entry == entry) else {
                         continue;
@@ -350,14 +355,14 @@ fn translate(
     Some((entry & TABLE & !offset) | (va & offset))
 }
 
-/// The bytes of code at `va` (up to 16, fewer where they run into a page that is not mapped),
-/// read through the tables at `cr3` into `buf`.
+/// The bytes at `va` (as many as `buf` holds, fewer where they run into a page that is not
+/// mapped), read through the tables at `cr3` into `buf`.
 fn fetch<'b>(
     cr3: u64,
     five_level: bool,
     va: u64,
     read: &impl Fn(u64) -> Option<u64>,
-    buf: &'b mut [u8; 16],
+    buf: &'b mut [u8],
 ) -> &'b [u8] {
     let mut n = 0;
     while n < buf.len() {
@@ -523,8 +528,8 @@ pub(crate) fn look_at(watch: &mut Option<PteWatch>, at: Stop, look: Option<&orde
 #[cfg(test)]
 mod tests {
     use super::{walk, Hit, PteWatch, Queued, Seen, StepState, Stop};
-    use crate::guest_check::operands::{Access, Kind};
     use crate::guest_check::order::Look;
+    use crate::x86::{Access, Kind};
     use pvabi_abi::batch::{DeferredEntry, DEFERRED_QUEUE_CAPACITY};
     use pvabi_abi::calls::Call;
     use std::collections::BTreeMap;
@@ -565,13 +570,18 @@ mod tests {
     }
 
     /// The code: at 0x20_0000 (through the 2 MiB page at physical 0x20_0000), `mov rax,
-    /// [rcx]`, then `nop`s; at 0x30_0000 the same; a `ret` at 0x20_1000.
-    const RET: u64 = 0x20_1000;
+    /// [rcx]`, then `nop`s; at 0x30_0000 the same; a `syscall` at 0x20_1000, a `ret` at
+    /// 0x20_2000, a `rep stosb` at 0x20_3000.
+    const SYSCALL: u64 = 0x20_1000;
+    const RET: u64 = 0x20_2000;
+    const REP_STOSB: u64 = 0x20_3000;
 
     fn memory(gpa: u64) -> Option<u64> {
         let code = |at: u64| match at {
             0x20_0000 | 0x30_0000 => 0x9090_9090_9001_8b48, // mov rax, [rcx]; nop ...
-            0x20_1000 => 0xc3,
+            0x20_1000 => 0x050f,
+            0x20_2000 => 0xc3,
+            0x20_3000 => 0xaaf3,
             _ => 0x9090_9090_9090_9090,
         };
         if (0x20_0000..0x40_0000).contains(&gpa) {
@@ -629,8 +639,8 @@ mod tests {
                 current: 0x9003,
             }]
         );
-        // Reported once: the same load again (after a jump back, which is not decoded) is
-        // checked, but neither reported nor exercised again.
+        // Reported once: the same load again (the stop at it does not follow the `nop` before,
+        // which is not taken as run) is checked, but neither reported nor exercised again.
         w.look(Stop::Step, &q);
         assert_eq!(state(&mut w, &at(0x20_0000)).steps.unconfirmed, 1);
         w.look(Stop::Step, &q);
@@ -721,12 +731,87 @@ mod tests {
         state(&mut w, &at(0x20_0000));
         w.look(Stop::Close, &q);
         assert_eq!(state(&mut w, &at(0x20_0003)), Seen::default());
-        // An instruction the decoder does not know (a `ret`).
+        // An instruction the decoder gives up on (a `syscall`).
         let mut w = PteWatch::new(0x5000);
         w.look(Stop::Open, &q);
-        state(&mut w, &at(RET));
+        state(&mut w, &at(SYSCALL));
         w.look(Stop::Step, &q);
-        assert_eq!(state(&mut w, &at(RET + 1)).steps.undecoded, 1);
+        assert_eq!(state(&mut w, &at(SYSCALL + 2)).steps.undecoded, 1);
+    }
+
+    #[test]
+    fn a_rep_string_instruction_reaches_the_pages_of_all_its_elements() {
+        // rep stosb of 0x1000 bytes from VA - 0x800 (the 2 MiB page below VA), run in one
+        // step with RIP still on it: its second half is in VA's page, behind the queued PTE.
+        let q = look(&[(PTE, 0xa003)]);
+        let mut before = at(REP_STOSB);
+        before.gprs[1] = 0x1000;
+        before.gprs[7] = VA - 0x800;
+        let mut after = before;
+        after.gprs[1] = 0;
+        after.gprs[7] = VA + 0x800;
+        let mut w = PteWatch::new(0x5000);
+        w.look(Stop::Open, &q);
+        state(&mut w, &before);
+        w.look(Stop::Step, &q);
+        let seen = state(&mut w, &after);
+        assert_eq!(seen.steps.checked, 1, "{seen:?}");
+        assert_eq!(
+            seen.hits
+                .iter()
+                .map(|h| (h.access, h.level))
+                .collect::<Vec<_>>(),
+            [(
+                Access {
+                    address: VA - 0x800,
+                    size: 0x1000,
+                    kind: Kind::Write
+                },
+                1
+            )]
+        );
+    }
+
+    #[test]
+    fn a_ret_counts_where_it_went_to_the_address_it_popped() {
+        // RSP is VA (the page behind the queued PTE, physical 0x9000), which holds 0x20_0100.
+        let mem = |gpa: u64| match gpa {
+            0x9000 => Some(0x20_0100),
+            _ => memory(gpa),
+        };
+        let q = look(&[(PTE, 0xa003)]);
+        let ret_at = |rip: u64, rsp: u64| {
+            let mut s = at(rip);
+            s.gprs[4] = rsp;
+            s
+        };
+        let mut w = PteWatch::new(0x5000);
+        w.look(Stop::Open, &q);
+        w.state(&ret_at(RET, VA), mem);
+        w.look(Stop::Step, &q);
+        let seen = w.state(&ret_at(0x20_0100, VA + 8), mem);
+        assert_eq!(seen.steps.checked, 1, "{seen:?}");
+        assert_eq!(
+            seen.hits.iter().map(|h| h.access).collect::<Vec<_>>(),
+            [Access {
+                address: VA,
+                size: 8,
+                kind: Kind::Read
+            }]
+        );
+        // Anywhere else (an interrupt's handler), or with another RSP: not run.
+        for next in [ret_at(0x20_0101, VA + 8), ret_at(0x20_0100, VA - 32)] {
+            let mut w = PteWatch::new(0x5000);
+            w.look(Stop::Open, &q);
+            w.state(&ret_at(RET, VA), mem);
+            w.look(Stop::Step, &q);
+            let seen = w.state(&next, mem);
+            assert_eq!(
+                (seen.steps.unconfirmed, seen.hits.len()),
+                (1, 0),
+                "{seen:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The discovery trace ([`VmCtl::trace_discovery`]): vCPU 0 single-stepped
 //! (`KVM_SET_GUEST_DEBUG` with `KVM_GUESTDBG_SINGLESTEP`) from its entry until its first port
-//! write, decoding the instruction at each stop, so that a checking host sees the guest's
-//! CPUID reads and any `vmcall`/`vmmcall`, which KVM would otherwise handle without an exit
-//! (PVABI-DISC-004, PVABI-CONV-010).
+//! write, decoding the instruction at each stop ([`pvabi_dispatch::x86::special`], over
+//! iced-x86), so that a checking host sees the guest's CPUID reads and any
+//! `vmcall`/`vmmcall`, which KVM would otherwise handle without an exit (PVABI-DISC-004,
+//! PVABI-CONV-010).
 //!
 //! What it covers, measured on this PVM machine: ring-0 code only (a step exits at every CPL0
 //! instruction, ~40-50 µs each; code at CPL3 runs natively and takes no step), and only up to
@@ -36,6 +37,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::VmCtl;
 use pvabi_dispatch::guest_check::StepState;
 use pvabi_dispatch::sync::lock;
+use pvabi_dispatch::x86::{special, Special};
 
 /// The most instructions the trace steps (at ~40-50 µs a step here, 4-5 s).
 pub const STEP_LIMIT: u64 = 100_000;
@@ -68,35 +70,6 @@ pub struct DiscoveryTrace {
     pub unread: u64,
     /// Whether the trace gave up at [`STEP_LIMIT`] steps before the first port write.
     pub limited: bool,
-}
-
-/// An instruction the trace looks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Watched {
-    /// `cpuid` (0F A2).
-    Cpuid,
-    /// `vmcall` (0F 01 C1).
-    Vmcall,
-    /// `vmmcall` (0F 01 D9).
-    Vmmcall,
-}
-
-/// Decodes the start of an instruction: legacy and REX prefixes skipped (at most 14 bytes in
-/// all, the architectural limit being 15), then one of the [`Watched`] opcodes or `None`.
-pub fn decode(bytes: &[u8]) -> Option<Watched> {
-    let prefix = |b: u8| {
-        matches!(
-            b,
-            0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65
-        ) || (0x40..=0x4f).contains(&b)
-    };
-    let start = bytes.iter().take(14).position(|&b| !prefix(b))?;
-    match bytes.get(start..)? {
-        [0x0f, 0xa2, ..] => Some(Watched::Cpuid),
-        [0x0f, 0x01, 0xc1, ..] => Some(Watched::Vmcall),
-        [0x0f, 0x01, 0xd9, ..] => Some(Watched::Vmmcall),
-        _ => None,
-    }
 }
 
 /// Turns single-stepping of `fd` on or off; whether KVM accepted it.
@@ -180,16 +153,16 @@ pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
         t.unread += 1;
         return true;
     }
-    match decode(&bytes) {
-        Some(Watched::Cpuid) => t.cpuid.push(CpuidRead {
+    match special(&bytes) {
+        Some(Special::Cpuid) => t.cpuid.push(CpuidRead {
             leaf: regs.rax as u32,
             subleaf: regs.rcx as u32,
             rip: regs.rip,
         }),
-        Some(w) => {
-            t.hypercalls.push((regs.rip, w == Watched::Vmmcall));
+        Some(w @ (Special::Vmcall | Special::Vmmcall)) => {
+            t.hypercalls.push((regs.rip, w == Special::Vmmcall));
             drop(guard);
-            let name = if w == Watched::Vmcall {
+            let name = if w == Special::Vmcall {
                 "vmcall"
             } else {
                 "vmmcall"
@@ -205,7 +178,7 @@ pub(super) fn on_step(ctl: &VmCtl, fd: &VcpuFd) -> bool {
             }));
             return false;
         }
-        None => {}
+        Some(Special::RepOuts) | None => {}
     }
     true
 }
@@ -269,24 +242,5 @@ impl VmCtl {
     /// The discovery trace so far (`None` if it was not asked for).
     pub fn discovery_trace(&self) -> Option<DiscoveryTrace> {
         lock(&self.shared.discovery).clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{decode, Watched};
-
-    #[test]
-    fn the_watched_instructions_are_decoded_behind_prefixes() {
-        assert_eq!(decode(&[0x0f, 0xa2, 0x90]), Some(Watched::Cpuid));
-        assert_eq!(decode(&[0x66, 0x48, 0x0f, 0xa2]), Some(Watched::Cpuid));
-        assert_eq!(decode(&[0x0f, 0x01, 0xc1]), Some(Watched::Vmcall));
-        assert_eq!(decode(&[0x0f, 0x01, 0xd9]), Some(Watched::Vmmcall));
-        // Not them: `out dx, eax`, `lgdt` (0F 01 /2), `nop`, a truncated opcode.
-        assert_eq!(decode(&[0xef]), None);
-        assert_eq!(decode(&[0x0f, 0x01, 0x15, 0, 0, 0, 0]), None);
-        assert_eq!(decode(&[0x90, 0x0f, 0xa2]), None);
-        assert_eq!(decode(&[0x0f]), None);
-        assert_eq!(decode(&[0x66; 16]), None);
     }
 }

@@ -738,7 +738,7 @@ impl Vcpu {
         }
         // The bytes at RIP, as far as they are mapped: a `rep outs` shows in its first few.
         let (bytes, read) = super::step::code_at(&self.ctl, &self.fd, regs.rip);
-        is_rep_outs(&bytes[..read])
+        pvabi_dispatch::x86::special(&bytes[..read]) == Some(pvabi_dispatch::x86::Special::RepOuts)
     }
 
     /// An `out`: the exit's registers become the one [`CallRegs`], the bus answers in it,
@@ -894,54 +894,10 @@ fn synced_exit_state() -> pvabi_dispatch::ExitState {
     }
 }
 
-/// Whether `code` starts with a `rep`-prefixed `outs` (`f3` or `f2`, among other legacy
-/// prefixes and a REX prefix, then `6e` or `6f`).
-fn is_rep_outs(code: &[u8]) -> bool {
-    let mut rep = false;
-    for &b in code {
-        match b {
-            0xf2 | 0xf3 => rep = true,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0x40..=0x4f => {}
-            0x6e | 0x6f => return rep,
-            _ => return false,
-        }
-    }
-    false
-}
-
 /// A failed vCPU ioctl as a [`Fault`].
 fn kvm_fault(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Fault {
     move |e| Fault::Kvm {
         op,
         errno: e.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_rep_outs;
-
-    #[test]
-    fn a_rep_outs_is_told_from_an_out_and_a_plain_outs() {
-        // rep outsd, rep outsb, repne outsd, rep outsw (66), with a REX and a segment prefix.
-        for code in [
-            &[0xf3, 0x6f][..],
-            &[0xf3, 0x6e],
-            &[0xf2, 0x6f],
-            &[0x66, 0xf3, 0x6f],
-            &[0x2e, 0xf3, 0x48, 0x6f],
-        ] {
-            assert!(is_rep_outs(code), "{code:x?}");
-        }
-        // out dx, eax; outsd; rep movsd; rep insd; a truncated prefix run.
-        for code in [
-            &[0xef][..],
-            &[0x6f],
-            &[0xf3, 0xa5],
-            &[0xf3, 0x6d],
-            &[0xf3, 0x66],
-        ] {
-            assert!(!is_rep_outs(code), "{code:x?}");
-        }
     }
 }
