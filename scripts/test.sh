@@ -2,22 +2,23 @@
 # Runs every pvabi check and test. This is the README's test command, and CI runs exactly it.
 #
 # Beyond the Rust toolchain the tests need C compilers (the header is compiled with gcc, g++
-# and clang; the C guest is built with gcc). Missing ones are installed with apt-get when this
+# and clang; the C guest is built with gcc) and objdump (binutils: the x86 decoder of the
+# checking host is compared with it on the guest images). Missing ones are installed with apt-get when this
 # runs as root; otherwise the script says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in gcc g++ clang; do
+for tool in gcc g++ clang objdump; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     packages=()
     for tool in "${missing[@]}"; do
-        case "$tool" in g++) packages+=(g++) ;; *) packages+=("$tool") ;; esac
+        case "$tool" in objdump) packages+=(binutils) ;; *) packages+=("$tool") ;; esac
     done
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "==> installing ${packages[*]} (needed by the header and C-guest tests)"
+        echo "==> installing ${packages[*]} (needed by the header, C-guest and decoder tests)"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
     else
