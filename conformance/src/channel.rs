@@ -123,6 +123,20 @@ pub const HOST_EVENTS: &[(&str, &[&str])] = &[
     ("tsc-offset", &["PVABI-TIME-010"]),
 ];
 
+/// What a guest can see of a performed host event, to hold a host's DONE line against: the
+/// event, the INFO key under which the guest reports what it saw after the request, the least
+/// value that shows the event happened, the check the runner adds, and the rule it cites. A
+/// check in the guest could not do it (it cannot see the DONE line, and every check after a
+/// request must hold whether or not the event happened), so the runner does: a DONE with the
+/// INFO value below the least is a FAIL; without a DONE the value says nothing.
+pub const HOST_EVENT_WITNESSES: &[(&str, &str, u64, &str, &str)] = &[(
+    "tsc-offset",
+    "tsc_offset_moved",
+    1 << 32,
+    "host_event_tsc_offset_moved_the_counters",
+    "PVABI-TIME-010",
+)];
+
 /// A request of the run: the event, whether the host said DONE, and the indices of the checks
 /// reported after it (up to the next request).
 struct Request {
@@ -134,15 +148,48 @@ struct Request {
 /// Applies what the host did with the run's requests to `checks` (see the module
 /// documentation) and records each in `info`.
 fn resolve_requests(
+    test: &str,
     requests: &[Request],
-    checks: &mut [Check],
+    checks: &mut Vec<Check>,
     info: &mut BTreeMap<String, String>,
 ) {
+    // An event counts as performed only if every request of it was (a profile that claims it
+    // fails on one that was not).
     for r in requests {
-        info.insert(
-            format!("host_event.{}", r.event),
-            u8::from(r.done).to_string(),
-        );
+        let key = format!("host_event.{}", r.event);
+        let done = r.done && info.get(&key).is_none_or(|v| v == "1");
+        info.insert(key, u8::from(done).to_string());
+    }
+    for &(event, key, least, name, rule) in HOST_EVENT_WITNESSES {
+        if !requests.iter().any(|r| r.event == event && r.done) {
+            continue;
+        }
+        let seen = info
+            .get(key)
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok());
+        let (verdict, message) = match seen {
+            Some(v) if v >= least => (Verdict::Pass, None),
+            Some(v) => (
+                Verdict::Fail,
+                Some(format!(
+                    "the host wrote DONE {event}, but the guest saw {key} = {v:#x}, less than {least:#x}: the event did not happen as the host said"
+                )),
+            ),
+            None => (
+                Verdict::Fail,
+                Some(format!(
+                    "the host wrote DONE {event}, but the guest reported no INFO {key} to hold it against"
+                )),
+            ),
+        };
+        checks.push(Check::new(
+            format!("{test}.{name}"),
+            verdict,
+            &[rule],
+            message,
+        ));
+    }
+    for r in requests {
         if r.done {
             continue;
         }
@@ -663,7 +710,7 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             } else {
                 // The guest's END agreed with its checks; what the host did with its requests
                 // decides the checks made after them, and the verdict is theirs.
-                resolve_requests(&requests, &mut checks, &mut info);
+                resolve_requests(test, &requests, &mut checks, &mut info);
                 (Verdict::worst(checks.iter().map(|c| c.verdict)), None)
             }
         }
@@ -1142,6 +1189,38 @@ mod tests {
         );
         assert_eq!(r.info["host_event.migrate"], "1");
         assert!(!r.checks[1].not_applicable);
+        // Two requests of one event, one of them unanswered: not performed.
+        let mut twice = done.clone();
+        twice.insert(6, "REQUEST migrate");
+        let r = run(&twice, RunEnd::Shutdown(5));
+        assert_eq!(r.info["host_event.migrate"], "0", "{r:#?}");
+        // A DONE held against what the guest saw: the runner adds the witness's check.
+        for (moved, want) in [("0x100000000", Verdict::Pass), ("0x10", Verdict::Fail)] {
+            let info = format!("INFO tsc_offset_moved={moved}");
+            let lines = [
+                "BEGIN t",
+                "REQUEST tsc-offset",
+                "DONE tsc-offset",
+                &info,
+                "PASS t.page PVABI-TIME-010",
+                "END t PASS",
+            ];
+            let r = run(&lines, RunEnd::Shutdown(0));
+            let c = r.checks.last().unwrap();
+            assert_eq!(c.name, "t.host_event_tsc_offset_moved_the_counters");
+            assert_eq!((c.verdict, r.verdict), (want, want), "{r:#?}");
+        }
+        // Without the DONE, what the guest saw says nothing: no check is added.
+        let lines = [
+            "BEGIN t",
+            "REQUEST tsc-offset",
+            "INFO tsc_offset_moved=0x10",
+            "PASS t.page PVABI-TIME-010",
+            "END t PASS",
+        ];
+        let r = run(&lines, RunEnd::Shutdown(0));
+        assert_eq!(r.checks.len(), 1, "{r:#?}");
+        assert_eq!(r.verdict, Verdict::Pass);
         // A DONE that answers no request just before it, an unknown event: ERROR.
         for bad in [
             &["BEGIN t", "DONE migrate", "PASS t.a", "END t PASS"][..],

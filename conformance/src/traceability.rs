@@ -203,6 +203,8 @@ impl ImplementationTest {
     /// assert_eq!(t.check(src, "PVABI-MEM-012"), Ok(()));
     /// assert!(t.check(src, "PVABI-MEM-016").unwrap_err().contains("does not name"));
     /// assert!(t.check("fn other() {}", "PVABI-MEM-012").unwrap_err().contains("no test"));
+    /// let ignored = "/// MEM-012\n#[test]\n#[ignore]\nfn holds() {}\n";
+    /// assert!(t.check(ignored, "PVABI-MEM-012").unwrap_err().contains("does not run"));
     /// ```
     pub fn check(&self, source: &str, id: &str) -> Result<(), String> {
         let lines: Vec<&str> = source.lines().collect();
@@ -221,6 +223,15 @@ impl ImplementationTest {
             .collect::<Vec<_>>();
         if !above.iter().any(|l| l.trim_start().starts_with("#[test]")) {
             return Err(format!("{self}: `{}` is not a #[test] function", self.name));
+        }
+        // A test that does not run by default vouches for nothing.
+        if let Some(attr) = above.iter().map(|l| l.trim_start()).find(|t| {
+            t.starts_with("#[ignore") || t.starts_with("#[cfg(") || t.starts_with("#[cfg_attr(")
+        }) {
+            return Err(format!(
+                "{self}: `{}` does not run in every `cargo test` (`{attr}`): list a test that does",
+                self.name
+            ));
         }
         // Its body: up to the closing brace at the function's indentation.
         let indent = |l: &str| l.len() - l.trim_start().len();

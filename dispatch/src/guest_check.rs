@@ -1115,6 +1115,8 @@ impl GuestChecker {
     /// The report so far; a batch still waiting to be resumed counts in it as abandoned
     /// (the guest may yet resume it: the count is of this moment).
     pub(crate) fn report(&self) -> GuestCheckReport {
+        // `consumed` is taken before `state` (as `consumed_access` does), never while it is held.
+        let watched_accesses = lock(&self.consumed).accesses;
         let s = lock(&self.state);
         let mut now = State {
             report: s.report.clone(),
@@ -1125,7 +1127,7 @@ impl GuestChecker {
             self.windows[0].load(Ordering::Relaxed),
             self.windows[1].load(Ordering::Relaxed),
         );
-        now.report.watched_accesses = lock(&self.consumed).accesses;
+        now.report.watched_accesses = watched_accesses;
         for (vcpu, p) in s.preempted.iter().enumerate() {
             if let Some(p) = p {
                 now.violated(

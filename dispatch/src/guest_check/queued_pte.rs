@@ -20,7 +20,8 @@
 //! MEM_UPDATE_PTEs that were waiting both at the look before the instruction and at the look
 //! after it (so the entry was queued all the while it ran). One found is an access through a queued entry before a drain point: PVABI-MEM-013
 //! (each queued entry reported once). If the entry in memory then differs from the value the
-//! call will write (the accessed and dirty bits aside), the access's outcome depends on the
+//! call will write in a bit that decides the access ([`DECIDES_ACCESS`]: not the accessed,
+//! dirty, global, software or protection-key bits), the access's outcome depends on the
 //! queued call's effect: PVABI-DEFER-008 as well.
 //!
 //! Each queued MEM_UPDATE_PTE that was waiting across an instruction whose accesses were
@@ -170,14 +171,24 @@ pub(crate) struct PteWatch {
     reported: Vec<u32>,
 }
 
-/// The accessed and dirty bits, which the processor sets in the entries it walks: no part of
-/// what a MEM_UPDATE_PTE changes about an access.
-const ACCESSED_DIRTY: u64 = (1 << 5) | (1 << 6);
 const PRESENT: u64 = 1;
 const PAGE_SIZE_BIT: u64 = 1 << 7;
 const TABLE: u64 = 0x000f_ffff_ffff_f000;
+/// The bits of an entry that decide an access made through it: present, writable, user, the
+/// cache-type bits (PWT, PCD, and bit 7: PAT in a 4 KiB entry, the page size above), the frame
+/// or table address (which holds a large page's PAT bit 12) and execute-disable. Not the
+/// accessed and dirty bits, which the processor sets as it walks, nor the global bit (a TLB
+/// matter), the bits software may use (9-11, 52-58) or the protection key (59-62, which counts
+/// only with CR4.PKE): a queued change of those alone leaves the access's outcome as it is.
+const DECIDES_ACCESS: u64 = 0b1001_1111 | TABLE | (1 << 63);
 const EFER_LMA: u64 = 1 << 10;
 const CR4_LA57: u64 = 1 << 12;
+
+/// Whether writing `queued` over an entry that holds `current` changes an access made through
+/// it ([`DECIDES_ACCESS`]).
+fn changes_the_access(current: u64, queued: u64) -> bool {
+    (current ^ queued) & DECIDES_ACCESS != 0
+}
 
 impl PteWatch {
     /// A watch of the queue at `key`, with no look yet.
@@ -458,7 +469,7 @@ impl GuestChecker {
                      has reached a drain point (DEFER_FLUSH or a sync-point call has returned)"
                 ),
             );
-            if (h.current ^ q.value) & !ACCESSED_DIRTY != 0 {
+            if changes_the_access(h.current, q.value) {
                 s.violated(
                     DEFER_008,
                     vcpu,
@@ -810,6 +821,25 @@ mod tests {
                 (seen.steps.unconfirmed, seen.hits.len()),
                 (1, 0),
                 "{seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_bits_that_decide_an_access_make_it_depend_on_the_queued_value() {
+        let entry = 0x0000_0000_0020_8003; // present, writable, frame 0x208000
+                                           // Accessed, dirty, global, the software bits and the protection key: no dependence.
+        for bit in [5, 6, 8, 9, 10, 11, 52, 58, 59, 62] {
+            assert!(
+                !super::changes_the_access(entry, entry ^ (1 << bit)),
+                "bit {bit}"
+            );
+        }
+        // Present, writable, user, PWT, PCD, PAT/PS, the frame, execute-disable: dependence.
+        for bit in [0, 1, 2, 3, 4, 7, 12, 30, 51, 63] {
+            assert!(
+                super::changes_the_access(entry, entry ^ (1 << bit)),
+                "bit {bit}"
             );
         }
     }

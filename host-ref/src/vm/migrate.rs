@@ -2,12 +2,15 @@
 //!
 //! [`VmCtl::request_migration`] asks for one (the reference host does when a test guest asks,
 //! [`pvabi_dispatch::host_event`]). Every vCPU thread then stops at its next *migration point*
-//! (before `KVM_RUN`, while it halts, while it is parked), saves its vCPU's whole state from
-//! KVM (general, segment and control registers, x87/SSE and the XSAVE area, XCR0, every MSR
-//! KVM lists and can read, the TSC among them, pending exceptions and interrupts, the MP
-//! state, the debug registers, and the TPR kept in `kvm_run`), and waits. The last to arrive
+//! (before `KVM_RUN`, while it halts, while it is parked), lets KVM complete its last port or
+//! MMIO exit (which KVM finishes only inside the next `KVM_RUN`: `immediate_exit`), saves its
+//! vCPU's state from KVM (general, segment and control registers, x87/SSE and the XSAVE area,
+//! XCR0, every MSR KVM lists and can read, pending exceptions and interrupts, the MP state,
+//! the debug registers, and the TPR kept in `kvm_run`), and waits. The time-stamp counter is
+//! saved but not written back: each vCPU read it at its own moment before the rendezvous. The last to arrive
 //! builds the new VM: a new `KVM_CREATE_VM`, guest RAM registered in it at the same addresses
-//! (the same mapping: no copy), new vCPUs with the CPUID they had, the ioeventfds bound again,
+//! (the same mapping: no copy; the memory slots of the layout, so watched pages stay out of
+//! them, and the old VM's dirty log kept first), new vCPUs with the CPUID they had, the ioeventfds bound again,
 //! the TSC link read again. It replaces the old VM, whose file is closed once its vCPUs are.
 //! Each thread restores its state into its new vCPU and drops the old one; the last to finish
 //! calls the hook set with [`VmCtl::on_migrated`] (the reference host: the dispatcher brings
@@ -36,10 +39,15 @@ use kvm_bindings::{
     kvm_xcrs, kvm_xsave, Msrs,
 };
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
-use pvabi_dispatch::sync::{lock, write_lock};
+use pvabi_dispatch::sync::{lock, read_lock, write_lock};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{tsc, Fault, VmCtl};
+
+/// IA32_TSC.
+const MSR_IA32_TSC: u32 = 0x10;
+/// IA32_TSC_ADJUST.
+const MSR_IA32_TSC_ADJUST: u32 = 0x3b;
 
 /// How long the vCPUs wait for each other at a migration's rendezvous before they give it up.
 pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,17 +164,28 @@ pub(super) fn bind_ioevent(
     }
 }
 
-/// Whether two event file descriptors are the same eventfd (one a duplicate of the other).
-pub(super) fn same_eventfd(a: &EventFd, b: &EventFd) -> bool {
-    use std::os::fd::AsRawFd;
-    let stat = |fd: &EventFd| {
-        // SAFETY: fstat(2) writes one `stat` into the zeroed local; the descriptor is live.
-        unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            (libc::fstat(fd.as_raw_fd(), &mut st) == 0).then_some((st.st_dev, st.st_ino))
-        }
+/// Lets KVM finish the vCPU's last port or MMIO exit without running guest code: KVM moves
+/// RIP past the instruction and puts an `in`'s or an MMIO read's data into its register only
+/// inside the next `KVM_RUN`, in state no ioctl reads, so a vCPU saved before that would run
+/// the instruction again in the new VM. `KVM_RUN` with `immediate_exit` set completes the exit
+/// and returns EINTR at once (KVM's API documentation, `immediate_exit`: "to complete
+/// pending operations ... before saving state"). A vCPU with no pending exit returns EINTR
+/// all the same.
+fn complete_pending_exit(fd: &mut VcpuFd) -> Result<(), Fault> {
+    fd.set_kvm_immediate_exit(1);
+    let result = match fd.run() {
+        Err(e) if e.errno() == libc::EINTR => Ok(()),
+        Err(e) => Err(Fault::Kvm {
+            op: "KVM_RUN (immediate exit, before a migration)",
+            errno: e.to_string(),
+        }),
+        Ok(exit) => Err(Fault::Kvm {
+            op: "KVM_RUN (immediate exit, before a migration)",
+            errno: format!("an exit instead of EINTR: {exit:?}"),
+        }),
     };
-    a.as_raw_fd() == b.as_raw_fd() || (stat(a).is_some() && stat(a) == stat(b))
+    fd.set_kvm_immediate_exit(0);
+    result
 }
 
 /// One vCPU's state, as KVM holds it.
@@ -255,6 +274,14 @@ impl VcpuState {
             if fresh.iter().any(|f| f.index == m.index && f.data == m.data) {
                 continue;
             }
+            // Not the time-stamp counter (IA32_TSC, IA32_TSC_ADJUST): each vCPU read it at
+            // its own moment before the rendezvous, so writing it back would set every
+            // counter back by its wait and out of step with the others. The new VM's
+            // counters are what they are; the host brings the time page up to date for them
+            // (PVABI-TIME-010).
+            if matches!(m.index, MSR_IA32_TSC | MSR_IA32_TSC_ADJUST) {
+                continue;
+            }
             let one = Msrs::from_entries(&[*m]).map_err(|e| Fault::Kvm {
                 op: "KVM_SET_MSRS",
                 errno: format!("{e:?}"),
@@ -299,7 +326,11 @@ fn build(ctl: &VmCtl) -> Result<Vec<VcpuFd>, String> {
     let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
     // The slots the old VM has, watched pages left out (held under the layout's lock, which
     // every slot change takes first).
-    let layout = lock(&shared.layout);
+    let mut layout = lock(&shared.layout);
+    if shared.log_guest_writes {
+        // The guest's writes so far, before the old VM's log goes with it.
+        layout.keep_dirty_log(&read_lock(&shared.vm));
+    }
     layout.register_in(&vm, shared).map_err(|e| e.to_string())?;
     let mut fds = Vec::with_capacity(shared.cpuids.len());
     for (i, leaves) in shared.cpuids.iter().enumerate() {
@@ -334,6 +365,7 @@ pub(super) fn migration_point(
     if !m.pending() {
         return Ok(None);
     }
+    complete_pending_exit(fd)?;
     let state = VcpuState::save(fd, sync_regs)?;
     let deadline = Instant::now() + RENDEZVOUS_TIMEOUT;
     let mut phase = lock(&m.phase);

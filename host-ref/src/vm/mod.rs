@@ -655,8 +655,9 @@ impl VmCtl {
             None => vm.unregister_ioevent(fd, &addr, NoDatamatch),
         }
         .map_err(kvm_err("KVM_IOEVENTFD"))?;
-        ioevents
-            .retain(|(f, p, d)| !(migrate::same_eventfd(f, fd) && *p == port && *d == datamatch));
+        // KVM holds at most one binding per port and datamatch (it refused a second one), and
+        // it has just removed that one: forget it by port and datamatch.
+        ioevents.retain(|(_, p, d)| !(*p == port && *d == datamatch));
         Ok(())
     }
 

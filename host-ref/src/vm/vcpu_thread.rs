@@ -901,3 +901,46 @@ fn kvm_fault(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Fault {
         errno: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::super::testing::kvm_or_skip;
+    use super::super::{FlushTarget, Vm, VmConfig, VmCtl};
+
+    fn marked(ctl: &VmCtl) -> Vec<bool> {
+        ctl.shared
+            .vcpus
+            .iter()
+            .map(|v| v.flush.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// PVABI-MEM-016 in the reference host: a flush of every vCPU marks each of them, those
+    /// parked (never started, or stopped) included, and a thread flushes a marked vCPU (the
+    /// CR4.PGE toggle of `flush_tlb`) at the top of its run loop, before it next enters
+    /// `KVM_RUN`; a flush of one vCPU marks that one only. (The dispatcher's half, that
+    /// MEM_FLUSH_TLB_ALL asks the machine for every vCPU, is its own test.)
+    #[test]
+    fn a_flush_of_every_vcpu_marks_the_parked_ones_too() {
+        if !kvm_or_skip("a_flush_of_every_vcpu_marks_the_parked_ones_too") {
+            return;
+        }
+        let config = VmConfig {
+            vcpus: 3,
+            ..VmConfig::default()
+        };
+        let vm = Vm::new(&config, pvabi_guest_images::smoke()).expect("a VM of the smoke guest");
+        let ctl = vm.ctl();
+        assert_eq!(marked(&ctl), [false; 3]);
+        ctl.flush_tlb(FlushTarget::Vcpu(2));
+        assert_eq!(marked(&ctl), [false, false, true]);
+        ctl.flush_tlb(FlushTarget::All);
+        assert_eq!(
+            marked(&ctl),
+            [true; 3],
+            "a parked vCPU was left out of the flush"
+        );
+    }
+}

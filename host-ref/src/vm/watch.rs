@@ -184,8 +184,26 @@ impl Layout {
         self.slots.iter().map(|s| (s.id, s.gpa, s.size))
     }
 
+    /// Moves the dirty log of every slot `vm` has now into the pages recorded as written,
+    /// before the slots go away (a slot change, a migration to a new VM).
+    pub(super) fn keep_dirty_log(&mut self, vm: &VmFd) {
+        for s in &self.slots {
+            let Ok(bits) = vm.get_dirty_log(s.id, s.size as usize) else {
+                continue;
+            };
+            for (w, word) in bits.iter().enumerate() {
+                for b in 0..64 {
+                    if word & (1 << b) != 0 {
+                        self.written.insert(s.gpa + (w as u64 * 64 + b) * PAGE);
+                    }
+                }
+            }
+        }
+    }
+
     /// Registers the slots KVM has now in `vm`, a new VM over the same guest RAM (a
-    /// migration's target: watched pages stay out of it). Its dirty log starts empty.
+    /// migration's target: watched pages stay out of it). Its dirty log starts empty: the old
+    /// VM's is kept first ([`Layout::keep_dirty_log`]).
     pub(super) fn register_in(&self, vm: &VmFd, shared: &Shared) -> Result<(), VmError> {
         self.slots
             .iter()
@@ -236,18 +254,7 @@ fn apply(shared: &Shared, layout: &mut Layout, new: Vec<Slot>) -> Result<(), VmE
     let result = (|| {
         let vm = read_lock(&shared.vm);
         if shared.log_guest_writes {
-            for s in &layout.slots {
-                let Ok(bits) = vm.get_dirty_log(s.id, s.size as usize) else {
-                    continue;
-                };
-                for (w, word) in bits.iter().enumerate() {
-                    for b in 0..64 {
-                        if word & (1 << b) != 0 {
-                            layout.written.insert(s.gpa + (w as u64 * 64 + b) * PAGE);
-                        }
-                    }
-                }
-            }
+            layout.keep_dirty_log(&vm);
         }
         for s in &layout.slots {
             set_slot(&vm, shared, layout.host, *s, 0)?;

@@ -31,8 +31,6 @@ const SUCCESS: u64 = Status::Success as u64;
 const SLACK_NS: u64 = 100_000_000;
 /// Longer than the 10 ms within which TIME-027 requires a refresh.
 const WAIT_NS: u64 = 25_000_000;
-/// The least move of the counters a `tsc-offset` request asks for.
-const TSC_MOVE: u64 = 1 << 32;
 
 static PAGE: SharedTimePage = SharedTimePage::new();
 
@@ -148,7 +146,8 @@ fn main(_boot: &BootInfo) -> ! {
         && monotonic(&t).wrapping_sub(start) < 200_000_000
     {}
 
-    // `tsc-offset`: the counters move by at least TSC_MOVE ticks against monotonic time.
+    // `tsc-offset`: the host is to move the counters by at least 2^32 ticks against monotonic
+    // time.
     let (t0, c0) = (monotonic(&t), rdtsc());
     channel::request("tsc-offset");
     let (c1, t1) = (rdtsc(), monotonic(&t));
@@ -161,13 +160,10 @@ fn main(_boot: &BootInfo) -> ! {
     let expected = ((u128::from(t1.wrapping_sub(t0)) * u128::from(hz)) / 1_000_000_000) as u64;
     let moved = c1.wrapping_sub(c0).wrapping_sub(expected);
     let moved = moved.min(moved.wrapping_neg());
-    check(
-        "migrate.tsc_offset_request_moves_the_counters",
-        &["PVABI-TIME-010"],
-        hz != 0 && moved >= TSC_MOVE,
-        moved,
-        TSC_MOVE,
-    );
+    // Whether the counters moved holds only if the host performed the event, which the guest
+    // cannot tell: it reports what it saw, and the runner holds the host's DONE line against
+    // it (pvabi_conformance::channel::HOST_EVENT_WITNESSES: at least 2^32 ticks).
+    channel::info("tsc_offset_moved", if hz != 0 { moved } else { 0 });
 
     // `migrate`.
     let t0 = monotonic(&t);
