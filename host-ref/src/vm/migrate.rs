@@ -331,7 +331,9 @@ fn build(ctl: &VmCtl) -> Result<Vec<VcpuFd>, String> {
         // The guest's writes so far, before the old VM's log goes with it.
         layout.keep_dirty_log(&read_lock(&shared.vm));
     }
-    layout.register_in(&vm, shared).map_err(|e| e.to_string())?;
+    layout
+        .register_in(&vm, shared.log_guest_writes)
+        .map_err(|e| e.to_string())?;
     let mut fds = Vec::with_capacity(shared.cpuids.len());
     for (i, leaves) in shared.cpuids.iter().enumerate() {
         let fd = vm

@@ -116,11 +116,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use pvabi_dispatch::sync::{lock, wait};
 use pvabi_dispatch::End;
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::bus::PortBus;
@@ -787,32 +786,9 @@ impl Vm {
         boot::write_tables(&memory, mem_bytes)?;
         let entry = memory::load(&memory, mem_bytes, elf_image)?;
 
-        for (slot, region) in memory.iter().enumerate() {
-            let host_addr = region
-                .get_host_address(MemoryRegionAddress(0))
-                .map_err(|e| VmError::GuestWrite {
-                    what: "the memory slot",
-                    detail: e.to_string(),
-                })?;
-            let flags = if config.log_guest_writes {
-                kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
-            } else {
-                0
-            };
-            let mem_region = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: host_addr as u64,
-            };
-            // SAFETY: the region is a live anonymous mapping of exactly `memory_size`
-            // bytes owned by `memory`, which lives in `Shared` next to the VM file and
-            // is dropped after it (field order), and after every vCPU file (the vCPU
-            // threads hold a reference to `Shared` until they have closed theirs).
-            unsafe { vm.set_user_memory_region(mem_region) }
-                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-        }
+        // Guest RAM in one slot, through the layout that later cuts watched pages out of it.
+        let layout = watch::Layout::new(&memory, mem_bytes)?;
+        layout.register_in(&vm, config.log_guest_writes)?;
 
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -853,7 +829,6 @@ impl Vm {
             .iter()
             .map(|fd| Mutex::new(stats::StatsFile::open(fd)))
             .collect();
-        let layout = watch::Layout::new(&memory, mem_bytes)?;
         let shared = Arc::new(Shared {
             vm: std::sync::RwLock::new(vm),
             stats,

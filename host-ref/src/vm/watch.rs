@@ -137,12 +137,22 @@ impl Gate {
 }
 
 impl Layout {
-    /// All of guest RAM in slot 0, as [`super::Vm::new`] registers it.
+    /// All of guest RAM in slot 0 (registered by [`Layout::register_in`]). Guest RAM must be
+    /// one mapping of `mem_bytes` from guest-physical 0, as the loader makes it: the slots
+    /// are cut from it by address.
     pub(super) fn new(memory: &GuestMemoryMmap, mem_bytes: u64) -> Result<Layout, VmError> {
-        let region = memory.iter().next().ok_or(VmError::GuestWrite {
-            what: "the memory slot",
-            detail: "guest RAM has no region".into(),
-        })?;
+        let mut regions = memory.iter();
+        let region = match (regions.next(), regions.next()) {
+            (Some(r), None) if r.start_addr().0 == 0 && r.len() == mem_bytes => r,
+            _ => {
+                return Err(VmError::GuestWrite {
+                    what: "the memory slot",
+                    detail: format!(
+                        "guest RAM must be one region of {mem_bytes:#x} bytes from address 0"
+                    ),
+                })
+            }
+        };
         let host = region
             .get_host_address(MemoryRegionAddress(0))
             .map_err(|e| VmError::GuestWrite {
@@ -204,10 +214,10 @@ impl Layout {
     /// Registers the slots KVM has now in `vm`, a new VM over the same guest RAM (a
     /// migration's target: watched pages stay out of it). Its dirty log starts empty: the old
     /// VM's is kept first ([`Layout::keep_dirty_log`]).
-    pub(super) fn register_in(&self, vm: &VmFd, shared: &Shared) -> Result<(), VmError> {
+    pub(super) fn register_in(&self, vm: &VmFd, log_writes: bool) -> Result<(), VmError> {
         self.slots
             .iter()
-            .try_for_each(|s| set_slot(vm, shared, self.host, *s, s.size))
+            .try_for_each(|s| set_slot(vm, log_writes, self.host, *s, s.size))
     }
 
     /// Takes the pages recorded as written outside the dirty log.
@@ -216,9 +226,10 @@ impl Layout {
     }
 }
 
-/// Registers `slot` with KVM in `vm` (size 0 deletes it).
-fn set_slot(vm: &VmFd, shared: &Shared, host: u64, slot: Slot, size: u64) -> Result<(), VmError> {
-    let flags = if shared.log_guest_writes {
+/// Registers `slot` with KVM in `vm` (size 0 deletes it), logging the guest's writes to it
+/// if `log_writes`.
+fn set_slot(vm: &VmFd, log_writes: bool, host: u64, slot: Slot, size: u64) -> Result<(), VmError> {
+    let flags = if log_writes {
         kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
     } else {
         0
@@ -230,9 +241,10 @@ fn set_slot(vm: &VmFd, shared: &Shared, host: u64, slot: Slot, size: u64) -> Res
         memory_size: size,
         userspace_addr: host + slot.gpa,
     };
-    // SAFETY: the range lies inside the live mapping of guest RAM that `shared.memory` owns
-    // (slots are computed inside `mem_bytes`); it is dropped after the VM file (field order
-    // of `Shared`). Size 0 deletes the slot.
+    // SAFETY: the range lies inside the one live mapping of guest RAM, `mem_bytes` long from
+    // `host` (checked by `Layout::new`; slots are computed inside `mem_bytes`), which the VM's
+    // `Shared` owns and drops after the VM file and every vCPU file (field order of `Shared`;
+    // the vCPU threads hold it until they have closed theirs). Size 0 deletes the slot.
     unsafe { vm.set_user_memory_region(region) }.map_err(|source| VmError::WatchSlots {
         op: if size == 0 {
             "KVM_SET_USER_MEMORY_REGION (delete)"
@@ -257,11 +269,11 @@ fn apply(shared: &Shared, layout: &mut Layout, new: Vec<Slot>) -> Result<(), VmE
             layout.keep_dirty_log(&vm);
         }
         for s in &layout.slots {
-            set_slot(&vm, shared, layout.host, *s, 0)?;
+            set_slot(&vm, shared.log_guest_writes, layout.host, *s, 0)?;
         }
         layout.slots.clear();
         for s in &new {
-            set_slot(&vm, shared, layout.host, *s, s.size)?;
+            set_slot(&vm, shared.log_guest_writes, layout.host, *s, s.size)?;
             layout.slots.push(*s);
         }
         Ok(())
