@@ -12,19 +12,19 @@
 
 mod call;
 mod channel;
+mod common;
 
 use pvabi_guest::abi::features::Features;
 use pvabi_guest::abi::time::{TimePage, TIME_PAGE_TSC_VALID};
-use pvabi_guest::discovery::discover;
-use pvabi_guest::time::SharedTimePage;
+use pvabi_guest::time::{rdtsc, SharedTimePage, TimeSnapshot};
 use pvabi_guest::{Call, PortTransport, Status};
 use pvabi_guest_rt::{halt_forever, BootInfo};
 
 use call::raw;
 use channel::check;
+use common::{now_ns as monotonic, SUCCESS};
 
 const TEST: &str = "migrate";
-const SUCCESS: u64 = Status::Success as u64;
 /// How far a time computed from the page may be from TIME_MONOTONIC around the read: far
 /// more than any host's error in pairing the counter with monotonic time, far less than a
 /// change of the counters by 2^32 ticks (over a second at 4 GHz) that the page ignores.
@@ -33,15 +33,6 @@ const SLACK_NS: u64 = 100_000_000;
 const WAIT_NS: u64 = 25_000_000;
 
 static PAGE: SharedTimePage = SharedTimePage::new();
-
-fn monotonic(t: &PortTransport) -> u64 {
-    raw(t, Call::TimeMonotonic, &[]).results[0]
-}
-
-fn rdtsc() -> u64 {
-    // SAFETY: rdtsc reads the time-stamp counter; it has no other effect.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
 
 /// A consistent snapshot of the page and a TSC read inside it (retried while the host
 /// writes it; `None` if it never held still).
@@ -65,20 +56,10 @@ fn snapshot() -> Option<(TimePage, u64)> {
     None
 }
 
-/// The time the page gives at `tsc`: with TSC_VALID the reader's formula (wrapping delta,
-/// 96-bit product), without it `monotonic_ns`.
+/// The time the page gives at `tsc`: with TSC_VALID the reader's formula (guest-ref's
+/// [`TimeSnapshot::now_ns`]), without it `monotonic_ns`.
 fn page_time(p: &TimePage, tsc: u64) -> u64 {
-    if p.flags & TIME_PAGE_TSC_VALID == 0 {
-        return p.monotonic_ns;
-    }
-    let delta = tsc.wrapping_sub(p.tsc_timestamp);
-    let delta = if p.tsc_shift >= 0 {
-        delta << p.tsc_shift
-    } else {
-        delta >> -p.tsc_shift
-    };
-    p.monotonic_ns
-        .wrapping_add(((u128::from(delta) * u128::from(p.tsc_mul)) >> 32) as u64)
+    TimeSnapshot(*p).now_ns(tsc).unwrap_or(p.monotonic_ns)
 }
 
 /// TIME-010 right after a host event: the first snapshot the guest reads once it runs again
@@ -115,18 +96,10 @@ fn current_after_event(t: &PortTransport, name: &str, t0: u64) -> Option<TimePag
 }
 
 fn main(_boot: &BootInfo) -> ! {
-    channel::begin(TEST);
-    let Some(found) = discover() else {
-        halt_forever()
-    };
-    channel::set_doorbell(found.info.doorbell_port);
-    let t = PortTransport::new(found.info.doorbell_port);
     // EVENTS is left out on purpose: its calls must stay NOT_GRANTED across a migration.
+    let (t, _) = common::start(TEST, Features::TIME | Features::VCPU);
+    // What `common::start` required, for the NEGOTIATE that must answer LOCKED.
     let required = (Features::CONSOLE | Features::SYSTEM | Features::TIME | Features::VCPU).bits();
-    if raw(&t, Call::Negotiate, &[0x0001_0000, required]).status != SUCCESS {
-        halt_forever()
-    }
-    channel::go_live();
     let version = raw(&t, Call::GetSpecVersion, &[]).results[2];
     let granted = raw(&t, Call::ProbeFeatures, &[]).results[1];
     let hz = raw(&t, Call::TimeFrequency, &[]).results[0];
