@@ -164,11 +164,11 @@ impl<M: Machine> Inner<M> {
                             );
                         }
                         q.tail = q.tail.wrapping_add(1);
-                        // The entry is written before the tail that publishes it.
-                        guest_mem::store_u32(mem, q.gpa + TAIL, q.tail);
                         posted = 1;
-                        let q = *q;
-                        if !masked && self.raise_if_idle(target, &q) {
+                        let header = GuestHeader { mem, gpa: q.gpa };
+                        let coalesce = !injected!(self, EventsNotCoalesced);
+                        if publish_and_arm(&header, q.tail, !masked, coalesce) {
+                            self.machine.raise_interrupt(target, q.vector);
                             raised = 1;
                         }
                     }
@@ -186,18 +186,18 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Raises the queue's interrupt unless one is pending (`interrupt_pending` != 0); sets
-    /// `interrupt_pending` to 1 first. Returns whether it raised.
+    /// `interrupt_pending` to 1 first. Returns whether it raised. For an event queued earlier,
+    /// whose `tail` store (and the barrier after it) is long done.
     fn raise_if_idle(&self, vcpu: u32, q: &EventQueue) -> bool {
-        let mem = self.machine.memory();
-        // After the tail store: either the guest sees the new tail after clearing the flag,
-        // or the host sees the cleared flag here.
-        let pending = guest_mem::load_u32(mem, q.gpa + PENDING).unwrap_or(1);
-        if pending != 0 && !injected!(self, EventsNotCoalesced) {
-            return false;
+        let header = GuestHeader {
+            mem: self.machine.memory(),
+            gpa: q.gpa,
+        };
+        let raise = arm(&header, !injected!(self, EventsNotCoalesced));
+        if raise {
+            self.machine.raise_interrupt(vcpu, q.vector);
         }
-        guest_mem::store_u32(mem, q.gpa + PENDING, 1);
-        self.machine.raise_interrupt(vcpu, q.vector);
-        true
+        raise
     }
 
     /// Whether an unconsumed entry of the queue has a kind in `kinds` (a mask).
@@ -221,4 +221,78 @@ impl<M: Machine> Inner<M> {
             None => std::mem::take(&mut st.latched),
         }
     }
+}
+
+/// The words of an event queue's header that posting touches, as the post protocol
+/// ([`publish_and_arm`]) sees them: guest memory in the dispatcher ([`GuestHeader`]), a
+/// model's atomics in the test that runs the protocol against every interleaving the memory
+/// model allows (PVABI-EVT-006).
+pub(crate) trait HeaderWords {
+    /// Stores `tail` with release ordering: the entry it publishes, written before, is
+    /// visible to a reader that sees it.
+    fn publish_tail(&self, tail: u32);
+    /// A full barrier: every store before it is visible before any load after it.
+    fn full_barrier(&self);
+    /// Loads `interrupt_pending` (`None`: it cannot be read, which counts as pending).
+    fn load_pending(&self) -> Option<u32>;
+    /// Stores `interrupt_pending`.
+    fn store_pending(&self, value: u32);
+}
+
+/// An event queue's header in guest memory.
+struct GuestHeader<'a, G> {
+    mem: &'a G,
+    gpa: u64,
+}
+
+impl<G: vm_memory::GuestMemoryBackend> HeaderWords for GuestHeader<'_, G> {
+    fn publish_tail(&self, tail: u32) {
+        guest_mem::publish_u32(self.mem, self.gpa + TAIL, tail);
+    }
+
+    fn full_barrier(&self) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn load_pending(&self) -> Option<u32> {
+        guest_mem::load_u32(self.mem, self.gpa + PENDING)
+    }
+
+    fn store_pending(&self, value: u32) {
+        guest_mem::store_u32(self.mem, self.gpa + PENDING, value);
+    }
+}
+
+/// Publishes a new `tail` (its entry already written) and, if the event's kind is unmasked
+/// (`unmasked`), arms the queue's interrupt ([`arm`]). Returns whether the caller must raise
+/// it now.
+///
+/// The barrier between the `tail` store and the `interrupt_pending` load is PVABI-EVT-006:
+/// a guest re-arming the interrupt stores 0 to `interrupt_pending`, executes a full barrier
+/// and reads `tail` (PVABI-EVT-011). With both barriers, either the guest sees the new tail
+/// or the host sees the 0 and raises; without the host's, both can read the old values (a
+/// store-buffering reordering) and the event waits with no interrupt.
+pub(crate) fn publish_and_arm(
+    header: &impl HeaderWords,
+    tail: u32,
+    unmasked: bool,
+    coalesce: bool,
+) -> bool {
+    header.publish_tail(tail);
+    if !unmasked {
+        return false;
+    }
+    header.full_barrier();
+    arm(header, coalesce)
+}
+
+/// The coalescing half of PVABI-EVT-005: reads `interrupt_pending` and, if it is 0 (or
+/// `coalesce` is false, an injected fault), sets it to 1. Returns whether to raise.
+pub(crate) fn arm(header: &impl HeaderWords, coalesce: bool) -> bool {
+    let pending = header.load_pending().unwrap_or(1);
+    if pending != 0 && coalesce {
+        return false;
+    }
+    header.store_pending(1);
+    true
 }

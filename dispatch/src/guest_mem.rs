@@ -198,6 +198,17 @@ pub(crate) fn store_u32<G: GuestMemoryBackend>(mem: &G, gpa: u64, value: u32) ->
     store(mem, gpa, value)
 }
 
+/// Stores a `u32` into a shared page with release ordering: every write before it is
+/// visible to a reader that sees it (an index that publishes entries).
+pub(crate) fn publish_u32<G: GuestMemoryBackend>(mem: &G, gpa: u64, value: u32) -> bool {
+    match mem.get_slice(GuestAddress(gpa), size_of::<u32>()) {
+        Ok(slice) => slice.store(value, 0, Ordering::Release).is_ok(),
+        Err(_) => mem
+            .store(value, GuestAddress(gpa), Ordering::Release)
+            .is_ok(),
+    }
+}
+
 /// Atomically stores a `u64` (a page-table entry: aligned, so one access).
 pub(crate) fn store_u64<G: GuestMemoryBackend>(mem: &G, gpa: u64, value: u64) -> bool {
     store(mem, gpa, value)

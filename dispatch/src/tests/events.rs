@@ -395,3 +395,83 @@ fn send_and_kick_to_a_stopped_vcpu_are_invalid_state() {
     assert_eq!(h.status(0, Call::VcpuKick, &[1]), Status::Success);
     assert_eq!(header(&h, PAGE1).tail, 2);
 }
+
+/// The event queue's header words in a `loom` model: the same orderings as
+/// `GuestHeader`'s (a release store of `tail`, a sequentially consistent fence, load and
+/// store of `interrupt_pending`), or no fence at all when `barrier` is false.
+struct ModelHeader {
+    tail: loom::sync::atomic::AtomicU32,
+    pending: loom::sync::atomic::AtomicU32,
+    barrier: bool,
+}
+
+impl crate::events::HeaderWords for ModelHeader {
+    fn publish_tail(&self, tail: u32) {
+        self.tail.store(tail, std::sync::atomic::Ordering::Release);
+    }
+
+    fn full_barrier(&self) {
+        if self.barrier {
+            loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn load_pending(&self) -> Option<u32> {
+        Some(self.pending.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn store_pending(&self, value: u32) {
+        self.pending
+            .store(value, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs, in every interleaving and every reordering of the C++/Rust memory model that `loom`
+/// explores, the dispatcher's post protocol (`publish_and_arm`, the code the dispatcher runs)
+/// against a guest re-arming the interrupt as PVABI-EVT-011 says: the guest has drained the
+/// queue (head = tail = 0) while an earlier interrupt is pending, and stores 0 to
+/// `interrupt_pending`, executes a full barrier and reads `tail` once more, while the host
+/// posts the entry at index 0. Panics (inside `loom::model`) in any execution where the guest
+/// sees no new entry and the host raises no interrupt: the lost interrupt.
+fn lost_interrupt_model(barrier: bool) {
+    use loom::sync::atomic::{fence, AtomicU32};
+    use loom::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+    loom::model(move || {
+        let header = Arc::new(ModelHeader {
+            tail: AtomicU32::new(0),
+            pending: AtomicU32::new(1),
+            barrier,
+        });
+        let guest = {
+            let header = Arc::clone(&header);
+            loom::thread::spawn(move || {
+                header.pending.store(0, SeqCst);
+                fence(SeqCst);
+                header.tail.load(SeqCst)
+            })
+        };
+        let raised = crate::events::publish_and_arm(&*header, 1, true, true);
+        let tail_seen = guest.join().unwrap();
+        assert!(
+            tail_seen == 1 || raised,
+            "lost interrupt: the guest re-armed and saw tail 0, the host saw interrupt_pending 1"
+        );
+    });
+}
+
+/// PVABI-EVT-006: the host's full barrier between its store to `tail` and its load of
+/// `interrupt_pending` means no interleaving loses the interrupt; and the model is strong
+/// enough to tell: with the barrier taken out, `loom` finds the execution that loses it.
+#[test]
+fn the_tail_store_is_fenced_before_the_pending_load_so_no_interrupt_is_lost() {
+    lost_interrupt_model(true);
+    let without = std::panic::catch_unwind(|| lost_interrupt_model(false));
+    let payload = without.expect_err("without the barrier, some execution must lose the interrupt");
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(message.contains("lost interrupt"), "{message}");
+}
