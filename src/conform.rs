@@ -1724,7 +1724,8 @@ const RUN_SH: &str = r#"#!/bin/sh
 # the VM is to end by a fault, and the status says it did; a test that announced SYSTEM_SHUTDOWN
 # with a 32-bit code or SYSTEM_CRASH with a message SKIPs, as no exit status carries those);
 # an END whose verdict
-# does not match the exit status is an ERROR. (`pvabi conform --host-cmd` decides the same way
+# does not match the exit status is an ERROR; a TRIPPED line (the VMM printed a buffer as the
+# guest rewrote it after the call, not the copy it took) is a FAIL. (`pvabi conform --host-cmd` decides the same way
 # and also checks every line; manifest.json lists the checks a conforming host reports.)
 set -u
 cd "$(dirname "$0")"
@@ -1791,7 +1792,12 @@ for entry in @TESTS@; do
             verdict=SKIP; echo "    the VMM performed no host event the test asked for (no DONE line)"
         fi
     fi
-    printf '%s\n' "$out" | grep '^pvabi-conform: \(FAIL\|ERROR\|SKIP\|WARN\) ' | sed 's/^/    /'
+    # A tripwire the VMM set off (it read a buffer again after the call returned and printed
+    # what the guest had written there since): a FAIL, wherever the line landed.
+    if printf '%s\n' "$out" | grep -q '^pvabi-conform: TRIPPED ' && [ "$(rank "$verdict")" -lt 5 ]; then
+        verdict=FAIL
+    fi
+    printf '%s\n' "$out" | grep '^pvabi-conform: \(FAIL\|ERROR\|SKIP\|WARN\|TRIPPED\) ' | sed 's/^/    /'
     echo "$verdict $t"
     r=$(rank "$verdict")
     [ "$r" -gt "$worst" ] && worst=$r

@@ -151,6 +151,40 @@ fn host_cmd_runs_the_images_under_an_external_vmm() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // A VMM whose console prints the system test's buffer again after the call (here: the
+    // line the guest wrote there once CONSOLE_WRITE had returned, printed at the VM's end, as
+    // an asynchronous console that kept the guest's address would): the tripwire makes its
+    // check a FAIL (PVABI-CON-006), though the guest reported it as passed.
+    let late = format!(
+        "{vmm}; c=$?; case {{image}} in */system.elf) echo 'pvabi-conform: TRIPPED \
+         system.console_emits_the_copy_it_took_during_the_call PVABI-CON-006 -- printed late';; \
+         esac; exit $c"
+    );
+    let out = pvabi(&[
+        "conform",
+        "--host-cmd",
+        &late,
+        "--filter",
+        "system",
+        "--format",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(5), "{report:#}");
+    let system = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["test"] == "system")
+        .unwrap();
+    assert_eq!(system["verdict"], "FAIL", "{system:#}");
+    let con_006 = report["requirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "PVABI-CON-006")
+        .unwrap();
+    assert_eq!(con_006["verdict"], "FAIL", "{con_006:#}");
     // Without them the tests about how the VM ends cannot tell: SKIP, never PASS.
     let out = pvabi(&["conform", "--host-cmd", &vmm, "--filter", "platform-fault"]);
     assert_eq!(
@@ -252,6 +286,19 @@ fn export_writes_a_suite_that_runs_without_the_toolchain() {
     for test in ["platform-fault", "image-below-min-addr", "image-beyond-ram"] {
         assert!(stdout.contains(&format!("SKIP {test}\n")), "{stdout}");
     }
+    // A tripwire the VMM set off (see host_cmd_runs_the_images_under_an_external_vmm) is a
+    // FAIL in run.sh too.
+    let out = run(format!(
+        "{bin} run --exit-with-guest-code {{image}}; c=$?; case {{image}} in */system.elf) echo \
+         'pvabi-conform: TRIPPED system.console_emits_the_copy_it_took_during_the_call';; esac; \
+         exit $c"
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL system\n"), "{stdout}");
+    assert!(
+        stdout.contains("    pvabi-conform: TRIPPED system."),
+        "{stdout}"
+    );
     let out = run("true {image}".into());
     assert_eq!(out.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&out.stdout).contains("CRASH base"));

@@ -86,6 +86,27 @@
 //! `host_event.<event>=1` or `=0`, which a profile that claims the event holds against it. A
 //! DONE line without the REQUEST just before it is an ERROR.
 //!
+//! A test of a rule about what the host does with guest memory after a call returns (a host
+//! that emits a console buffer later, from guest memory, rather than the copy it took during
+//! the call) sets a tripwire: it declares one, written out at once,
+//!
+//! ```text
+//! pvabi-conform: TRAP <check>
+//! ```
+//!
+//! and then, once the call has returned, overwrites the call's memory with the line
+//!
+//! ```text
+//! pvabi-conform: TRIPPED <check> [<requirement ID> ...] [-- <what>]
+//! ```
+//!
+//! which only a host that reads the memory again after the call puts on the console. The guest
+//! reports `<check>` itself as it saw it (it cannot see the console); a TRIPPED line after the
+//! check's TRAP, anywhere in the run (also after END: a host may emit it late), makes the check a
+//! FAIL with the line's message, and the test's verdict at least a FAIL. The guest's END is held
+//! against its own checks only, as the guest knows no more. A TRIPPED line without its TRAP
+//! before it is an ERROR.
+//!
 //! INFO lines carry what the guest learnt about the implementation (its identity, the versions
 //! and features it offers), for the runner to hold against the implementation's profile; they
 //! are not checks.
@@ -569,6 +590,30 @@ pub fn awaits_end(console: &[u8]) -> bool {
 
 /// Turns the console output and the end of one run of `test` into its result.
 pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
+    let (mut result, tripped) = parse_lines(test, console, end);
+    for wire in tripped {
+        match result.checks.iter_mut().find(|c| c.name == wire.name) {
+            Some(check) => {
+                check.verdict = Verdict::Fail;
+                check.message = wire.message;
+                check.warning = false;
+                check.not_applicable = false;
+                for r in wire.requirements {
+                    if !check.requirements.contains(&r) {
+                        check.requirements.push(r);
+                    }
+                }
+            }
+            None => result.checks.push(wire),
+        }
+        result.verdict = result.verdict.max(Verdict::Fail);
+    }
+    result
+}
+
+/// [`parse`] but for the tripwires: the result as the guest's own lines give it, and the
+/// checks (as FAIL) whose tripwire the console shows.
+fn parse_lines(test: &str, console: &[u8], end: RunEnd) -> (TestResult, Vec<Check>) {
     let text = String::from_utf8_lossy(console);
     let mut checks = Vec::new();
     let mut begun = false;
@@ -579,6 +624,8 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
     let mut expecting: Option<(usize, ExpectedEnd)> = None;
     let mut expected_before = false;
     let mut requests: Vec<Request> = Vec::new();
+    let mut traps: Vec<String> = Vec::new();
+    let mut tripped: Vec<Check> = Vec::new();
     for line in text.lines() {
         let Some(body) = line.strip_prefix(PREFIX) else {
             continue;
@@ -586,7 +633,20 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
         let mut note = |why: String| {
             broken.get_or_insert(why);
         };
-        if let Some(name) = body.strip_prefix("BEGIN ") {
+        if let Some(rest) = body.strip_prefix("TRIPPED ") {
+            // The host's doing, not the guest's: valid wherever it lands after its TRAP.
+            match parse_check(&format!("FAIL {rest}")) {
+                Ok(c) if traps.contains(&c.name) => {
+                    if !tripped.iter().any(|t| t.name == c.name) {
+                        tripped.push(c);
+                    }
+                }
+                Ok(_) => note(format!(
+                    "a TRIPPED line without its TRAP before it: `{line}`"
+                )),
+                Err(why) => note(format!("{why}: `{line}`")),
+            }
+        } else if let Some(name) = body.strip_prefix("BEGIN ") {
             if begun {
                 note("a second BEGIN line".into());
             } else if name.trim() != test {
@@ -633,6 +693,11 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
                     "a DONE line that does not answer the request just before it: `{line}`"
                 )),
             }
+        } else if let Some(name) = body.strip_prefix("TRAP ") {
+            match name.split_whitespace().collect::<Vec<_>>()[..] {
+                [name] => traps.push(name.to_owned()),
+                _ => note(format!("a TRAP line that is not one check name: `{line}`")),
+            }
         } else if let Some(pairs) = body.strip_prefix("INFO ") {
             for pair in pairs.split_whitespace() {
                 match pair.split_once('=') {
@@ -674,7 +739,10 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
         }
     }
     if let (Some((i, expected)), None) = (expecting, ended) {
-        return expected_end(test, checks, i, &expected, broken, end, info);
+        return (
+            expected_end(test, checks, i, &expected, broken, end, info),
+            tripped,
+        );
     }
     let worst = Verdict::worst(checks.iter().map(|c| c.verdict));
     let (verdict, reason) = match (&end, ended) {
@@ -721,14 +789,15 @@ pub fn parse(test: &str, console: &[u8], end: RunEnd) -> TestResult {
             )),
         ),
     };
-    TestResult {
+    let result = TestResult {
         test: test.to_owned(),
         verdict,
         checks,
         reason,
         end,
         info,
-    }
+    };
+    (result, tripped)
 }
 
 #[cfg(test)]
@@ -1083,6 +1152,76 @@ mod tests {
         more.push("PASS t.other");
         let r = run(&more, RunEnd::Shutdown(0x5eed_0007));
         assert_ne!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+
+    /// A run that sets a tripwire for `t.copy`, with `tripped` (the host's bytes) at `at`.
+    fn trap_run(tripped: &str, at: usize) -> TestResult {
+        let mut lines = vec![
+            "BEGIN t",
+            "TRAP t.copy",
+            "PASS t.copy PVABI-CON-006",
+            "PASS t.other PVABI-CON-001",
+            "END t PASS",
+        ];
+        lines.insert(at, tripped);
+        run(&lines, RunEnd::Shutdown(0))
+    }
+
+    #[test]
+    fn an_untripped_wire_leaves_the_guests_verdicts() {
+        let r = run(
+            &[
+                "BEGIN t",
+                "TRAP t.copy",
+                "PASS t.copy PVABI-CON-006",
+                "END t PASS",
+            ],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!((r.verdict, r.reason.as_deref()), (Verdict::Pass, None));
+        assert_eq!(r.checks.len(), 1);
+    }
+
+    #[test]
+    fn a_tripped_wire_fails_its_check_and_the_test_wherever_it_lands() {
+        let wire = "TRIPPED t.copy PVABI-CON-006 -- emitted after the call";
+        // Before the guest's own line of the check, after it, and after END (a late host).
+        for at in [2, 3, 4, 5] {
+            let r = trap_run(wire, at);
+            assert_eq!(
+                (r.verdict, r.reason.as_deref()),
+                (Verdict::Fail, None),
+                "at {at}"
+            );
+            assert_eq!(r.checks.len(), 2, "at {at}");
+            let copy = &r.checks[0];
+            assert_eq!(
+                (copy.name.as_str(), copy.verdict, copy.message.as_deref()),
+                ("t.copy", Verdict::Fail, Some("emitted after the call")),
+                "at {at}"
+            );
+            assert_eq!(copy.requirements, ["PVABI-CON-006"]);
+            assert_eq!(r.checks[1].verdict, Verdict::Pass);
+        }
+    }
+
+    #[test]
+    fn a_tripped_wire_without_its_trap_is_an_error() {
+        // Before its TRAP, and for a check no TRAP declared.
+        for (wire, at) in [
+            ("TRIPPED t.copy PVABI-CON-006", 1),
+            ("TRIPPED t.other PVABI-CON-001", 3),
+        ] {
+            let r = trap_run(wire, at);
+            assert_eq!(r.verdict, Verdict::Error, "{wire} at {at}");
+            assert!(
+                r.reason.as_deref().unwrap().contains("without its TRAP"),
+                "{:?}",
+                r.reason
+            );
+        }
+        let r = trap_run("TRAP two names", 2);
+        assert_eq!(r.verdict, Verdict::Error);
     }
 
     #[test]

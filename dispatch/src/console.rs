@@ -11,6 +11,8 @@ use crate::faults::injected;
 use crate::machine::Machine;
 use crate::report::MAX_CONSOLE_BYTES;
 use crate::state::Inner;
+#[cfg(feature = "fault-injection")]
+use crate::sync::lock;
 use crate::{done, Reply, Req};
 
 pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status> {
@@ -32,10 +34,31 @@ pub(crate) fn handle<M: Machine>(h: &Inner<M>, r: &Req) -> Result<Reply, Status>
         }
         Call::ConsoleWrite => {
             let bytes = r.block.bytes();
+            #[cfg(feature = "fault-injection")]
+            if injected!(h, ConsoleEmitsTheBufferLater) {
+                lock(&h.vcpus[r.vcpu as usize].state).console_later =
+                    Some((r.args[0], bytes.len()));
+                return done(&[bytes.len() as u64]);
+            }
             h.console_out(r.vcpu, bytes);
             done(&[bytes.len() as u64])
         }
         _ => Err(Status::NotSupported),
+    }
+}
+
+/// The injected fault `ConsoleEmitsTheBufferLater`, at the start of each of the vCPU's calls:
+/// emits the buffer of its last CONSOLE_WRITE as guest memory holds it now.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn emit_later<M: Machine>(h: &Inner<M>, vcpu: u32) {
+    let Some(slot) = h.vcpus.get(vcpu as usize) else {
+        return;
+    };
+    let Some((gpa, len)) = lock(&slot.state).console_later.take() else {
+        return;
+    };
+    if let Ok(bytes) = crate::guest_mem::copy_in(h.machine.memory(), gpa, len) {
+        h.console_out(vcpu, &bytes);
     }
 }
 

@@ -86,6 +86,10 @@ pub enum InjectedFault {
     KickOfStoppedVcpuAccepted,
     /// CONSOLE_WRITE_REGS emits all 32 bytes of its registers, not the first `length`.
     ConsoleWriteRegsIgnoresLength,
+    /// CONSOLE_WRITE emits nothing during the call and, at the vCPU's next console call, the
+    /// buffer as guest memory then holds it (an asynchronous console that keeps the guest's
+    /// address instead of the copy it took).
+    ConsoleEmitsTheBufferLater,
     /// The register arguments of the System family are not checked (step 5 skipped): SYSTEM_SHUTDOWN with reserved code bits ends the VM.
     SystemArgumentsUnchecked,
     /// An INCOMPLETE MULTICALL_PAGES preempted at the first entry of a page returns as `next` the last entry of the page before (a continuation index broken across a page boundary: that entry runs twice).
@@ -129,7 +133,7 @@ pub enum InjectedFault {
 #[cfg(feature = "fault-injection")]
 impl InjectedFault {
     /// Every fault.
-    pub const ALL: [InjectedFault; 51] = [
+    pub const ALL: [InjectedFault; 52] = [
         InjectedFault::SpecVersionForgetsNegotiated,
         InjectedFault::ProbeFeaturesGrantsBeforeNegotiate,
         InjectedFault::ProbeCallUnknownIsAvailable,
@@ -167,6 +171,7 @@ impl InjectedFault {
         InjectedFault::HaltTimesOutEarly,
         InjectedFault::KickOfStoppedVcpuAccepted,
         InjectedFault::ConsoleWriteRegsIgnoresLength,
+        InjectedFault::ConsoleEmitsTheBufferLater,
         InjectedFault::SystemArgumentsUnchecked,
         InjectedFault::MulticallPagesResumeBackAcrossPage,
         InjectedFault::MulticallPagesSkipsPagesBeforeStart,
@@ -221,6 +226,7 @@ impl InjectedFault {
             InjectedFault::HaltTimesOutEarly => "vcpu",
             InjectedFault::KickOfStoppedVcpuAccepted => "vcpu",
             InjectedFault::ConsoleWriteRegsIgnoresLength => "system",
+            InjectedFault::ConsoleEmitsTheBufferLater => "system",
             InjectedFault::SystemArgumentsUnchecked => "system",
             InjectedFault::ProbeFeaturesGrantsBeforeNegotiate => "base",
             InjectedFault::NegotiateGrantsEverythingOffered => "base",
@@ -287,6 +293,7 @@ impl InjectedFault {
             InjectedFault::HaltTimesOutEarly => "halt-times-out-early",
             InjectedFault::KickOfStoppedVcpuAccepted => "kick-of-stopped-vcpu-accepted",
             InjectedFault::ConsoleWriteRegsIgnoresLength => "console-write-regs-ignores-length",
+            InjectedFault::ConsoleEmitsTheBufferLater => "console-emits-the-buffer-later",
             InjectedFault::SystemArgumentsUnchecked => "system-arguments-unchecked",
             InjectedFault::MulticallPagesResumeBackAcrossPage => {
                 "multicall-pages-resume-back-across-page"

@@ -835,6 +835,10 @@ impl<M: Machine> Inner<M> {
         code: u64,
         args: &[u64; 6],
     ) -> Result<Reply, Status> {
+        #[cfg(feature = "fault-injection")]
+        if injected!(self, ConsoleEmitsTheBufferLater) {
+            console::emit_later(self, vcpu);
+        }
         let d = self.gate(code, ctx)?; // checks 1-4
         let unchecked = d.family() == Family::System && injected!(self, SystemArgumentsUnchecked);
         if !unchecked {

@@ -225,6 +225,10 @@ pub(crate) struct VcpuState {
     pub mask: u64,
     /// An event arrived while no queue was registered; HALT consumes it.
     pub latched: bool,
+    /// The buffer (address, length) of the vCPU's last CONSOLE_WRITE, which the injected
+    /// fault `ConsoleEmitsTheBufferLater` emits, read again, at the vCPU's next console call.
+    #[cfg(feature = "fault-injection")]
+    pub console_later: Option<(u64, usize)>,
 }
 
 /// A registered deferred queue.

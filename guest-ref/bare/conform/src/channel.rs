@@ -325,6 +325,18 @@ pub fn end(test: &str) -> ! {
     halt_forever()
 }
 
+/// Sets a tripwire for check `name` (`TRAP <name>`, written out at once): the test then
+/// overwrites a call's memory, after the call, with a `TRIPPED <name>` line that only a host
+/// that reads that memory again puts on the console, which makes the check a FAIL whatever
+/// the guest reports of it.
+#[allow(dead_code)] // Only the tests of what a host does with memory after a call set one.
+pub fn trap(name: &str) {
+    push(b"pvabi-conform: TRAP ");
+    push(name.as_bytes());
+    push(b"\n");
+    flush();
+}
+
 /// Asks the host for a host event (`REQUEST <event>`: `migrate` or `tsc-offset`), written out
 /// at once. A host that performs it does so before this vCPU runs guest code again, and
 /// writes its own `DONE <event>` line; the guest cannot see that line, so its checks after

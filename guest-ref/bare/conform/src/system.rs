@@ -1,5 +1,6 @@
 //! Conformance test `system`: the console and system calls, as far as a guest can observe
-//! them without ending the VM: CONSOLE_WRITE and CONSOLE_WRITE_REGS (the length written, the
+//! them without ending the VM: CONSOLE_WRITE and CONSOLE_WRITE_REGS (the length written, that
+//! CONSOLE_WRITE emits its copy and not the buffer as the guest rewrites it after the call, the
 //! bounds, a zero-length block, and that only `length` bytes of the registers are emitted),
 //! and SYSTEM_SHUTDOWN and SYSTEM_CRASH refusing bad arguments (and so not ending the VM).
 //! The end itself, SYSTEM_SHUTDOWN with the verdict's code, is the channel's. Runs on vCPU 0
@@ -32,6 +33,14 @@ const REGS_LINE: &[u8] =
 const PAST_LENGTH: &[u8] = b"\npvabi-conform: FAIL regs\n";
 /// Bytes of REGS_LINE per call (what PAST_LENGTH leaves of the 32).
 const PIECE: usize = 32 - PAST_LENGTH.len();
+
+/// CON-006's check, and the tripwire that replaces its bytes once CONSOLE_WRITE has returned:
+/// only a host that reads the buffer again after the call (an emitter that keeps the guest's
+/// address instead of its copy) puts it on the console.
+const COPY_CHECK: &str = "system.console_emits_the_copy_it_took_during_the_call";
+const COPY_WIRE: &[u8] = b"pvabi-conform: TRIPPED system.console_emits_the_copy_it_took_during_the_call PVABI-CON-006 -- the console showed bytes the guest wrote to the buffer after CONSOLE_WRITE had returned\n";
+/// What the call emits: a note, padded with spaces to the wire's length.
+const COPY_NOTE: &[u8] = b"(pvabi-conform system: the bytes CONSOLE_WRITE copied during the call)";
 
 /// Page 0: console bytes; page 1: a message for SYSTEM_CRASH.
 static PAGES: Pages<2> = Pages::new();
@@ -68,6 +77,29 @@ fn main(boot: &BootInfo) -> ! {
         r.status == SUCCESS && r.results[0] == note.len() as u64,
         r.status << 32 | r.results[0],
         note.len() as u64,
+    );
+    // CON-006: what is emitted is the copy taken during the call, not the buffer as it is
+    // later. The buffer holds the note while the call runs and the tripwire once it returns.
+    channel::trap(COPY_CHECK);
+    let wire = buf + 2048;
+    for i in 0..COPY_WIRE.len() {
+        let b = match COPY_NOTE.get(i) {
+            Some(&b) => b,
+            None if i + 1 == COPY_WIRE.len() => b'\n',
+            None => b' ',
+        };
+        common::wr8(wire + i as u64, b);
+    }
+    let r = raw(&t, Call::ConsoleWrite, &[wire, COPY_WIRE.len() as u64]);
+    for (i, b) in COPY_WIRE.iter().enumerate() {
+        common::wr8(wire + i as u64, *b);
+    }
+    check(
+        COPY_CHECK,
+        &["PVABI-CON-006"],
+        r.status == SUCCESS && r.results[0] == COPY_WIRE.len() as u64,
+        r.status << 32 | r.results[0],
+        COPY_WIRE.len() as u64,
     );
     let r = raw(&t, Call::ConsoleWrite, &[boot.mem_bytes + 3 * PAGE - 1, 0]);
     check(
