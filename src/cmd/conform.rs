@@ -208,7 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", report.to_json()),
         Format::Tap => print!("{}", report::tap(&report.tests)),
         Format::Junit => print!("{}", report::junit(&report.tests)),
-        Format::Text => print!("{}", summary(&report)),
+        Format::Text => print!("{}", summary(&report, "host")),
     }
     Ok(ExitCode::from(report.verdict.exit_code() as u8))
 }
@@ -248,7 +248,7 @@ fn check_guest(image: &str, vcpus: u32, format: Format) -> anyhow::Result<ExitCo
         Format::Json => println!("{}", report.to_json()),
         Format::Tap => print!("{}", report::tap(&report.tests)),
         Format::Junit => print!("{}", report::junit(&report.tests)),
-        Format::Text => print!("{}", summary(&report)),
+        Format::Text => print!("{}", summary(&report, "guest")),
     }
     Ok(ExitCode::from(report.verdict.exit_code() as u8))
 }
@@ -382,7 +382,9 @@ fn self_test(tests: &[&conform::TestInfo]) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn summary(r: &report::Report) -> String {
+/// The text report: each test's verdict and its checks that did not pass, then the counts of
+/// the rules that bind `subject` (`"host"` or `"guest"`).
+fn summary(r: &report::Report, subject: &str) -> String {
     let mut s = String::new();
     for t in &r.tests {
         s += &format!("{:<6} {}\n", t.verdict.name(), t.test);
@@ -405,23 +407,53 @@ fn summary(r: &report::Report) -> String {
             s += &format!("         {reason}\n");
         }
     }
-    let count = |v: RequirementVerdict| r.requirements.iter().filter(|q| q.verdict == v).count();
+    // The rules that bind the subject of the run (`host` or `guest`, alone or with the other
+    // party): a host run says nothing of a guest's rules, nor a guest run of a host's.
+    let binding: Vec<_> = r
+        .requirements
+        .iter()
+        .filter(|q| q.party.split(" and ").any(|p| p == subject))
+        .collect();
+    let count = |v: RequirementVerdict| binding.iter().filter(|q| q.verdict == v).count();
+    let unobservable = binding
+        .iter()
+        .filter(|q| q.untested_reason.is_some())
+        .count();
+    // PASS and FAIL always; the others where there are some.
+    let mut counts = vec![
+        format!("{} pass", count(RequirementVerdict::Pass)),
+        format!("{} fail", count(RequirementVerdict::Fail)),
+    ];
+    for (v, what) in [
+        (RequirementVerdict::KnownFailure, "known failure"),
+        (
+            RequirementVerdict::Error,
+            "not checked: their test went wrong",
+        ),
+        (RequirementVerdict::Skip, "skipped"),
+        (RequirementVerdict::Warning, "warning"),
+        (
+            RequirementVerdict::NotApplicable,
+            "not applicable (conditions the implementation does not meet)",
+        ),
+    ] {
+        if count(v) > 0 {
+            counts.push(format!("{} {what}", count(v)));
+        }
+    }
+    counts.push(format!(
+        "{} untested ({unobservable} of them MUSTs no check can observe: --format json gives each \
+         one's reason and the reference implementation's own tests of it)",
+        count(RequirementVerdict::Untested)
+    ));
     let checks: usize = r.tests.iter().map(|t| t.checks.len()).sum();
     s += &format!(
-        "pvabi conform: {} against spec {} ({} tests, {checks} checks); requirements: {} pass, {} fail, {} warning, {} untested ({} of them MUSTs the suite cannot observe, each with its reason in --format json), {} not applicable (process rules, and conditions the implementation does not meet), of {}\n",
+        "pvabi conform: {} against spec {} ({} tests, {checks} checks); the {} rules that bind the {subject}: {}\n",
         r.verdict,
         r.spec_version,
         r.tests.len(),
-        count(RequirementVerdict::Pass),
-        count(RequirementVerdict::Fail),
-        count(RequirementVerdict::Warning),
-        count(RequirementVerdict::Untested),
-        r.requirements
-            .iter()
-            .filter(|q| q.untested_reason.is_some())
-            .count(),
-        count(RequirementVerdict::NotApplicable),
-        r.requirements.len()
+        binding.len(),
+        counts.join(", "),
     );
     s
 }
