@@ -88,24 +88,27 @@
 //!
 //! A test of a rule about what the host does with guest memory after a call returns (a host
 //! that emits a console buffer later, from guest memory, rather than the copy it took during
-//! the call) sets a tripwire: it declares one, written out at once,
+//! the call; one that emits more bytes than the call names) sets a tripwire: it declares one,
+//! written out at once,
 //!
 //! ```text
-//! pvabi-conform: TRAP <check>
+//! pvabi-conform: TRAP <check> [<wire>] [<requirement ID> ...]
 //! ```
 //!
-//! and then, once the call has returned, overwrites the call's memory with the line
+//! and then puts in the call's memory, where only a faulty host would take it from (in the
+//! buffer once the call has returned, in the register bytes past the length), the line
 //!
 //! ```text
-//! pvabi-conform: TRIPPED <check> [<requirement ID> ...] [-- <what>]
+//! pvabi-conform: TRIPPED <wire> [<requirement ID> ...] [-- <what>]
 //! ```
 //!
-//! which only a host that reads the memory again after the call puts on the console. The guest
-//! reports `<check>` itself as it saw it (it cannot see the console); a TRIPPED line after the
-//! check's TRAP, anywhere in the run (also after END: a host may emit it late), makes the check a
-//! FAIL with the line's message, and the test's verdict at least a FAIL. The guest's END is held
-//! against its own checks only, as the guest knows no more. A TRIPPED line without its TRAP
-//! before it is an ERROR.
+//! `<wire>` names the tripwire in a few bytes, where the check's name does not fit (32 bytes of
+//! registers); without it, the wire is the check's name. The guest reports `<check>` itself as
+//! it saw it, if it can (it cannot see the console); a TRIPPED line after its TRAP, anywhere in
+//! the run (also after END: a host may emit it late), makes the check a FAIL citing the TRAP's
+//! and the line's requirements, with the line's message, and the test's verdict at least a
+//! FAIL. The guest's END is held against its own checks only, as the guest knows no more. A
+//! TRIPPED line with no TRAP of its wire before it is an ERROR.
 //!
 //! INFO lines carry what the guest learnt about the implementation (its identity, the versions
 //! and features it offers), for the runner to hold against the implementation's profile; they
@@ -390,6 +393,38 @@ fn parse_check(body: &str) -> Result<Check, String> {
     })
 }
 
+/// A tripwire a TRAP line declares (see the module documentation).
+struct Trap {
+    /// The check it fails.
+    check: String,
+    /// Its name in TRIPPED lines.
+    wire: String,
+    /// The rules the check cites.
+    requirements: Vec<String>,
+}
+
+/// `<check> [<wire>] [<requirement ID> ...]`.
+fn parse_trap(rest: &str) -> Result<Trap, String> {
+    let mut words = rest.split_whitespace().peekable();
+    let check = words.next().ok_or("a TRAP line without a check name")?;
+    let wire = match words.peek() {
+        Some(w) if !is_requirement_id(w) => words.next().unwrap_or(check),
+        _ => check,
+    };
+    let mut requirements = Vec::new();
+    for w in words {
+        if !is_requirement_id(w) {
+            return Err(format!("`{w}` is not a requirement ID (PVABI-XXX-NNN)"));
+        }
+        requirements.push(w.to_owned());
+    }
+    Ok(Trap {
+        check: check.to_owned(),
+        wire: wire.to_owned(),
+        requirements,
+    })
+}
+
 /// The end of the VM an EXPECT line announces (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExpectedEnd {
@@ -624,7 +659,7 @@ fn parse_lines(test: &str, console: &[u8], end: RunEnd) -> (TestResult, Vec<Chec
     let mut expecting: Option<(usize, ExpectedEnd)> = None;
     let mut expected_before = false;
     let mut requests: Vec<Request> = Vec::new();
-    let mut traps: Vec<String> = Vec::new();
+    let mut traps: Vec<Trap> = Vec::new();
     let mut tripped: Vec<Check> = Vec::new();
     for line in text.lines() {
         let Some(body) = line.strip_prefix(PREFIX) else {
@@ -636,14 +671,28 @@ fn parse_lines(test: &str, console: &[u8], end: RunEnd) -> (TestResult, Vec<Chec
         if let Some(rest) = body.strip_prefix("TRIPPED ") {
             // The host's doing, not the guest's: valid wherever it lands after its TRAP.
             match parse_check(&format!("FAIL {rest}")) {
-                Ok(c) if traps.contains(&c.name) => {
-                    if !tripped.iter().any(|t| t.name == c.name) {
-                        tripped.push(c);
+                Ok(c) => match traps.iter().find(|t| t.wire == c.name) {
+                    Some(trap) if !tripped.iter().any(|t| t.name == trap.check) => {
+                        let mut requirements = trap.requirements.clone();
+                        requirements.extend(
+                            c.requirements
+                                .into_iter()
+                                .filter(|r| !trap.requirements.contains(r)),
+                        );
+                        tripped.push(Check {
+                            name: trap.check.clone(),
+                            requirements,
+                            message: Some(c.message.unwrap_or_else(|| {
+                                format!("the host set off the tripwire `{}`", trap.wire)
+                            })),
+                            ..c
+                        });
                     }
-                }
-                Ok(_) => note(format!(
-                    "a TRIPPED line without its TRAP before it: `{line}`"
-                )),
+                    Some(_) => {}
+                    None => note(format!(
+                        "a TRIPPED line without its TRAP before it: `{line}`"
+                    )),
+                },
                 Err(why) => note(format!("{why}: `{line}`")),
             }
         } else if let Some(name) = body.strip_prefix("BEGIN ") {
@@ -693,10 +742,10 @@ fn parse_lines(test: &str, console: &[u8], end: RunEnd) -> (TestResult, Vec<Chec
                     "a DONE line that does not answer the request just before it: `{line}`"
                 )),
             }
-        } else if let Some(name) = body.strip_prefix("TRAP ") {
-            match name.split_whitespace().collect::<Vec<_>>()[..] {
-                [name] => traps.push(name.to_owned()),
-                _ => note(format!("a TRAP line that is not one check name: `{line}`")),
+        } else if let Some(rest) = body.strip_prefix("TRAP ") {
+            match parse_trap(rest) {
+                Ok(trap) => traps.push(trap),
+                Err(why) => note(format!("{why}: `{line}`")),
             }
         } else if let Some(pairs) = body.strip_prefix("INFO ") {
             for pair in pairs.split_whitespace() {
@@ -1220,8 +1269,36 @@ mod tests {
                 r.reason
             );
         }
-        let r = trap_run("TRAP two names", 2);
+        let r = trap_run("TRAP t.x wire not-an-id", 2);
         assert_eq!(r.verdict, Verdict::Error);
+    }
+
+    #[test]
+    fn a_short_wire_fails_its_check_with_the_traps_requirements() {
+        // The check's own line never arrived (the host's extra bytes broke it up).
+        let r = run(
+            &[
+                "BEGIN t",
+                "TRAP t.regs_emit_only_length r PVABI-CON-005 PVABI-CON-002",
+                "TRIPPED r",
+                "TRIPPED r",
+                "PASS t.other PVABI-CON-001",
+                "END t PASS",
+            ],
+            RunEnd::Shutdown(0),
+        );
+        assert_eq!((r.verdict, r.reason.as_deref()), (Verdict::Fail, None));
+        assert_eq!(r.checks.len(), 2, "{:?}", r.checks);
+        let regs = &r.checks[1];
+        assert_eq!(
+            (regs.name.as_str(), regs.verdict, regs.message.as_deref()),
+            (
+                "t.regs_emit_only_length",
+                Verdict::Fail,
+                Some("the host set off the tripwire `r`")
+            )
+        );
+        assert_eq!(regs.requirements, ["PVABI-CON-005", "PVABI-CON-002"]);
     }
 
     #[test]

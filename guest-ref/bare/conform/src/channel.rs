@@ -337,6 +337,22 @@ pub fn trap(name: &str) {
     flush();
 }
 
+/// Sets a tripwire whose TRIPPED line names it `wire` (a few bytes, where the check's name
+/// does not fit) and fails check `name`, citing `requirements`, when the host prints it.
+#[allow(dead_code)] // Only the tests of what a host does with memory after a call set one.
+pub fn trap_wire(name: &str, wire: &str, requirements: &[&str]) {
+    push(b"pvabi-conform: TRAP ");
+    push(name.as_bytes());
+    push(b" ");
+    push(wire.as_bytes());
+    for r in requirements {
+        push(b" ");
+        push(r.as_bytes());
+    }
+    push(b"\n");
+    flush();
+}
+
 /// Asks the host for a host event (`REQUEST <event>`: `migrate` or `tsc-offset`), written out
 /// at once. A host that performs it does so before this vCPU runs guest code again, and
 /// writes its own `DONE <event>` line; the guest cannot see that line, so its checks after

@@ -28,9 +28,11 @@ const INVALID_ADDRESS: u64 = Status::InvalidAddress as u64;
 /// The line CONSOLE_WRITE_REGS emits, a few bytes per call: a verdict line of the channel.
 const REGS_LINE: &[u8] =
     b"pvabi-conform: PASS system.console_write_regs_emits_only_length_bytes PVABI-CON-005 PVABI-CON-001 PVABI-CON-002\n";
-/// What fills the register bytes past `length`: a FAIL line, which a host that emitted them
-/// would put on the console.
-const PAST_LENGTH: &[u8] = b"\npvabi-conform: FAIL regs\n";
+/// The check REGS_LINE passes, whose tripwire (`r`) fills the register bytes past `length`.
+const REGS_CHECK: &str = "system.console_write_regs_emits_only_length_bytes";
+/// What fills the register bytes past `length`: the tripwire's line, which only a host that
+/// emitted them would put on the console (and which fails REGS_CHECK for PVABI-CON-005).
+const PAST_LENGTH: &[u8] = b"\npvabi-conform: TRIPPED r\n";
 /// Bytes of REGS_LINE per call (what PAST_LENGTH leaves of the 32).
 const PIECE: usize = 32 - PAST_LENGTH.len();
 
@@ -128,7 +130,8 @@ fn main(boot: &BootInfo) -> ! {
         CROSSES_PAGE << 32 | INVALID_ADDRESS,
     );
     // A verdict line through CONSOLE_WRITE_REGS; the register bytes past `length` hold a
-    // FAIL line that only a host that emits them would print.
+    // tripwire that only a host that emits them would print.
+    channel::trap_wire(REGS_CHECK, "r", &["PVABI-CON-005"]);
     let mut all = true;
     for piece in REGS_LINE.chunks(PIECE) {
         let (s, written) = write_regs(&t, piece);
