@@ -656,7 +656,7 @@ struct Mark {
     extra_count: u64,
 }
 
-type Progress = Box<dyn Fn(&str) + Send + Sync>;
+type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The event producer's state, shared with its thread.
 #[derive(Default)]
@@ -972,7 +972,7 @@ pub fn run(
         },
         timeout: Some(DEADLINE),
     };
-    let progress: Progress = Box::new(progress);
+    let progress: Progress = Arc::new(progress);
     let mut bench_host = None;
     let mut setup_error = None;
     let outcome = runner::run_with_notify(bench_guest(), run_config, |bus, dispatcher, served| {
@@ -999,7 +999,7 @@ pub fn run(
             marks: Mutex::new(Vec::new()),
             console: Mutex::new(Vec::new()),
             rounds: config.rounds.max(1),
-            progress,
+            progress: progress.clone(),
             progress_group: Mutex::new(None),
         });
         bus.attach(0..=u16::MAX, host.clone());

@@ -1075,7 +1075,8 @@ fn run_checked(image: &[u8], config: RunConfig) -> Result<CheckedRun, runner::Ru
     let mut dispatcher = None;
     let trap = Arc::new(DefaultPortTrap::default());
     let run = runner::run_with(image, config, |bus, d| {
-        dispatcher = Some(d.clone());
+        // What the first boot's dispatcher saw (a guest that reboots gets a new one).
+        dispatcher.get_or_insert_with(|| d.clone());
         *lock_trap(&trap.dispatcher) = Some(d.clone());
         let default = pvabi_abi::convention::DOORBELL_PORT;
         bus.attach(default..=default, trap.clone());

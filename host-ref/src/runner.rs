@@ -183,12 +183,13 @@ pub fn run(image: &[u8], config: RunConfig) -> Result<RunOutcome, RunError> {
 
 /// [`run`] with devices of the caller's own: `add_devices` gets the bus (the pvabi ports
 /// already attached) and the dispatcher, before the guest runs. Devices attached there come
-/// in front of the pvabi ports; whatever they do not handle reaches them. They serve the
-/// first boot only: after a reset ([`OnReboot::Reset`]) the bus holds the pvabi ports alone.
+/// in front of the pvabi ports; whatever they do not handle reaches them. It is called once
+/// per boot: after a reset ([`OnReboot::Reset`]) the new boot has a new bus and a new
+/// dispatcher, and gets its devices again.
 pub fn run_with(
     image: &[u8],
     config: RunConfig,
-    add_devices: impl FnOnce(&mut PortBus, &Arc<KvmDispatcher>),
+    mut add_devices: impl FnMut(&mut PortBus, &Arc<KvmDispatcher>),
 ) -> Result<RunOutcome, RunError> {
     run_with_notify(image, config, |bus, dispatcher, _| {
         add_devices(bus, dispatcher)
@@ -206,7 +207,7 @@ pub fn run_with(
 pub fn run_with_notify(
     image: &[u8],
     config: RunConfig,
-    add_devices: impl FnOnce(&mut PortBus, &Arc<KvmDispatcher>, Option<&ServedCounter>),
+    mut add_devices: impl FnMut(&mut PortBus, &Arc<KvmDispatcher>, Option<&ServedCounter>),
 ) -> Result<RunOutcome, RunError> {
     let RunConfig {
         host: mut host_config,
@@ -242,7 +243,6 @@ pub fn run_with_notify(
     let mut pvabi = Arc::new(PvabiPorts::new(host_config, vm.ctl())?);
     let mut resets = 0;
     let mut exits = ExitCounts::default();
-    let mut add_devices = Some(add_devices);
     loop {
         let ctl = vm.ctl();
         if checking {
@@ -263,9 +263,7 @@ pub fn run_with_notify(
         // The ring-notify port inside the kernel; without ioeventfds, writes reach the bus.
         let workers = pvabi.bind_ring_notify(&ctl).ok();
         let served = workers.as_ref().map(RingNotifyWorkers::served_counter);
-        if let Some(add) = add_devices.take() {
-            add(&mut bus, pvabi.dispatcher(), served.as_ref());
-        }
+        add_devices(&mut bus, pvabi.dispatcher(), served.as_ref());
         let bus = Arc::new(bus);
 
         let watchdog = timeout.map(|limit| {

@@ -45,7 +45,7 @@ fn boot_with(
     vcpus: u32,
     scenario: u32,
     host: HostConfig,
-    add: impl FnOnce(&mut PortBus, &Arc<KvmDispatcher>),
+    mut add: impl FnMut(&mut PortBus, &Arc<KvmDispatcher>),
 ) -> RunOutcome {
     let config = RunConfig {
         host: HostConfig {
@@ -627,6 +627,33 @@ fn reboot_and_exit_code_end_the_vm() {
     let o = boot(1, SCENARIO_EXIT_CODE);
     assert_eq!(o.end, VmEnd::Shutdown(7), "{}", dump(&o));
     assert_eq!(o.report.end, Some(End::Shutdown(7)));
+}
+
+/// Devices added with `run_with` serve every boot: after each reset the new boot's bus gets
+/// them again (here the demo's scenario port, so every boot reboots again, up to the limit;
+/// a boot without it would run the demo to a clean shutdown).
+#[test]
+fn devices_are_added_again_after_a_reset() {
+    if !kvm_or_skip("devices_are_added_again_after_a_reset") {
+        return;
+    }
+    let mut boots = Vec::new();
+    let host = HostConfig {
+        on_reboot: pvabi_host::dispatch::OnReboot::Reset { limit: 2 },
+        ..HostConfig::default()
+    };
+    let o = boot_with(1, SCENARIO_REBOOT, host, |_, d| boots.push(d.clone()));
+    assert_eq!(o.end, VmEnd::Reboot, "{}", dump(&o));
+    assert_eq!(boots.len(), 3, "one call per boot");
+    assert!(
+        !Arc::ptr_eq(&boots[0], &boots[1]) && !Arc::ptr_eq(&boots[1], &boots[2]),
+        "each boot has its own dispatcher"
+    );
+    let said = o
+        .console_text()
+        .matches("demo: test scenario 2: SYSTEM_REBOOT")
+        .count();
+    assert_eq!(said, 3, "{}", dump(&o));
 }
 
 #[test]

@@ -271,7 +271,7 @@ fn boot(scenario: u32, opts: Opts) -> Run {
         let probe = Arc::new(ProbePorts {
             ctl: dispatcher.machine().ctl().clone(),
             scenario,
-            params: Mutex::new(opts.params.into()),
+            params: Mutex::new(opts.params.clone().into()),
             probes: Mutex::new(Vec::new()),
             console: Mutex::new(Vec::new()),
         });

@@ -251,7 +251,7 @@ pub fn boot(scenario: u32, opts: Opts) -> Run {
         let dev = Arc::new(HostilePorts {
             ctl: dispatcher.machine().ctl().clone(),
             scenario,
-            params: Mutex::new(opts.params.into()),
+            params: Mutex::new(opts.params.clone().into()),
             probes: Mutex::new(Vec::new()),
             recs: Mutex::new(Vec::new()),
             snaps: Mutex::new(HashMap::new()),
