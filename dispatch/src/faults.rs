@@ -86,7 +86,7 @@ pub enum InjectedFault {
     KickOfStoppedVcpuAccepted,
     /// CONSOLE_WRITE_REGS emits all 32 bytes of its registers, not the first `length`.
     ConsoleWriteRegsIgnoresLength,
-    /// CONSOLE_WRITE emits nothing during the call and, at the vCPU's next console call, the
+    /// CONSOLE_WRITE emits nothing during the call and, at the start of the vCPU's next call, the
     /// buffer as guest memory then holds it (an asynchronous console that keeps the guest's
     /// address instead of the copy it took).
     ConsoleEmitsTheBufferLater,

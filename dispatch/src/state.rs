@@ -226,7 +226,7 @@ pub(crate) struct VcpuState {
     /// An event arrived while no queue was registered; HALT consumes it.
     pub latched: bool,
     /// The buffer (address, length) of the vCPU's last CONSOLE_WRITE, which the injected
-    /// fault `ConsoleEmitsTheBufferLater` emits, read again, at the vCPU's next console call.
+    /// fault `ConsoleEmitsTheBufferLater` emits, read again, at the start of the vCPU's next call.
     #[cfg(feature = "fault-injection")]
     pub console_later: Option<(u64, usize)>,
 }
