@@ -600,11 +600,7 @@ fn expected_end(
 /// (a malformed EXPECT counts as [`ExpectedEnd::Fault`]; [`parse`] makes it an ERROR).
 pub fn expected_end_of(console: &[u8]) -> Option<ExpectedEnd> {
     let text = String::from_utf8_lossy(console);
-    let body = text
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix(PREFIX))?
-        .strip_prefix("EXPECT ")?;
+    let body = last_guest_line(&text)?.strip_prefix("EXPECT ")?;
     Some(
         parse_expect(body)
             .map(|(_, e)| e)
@@ -616,11 +612,16 @@ pub fn expected_end_of(console: &[u8]) -> Option<ExpectedEnd> {
 /// test is about, and an external runner must say whether its VMM's exit status is a guest
 /// fault ([`RunEnd::GuestFault`]) or cannot tell ([`RunEnd::Undetermined`]).
 pub fn awaits_end(console: &[u8]) -> bool {
-    String::from_utf8_lossy(console)
-        .lines()
+    last_guest_line(&String::from_utf8_lossy(console)).is_some_and(|b| b.starts_with("EXPECT "))
+}
+
+/// The body of the last channel line the guest wrote: a TRIPPED line is the host's, and may
+/// land after the guest's last line (after an EXPECT, too).
+fn last_guest_line(text: &str) -> Option<&str> {
+    text.lines()
         .rev()
-        .find_map(|l| l.strip_prefix(PREFIX))
-        .is_some_and(|body| body.starts_with("EXPECT "))
+        .filter_map(|l| l.strip_prefix(PREFIX))
+        .find(|body| !body.starts_with("TRIPPED "))
 }
 
 /// Turns the console output and the end of one run of `test` into its result.
@@ -1271,6 +1272,22 @@ mod tests {
         }
         let r = trap_run("TRAP t.x wire not-an-id", 2);
         assert_eq!(r.verdict, Verdict::Error);
+    }
+
+    #[test]
+    fn a_tripped_wire_after_an_expect_leaves_the_expect_the_last_line() {
+        let console = format!(
+            "{PREFIX}BEGIN t\n{PREFIX}TRAP t.copy\n{PREFIX}EXPECT t.end fault PVABI-PLAT-003\n\
+             {PREFIX}TRIPPED t.copy\n"
+        );
+        assert!(awaits_end(console.as_bytes()));
+        assert_eq!(
+            expected_end_of(console.as_bytes()),
+            Some(ExpectedEnd::Fault)
+        );
+        let r = parse("t", console.as_bytes(), RunEnd::GuestFault("#PF".into()));
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert_eq!(r.checks[0].verdict, Verdict::Pass, "the EXPECT held");
     }
 
     #[test]
