@@ -376,13 +376,7 @@ fn parse_check(body: &str) -> Result<Check, String> {
         return Err(format!("a guest cannot report {verdict}"));
     }
     let name = words.next().ok_or("a check line without a check name")?;
-    let mut requirements = Vec::new();
-    for w in words {
-        if !is_requirement_id(w) {
-            return Err(format!("`{w}` is not a requirement ID (PVABI-XXX-NNN)"));
-        }
-        requirements.push(w.to_owned());
-    }
+    let requirements = requirement_ids(words)?;
     Ok(Check {
         name: name.to_owned(),
         verdict,
@@ -391,6 +385,17 @@ fn parse_check(body: &str) -> Result<Check, String> {
         warning,
         not_applicable,
     })
+}
+
+/// The rest of a line's words, each a requirement ID.
+fn requirement_ids<'a>(words: impl Iterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    words
+        .map(|w| {
+            is_requirement_id(w)
+                .then(|| w.to_owned())
+                .ok_or_else(|| format!("`{w}` is not a requirement ID (PVABI-XXX-NNN)"))
+        })
+        .collect()
 }
 
 /// A tripwire a TRAP line declares (see the module documentation).
@@ -411,13 +416,7 @@ fn parse_trap(rest: &str) -> Result<Trap, String> {
         Some(w) if !is_requirement_id(w) => words.next().unwrap_or(check),
         _ => check,
     };
-    let mut requirements = Vec::new();
-    for w in words {
-        if !is_requirement_id(w) {
-            return Err(format!("`{w}` is not a requirement ID (PVABI-XXX-NNN)"));
-        }
-        requirements.push(w.to_owned());
-    }
+    let requirements = requirement_ids(words)?;
     Ok(Trap {
         check: check.to_owned(),
         wire: wire.to_owned(),
@@ -474,13 +473,7 @@ fn parse_expect(body: &str) -> Result<(Check, ExpectedEnd), String> {
         }
         None => return Err("an EXPECT line without the end it expects".into()),
     };
-    let mut requirements = Vec::new();
-    for w in words {
-        if !is_requirement_id(w) {
-            return Err(format!("`{w}` is not a requirement ID (PVABI-XXX-NNN)"));
-        }
-        requirements.push(w.to_owned());
-    }
+    let requirements = requirement_ids(words)?;
     Ok((
         Check {
             name: name.to_owned(),
